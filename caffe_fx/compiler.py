@@ -1,0 +1,158 @@
+"""`caffe_fx.compile`: prototxt (+ caffemodel) -> torch.fx.GraphModule.
+
+The pipeline, in order: read and upgrade (frontend/read.py) -> filter_phase ->
+insert_splits -> build the layer DAG, resolving in-place tops (frontend/graph.py) ->
+lower, inferring every blob's shape on meta tensors (lowering/builder.py) -> fill blobs
+from the caffemodel (Net::CopyTrainedLayersFrom in src/caffe/net.cpp) or Caffe's fillers.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Literal, Union
+
+import numpy as np
+import torch
+from torch import fx
+
+from .errors import InputError, WeightsError
+from .frontend.graph import build_graph
+from .frontend.read import NetSource, StoredBlob, describe, read_net, read_weights
+from .lowering.builder import build
+from .lowering.fillers import fill
+from .lowering.registry import CaffeModule, LayerView
+from .passes.filter_phase import filter_phase
+from .passes.insert_splits import insert_splits
+from .proto import caffe_pb2
+
+WeightsSource = Union[str, os.PathLike, Mapping[str, Sequence[np.ndarray]], None]
+
+
+def net_state(phase: str | int, level: int = 0, stages: Sequence[str] = ()) -> caffe_pb2.NetState:
+    state = caffe_pb2.NetState()
+    if isinstance(phase, str):
+        names = {"train": caffe_pb2.TRAIN, "test": caffe_pb2.TEST}
+        if phase.lower() not in names:
+            raise InputError(f"phase = {phase!r} is not a phase; allowed: 'train', 'test'")
+        state.phase = names[phase.lower()]
+    elif phase in (caffe_pb2.TRAIN, caffe_pb2.TEST):
+        state.phase = phase
+    else:
+        raise InputError(f"phase = {phase!r} is not a phase; allowed: 'train', 'test'")
+    state.level = level
+    state.stage.extend(stages)
+    return state
+
+
+def compile(  # noqa: A001  (the public name the design asks for)
+    prototxt: NetSource,
+    weights: WeightsSource = None,
+    *,
+    phase: Literal["train", "test"] | int = "test",
+    level: int = 0,
+    stages: Sequence[str] = (),
+    outputs: Sequence[str] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> fx.GraphModule:
+    """Compiles a Caffe net to a torch.fx.GraphModule that computes what Caffe computes.
+
+    Args:
+        prototxt: a path to a .prototxt, prototxt text, or a `caffe_pb2.NetParameter`.
+            Legacy V0/V1 nets are upgraded as Caffe does.
+        weights: a .caffemodel (binary, any legacy format) or .caffemodel.h5 path, or a
+            mapping {layer name: [arrays]}.  Layers are matched by name; layers absent
+            from the net are skipped.  Without weights, blobs get Caffe's fillers.
+        phase, level, stages: the NetState used for include/exclude rules.
+        outputs: blobs to return (default: the net's outputs, blobs no layer consumes);
+            layers not needed for them are left out.
+        input_shapes: shapes of input blobs, overriding Input layers and required for
+            data layers (Data, ImageData, HDF5Data, ...), whose tops become inputs.
+
+    Returns:
+        A GraphModule taking the input blobs as keyword (or positional, in Caffe's order)
+        arguments and returning {blob name: tensor}.  `gm.meta["caffe"]` holds the
+        input/output names and every blob's shape.
+    """
+    where = describe(prototxt)
+    net = read_net(prototxt)
+    net = filter_phase(net, net_state(phase, level, stages), where)
+    net = insert_splits(net, where)
+    g = build_graph(net, where)
+    gm, _ = build(g, input_shapes=input_shapes, outputs=outputs)
+    modules: list[tuple[LayerView, CaffeModule]] = gm.__dict__.pop("_caffe_modules")
+    stored = _stored_weights(weights)
+    for view, module in modules:
+        module.to_empty(device="cpu")
+        if stored is not None and view.name in stored:
+            _copy_blobs(view, module, stored[view.name], weights)
+        else:
+            for name, filler in zip(module.caffe_blobs, module.fillers):
+                fill(getattr(module, name), filler, f"layer '{view.name}' ({view.type})")
+    _share_params(modules, where)
+    gm.eval() if net.state.phase == caffe_pb2.TEST else gm.train()
+    return gm
+
+
+def _stored_weights(weights: WeightsSource) -> dict[str, list[StoredBlob]] | None:
+    if weights is None:
+        return None
+    if isinstance(weights, Mapping):
+        return {k: [StoredBlob(np.asarray(a, dtype=np.float32), False) for a in v]
+                for k, v in weights.items()}
+    return read_weights(weights)
+
+
+def _shape_equals(stored: StoredBlob, target: tuple[int, ...]) -> bool:
+    """Blob::ShapeEquals: a legacy 4-D blob matches a target of <= 4 axes right-aligned
+    and padded with 1s (old InnerProduct weights (1,1,N,K), biases (1,1,1,N))."""
+    shape = tuple(stored.array.shape)
+    if stored.legacy:
+        if len(target) > 4:
+            return False
+        return shape == (1,) * (4 - len(target)) + tuple(target)
+    return shape == tuple(target)
+
+
+@torch.no_grad()
+def _copy_blobs(view: LayerView, module: CaffeModule, blobs: list[StoredBlob],
+                source: WeightsSource) -> None:
+    targets = module.blob_tensors()
+    where = f"{source}: layer '{view.name}' ({view.type})"
+    if len(blobs) != len(targets):
+        raise WeightsError(
+            f"{where}: the weights hold {len(blobs)} blobs, the layer has {len(targets)} "
+            "(Incompatible number of blobs); rename the layer to skip its weights")
+    for k, (blob, target) in enumerate(zip(blobs, targets)):
+        if not _shape_equals(blob, tuple(target.shape)):
+            raise WeightsError(
+                f"{where}: blob {k} has shape {list(blob.array.shape)} in the weights but "
+                f"{list(target.shape)} in the net (Cannot copy param {k} weights); rename "
+                "the layer to skip its weights")
+        target.copy_(torch.from_numpy(blob.array).reshape(target.shape))
+
+
+def _share_params(modules: list[tuple[LayerView, CaffeModule]], where: str) -> None:
+    """ParamSpec names share blobs (Net::AppendParam): the first owner's tensor is used."""
+    owners: dict[str, tuple[str, torch.Tensor]] = {}
+    for view, module in modules:
+        for k, spec in enumerate(view.param.param):
+            if not spec.name or k >= len(module.caffe_blobs):
+                continue
+            attr = module.caffe_blobs[k]
+            tensor = getattr(module, attr)
+            if spec.name not in owners:
+                owners[spec.name] = (view.name, tensor)
+                continue
+            owner_layer, owned = owners[spec.name]
+            strict = spec.share_mode == caffe_pb2.ParamSpec.STRICT
+            if (strict and owned.shape != tensor.shape) or owned.numel() != tensor.numel():
+                raise WeightsError(
+                    f"{where}: layer '{view.name}' shares param '{spec.name}' with layer "
+                    f"'{owner_layer}' but their shapes differ: {list(tensor.shape)} vs "
+                    f"{list(owned.shape)}")
+            shared = owned if owned.shape == tensor.shape else owned.view(tensor.shape)
+            if isinstance(tensor, torch.nn.Parameter):
+                setattr(module, attr, shared if isinstance(shared, torch.nn.Parameter)
+                        else torch.nn.Parameter(shared))
+            else:
+                module._buffers[attr] = shared

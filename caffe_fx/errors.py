@@ -1,0 +1,74 @@
+"""The one exception hierarchy of caffe_fx.
+
+Every error a user can cause (a bad prototxt, a corrupt caffemodel, a layer or value we
+do not support, an impossible shape) raises a subclass of `CaffeFxError`.  Each class
+also derives from the builtin a caller would naturally catch, so `except ValueError`
+keeps working.  Messages name the file, the layer, the field and the value, and say
+what is allowed.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "CaffeFxError",
+    "ProtoError",
+    "ProtoParseError",
+    "ProtoUpgradeError",
+    "WeightsError",
+    "NetDefinitionError",
+    "UnsupportedLayerError",
+    "UnsupportedFieldError",
+    "ShapeError",
+    "InputError",
+]
+
+
+class CaffeFxError(Exception):
+    """Base class of every error raised by caffe_fx."""
+
+
+class ProtoError(CaffeFxError, ValueError):
+    """A NetParameter (or a file claiming to be one) cannot be used."""
+
+
+class ProtoParseError(ProtoError):
+    """Text or binary protobuf that does not parse; names file, line and column."""
+
+
+class ProtoUpgradeError(ProtoError):
+    """A legacy (V0/V1) net that Caffe's own upgrade code would reject."""
+
+
+class WeightsError(CaffeFxError, ValueError):
+    """A caffemodel that is truncated, corrupt, or does not fit the net."""
+
+
+class NetDefinitionError(CaffeFxError, ValueError):
+    """A net whose wiring Caffe rejects: dangling bottoms, tops produced twice, bad counts."""
+
+
+class UnsupportedLayerError(CaffeFxError, NotImplementedError):
+    """Layer types caffe_fx cannot lower; lists every offending layer at once."""
+
+    def __init__(self, layers: Iterable[tuple[str, str]], source: str = "<net>"):
+        self.layers = list(layers)
+        lines = "\n".join(f"  layer '{name}' (type: {kind})" for name, kind in self.layers)
+        kinds = sorted({kind for _, kind in self.layers})
+        super().__init__(
+            f"{source}: Unknown layer type{'s' if len(kinds) > 1 else ''} "
+            f"{', '.join(kinds)} in {len(self.layers)} layer(s):\n{lines}\n"
+            "See caffe_fx.supported_layers() for the known types."
+        )
+
+
+class UnsupportedFieldError(CaffeFxError, NotImplementedError):
+    """A layer field or value caffe_fx does not implement (never silently ignored)."""
+
+
+class ShapeError(CaffeFxError, ValueError):
+    """Shapes Caffe would reject (a CHECK failure in Reshape), or that cannot be inferred."""
+
+
+class InputError(CaffeFxError, ValueError):
+    """Bad arguments to a compiled net or to compile(): names, counts, shapes."""

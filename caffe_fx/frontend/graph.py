@@ -1,0 +1,95 @@
+"""NetParameter -> networkx DAG of layers, with every blob resolved to a value.
+
+Frontend, last step.  Walks the (filtered, split-inserted) layers as Net::Init does
+(src/caffe/net.cpp: AppendBottom/AppendTop): a bottom must name an existing blob; a top
+equal to the bottom at the same index is in-place and makes a new *version* of that
+blob; any other top whose name already exists is an error.  Each version is a `Value`,
+the unit the builder turns into one fx node.
+
+Keys (documented, read by the later passes and the builder):
+  node attrs:  layer (LayerParameter), phase (int), bottoms, tops (value ids)
+  graph attrs: source, values ({id: Value}), blobs ({blob name: final value id}, in
+               Caffe's net.blobs order), inputs (Input-layer tops), outputs (blobs never
+               consumed, sorted by name as Caffe's std::set gives them)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from ..errors import NetDefinitionError
+from ..proto import caffe_pb2
+
+
+@dataclass(frozen=True)
+class Value:
+    id: str  # unique over the net
+    blob: str | None  # Caffe's blob name; None for an anonymous (automatic) top
+    producer: int  # layer index
+    top_index: int
+    inplace: bool  # written in place over the previous version of `blob`
+
+
+def build_graph(net: caffe_pb2.NetParameter, where: str = "<net>") -> nx.DiGraph:
+    from ..lowering.registry import lookup  # auto-created tops depend on the layer type
+
+    g = nx.DiGraph(source=where)
+    values: dict[str, Value] = {}
+    current: dict[str, str] = {}  # blob name -> id of its latest version
+    consumed: set[str] = set()
+    order: list[str] = []
+    inputs: list[str] = []
+    net_phase = net.state.phase
+    for i, layer in enumerate(net.layer):
+        who = f"{where}: layer '{layer.name}' ({layer.type})"
+        bottoms = []
+        for j, blob in enumerate(layer.bottom):
+            if blob not in current:
+                raise NetDefinitionError(
+                    f"{who}: bottom[{j}] = '{blob}' is not produced by any earlier layer "
+                    "(Unknown bottom blob)")
+            bottoms.append(current[blob])
+            consumed.add(blob)
+        tops = []
+        for j, blob in enumerate(layer.top):
+            inplace = j < len(layer.bottom) and layer.bottom[j] == blob
+            if not inplace and blob in current:
+                raise NetDefinitionError(
+                    f"{who}: top[{j}] = '{blob}' is already produced by another layer (Top "
+                    "blob produced by multiple sources); in-place use needs the same name "
+                    "at the same bottom index")
+            vid = _unique(f"{blob}@{layer.name}" if inplace else blob, values)
+            values[vid] = Value(vid, blob, i, j, inplace)
+            tops.append(vid)
+            if not inplace:
+                order.append(blob)
+            current[blob] = vid
+            consumed.discard(blob)
+        spec = lookup(layer.type)
+        if spec is not None and spec.auto_top:
+            for j in range(len(tops), max(spec.min_tops, 1)):
+                vid = _unique(f"{layer.name}_automatic_{j}", values)
+                values[vid] = Value(vid, None, i, j, False)
+                tops.append(vid)
+        if layer.type == "Input":
+            inputs.extend(layer.top)
+        phase = layer.phase if layer.HasField("phase") else net_phase
+        g.add_node(i, layer=layer, phase=phase, bottoms=bottoms, tops=tops)
+        for vid in bottoms:
+            g.add_edge(values[vid].producer, i)
+    g.graph["values"] = values
+    g.graph["blobs"] = {blob: current[blob] for blob in order}
+    g.graph["inputs"] = inputs
+    g.graph["outputs"] = sorted(b for b in current if b not in consumed)
+    if not nx.is_directed_acyclic_graph(g):  # cannot happen for a valid layer order
+        raise NetDefinitionError(f"{where}: the layer graph has a cycle")
+    return g
+
+
+def _unique(candidate: str, taken: dict[str, Value]) -> str:
+    vid, k = candidate, 1
+    while vid in taken:
+        k += 1
+        vid = f"{candidate}#{k}"
+    return vid

@@ -1,0 +1,237 @@
+"""The one place that wires the torch.fx graph.
+
+Lowering stage.  Takes the analysed layer DAG (frontend/graph.py), asks each layer's
+registered function for a `Call`, a `CaffeModule` or `IDENTITY`, runs it on meta tensors
+to give every value Caffe's shape (the infer_shapes step), then emits one fx node per
+value: nodes are named after blobs (in-place writers after their layer), modules after
+layers.  Mirrors the layer set-up loop of Net::Init (src/caffe/net.cpp).
+"""
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import networkx as nx
+import torch
+from torch import fx, nn
+
+from ..errors import (CaffeFxError, InputError, NetDefinitionError, ShapeError,
+                      UnsupportedLayerError)
+from ..frontend.graph import Value
+from ..proto import caffe_pb2
+from .naming import Namer
+from .registry import IDENTITY, Call, CaffeModule, LayerSpec, LayerView, check_fields, lookup
+
+# Layers whose tops become the GraphModule's inputs.  Input declares shapes; the data
+# layers read files (LMDB, images, HDF5) that a PyTorch pipeline replaces, so their tops
+# are fed like inputs and their shapes come from `input_shapes=`.
+SOURCE_TYPES = frozenset({
+    "Input", "Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "AnnotatedData",
+    "DenseImageData", "ImageLabelmapData",
+})
+
+
+@dataclass
+class Lowering:
+    """What the builder produced besides the GraphModule (kept in `gm.meta["caffe"]`)."""
+
+    inputs: list[str]
+    outputs: list[str]
+    blob_shapes: dict[str, tuple[int, ...]]
+    layers: list[str]
+    modules: dict[str, str] = field(default_factory=dict)  # Caffe layer -> submodule name
+    value_nodes: dict[str, str] = field(default_factory=dict)  # value id -> fx node name
+
+
+def _source_shapes(layer: caffe_pb2.LayerParameter, given: Mapping[str, Sequence[int]],
+                   where: str) -> list[tuple[int, ...]]:
+    shapes = []
+    declared = list(layer.input_param.shape) if layer.type == "Input" else []
+    if declared and len(declared) not in (1, len(layer.top)):
+        raise NetDefinitionError(
+            f"{where}: layer '{layer.name}' (Input): input_param has {len(declared)} shapes "
+            f"for {len(layer.top)} tops; allowed: 0, 1, or one per top")
+    for j, top in enumerate(layer.top):
+        if top in given:
+            shapes.append(tuple(int(d) for d in given[top]))
+        elif declared:
+            shapes.append(tuple(declared[j if len(declared) > 1 else 0].dim))
+        else:
+            raise InputError(
+                f"{where}: layer '{layer.name}' ({layer.type}) reads its data from files "
+                f"that caffe_fx does not read; its top '{top}' becomes an input: give its "
+                f"shape with input_shapes={{'{top}': (N, C, H, W)}}")
+    return shapes
+
+
+def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
+          outputs: Sequence[str] | None = None) -> tuple[fx.GraphModule, Lowering]:
+    where = g.graph["source"]
+    given = dict(input_shapes or {})
+    values: dict[str, Value] = g.graph["values"]
+    blobs: dict[str, str] = g.graph["blobs"]
+
+    # Every unsupported type first, all at once, before anything runs.
+    unknown = [(g.nodes[i]["layer"].name, g.nodes[i]["layer"].type) for i in g.nodes
+               if g.nodes[i]["layer"].type not in SOURCE_TYPES
+               and lookup(g.nodes[i]["layer"].type) is None]
+    if unknown:
+        raise UnsupportedLayerError(unknown, where)
+    sources = [b for i in g.nodes if g.nodes[i]["layer"].type in SOURCE_TYPES
+               for b in g.nodes[i]["layer"].top]
+    bad = sorted(set(given) - set(sources))
+    if bad:
+        raise InputError(f"{where}: input_shapes names {bad}, which are not inputs of the net; "
+                         f"inputs: {sources}")
+
+    wanted = list(outputs) if outputs is not None else list(g.graph["outputs"])
+    missing = [b for b in wanted if b not in blobs]
+    if missing:
+        raise InputError(f"{where}: outputs={missing} are not blobs of the net "
+                         f"(in this phase); blobs: {list(blobs)}")
+    needed = set()
+    for b in wanted:
+        producer = values[blobs[b]].producer
+        needed |= {producer} | nx.ancestors(g, producer)
+
+    graph = fx.Graph()
+    root = nn.Module()
+    node_names, module_names = Namer(), Namer(for_module=True)
+    env: dict[str, fx.Node] = {}
+    meta: dict[str, torch.Tensor] = {}
+    info = Lowering(inputs=[], outputs=wanted, blob_shapes={}, layers=[])
+    modules: list[tuple[LayerView, CaffeModule]] = []
+
+    for i in sorted(g.nodes):
+        attrs = g.nodes[i]
+        layer: caffe_pb2.LayerParameter = attrs["layer"]
+        if layer.type in SOURCE_TYPES:
+            shapes = _source_shapes(layer, given, where)
+            for vid, shape in zip(attrs["tops"], shapes):
+                blob = values[vid].blob
+                node = _placeholder(graph, node_names, blob)
+                env[vid] = node
+                meta[vid] = torch.empty(shape, device="meta")
+                info.inputs.append(blob)
+            continue
+        if i not in needed:
+            continue
+        spec = lookup(layer.type)
+        assert spec is not None
+        view = LayerView(
+            name=layer.name, type=layer.type,
+            bottoms=tuple(layer.bottom), tops=tuple(layer.top), param=layer,
+            phase=attrs["phase"],
+            input_shapes=tuple(tuple(meta[v].shape) for v in attrs["bottoms"]),
+        )
+        _check_counts(view, spec, len(attrs["tops"]), where)
+        check_fields(view, spec)
+        try:
+            with torch.device("meta"):
+                lowered = spec.fn(view)
+        except CaffeFxError as e:
+            raise type(e)(f"{where}: {e}") from e
+        info.layers.append(layer.name)
+        tops = attrs["tops"]
+        if lowered is IDENTITY:
+            for j, vid in enumerate(tops):
+                src = attrs["bottoms"][j if j < len(attrs["bottoms"]) else 0]
+                env[vid], meta[vid] = env[src], meta[src]
+            continue
+        args = [env[v] for v in attrs["bottoms"]]
+        inputs = [meta[v] for v in attrs["bottoms"]]
+        if isinstance(lowered, CaffeModule):
+            mod_name = module_names(layer.name)
+            root.add_module(mod_name, lowered)
+            info.modules[layer.name] = mod_name
+            modules.append((view, lowered))
+            target, run = mod_name, lowered
+            kind, kwargs = "call_module", {}
+        elif isinstance(lowered, Call):
+            target, run, kind, kwargs = lowered.fn, lowered.fn, "call_function", dict(lowered.kwargs)
+        else:
+            raise TypeError(f"{layer.type} lowering returned {type(lowered).__name__}")
+        try:
+            result = run(*inputs, **kwargs)
+        except CaffeFxError as e:
+            raise type(e)(f"{where}: layer '{layer.name}' ({layer.type}): {e}") from e
+        except (RuntimeError, ValueError, IndexError) as e:
+            shapes = [list(t.shape) for t in inputs]
+            raise ShapeError(
+                f"{where}: layer '{layer.name}' ({layer.type}) cannot run on bottoms of shape "
+                f"{shapes}: {e}") from e
+        if not tops:
+            continue
+        outs = list(result) if isinstance(result, (tuple, list)) else [result]
+        if len(outs) != len(tops):
+            raise TypeError(f"{layer.type} lowering gave {len(outs)} outputs for {len(tops)} tops")
+        single = len(tops) == 1
+        name = node_names(_value_name(values[tops[0]], layer.name) if single else layer.name)
+        node = graph.create_node(kind, target, tuple(args), kwargs, name=name)
+        _check_name(node, name)
+        node.meta["caffe_layer"] = layer.name
+        for j, vid in enumerate(tops):
+            if single:
+                out = node
+            else:
+                want = node_names(_value_name(values[vid], layer.name))
+                out = graph.create_node("call_function", operator.getitem, (node, j), name=want)
+                _check_name(out, want)
+            out.meta["caffe_blob"] = values[vid].blob
+            env[vid], meta[vid] = out, outs[j]
+
+    result_nodes = {b: env[blobs[b]] for b in wanted}
+    graph.output(result_nodes)
+    for vid, node in env.items():
+        info.value_nodes[vid] = node.name
+    for b, vid in blobs.items():
+        if vid in meta:
+            info.blob_shapes[b] = tuple(meta[vid].shape)
+    gm = fx.GraphModule(root, graph, class_name=_class_name(where))
+    gm._caffe_modules = modules  # consumed (and deleted) by compile()
+    gm.meta["caffe"] = info
+    return gm, info
+
+
+def _placeholder(graph: fx.Graph, namer: Namer, blob: str) -> fx.Node:
+    name = namer(blob)
+    node = graph.placeholder(name)
+    _check_name(node, name)
+    node.meta["caffe_blob"] = blob
+    return node
+
+
+def _value_name(v: Value, layer_name: str) -> str:
+    """Nodes are named after their blob; an in-place writer after its layer."""
+    if v.blob is None:
+        return f"{layer_name}_top{v.top_index}"
+    return layer_name if v.inplace else v.blob
+
+
+def _check_name(node: fx.Node, wanted: str) -> None:
+    # Our names are unique and legal, so torch.fx renaming one would be a naming bug.
+    if node.name != wanted:
+        raise RuntimeError(f"torch.fx renamed node {wanted!r} to {node.name!r}")
+
+
+def _check_counts(view: LayerView, spec: LayerSpec, ntops: int, where: str) -> None:
+    def check(kind: str, n: int, lo: int, hi: int | None) -> None:
+        if n < lo or (hi is not None and n > hi):
+            allowed = f"exactly {lo}" if lo == hi else (f"at least {lo}" if hi is None
+                                                        else f"{lo} to {hi}")
+            raise NetDefinitionError(
+                f"{where}: layer '{view.name}' ({view.type}) has {n} {kind}; allowed: {allowed}")
+
+    check("bottoms", len(view.bottoms), spec.min_bottoms, spec.max_bottoms)
+    check("tops", ntops, spec.min_tops, spec.max_tops)
+    if not spec.inplace_ok:
+        for j, (b, t) in enumerate(zip(view.bottoms, view.tops)):
+            if b == t:
+                raise NetDefinitionError(
+                    f"{where}: layer '{view.name}' ({view.type}) cannot work in place "
+                    f"(top[{j}] = bottom[{j}] = '{t}'); give the top another name")
+
+
+def _class_name(where: str) -> str:
+    return "CaffeNet"

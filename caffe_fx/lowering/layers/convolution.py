@@ -1,0 +1,111 @@
+"""Convolution and Deconvolution (convolution_param).
+
+Mirrors src/caffe/layers/base_conv_layer.cpp, conv_layer.cpp and deconv_layer.cpp:
+weights (num_output, C/group, k...) for Convolution and (C, num_output/group, k...) for
+Deconvolution, as torch's Conv*d / ConvTranspose*d store them; `axis` folds the axes
+before the channel axis into the batch.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...errors import ShapeError
+from ..geometry import Geometry, conv_geometry
+from ..registry import CaffeModule, LayerView, register
+
+
+class CaffeConv(CaffeModule):
+    """N-D (de)convolution over the axes after `axis`, with one weight for every bottom."""
+
+    caffe_blobs = ("weight", "bias")
+
+    def __init__(self, weight_shape: tuple[int, ...], bias: bool, geometry: Geometry,
+                 groups: int, axis: int, transposed: bool, fillers) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(weight_shape))
+        if bias:
+            out = weight_shape[1] * groups if transposed else weight_shape[0]
+            self.bias = nn.Parameter(torch.empty(out))
+        else:
+            self.caffe_blobs = ("weight",)
+            self.register_parameter("bias", None)
+        self.fillers = list(fillers[: len(self.caffe_blobs)])
+        self.stride = list(geometry.stride)
+        self.padding = list(geometry.pad)
+        self.dilation = list(geometry.dilation)
+        self.groups = groups
+        self.axis = axis
+        self.transposed = transposed
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[: self.axis]
+        if self.axis != 1:
+            x = x.reshape([-1] + list(x.shape[self.axis:]))
+        n = x.dim() - 2
+        if self.transposed:
+            if n == 1:
+                y = F.conv_transpose1d(x, self.weight, self.bias, self.stride, self.padding, 0,
+                                       self.groups, self.dilation)
+            elif n == 2:
+                y = F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, 0,
+                                       self.groups, self.dilation)
+            else:
+                y = F.conv_transpose3d(x, self.weight, self.bias, self.stride, self.padding, 0,
+                                       self.groups, self.dilation)
+        elif n == 1:
+            y = F.conv1d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                         self.groups)
+        elif n == 2:
+            y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                         self.groups)
+        else:
+            y = F.conv3d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                         self.groups)
+        if self.axis != 1:
+            y = y.reshape(list(lead) + list(y.shape[1:]))
+        return y
+
+    def extra_repr(self) -> str:
+        kind = "deconv" if self.transposed else "conv"
+        return (f"{kind} weight={list(self.weight.shape)}, stride={self.stride}, "
+                f"pad={self.padding}, dilation={self.dilation}, groups={self.groups}")
+
+
+def _conv_module(view: LayerView, transposed: bool) -> CaffeConv:
+    p = view.param.convolution_param
+    shape = view.input_shapes[0]
+    if any(s != shape for s in view.input_shapes[1:]):
+        raise view.error(f"all bottoms must have the same shape; got {list(view.input_shapes)}",
+                         ShapeError)
+    axis = p.axis + len(shape) if p.axis < 0 else p.axis
+    if not 0 <= axis < len(shape):
+        raise view.error(f"convolution_param.axis = {p.axis} is out of range for a "
+                         f"{len(shape)}-D bottom", ShapeError)
+    n = len(shape) - axis - 1
+    if n not in (1, 2, 3):
+        raise view.fail("number of spatial axes", n, "1, 2 or 3")
+    geometry = conv_geometry(f"layer '{view.name}' ({view.type})", p, n)
+    channels, groups = shape[axis], p.group
+    if p.num_output <= 0:
+        raise view.fail("convolution_param.num_output", p.num_output, "a positive count")
+    if channels % groups or p.num_output % groups:
+        raise view.error(f"convolution_param.group = {groups} must divide both the input "
+                         f"channels ({channels}) and num_output ({p.num_output})", ShapeError)
+    if transposed:
+        weight_shape = (channels, p.num_output // groups) + geometry.kernel
+    else:
+        weight_shape = (p.num_output, channels // groups) + geometry.kernel
+    return CaffeConv(weight_shape, p.bias_term, geometry, groups, axis, transposed,
+                     [p.weight_filler, p.bias_filler])
+
+
+@register("Convolution", params=("convolution_param",), bottoms=1, tops=1)
+def convolution(view: LayerView) -> CaffeConv:
+    return _conv_module(view, transposed=False)
+
+
+@register("Deconvolution", params=("convolution_param",), bottoms=1, tops=1)
+def deconvolution(view: LayerView) -> CaffeConv:
+    return _conv_module(view, transposed=True)

@@ -1,0 +1,56 @@
+"""InnerProduct (inner_product_param): y = x W^T + b over the axes from `axis` on.
+
+Mirrors src/caffe/layers/inner_product_layer.cpp.  The weight is stored as Caffe
+stores it: (num_output, K), or (K, num_output) with `transpose: true`.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...errors import ShapeError
+from ..registry import CaffeModule, LayerView, register
+
+
+class InnerProduct(CaffeModule):
+    caffe_blobs = ("weight", "bias")
+
+    def __init__(self, k: int, num_output: int, bias: bool, axis: int, transpose: bool,
+                 fillers) -> None:
+        super().__init__()
+        shape = (k, num_output) if transpose else (num_output, k)
+        self.weight = nn.Parameter(torch.empty(shape))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(num_output))
+        else:
+            self.caffe_blobs = ("weight",)
+            self.register_parameter("bias", None)
+        self.fillers = list(fillers[: len(self.caffe_blobs)])
+        self.axis = axis
+        self.transpose = transpose
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.flatten(x, self.axis)
+        weight = self.weight.t() if self.transpose else self.weight
+        return F.linear(x, weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"weight={list(self.weight.shape)}, axis={self.axis}, transpose={self.transpose}"
+
+
+@register("InnerProduct", params=("inner_product_param",), bottoms=1, tops=1)
+def inner_product(view: LayerView) -> InnerProduct:
+    p = view.param.inner_product_param
+    shape = view.input_shapes[0]
+    axis = p.axis + len(shape) if p.axis < 0 else p.axis
+    if not 0 <= axis < len(shape):
+        raise view.error(f"inner_product_param.axis = {p.axis} is out of range for a "
+                         f"{len(shape)}-D bottom", ShapeError)
+    if p.num_output <= 0:
+        raise view.fail("inner_product_param.num_output", p.num_output, "a positive count")
+    k = math.prod(shape[axis:])
+    return InnerProduct(k, p.num_output, p.bias_term, axis, p.transpose,
+                        [p.weight_filler, p.bias_filler])

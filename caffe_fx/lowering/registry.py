@@ -1,0 +1,181 @@
+"""The layer registry: one small function per Caffe layer type.
+
+Lowering stage.  A layer function is registered under the exact Caffe type string and
+gets a read-only `LayerView` of one layer; it returns a `Call` (a parameter-free torch
+function with literal arguments), a `CaffeModule` (a layer with blobs), or `IDENTITY`
+(tops alias bottoms, e.g. Split, TEST-phase Dropout).  It never names nodes, wires the
+graph or looks at other layers: that is the builder's job (lowering/builder.py).
+Mirrors Caffe's LayerRegistry (src/caffe/layer_factory.cpp).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from ..errors import CaffeFxError, UnsupportedFieldError
+from ..proto import caffe_pb2
+
+Shape = tuple[int, ...]
+
+# LayerParameter fields every layer may carry; the builder or the solver handle them.
+GENERIC_FIELDS = frozenset({
+    "name", "type", "bottom", "top", "phase", "loss_weight", "param", "blobs",
+    "propagate_down", "include", "exclude",
+})
+
+
+@dataclass(frozen=True)
+class LayerView:
+    """What a layer function may look at: one layer, never its neighbours."""
+
+    name: str
+    type: str
+    bottoms: tuple[str, ...]
+    tops: tuple[str, ...]
+    param: caffe_pb2.LayerParameter  # a private copy; treat as read-only
+    phase: int  # caffe_pb2.TRAIN or caffe_pb2.TEST, after the per-layer override
+    input_shapes: tuple[Shape, ...]
+
+    def fail(self, field_path: str, value: Any, allowed: str) -> UnsupportedFieldError:
+        """An error naming this layer, the field, its value and what is allowed."""
+        return UnsupportedFieldError(
+            f"layer '{self.name}' ({self.type}): {field_path} = {value} is not supported; "
+            f"supported: {allowed}"
+        )
+
+    def error(self, message: str, cls: type[CaffeFxError] = CaffeFxError) -> CaffeFxError:
+        return cls(f"layer '{self.name}' ({self.type}): {message}")
+
+    @property
+    def is_train(self) -> bool:
+        return self.phase == caffe_pb2.TRAIN
+
+
+@dataclass(frozen=True)
+class Call:
+    """A parameter-free layer: `fn(*bottoms, **kwargs)`; tuple result for several tops."""
+
+    fn: Callable[..., Any]
+    kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+class _Identity:
+    def __repr__(self) -> str:
+        return "IDENTITY"
+
+
+IDENTITY = _Identity()  # every top aliases the bottom at the same index (or bottom 0)
+
+
+class CaffeModule(nn.Module):
+    """A layer with learnable or stored blobs.
+
+    `caffe_blobs` names the parameters/buffers in Caffe's blob order, so that weight
+    loading, `state_dict()` and pycaffe's `net.params[layer][i]` agree; `fillers` holds
+    the FillerParameter of each blob (used when no weights are given).
+    """
+
+    caffe_blobs: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fillers: list[caffe_pb2.FillerParameter | None] = []
+
+    def blob_tensors(self) -> list[torch.Tensor]:
+        return [getattr(self, n) for n in self.caffe_blobs]
+
+
+Lowered = Union[Call, CaffeModule, _Identity]
+LayerFn = Callable[[LayerView], Lowered]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    type: str
+    fn: LayerFn
+    params: tuple[str, ...]  # the LayerParameter sub-messages the function reads
+    min_bottoms: int = 0
+    max_bottoms: int | None = None
+    min_tops: int = 0
+    max_tops: int | None = None
+    auto_top: bool = False  # loss layers: Caffe creates a top when none is given
+    is_loss: bool = False  # default loss_weight 1 on top 0
+    inplace_ok: bool = True
+
+
+_REGISTRY: dict[str, LayerSpec] = {}
+
+
+def register(
+    caffe_type: str,
+    *,
+    params: Sequence[str] = (),
+    bottoms: int | tuple[int, int | None] | None = None,
+    tops: int | tuple[int, int | None] | None = None,
+    auto_top: bool = False,
+    is_loss: bool = False,
+    inplace_ok: bool = True,
+) -> Callable[[LayerFn], LayerFn]:
+    """Registers `fn` for `caffe_type`; refuses duplicates.
+
+    `bottoms`/`tops`: an exact count, a (min, max) pair (max None = unbounded), or
+    None for no check.  `params`: LayerParameter fields the function handles.
+    """
+
+    def bounds(spec: int | tuple[int, int | None] | None) -> tuple[int, int | None]:
+        if spec is None:
+            return 0, None
+        if isinstance(spec, int):
+            return spec, spec
+        return spec
+
+    def deco(fn: LayerFn) -> LayerFn:
+        if caffe_type in _REGISTRY:
+            raise RuntimeError(f"layer type {caffe_type!r} registered twice")
+        for p in params:
+            if p not in caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name:
+                raise RuntimeError(f"{caffe_type}: {p!r} is not a LayerParameter field")
+        bmin, bmax = bounds(bottoms)
+        tmin, tmax = bounds(tops)
+        _REGISTRY[caffe_type] = LayerSpec(caffe_type, fn, tuple(params), bmin, bmax, tmin, tmax,
+                                          auto_top, is_loss, inplace_ok)
+        return fn
+
+    return deco
+
+
+def lookup(caffe_type: str) -> LayerSpec | None:
+    _load_layers()
+    return _REGISTRY.get(caffe_type)
+
+
+def supported_layers() -> list[str]:
+    """The Caffe layer types caffe_fx can lower, sorted as caffe.layer_type_list() is."""
+    _load_layers()
+    return sorted(_REGISTRY)
+
+
+def check_fields(view: LayerView, spec: LayerSpec) -> None:
+    """A field set in the prototxt that the layer function does not read is an error."""
+    for fd, _ in view.param.ListFields():
+        if fd.name not in GENERIC_FIELDS and fd.name not in spec.params:
+            raise UnsupportedFieldError(
+                f"layer '{view.name}' ({view.type}): field {fd.name} is set but has no "
+                f"meaning for this layer type; fields it reads: "
+                f"{', '.join(spec.params) or 'none'}"
+            )
+
+
+_LOADED = False
+
+
+def _load_layers() -> None:
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        from . import layers  # noqa: F401  (registers every layer module)

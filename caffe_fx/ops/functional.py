@@ -1,0 +1,56 @@
+"""Caffe-exact functionals used by the generated code (see ops/__init__.py).
+
+Each mirrors one Caffe source file, named in its docstring.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+FLT_MAX = 3.4028234663852886e38
+
+
+def _caffe_pooled(size: int, k: int, s: int, p: int, ceil: bool) -> int:
+    num = size + 2 * p - k
+    out = (-(-num // s) if ceil else num // s) + 1
+    if p > 0 and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+@torch.fx.wrap
+def pool2d(x: Tensor, kernel: List[int], stride: List[int], pad: List[int], max_pool: bool,
+           ceil: bool) -> Tensor:
+    """Caffe Pooling (MAX/AVE) where torch's pooling differs: pad > kernel/2, or pad = 0
+    with kernel < stride, whose ceil rounding yields windows that start past the image.
+    Pads explicitly, then pools without padding (src/caffe/layers/pooling_layer.cpp)."""
+    h, w = x.shape[-2], x.shape[-1]
+    oh = _caffe_pooled(h, kernel[0], stride[0], pad[0], ceil)
+    ow = _caffe_pooled(w, kernel[1], stride[1], pad[1], ceil)
+    # Enough trailing padding that every Caffe window lies inside the padded plane.
+    bottom = max((oh - 1) * stride[0] + kernel[0] - h - pad[0], pad[0])
+    right = max((ow - 1) * stride[1] + kernel[1] - w - pad[1], pad[1])
+    if max_pool:
+        xp = F.pad(x, [pad[1], right, pad[0], bottom], value=-FLT_MAX)
+        y = F.max_pool2d(xp, kernel, stride, 0, 1, False)
+        return y[..., :oh, :ow]
+    xp = F.pad(x, [pad[1], right, pad[0], bottom], value=0.0)
+    s = F.avg_pool2d(xp, kernel, stride, 0, False, True) * float(kernel[0] * kernel[1])
+    s = s[..., :oh, :ow]
+    # Caffe's divisor counts the window up to H + pad (not the extra trailing padding).
+    hs = torch.arange(oh, device=x.device) * stride[0] - pad[0]
+    ws = torch.arange(ow, device=x.device) * stride[1] - pad[1]
+    dh = torch.clamp(hs + kernel[0], max=h + pad[0]) - hs
+    dw = torch.clamp(ws + kernel[1], max=w + pad[1]) - ws
+    return s / (dh[:, None] * dw[None, :]).to(s.dtype)
+
+
+@torch.fx.wrap
+def max_pool2d_with_mask(x: Tensor, kernel: List[int], stride: List[int], pad: List[int],
+                         ceil: bool) -> tuple[Tensor, Tensor]:
+    """MAX Pooling with Caffe's second top: the argmax as a float flat index h*W + w."""
+    y, idx = F.max_pool2d(x, kernel, stride, pad, 1, ceil, True)
+    return y, idx.to(x.dtype)
