@@ -1,0 +1,158 @@
+"""Bad input gets one clear caffe_fx.errors exception naming file, layer, field and value."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import caffe_fx
+from caffe_fx.errors import (CaffeFxError, InputError, NetDefinitionError, ProtoParseError,
+                             ShapeError, UnsupportedFieldError, UnsupportedLayerError,
+                             WeightsError)
+
+INPUT = ('layer { name: "data" type: "Input" top: "data" '
+         'input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n')
+CONV = ('layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" '
+        'convolution_param { num_output: 4 kernel_size: 3 } }\n')
+
+
+def test_malformed_prototxt_names_file_line_and_column(tmp_path):
+    path = tmp_path / "bad.prototxt"
+    path.write_text(INPUT + 'layer {\n  name: "x"\n  tpye: "ReLU"\n}\n')
+    with pytest.raises(ProtoParseError, match=r"bad\.prototxt:4:3: .*tpye"):
+        caffe_fx.compile(path)
+
+
+def test_missing_prototxt_file():
+    with pytest.raises(ProtoParseError, match=r"nope\.prototxt: no such prototxt file"):
+        caffe_fx.compile("nope.prototxt")
+
+
+def test_binary_file_given_as_prototxt(tmp_path):
+    path = tmp_path / "w.caffemodel"
+    path.write_bytes(bytes(range(256)))
+    with pytest.raises(ProtoParseError, match=r"w\.caffemodel"):
+        caffe_fx.compile(path)
+
+
+def test_every_unsupported_layer_reported_at_once():
+    net = INPUT + (
+        'layer { name: "roi" type: "ROIPooling" bottom: "data" top: "roi" }\n'
+        'layer { name: "up" type: "Upsample" bottom: "roi" top: "up" }\n'
+        'layer { name: "roi2" type: "ROIPooling" bottom: "up" top: "roi2" }\n')
+    with pytest.raises(UnsupportedLayerError) as e:
+        caffe_fx.compile(net)
+    msg = str(e.value)
+    assert "Unknown layer types ROIPooling, Upsample in 3 layer(s)" in msg
+    for name in ("roi", "up", "roi2"):
+        assert f"layer '{name}'" in msg
+    assert isinstance(e.value, NotImplementedError) and isinstance(e.value, CaffeFxError)
+
+
+def test_dangling_bottom():
+    net = INPUT + 'layer { name: "r" type: "ReLU" bottom: "nothing" top: "r" }\n'
+    with pytest.raises(NetDefinitionError,
+                       match=r"layer 'r' \(ReLU\): bottom\[0\] = 'nothing' is not produced"):
+        caffe_fx.compile(net)
+
+
+def test_top_produced_twice():
+    net = INPUT + CONV + ('layer { name: "conv2" type: "Convolution" bottom: "data" '
+                          'top: "conv1" convolution_param { num_output: 4 kernel_size: 3 } }\n')
+    with pytest.raises(NetDefinitionError,
+                       match=r"layer 'conv2' \(Convolution\): top\[0\] = 'conv1' is already"):
+        caffe_fx.compile(net)
+
+
+def test_impossible_shape():
+    net = INPUT + CONV.replace("kernel_size: 3", "kernel_size: 11")
+    with pytest.raises(ShapeError, match=r"layer 'conv1' \(Convolution\) cannot run on bottoms "
+                                         r"of shape \[\[1, 3, 8, 8\]\]"):
+        caffe_fx.compile(net)
+
+
+def test_unsupported_field_value():
+    net = INPUT + ('layer { name: "pool5" type: "Pooling" bottom: "data" top: "pool5" '
+                   'pooling_param { pool: STOCHASTIC kernel_size: 2 } }\n')
+    with pytest.raises(UnsupportedFieldError,
+                       match=r"layer 'pool5' \(Pooling\): pooling_param.pool = STOCHASTIC is "
+                             r"not supported; supported: MAX, AVE"):
+        caffe_fx.compile(net)
+
+
+def test_field_meaningless_for_the_type():
+    net = INPUT + ('layer { name: "r" type: "ReLU" bottom: "data" top: "r" '
+                   'pooling_param { pool: AVE } }\n')
+    with pytest.raises(UnsupportedFieldError, match=r"layer 'r' \(ReLU\): field pooling_param"):
+        caffe_fx.compile(net)
+
+
+def test_truncated_caffemodel(tmp_path):
+    from caffe_fx.proto import caffe_pb2
+    net = caffe_pb2.NetParameter()
+    layer = net.layer.add(name="conv1", type="Convolution")
+    blob = layer.blobs.add()
+    blob.shape.dim.extend([4, 3, 3, 3])
+    blob.data.extend(np.zeros(108, np.float32).tolist())
+    data = net.SerializeToString()
+    path = tmp_path / "cut.caffemodel"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match=r"cut\.caffemodel: not a valid caffemodel"):
+        caffe_fx.compile(INPUT + CONV, path)
+
+
+def test_weight_shape_mismatch_names_layer_blob_and_shapes():
+    weights = {"conv1": [np.zeros((4, 3, 5, 5), np.float32), np.zeros(4, np.float32)]}
+    with pytest.raises(WeightsError, match=r"layer 'conv1' \(Convolution\): blob 0 has shape "
+                                           r"\[4, 3, 5, 5\] in the weights but \[4, 3, 3, 3\]"):
+        caffe_fx.compile(INPUT + CONV, weights)
+
+
+def test_weight_blob_count_mismatch():
+    weights = {"conv1": [np.zeros((4, 3, 3, 3), np.float32)]}
+    with pytest.raises(WeightsError, match=r"hold 1 blobs, the layer has 2"):
+        caffe_fx.compile(INPUT + CONV, weights)
+
+
+def test_weights_for_layers_not_in_the_net_are_skipped():
+    weights = {"conv1": [np.ones((4, 3, 3, 3), np.float32), np.zeros(4, np.float32)],
+               "training_only": [np.zeros(3, np.float32)]}
+    gm = caffe_fx.compile(INPUT + CONV, weights)
+    assert float(gm.conv1.weight.detach().sum()) == 108.0
+
+
+def test_legacy_4d_inner_product_weights_accepted():
+    """Old caffemodels store InnerProduct weights as (1, 1, N, K); Caffe's ShapeEquals
+    accepts them right-aligned (the V1 binary LeNet/CIFAR nets in tests/nets use them)."""
+    from caffe_fx.compiler import _shape_equals
+    from caffe_fx.frontend.read import StoredBlob
+    legacy = np.zeros((1, 1, 2, 192), np.float32)
+    assert _shape_equals(StoredBlob(legacy, legacy=True), (2, 192))
+    assert not _shape_equals(StoredBlob(legacy, legacy=False), (2, 192))
+
+
+def test_unknown_output_blob():
+    with pytest.raises(InputError, match=r"outputs=\['fc9'\] are not blobs of the net"):
+        caffe_fx.compile(INPUT + CONV, outputs=["fc9"])
+
+
+def test_bad_phase():
+    with pytest.raises(InputError, match=r"phase = 'deploy' is not a phase"):
+        caffe_fx.compile(INPUT + CONV, phase="deploy")
+
+
+def test_data_layer_needs_input_shapes():
+    net = ('layer { name: "mnist" type: "Data" top: "data" top: "label" '
+           'data_param { source: "x" batch_size: 4 } }\n') + CONV
+    with pytest.raises(InputError, match=r"layer 'mnist' \(Data\).*input_shapes="):
+        caffe_fx.compile(net)
+    gm = caffe_fx.compile(net, input_shapes={"data": (4, 3, 8, 8), "label": (4,)})
+    assert [n.name for n in gm.graph.nodes if n.op == "placeholder"] == ["data", "label"]
+
+
+def test_corrupt_hdf5(tmp_path):
+    import h5py
+    path = tmp_path / "w.caffemodel.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("other", data=np.zeros(3))
+    with pytest.raises(WeightsError, match=r"without the /data group"):
+        caffe_fx.compile(INPUT + CONV, path)
