@@ -1,0 +1,35 @@
+"""The public API is small and frozen: changing it must change this snapshot."""
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import caffe_fx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_all_is_the_documented_surface():
+    assert sorted(caffe_fx.__all__) == ["__version__", "compile", "errors", "supported_layers"]
+
+
+def test_compile_signature():
+    assert str(inspect.signature(caffe_fx.compile)) == (
+        "(prototxt: 'NetSource', weights: 'WeightsSource' = None, *, "
+        "phase: \"Literal['train', 'test'] | int\" = 'test', level: 'int' = 0, "
+        "stages: 'Sequence[str]' = (), outputs: 'Sequence[str] | None' = None, "
+        "input_shapes: 'Mapping[str, Sequence[int]] | None' = None) -> 'fx.GraphModule'")
+
+
+def test_error_classes_derive_from_builtins():
+    e = caffe_fx.errors
+    assert issubclass(e.UnsupportedLayerError, NotImplementedError)
+    assert issubclass(e.ProtoParseError, ValueError)
+    assert issubclass(e.WeightsError, ValueError)
+    for name in e.__all__:
+        assert issubclass(getattr(e, name), e.CaffeFxError)
+
+
+def test_readme_generated_sections_are_current():
+    rc = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_readme.py"), "--check"])
+    assert rc.returncode == 0, "README.md is stale: run python tools/gen_readme.py"
