@@ -53,6 +53,7 @@ def compile(  # noqa: A001  (the public name the design asks for)
     stages: Sequence[str] = (),
     outputs: Sequence[str] | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    caffe_proto: str | os.PathLike | None = None,
 ) -> fx.GraphModule:
     """Compiles a Caffe net to a torch.fx.GraphModule that computes what Caffe computes.
 
@@ -67,6 +68,8 @@ def compile(  # noqa: A001  (the public name the design asks for)
             layers not needed for them are left out.
         input_shapes: shapes of input blobs, overriding Input layers and required for
             data layers (Data, ImageData, HDF5Data, ...), whose tops become inputs.
+        caffe_proto: a fork's caffe.proto, for prototxts with fields BVLC lacks
+            (compiled with grpcio-tools or protoc; a clear error says if neither is there).
 
     Returns:
         A GraphModule taking the input blobs as keyword (or positional, in Caffe's order)
@@ -74,7 +77,7 @@ def compile(  # noqa: A001  (the public name the design asks for)
         input/output names and every blob's shape.
     """
     where = describe(prototxt)
-    net = read_net(prototxt)
+    net = read_net(prototxt, caffe_proto)
     net = filter_phase(net, net_state(phase, level, stages), where)
     net = insert_splits(net, where)
     g = build_graph(net, where)

@@ -54,13 +54,23 @@ def parse_text(text: str, where: str, message: _message.Message | None = None) -
     return msg
 
 
-def read_net(source: NetSource) -> caffe_pb2.NetParameter:
+def read_net(source: NetSource, caffe_proto: str | os.PathLike | None = None
+             ) -> caffe_pb2.NetParameter:
     """A prototxt path, a prototxt string or a NetParameter -> upgraded NetParameter.
 
     The caller's message is never modified.  Legacy V0/V1 nets are upgraded as Caffe's
     file readers do (a NetParameter given directly is upgraded too, for convenience).
+    `caffe_proto` names a fork's caffe.proto to parse the text with (fork_proto.py).
     """
     where = describe(source)
+    if caffe_proto is not None and not isinstance(source, _message.Message):
+        from .fork_proto import fork_net_parameter
+
+        fork = parse_text(_read_text(source, where),
+                          where, fork_net_parameter(os.fspath(caffe_proto))())
+        net = caffe_pb2.NetParameter()
+        net.ParseFromString(fork.SerializeToString())
+        return upgrade_net(net, where)
     if isinstance(source, caffe_pb2.NetParameter):
         net = caffe_pb2.NetParameter()
         net.CopyFrom(source)

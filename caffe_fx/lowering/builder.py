@@ -72,12 +72,6 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
     values: dict[str, Value] = g.graph["values"]
     blobs: dict[str, str] = g.graph["blobs"]
 
-    # Every unsupported type first, all at once, before anything runs.
-    unknown = [(g.nodes[i]["layer"].name, g.nodes[i]["layer"].type) for i in g.nodes
-               if g.nodes[i]["layer"].type not in SOURCE_TYPES
-               and lookup(g.nodes[i]["layer"].type) is None]
-    if unknown:
-        raise UnsupportedLayerError(unknown, where)
     sources = [b for i in g.nodes if g.nodes[i]["layer"].type in SOURCE_TYPES
                for b in g.nodes[i]["layer"].top]
     bad = sorted(set(given) - set(sources))
@@ -94,6 +88,13 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
     for b in wanted:
         producer = values[blobs[b]].producer
         needed |= {producer} | nx.ancestors(g, producer)
+
+    # Every unsupported type that the outputs need, all at once, before anything runs.
+    unknown = [(g.nodes[i]["layer"].name, g.nodes[i]["layer"].type) for i in sorted(needed)
+               if g.nodes[i]["layer"].type not in SOURCE_TYPES
+               and lookup(g.nodes[i]["layer"].type) is None]
+    if unknown:
+        raise UnsupportedLayerError(unknown, where)
 
     graph = fx.Graph()
     root = nn.Module()
@@ -139,8 +140,10 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
                 src = attrs["bottoms"][j if j < len(attrs["bottoms"]) else 0]
                 env[vid], meta[vid] = env[src], meta[src]
             continue
-        args = [env[v] for v in attrs["bottoms"]]
-        inputs = [meta[v] for v in attrs["bottoms"]]
+        args: list = [env[v] for v in attrs["bottoms"]]
+        inputs: list = [meta[v] for v in attrs["bottoms"]]
+        if isinstance(lowered, Call) and lowered.packed:
+            args, inputs = [args], [inputs]
         if isinstance(lowered, CaffeModule):
             mod_name = module_names(layer.name)
             root.add_module(mod_name, lowered)
@@ -157,7 +160,7 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
         except CaffeFxError as e:
             raise type(e)(f"{where}: layer '{layer.name}' ({layer.type}): {e}") from e
         except (RuntimeError, ValueError, IndexError) as e:
-            shapes = [list(t.shape) for t in inputs]
+            shapes = [list(meta[v].shape) for v in attrs["bottoms"]]
             raise ShapeError(
                 f"{where}: layer '{layer.name}' ({layer.type}) cannot run on bottoms of shape "
                 f"{shapes}: {e}") from e

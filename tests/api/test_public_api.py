@@ -18,7 +18,8 @@ def test_compile_signature():
         "(prototxt: 'NetSource', weights: 'WeightsSource' = None, *, "
         "phase: \"Literal['train', 'test'] | int\" = 'test', level: 'int' = 0, "
         "stages: 'Sequence[str]' = (), outputs: 'Sequence[str] | None' = None, "
-        "input_shapes: 'Mapping[str, Sequence[int]] | None' = None) -> 'fx.GraphModule'")
+        "input_shapes: 'Mapping[str, Sequence[int]] | None' = None, "
+        "caffe_proto: 'str | os.PathLike | None' = None) -> 'fx.GraphModule'")
 
 
 def test_error_classes_derive_from_builtins():
