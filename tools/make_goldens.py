@@ -50,6 +50,8 @@ def run_case(case: Case) -> str:
                "--out", str(t / "out.npz"), "--phase", case.phase, "--seed", "1"]
         if case.randomize:
             cmd += ["--randomize", "7"]
+        if case.save_weights:
+            cmd += ["--save-weights", str(t / "w.caffemodel")]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             return f"{case.name}: oracle failed:\n{proc.stderr[-2000:]}"
@@ -60,6 +62,8 @@ def run_case(case: Case) -> str:
         record["random_blobs"] = np.array(list(case.random_blobs), dtype=str)
         for blob, value in inputs.items():
             record[f"input/{blob}"] = value
+        if case.save_weights:
+            record["caffemodel"] = np.frombuffer((t / "w.caffemodel").read_bytes(), np.uint8)
         OUT.mkdir(parents=True, exist_ok=True)
         tmp_out = OUT / f".{case.name}.npz.tmp"
         with open(tmp_out, "wb") as f:

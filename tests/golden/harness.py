@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,11 @@ def relative_error(ours: np.ndarray, caffe: np.ndarray) -> float:
     return float(diff.max()) / max(scale, 1e-30) if diff.size else 0.0
 
 
-def run_golden(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
+def run_golden(path: Path, weights_dir: Path | None = None
+               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
     """Compiles the case's net with Caffe's params and runs it on Caffe's inputs.
-    Returns (ours, caffe's, meta) keyed by blob name."""
+    Returns (ours, caffe's, meta) keyed by blob name.  Cases that stored Caffe's own
+    caffemodel load it from a file in `weights_dir` (default: a temporary folder)."""
     with np.load(path) as f:
         rec = dict(f)
     meta = json.loads(str(rec["meta"]))
@@ -47,8 +50,15 @@ def run_golden(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]
         params.setdefault(layer, []).append((int(i), rec[key]))
     weights = {k: [a for _, a in sorted(v, key=lambda t: t[0])] for k, v in params.items()}
     blobs = [b for b in meta["blobs"] if f"data/{b}" in rec]
-    gm = caffe_fx.compile(str(rec["prototxt"]), weights=weights, phase=str(rec["phase"]),
-                          outputs=blobs)
+    if "caffemodel" in rec:
+        with tempfile.TemporaryDirectory(dir=weights_dir) as tmp:
+            file = Path(tmp) / f"{path.stem}.caffemodel"
+            file.write_bytes(rec["caffemodel"].tobytes())
+            gm = caffe_fx.compile(str(rec["prototxt"]), weights=file,
+                                  phase=str(rec["phase"]), outputs=blobs)
+    else:
+        gm = caffe_fx.compile(str(rec["prototxt"]), weights=weights, phase=str(rec["phase"]),
+                              outputs=blobs)
     inputs = {k[len("input/"):]: torch.from_numpy(v) for k, v in rec.items()
               if k.startswith("input/")}
     with torch.no_grad():

@@ -24,6 +24,8 @@ class Case:
         prototxt's fillers (e.g. constant fillers written in the prototxt).
     phase: "test" or "train".
     random_blobs: blobs whose values are random in Caffe (Dropout in TRAIN), not compared.
+    save_weights: also store the binary caffemodel Caffe saves (`net.save`), so that the
+        test loads the weights from Caffe's own file instead of from the recorded arrays.
     """
 
     name: str
@@ -36,6 +38,7 @@ class Case:
     high: float | None = None
     integers: dict[str, int] = field(default_factory=dict)
     random_blobs: tuple[str, ...] = ()
+    save_weights: bool = False
 
 
 def all_cases() -> list[Case]:

@@ -6,10 +6,12 @@ def _net(layer: str, shape=(2, 3, 9, 9)) -> str:
     return input_net({"data": shape}) + layer
 
 
-def conv(name: str, params: str, shape=(2, 3, 9, 9), kind="Convolution") -> Case:
+def conv(name: str, params: str, shape=(2, 3, 9, 9), kind="Convolution",
+         save_weights=False) -> Case:
     layer = ('layer { name: "conv" type: "%s" bottom: "data" top: "conv"\n'
              '  convolution_param { %s } }\n' % (kind, params))
-    return Case(f"{kind.lower()}-{name}", kind, _net(layer, shape), {"data": shape})
+    return Case(f"{kind.lower()}-{name}", kind, _net(layer, shape), {"data": shape},
+                save_weights=save_weights)
 
 
 def pool(name: str, params: str, shape=(2, 3, 9, 9), tops=("pool",)) -> Case:
@@ -29,6 +31,7 @@ CASES = [
     conv("nd_3d", "num_output: 2 kernel_size: 2", shape=(2, 3, 4, 5, 6)),
     conv("nd_1d", "num_output: 2 kernel_size: 3", shape=(2, 3, 8)),
     conv("repeated_pad", "num_output: 3 kernel_size: 3 kernel_size: 1 pad: 1 pad: 0"),
+    conv("from_caffemodel", "num_output: 4 kernel_size: 3 group: 1", save_weights=True),
     conv("axis2", "num_output: 3 kernel_size: 3 axis: 2", shape=(2, 2, 3, 6, 6)),
     conv("basic", "num_output: 4 kernel_size: 3 stride: 2", kind="Deconvolution"),
     conv("group_pad", "num_output: 6 kernel_size: 4 stride: 2 pad: 1 group: 3", kind="Deconvolution"),

@@ -1,0 +1,1 @@
+"""Frontend: read Caffe files, upgrade legacy formats, build the layer DAG."""
