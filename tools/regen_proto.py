@@ -92,7 +92,7 @@ def main() -> None:
     (PROTO_DIR / "caffe.proto").write_text(to_proto_text(fdp))
     from grpc_tools import protoc  # developer dependency only
 
-    rc = protoc.main(["protoc", "-I%s" % PROTO_DIR, "--python_out=%s" % PROTO_DIR,
+    rc = protoc.main(["protoc", "-I%s" % PROTO_DIR, "--python_out=%s" % PROTO_DIR, "--pyi_out=%s" % PROTO_DIR,
                       str(PROTO_DIR / "caffe.proto")])
     if rc:
         sys.exit(rc)
