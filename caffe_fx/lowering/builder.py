@@ -84,7 +84,9 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
     if missing:
         raise InputError(f"{where}: outputs={missing} are not blobs of the net "
                          f"(in this phase); blobs: {list(blobs)}")
-    needed = set()
+    # Without outputs=, every layer is set up (as Caffe does, so every blob gets its
+    # shape); nodes nothing reads are dropped from the graph at the end.
+    needed = set(g.nodes) if outputs is None else set()
     for b in wanted:
         producer = values[blobs[b]].producer
         needed |= {producer} | nx.ancestors(g, producer)
@@ -192,6 +194,8 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
         if vid in meta:
             info.blob_shapes[b] = tuple(meta[vid].shape)
     gm = fx.GraphModule(root, graph, class_name=_class_name(where))
+    if gm.graph.eliminate_dead_code():
+        gm.recompile()
     gm._caffe_modules = modules  # consumed (and deleted) by compile()
     gm.meta["caffe"] = info
     return gm, info

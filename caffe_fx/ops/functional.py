@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-FLT_MAX = 3.4028234663852886e38
+FLT_MAX = 3.4028234663852886e38  # float32's largest value, Caffe's -FLT_MAX start for MAX
 
 
 def _caffe_pooled(size: int, k: int, s: int, p: int, ceil: bool) -> int:
@@ -34,7 +34,7 @@ def pool2d(x: Tensor, kernel: List[int], stride: List[int], pad: List[int], max_
     bottom = max((oh - 1) * stride[0] + kernel[0] - h - pad[0], pad[0])
     right = max((ow - 1) * stride[1] + kernel[1] - w - pad[1], pad[1])
     if max_pool:
-        xp = F.pad(x, [pad[1], right, pad[0], bottom], value=-FLT_MAX)
+        xp = F.pad(x, [pad[1], right, pad[0], bottom], value=-3.4028234663852886e38)  # -FLT_MAX; TorchScript cannot read globals
         y = F.max_pool2d(xp, kernel, stride, 0, 1, False)
         return y[..., :oh, :ow]
     xp = F.pad(x, [pad[1], right, pad[0], bottom], value=0.0)
