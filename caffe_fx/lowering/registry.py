@@ -58,10 +58,14 @@ class LayerView:
 
 @dataclass(frozen=True)
 class Call:
-    """A parameter-free layer: `fn(*bottoms, **kwargs)`; tuple result for several tops."""
+    """A parameter-free layer: `fn(*bottoms, **kwargs)`; tuple result for several tops.
+
+    `packed`: the bottoms go in as one list, `fn([b0, b1, ...], **kwargs)` (torch.cat).
+    """
 
     fn: Callable[..., Any]
     kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    packed: bool = False
 
 
 class _Identity:
