@@ -203,7 +203,8 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
 
 def _placeholder(graph: fx.Graph, namer: Namer, blob: str) -> fx.Node:
     name = namer(blob)
-    node = graph.placeholder(name)
+    # graph.placeholder() would snake_case the name ("Data" -> "data"); keep it exact.
+    node = graph.create_node("placeholder", name, name=name)
     _check_name(node, name)
     node.meta["caffe_blob"] = blob
     return node

@@ -85,6 +85,8 @@ class CaffeModule(nn.Module):
     """
 
     caffe_blobs: tuple[str, ...] = ()
+    # Compile-time bookkeeping, not used by forward: kept out of TorchScript.
+    __jit_ignored_attributes__ = ["caffe_blobs", "fillers"]
 
     def __init__(self) -> None:
         super().__init__()

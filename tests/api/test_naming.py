@@ -52,3 +52,12 @@ def test_generated_names_follow_the_rule():
     assert list(out) == ["conv1_1"]  # output keys stay Caffe's blob names
     assert [n.meta.get("caffe_blob") for n in gm.graph.nodes][:4] == [
         "input", "conv1/3x3", "conv1_1", "conv1_1"]
+
+
+def test_input_names_keep_their_case():
+    net = ('layer { name: "in" type: "Input" top: "Data" top: "H" input_param { '
+           'shape { dim: 1 dim: 2 } } }\n'
+           'layer { name: "s" type: "Eltwise" bottom: "Data" bottom: "H" top: "Sum" }\n')
+    gm = caffe_fx.compile(net)
+    out = gm(Data=torch.ones(1, 2), H=torch.full((1, 2), 2.0))
+    assert out["Sum"].tolist() == [[3.0, 3.0]]

@@ -1,0 +1,209 @@
+"""Caffe-exact loss and metric functionals (forward only), used by lowering/layers/loss.py.
+
+Each mirrors the Forward_cpu of one file in src/caffe/layers/ (named per function).
+Labels arrive as float tensors and are truncated to int as Caffe's static_cast<int> does;
+an `ignore_label` of None means loss_param/accuracy_param has none.  Every loss is a
+0-axis tensor, as Caffe's loss top has shape [].
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+# TorchScript cannot read module-level floats, so the two clamps are written inline:
+# FLT_MIN = 1.1754943508222875e-38 (SoftmaxWithLoss) and kLOG_THRESHOLD = 1e-20
+# (include/caffe/layers/loss_layer.hpp; InfogainLoss, MultinomialLogisticLoss).
+
+
+def _numel(shape: List[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _valid(label: Tensor, ignore_label: Optional[int]) -> Tuple[Tensor, Tensor]:
+    """(labels as int64, mask of the positions that count)."""
+    lab = label.to(torch.int64)
+    if ignore_label is None:
+        return lab, torch.ones_like(lab, dtype=torch.bool)
+    return lab, lab != ignore_label
+
+
+def _normalize(loss: Tensor, mode: str, outer: int, inner: int, valid: Tensor) -> Tensor:
+    """LossLayer::GetNormalizer, then max(1, normalizer)."""
+    if mode == "FULL":
+        norm = torch.tensor(float(outer * inner), dtype=loss.dtype, device=loss.device)
+    elif mode == "VALID":
+        norm = valid.sum().to(loss.dtype)
+    elif mode == "BATCH_SIZE":
+        norm = torch.tensor(float(outer), dtype=loss.dtype, device=loss.device)
+    else:  # NONE
+        norm = torch.tensor(1.0, dtype=loss.dtype, device=loss.device)
+    return loss / torch.clamp(norm, min=1.0)
+
+
+def _label_log_probs(prob: Tensor, label: Tensor, axis: int, ignore_label: Optional[int]
+                     ) -> Tuple[Tensor, Tensor, int, int]:
+    """prob viewed as (outer, C, inner), label as (outer, inner); ignored labels (which may
+    be out of range) are replaced by class 0 before indexing and masked afterwards."""
+    shape = list(prob.shape)
+    outer, inner = _numel(shape[:axis]), _numel(shape[axis + 1:])
+    p = prob.reshape(outer, shape[axis], inner)
+    lab, valid = _valid(label.reshape(outer, inner), ignore_label)
+    idx = torch.where(valid, lab, torch.zeros_like(lab))
+    picked = p.gather(1, idx.unsqueeze(1)).squeeze(1)
+    return picked, valid, outer, inner
+
+
+@torch.fx.wrap
+def softmax_loss(x: Tensor, label: Tensor, axis: int, ignore_label: Optional[int],
+                 normalization: str) -> Tensor:
+    """SoftmaxWithLoss (softmax_loss_layer.cpp):
+    -sum_valid log(max(p_label, FLT_MIN)) / normalizer."""
+    loss, _ = softmax_loss_with_prob(x, label, axis, ignore_label, normalization)
+    return loss
+
+
+@torch.fx.wrap
+def softmax_loss_with_prob(x: Tensor, label: Tensor, axis: int, ignore_label: Optional[int],
+                           normalization: str) -> Tuple[Tensor, Tensor]:
+    """SoftmaxWithLoss with its second top, the softmax probabilities."""
+    prob = torch.softmax(x, axis)
+    picked, valid, outer, inner = _label_log_probs(prob, label, axis, ignore_label)
+    logp = torch.log(torch.clamp(picked, min=1.1754943508222875e-38))
+    loss = -torch.where(valid, logp, torch.zeros_like(logp)).sum()
+    return _normalize(loss, normalization, outer, inner, valid), prob
+
+
+@torch.fx.wrap
+def infogain_loss(x: Tensor, label: Tensor, infogain: Tensor, axis: int,
+                  ignore_label: Optional[int], normalization: str) -> Tensor:
+    """InfogainLoss (infogain_loss_layer.cpp): softmax over `axis`, then
+    -sum_valid sum_l H[label, l] log(max(p_l, 1e-20)) / normalizer."""
+    loss, _ = infogain_loss_with_prob(x, label, infogain, axis, ignore_label, normalization)
+    return loss
+
+
+@torch.fx.wrap
+def infogain_loss_with_prob(x: Tensor, label: Tensor, infogain: Tensor, axis: int,
+                            ignore_label: Optional[int], normalization: str
+                            ) -> Tuple[Tensor, Tensor]:
+    prob = torch.softmax(x, axis)
+    shape = list(prob.shape)
+    classes = shape[axis]
+    outer, inner = _numel(shape[:axis]), _numel(shape[axis + 1:])
+    logp = torch.log(torch.clamp(prob, min=1e-20)).reshape(outer, classes, inner)
+    lab, valid = _valid(label.reshape(outer, inner), ignore_label)
+    idx = torch.where(valid, lab, torch.zeros_like(lab))
+    rows = infogain.reshape(classes, classes).to(x.dtype)[idx]  # (outer, inner, C)
+    per_item = (rows * logp.transpose(1, 2)).sum(2)
+    loss = -torch.where(valid, per_item, torch.zeros_like(per_item)).sum()
+    return _normalize(loss, normalization, outer, inner, valid), prob
+
+
+@torch.fx.wrap
+def sigmoid_cross_entropy_loss(x: Tensor, target: Tensor, ignore_label: Optional[int],
+                               normalization: str) -> Tensor:
+    """SigmoidCrossEntropyLoss (sigmoid_cross_entropy_loss_layer.cpp), in Caffe's stable
+    form -(x (t - [x >= 0]) - log(1 + exp(x - 2 x [x >= 0]))), summed over valid items."""
+    t = target.reshape(x.shape).to(x.dtype)
+    pos = (x >= 0).to(x.dtype)
+    term = -(x * (t - pos) - torch.log(1 + torch.exp(x - 2 * x * pos)))
+    _, valid = _valid(t, ignore_label)
+    loss = torch.where(valid, term, torch.zeros_like(term)).sum()
+    outer = x.shape[0]
+    return _normalize(loss, normalization, outer, x.numel() // max(outer, 1), valid)
+
+
+@torch.fx.wrap
+def euclidean_loss(a: Tensor, b: Tensor) -> Tensor:
+    """EuclideanLoss (euclidean_loss_layer.cpp): sum((a - b)^2) / N / 2."""
+    d = a - b.reshape(a.shape)
+    return (d * d).sum() / a.shape[0] / 2
+
+
+@torch.fx.wrap
+def hinge_loss(x: Tensor, label: Tensor, squared: bool) -> Tensor:
+    """HingeLoss (hinge_loss_layer.cpp): the label's score (an index into each sample's
+    flattened count/N values) is negated, then max(0, 1 + t), L1 sum or L2 sum of squares,
+    divided by N."""
+    num = x.shape[0]
+    flat = x.reshape(num, -1)
+    sign = torch.ones_like(flat)
+    sign.scatter_(1, label.reshape(-1)[:num].to(torch.int64).unsqueeze(1), -1.0)
+    margin = torch.clamp(1 + flat * sign, min=0)
+    total = (margin * margin).sum() if squared else margin.sum()
+    return total / num
+
+
+@torch.fx.wrap
+def contrastive_loss(a: Tensor, b: Tensor, sim: Tensor, margin: float,
+                     legacy_version: bool) -> Tensor:
+    """ContrastiveLoss (contrastive_loss_layer.cpp): d^2 = |a_n - b_n|^2; similar pairs
+    add d^2, dissimilar max(margin - d, 0)^2 (legacy: max(margin - d^2, 0)); sum / N / 2."""
+    num = a.shape[0]
+    d = (a - b).reshape(num, -1)
+    dist_sq = (d * d).sum(1)
+    if legacy_version:
+        dissimilar = torch.clamp(margin - dist_sq, min=0)
+    else:
+        gap = torch.clamp(margin - torch.sqrt(dist_sq), min=0)
+        dissimilar = gap * gap
+    similar = sim.reshape(-1)[:num].to(torch.int64) != 0
+    return torch.where(similar, dist_sq, dissimilar).sum() / num / 2
+
+
+@torch.fx.wrap
+def multinomial_logistic_loss(prob: Tensor, label: Tensor) -> Tensor:
+    """MultinomialLogisticLoss (multinomial_logistic_loss_layer.cpp):
+    -sum_n log(max(p[n, label_n], 1e-20)) / N, p viewed as (N, count/N)."""
+    num = prob.shape[0]
+    p = prob.reshape(num, -1)
+    idx = label.reshape(-1)[:num].to(torch.int64).unsqueeze(1)
+    picked = p.gather(1, idx).squeeze(1)
+    return -torch.log(torch.clamp(picked, min=1e-20)).sum() / num
+
+
+def _accuracy(x: Tensor, label: Tensor, axis: int, top_k: int, ignore_label: Optional[int]
+              ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    shape = list(x.shape)
+    classes = shape[axis]
+    outer, inner = _numel(shape[:axis]), _numel(shape[axis + 1:])
+    scores = x.reshape(outer, classes, inner)
+    lab, valid = _valid(label.reshape(outer, inner), ignore_label)
+    idx = torch.where(valid, lab, torch.zeros_like(lab))
+    true_score = scores.gather(1, idx.unsqueeze(1))
+    # The true class counts itself, so ties with it count against the prediction.
+    better = (scores >= true_score).sum(1) - 1
+    correct = (better < top_k) & valid
+    count = valid.sum().to(x.dtype)
+    acc = torch.where(count > 0, correct.sum().to(x.dtype) / torch.clamp(count, min=1.0),
+                      torch.zeros_like(count))
+    return acc, correct, valid, idx
+
+
+@torch.fx.wrap
+def accuracy(x: Tensor, label: Tensor, axis: int, top_k: int, ignore_label: Optional[int]
+             ) -> Tensor:
+    """Accuracy (accuracy_layer.cpp): the fraction of non-ignored positions whose label has
+    fewer than top_k other classes scoring >= it; 0 when nothing counts."""
+    acc, _, _, _ = _accuracy(x, label, axis, top_k, ignore_label)
+    return acc
+
+
+@torch.fx.wrap
+def accuracy_per_class(x: Tensor, label: Tensor, axis: int, top_k: int,
+                       ignore_label: Optional[int]) -> Tuple[Tensor, Tensor]:
+    """Accuracy with its second top: per class, correct / occurrences (0 if absent)."""
+    acc, correct, valid, idx = _accuracy(x, label, axis, top_k, ignore_label)
+    classes = x.shape[axis]
+    hits = torch.zeros(classes, dtype=x.dtype, device=x.device)
+    seen = torch.zeros(classes, dtype=x.dtype, device=x.device)
+    flat = idx.reshape(-1)
+    hits.index_add_(0, flat, correct.reshape(-1).to(x.dtype))
+    seen.index_add_(0, flat, valid.reshape(-1).to(x.dtype))
+    per_class = torch.where(seen > 0, hits / torch.clamp(seen, min=1.0), torch.zeros_like(seen))
+    return acc, per_class

@@ -1,0 +1,11 @@
+"""ContrastiveLoss against real Caffe."""
+import pytest
+
+from tests.golden.harness import assert_matches, cases_for, ids
+
+CASES = cases_for("ContrastiveLoss")
+
+
+@pytest.mark.parametrize("path", CASES, ids=ids(CASES))
+def test_contrastive_loss_matches_caffe(path):
+    assert_matches(path)

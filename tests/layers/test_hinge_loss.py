@@ -1,0 +1,11 @@
+"""HingeLoss against real Caffe."""
+import pytest
+
+from tests.golden.harness import assert_matches, cases_for, ids
+
+CASES = cases_for("HingeLoss")
+
+
+@pytest.mark.parametrize("path", CASES, ids=ids(CASES))
+def test_hinge_loss_matches_caffe(path):
+    assert_matches(path)
