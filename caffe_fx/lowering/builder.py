@@ -8,11 +8,13 @@ layers.  Mirrors the layer set-up loop of Net::Init (src/caffe/net.cpp).
 """
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import networkx as nx
+import numpy as np
 import torch
 from torch import fx, nn
 
@@ -154,7 +156,8 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
             target, run = mod_name, lowered
             kind, kwargs = "call_module", {}
         elif isinstance(lowered, Call):
-            target, run, kind, kwargs = lowered.fn, lowered.fn, "call_function", dict(lowered.kwargs)
+            target, run, kind = lowered.fn, lowered.fn, "call_function"
+            kwargs = {k: _readable(v) for k, v in lowered.kwargs.items()}
         else:
             raise TypeError(f"{layer.type} lowering returned {type(lowered).__name__}")
         try:
@@ -199,6 +202,19 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
     gm._caffe_modules = modules  # consumed (and deleted) by compile()
     gm.meta["caffe"] = info
     return gm, info
+
+
+def _readable(value: object) -> object:
+    """Prototxt floats are float32: print them as their shortest float32 spelling
+    (alpha = 0.0001, not 9.999999747378752e-05).  Both round to the same float32, which
+    is what the torch ops compute with."""
+    if isinstance(value, float) and math.isfinite(value):
+        short = float(str(np.float32(value)))
+        if np.float32(short) == np.float32(value):
+            return short
+    if isinstance(value, (list, tuple)):
+        return type(value)(_readable(v) for v in value)
+    return value
 
 
 def _placeholder(graph: fx.Graph, namer: Namer, blob: str) -> fx.Node:

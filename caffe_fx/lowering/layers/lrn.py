@@ -1,0 +1,37 @@
+"""LRN (lrn_param): local response normalization across or within channels.
+
+Mirrors src/caffe/layers/lrn_layer.cpp.  ACROSS_CHANNELS divides alpha by local_size and
+is exactly F.local_response_norm for odd sizes; WITHIN_CHANNEL divides alpha by
+local_size^2 and ignores k (Caffe hard-codes the shift to 1).  In place (top == bottom),
+Caffe's CPU ACROSS_CHANNELS forward returns scale^(-2 beta) instead of x scale^-beta; we
+match the CPU (the reference); Caffe's GPU kernel computes the usual value.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from ...ops import lrn as L
+from ...proto import caffe_pb2
+from ..registry import Call, LayerView, register
+
+_L = caffe_pb2.LRNParameter
+
+
+@register("LRN", params=("lrn_param",), bottoms=1, tops=1)
+def lrn(view: LayerView) -> Call:
+    p = view.param.lrn_param
+    if len(view.input_shapes[0]) != 4:
+        raise view.fail("bottom shape", list(view.input_shapes[0]), "4-D (N, C, H, W) bottoms")
+    if p.local_size % 2 != 1:
+        raise view.fail("lrn_param.local_size", p.local_size, "odd sizes")
+    if p.norm_region == _L.ACROSS_CHANNELS:
+        if view.tops[0] == view.bottoms[0]:
+            return Call(L.lrn_across_channels_inplace, dict(size=p.local_size, alpha=p.alpha,
+                                                            beta=p.beta, k=p.k))
+        return Call(F.local_response_norm, dict(size=p.local_size, alpha=p.alpha,
+                                                beta=p.beta, k=p.k))
+    if p.norm_region == _L.WITHIN_CHANNEL:
+        return Call(L.lrn_within_channel, dict(size=p.local_size, alpha=p.alpha,
+                                               beta=p.beta))
+    raise view.fail("lrn_param.norm_region", _L.NormRegion.Name(p.norm_region),
+                    "ACROSS_CHANNELS, WITHIN_CHANNEL")
