@@ -1,0 +1,1 @@
+"""caffe_fx.pycaffe: a drop-in stand-in for BVLC pycaffe (python/caffe/), running on PyTorch."""
