@@ -1,0 +1,66 @@
+"""The `caffe-fx` command line (also `python -m caffe_fx`).
+
+One module per subcommand in this package, each with `add_parser(subparsers)` and
+`run(args) -> int`.  Exit codes scripts can rely on: 0 success, 1 a caffe_fx error
+(bad net, bad weights, refused overwrite; one line on stderr, traceback with --debug),
+2 bad command-line usage, 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ..errors import CaffeFxError
+
+# Subcommand name -> module in this package.  Modules are imported lazily so that
+# `caffe-fx --help` stays fast.
+COMMANDS = {
+    "convert": "convert",
+    "info": "info",
+    "export": "export",
+    "draw": "draw",
+}
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="caffe-fx",
+        description="Caffe models to PyTorch: convert weights, inspect, export and draw nets.",
+    )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in COMMANDS.items():
+        try:
+            mod = importlib.import_module(f"{__name__}.{module}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{module}":
+                raise
+            continue  # subcommand not built yet
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    # `caffe-fx MODEL.caffemodel [...]` is short for `caffe-fx convert MODEL.caffemodel`.
+    first = next((a for a in args_list if not a.startswith("-")), None)
+    if first is not None and first not in COMMANDS and "-h" not in args_list \
+            and "--help" not in args_list:
+        args_list.insert(args_list.index(first), "convert")
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    try:
+        return int(args.run(args) or 0)
+    except CaffeFxError as e:
+        if args.debug:
+            raise
+        print(f"caffe-fx {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("caffe-fx: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
