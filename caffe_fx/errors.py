@@ -21,6 +21,11 @@ __all__ = [
     "UnsupportedFieldError",
     "ShapeError",
     "InputError",
+    "NetSpecError",
+    "NetSpecFieldError",
+    "OutputExistsError",
+    "MissingDependencyError",
+    "ExportError",
 ]
 
 
@@ -72,3 +77,26 @@ class ShapeError(CaffeFxError, ValueError):
 
 class InputError(CaffeFxError, ValueError):
     """Bad arguments to a compiled net or to compile(): names, counts, shapes."""
+
+
+class OutputExistsError(CaffeFxError, FileExistsError):
+    """A file would be overwritten; writers refuse unless asked (`force=True`, `--force`)."""
+
+
+class MissingDependencyError(CaffeFxError, ImportError):
+    """An optional package (onnx, the graphviz `dot` binary, ...) is needed and absent;
+    names what to install."""
+
+
+class ExportError(CaffeFxError, RuntimeError):
+    """An exported program fails, or does not reproduce the GraphModule's outputs."""
+
+
+class NetSpecError(CaffeFxError, TypeError, ValueError):
+    """A net_spec layer pycaffe rejects too: a bottom that is not a Top, a value protobuf
+    will not store in its field (pycaffe raises the bare TypeError/ValueError)."""
+
+
+class NetSpecFieldError(CaffeFxError, AttributeError):
+    """A net_spec keyword that names no field of the layer's `*_param` message nor of
+    LayerParameter (pycaffe raises protobuf's AttributeError)."""
