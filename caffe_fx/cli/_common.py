@@ -1,0 +1,52 @@
+"""Arguments the `info`, `export` and `draw` subcommands share.
+
+`--input-shape BLOB=N,C,H,W` (repeatable), `--phase`, and `--debug` accepted after the
+subcommand as well as before it (the pycaffe tools, python/caffe/draw_net.py and
+tools/caffe.cpp, take their options after the command too).
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """`data=1,3,224,224` -> ("data", (1, 3, 224, 224)); argparse reports errors (exit 2)."""
+    blob, sep, dims = text.partition("=")
+    try:
+        shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        shape = ()
+    if not sep or not blob or not shape or any(d < 0 for d in shape):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not BLOB=DIMS; expected e.g. data=1,3,224,224")
+    return blob, shape
+
+
+def add_net_arguments(p: argparse.ArgumentParser, *, weights: str | None) -> None:
+    """NET.prototxt [WEIGHTS] --phase --input-shape --debug.  `weights`: None for no
+    weights argument, "optional" or "required"."""
+    p.add_argument("prototxt", metavar="NET.prototxt",
+                   help="the net definition (any format Caffe reads: V0, V1 or V2)")
+    if weights is not None:
+        p.add_argument("weights", metavar="WEIGHTS", nargs="?" if weights == "optional" else None,
+                       help="a .caffemodel or .caffemodel.h5 (binary, any legacy format)")
+    p.add_argument("--phase", choices=("train", "test"), default="test",
+                   help="which layers to keep, by Caffe's include/exclude rules "
+                        "(default: test)")
+    p.add_argument("--input-shape", type=input_shape, action="append", default=[],
+                   metavar="BLOB=DIMS", dest="input_shape",
+                   help="shape of an input blob, e.g. data=1,3,224,224 (repeatable); "
+                        "overrides the Input layer's, required for data layers")
+    add_debug(p)
+
+
+def add_debug(p: argparse.ArgumentParser) -> None:
+    # SUPPRESS: when absent here, the top-level parser's value (`caffe-fx --debug ...`)
+    # is kept instead of being reset to False by the subparser's default.
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the full traceback on errors")
+
+
+def input_shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]] | None:
+    shapes = dict(args.input_shape)
+    return shapes or None

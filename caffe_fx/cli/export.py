@@ -1,0 +1,181 @@
+"""`caffe-fx export NET.prototxt WEIGHTS -o out.{pt2,onnx,ts}`: a deployable program.
+
+Compiles the net (caffe_fx/compiler.py) and writes it as a torch.export program (.pt2),
+ONNX (.onnx, torch.onnx's dynamo exporter; needs the optional onnx and onnxscript
+packages) or TorchScript (.ts).  Before the file gets its name, it is loaded back and
+run on a random input; it must reproduce the GraphModule's outputs (max abs diff shown).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import fx
+
+from .._atomic import atomic_path, check_writable
+from ..compiler import compile
+from ..errors import ExportError, InputError, MissingDependencyError
+from ._common import add_net_arguments, input_shapes
+
+FORMATS = {".pt2": "torch.export", ".onnx": "ONNX", ".ts": "TorchScript"}
+# float32 programs that reorder or fuse ops may differ by rounding; more is a bug.
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export", help="write a net as a torch.export (.pt2), ONNX (.onnx) or TorchScript "
+                       "(.ts) program, checked against the GraphModule",
+        description="Compile a Caffe net with its weights and write it as a torch.export "
+                    "program (.pt2, torch.export.load), ONNX (.onnx; needs pip install "
+                    "onnx onnxscript) or TorchScript (.ts, torch.jit.load), chosen by the "
+                    "extension of -o.  The written file is loaded back and must reproduce "
+                    "the compiled net's outputs on a random input before it is kept.  "
+                    ".pt2 and .onnx programs are traced at the input shapes (the net's own, "
+                    "or --input-shape).")
+    add_net_arguments(p, weights="required")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="out.pt2, out.onnx or out.ts")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random check input (default: 0)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    suffix = out.suffix.lower()
+    if suffix not in FORMATS:
+        raise InputError(f"{out}: cannot tell the format from the extension '{suffix}'; "
+                         f"allowed: {', '.join(FORMATS)}")
+    check_writable(out, args.force)  # before the slow part
+    if suffix == ".onnx":
+        _require_onnx()
+    gm = compile(args.prototxt, args.weights, phase=args.phase,
+                 input_shapes=input_shapes(args))
+    inputs = random_inputs(gm, args.seed)
+    with torch.no_grad():
+        want = gm(**inputs)
+    writer = {".pt2": _export_pt2, ".onnx": _export_onnx, ".ts": _export_ts}[suffix]
+    with atomic_path(out, force=args.force) as tmp:
+        got = writer(gm, inputs, tmp)
+        diffs = compare(got, want, FORMATS[suffix])
+    worst = max(diffs.values(), default=0.0)
+    print(f"wrote {out} ({FORMATS[suffix]}); outputs {', '.join(diffs)} reproduced on a "
+          f"random input, max abs diff {worst:.3g}")
+    return 0
+
+
+def random_inputs(gm: fx.GraphModule, seed: int) -> dict[str, torch.Tensor]:
+    """One standard-normal tensor per input, keyed by the forward's argument names."""
+    shapes = gm.meta["caffe"].blob_shapes
+    g = torch.Generator().manual_seed(seed)
+    return {n.target: torch.randn(shapes[n.meta["caffe_blob"]], generator=g)
+            for n in gm.graph.nodes if n.op == "placeholder"}
+
+
+def compare(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor],
+            what: str) -> dict[str, float]:
+    """Max abs diff per output; raises ExportError when an output differs."""
+    if list(got) != list(want):
+        raise ExportError(f"the {what} program returns {list(got)}; expected {list(want)}")
+    diffs = {}
+    for k, w in want.items():
+        g, w = got[k].detach(), w.detach()
+        if tuple(g.shape) != tuple(w.shape):
+            raise ExportError(f"the {what} program gives output '{k}' the shape "
+                              f"{list(g.shape)}; the compiled net gives {list(w.shape)}")
+        diffs[k] = float((g.double() - w.double()).abs().max()) if w.numel() else 0.0
+        if not torch.allclose(g.to(w.dtype), w, rtol=RTOL, atol=ATOL, equal_nan=True):
+            raise ExportError(f"the {what} program does not reproduce output '{k}': max abs "
+                              f"diff {diffs[k]:.3g} (allowed: rtol {RTOL}, atol {ATOL}); "
+                              "nothing was written")
+    return diffs
+
+
+def _export_pt2(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
+                path: Path) -> dict[str, torch.Tensor]:
+    ep = _guard("torch.export", lambda: torch.export.export(gm, (), inputs))
+    # Open files, not names: torch.export wants a name ending in .pt2, and the
+    # temporary file's does not.
+    with open(path, "wb") as f:
+        torch.export.save(ep, f)
+    with open(path, "rb") as f:
+        loaded = torch.export.load(f)
+    with torch.no_grad():
+        return loaded.module()(**inputs)
+
+
+def _export_ts(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
+               path: Path) -> dict[str, torch.Tensor]:
+    def script() -> torch.jit.ScriptModule:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.jit.script(gm)
+
+    scripted = _guard("TorchScript", script)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated
+        torch.jit.save(scripted, str(path))
+        loaded = torch.jit.load(str(path))
+    with torch.no_grad():
+        return dict(loaded(**inputs))
+
+
+def _export_onnx(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
+                 path: Path) -> dict[str, torch.Tensor]:
+    def run_exporter() -> None:
+        # The exporter reports its progress on stdout; keep the command's output clean.
+        log = logging.getLogger("torch.onnx")
+        level = log.level
+        log.setLevel(logging.ERROR)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(gm, (), str(path), kwargs=inputs, dynamo=True,
+                                  external_data=False)
+        finally:
+            log.setLevel(level)
+
+    _guard("ONNX", run_exporter)
+    feed = {k: v.numpy() for k, v in inputs.items()}
+    try:
+        import onnxruntime  # optional: much faster than the reference evaluator
+    except ImportError:
+        from onnx.reference import ReferenceEvaluator
+
+        values = ReferenceEvaluator(str(path)).run(None, feed)
+    else:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        values = session.run(None, feed)
+    names = list(gm.meta["caffe"].outputs)
+    return {k: torch.from_numpy(np.asarray(v)) for k, v in zip(names, values)}
+
+
+def _guard(what: str, fn: Callable):
+    try:
+        return fn()
+    except Exception as e:  # the exporters raise many types; name the path that failed
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(f"{what} export failed: {type(e).__name__}: {first}") from e
+
+
+def _require_onnx() -> None:
+    missing = []
+    for name in ("onnx", "onnxscript"):
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise MissingDependencyError(
+            f"exporting to ONNX needs the {' and '.join(missing)} package"
+            f"{'s' if len(missing) > 1 else ''}: pip install {' '.join(missing)} "
+            "(or pip install 'caffe_fx[onnx]')")
