@@ -7,6 +7,7 @@
 from . import errors
 from .compiler import compile  # noqa: A004
 from .lowering.registry import supported_layers
+from .weights_io import save_caffemodel
 
-__all__ = ["compile", "errors", "supported_layers", "__version__"]
+__all__ = ["compile", "errors", "save_caffemodel", "supported_layers", "__version__"]
 __version__ = "0.1.0"

@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_all_is_the_documented_surface():
-    assert sorted(caffe_fx.__all__) == ["__version__", "compile", "errors", "supported_layers"]
+    assert sorted(caffe_fx.__all__) == [
+        "__version__", "compile", "errors", "save_caffemodel", "supported_layers"]
 
 
 def test_compile_signature():
@@ -20,6 +21,13 @@ def test_compile_signature():
         "stages: 'Sequence[str]' = (), outputs: 'Sequence[str] | None' = None, "
         "input_shapes: 'Mapping[str, Sequence[int]] | None' = None, "
         "caffe_proto: 'str | os.PathLike | None' = None) -> 'fx.GraphModule'")
+
+
+def test_save_caffemodel_signature():
+    assert str(inspect.signature(caffe_fx.save_caffemodel)) == (
+        "(path: 'str | os.PathLike', weights_or_module: 'WeightsOrModule', "
+        "prototxt: 'NetSource | None' = None, *, "
+        "format: \"Literal['binary', 'hdf5']\" = 'binary', force: 'bool' = False) -> 'Path'")
 
 
 def test_error_classes_derive_from_builtins():

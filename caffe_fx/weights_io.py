@@ -1,0 +1,622 @@
+"""Weights in every dump format, and caffemodels written back: the back end of `convert`.
+
+Reads caffemodels through frontend/read.py and writes .pt, .h5, .npz, .npy folders,
+.json and .safetensors; `save_caffemodel` writes binary and HDF5 caffemodels that real
+Caffe loads.  Mirrors Net::ToProto / Net::ToHDF5 and CopyTrainedLayersFrom* in
+src/caffe/net.cpp, Blob::ToProto / ShapeEquals in src/caffe/blob.cpp.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import sys
+import urllib.parse
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import numpy as np
+import torch
+from torch import fx
+
+from ._atomic import atomic_path, atomic_write, check_writable
+from .errors import InputError, MissingDependencyError, WeightsError
+from .frontend.read import NetSource, StoredBlob, describe, read_net, read_weights
+from .proto import caffe_pb2
+
+__all__ = [
+    "FORMATS", "Blobs", "NetLayout", "Progress", "input_format", "net_layout",
+    "output_format", "read_blobs", "save_caffemodel", "select_layers", "write_blobs",
+]
+
+Blobs = dict[str, list[StoredBlob]]  # Caffe layer name -> its blobs, in Caffe's order
+FormatName = Literal["caffemodel", "hdf5", "pt", "npz", "npy", "json", "safetensors"]
+
+# Output suffix -> format, longest first (".caffemodel.h5" before ".h5").  A folder of
+# .npy files is chosen by the path itself: see output_format.
+FORMATS: dict[str, FormatName] = {
+    ".caffemodel.h5": "hdf5", ".caffemodel": "caffemodel", ".h5": "hdf5", ".hdf5": "hdf5",
+    ".pt": "pt", ".pth": "pt", ".npz": "npz", ".json": "json", ".safetensors": "safetensors",
+}
+LAYER_FORMATS = ("caffemodel", "hdf5")  # keyed by Caffe layer name, blob index
+JSON_FORMAT = "caffe_fx.weights"
+PROGRESS_MIN_BYTES = 32 << 20
+
+
+def output_format(path: str | os.PathLike) -> FormatName:
+    """The format a path asks for.  A folder of `<key>.npy` files when the path ends with
+    a separator, is an existing folder, or has no suffix at all; otherwise by suffix."""
+    s = os.fspath(path)
+    if s.endswith(("/", os.sep)) or Path(s).is_dir() or not Path(s).suffix:
+        return "npy"
+    for suffix, fmt in FORMATS.items():
+        if s.lower().endswith(suffix):
+            return fmt
+    raise InputError(
+        f"{s}: unknown output suffix '{Path(s).suffix}'; allowed: "
+        f"{', '.join(FORMATS)}, or a folder (a path ending in '/' or without a suffix) "
+        "for one .npy file per blob")
+
+
+def input_format(path: str | os.PathLike) -> FormatName:
+    """The format of an existing weights file: caffemodels are sniffed by read_weights
+    (binary, or HDF5 by its signature); the dump formats go by suffix."""
+    p = Path(path)
+    if not p.exists():
+        raise WeightsError(f"{p}: no such weights file")
+    if p.is_dir():
+        return "npy"
+    low = p.name.lower()
+    for suffix in (".pt", ".pth", ".npz", ".json", ".safetensors"):
+        if low.endswith(suffix):
+            return FORMATS[suffix]
+    return "caffemodel"  # .caffemodel, .caffemodel.h5, .h5, or any name: sniffed
+
+
+class Progress:
+    """A plain progress bar on stderr, shown only when stderr is a terminal and the work
+    is large (`PROGRESS_MIN_BYTES`); otherwise every call does nothing."""
+
+    def __init__(self, total: int, label: str, stream: IO[str] | None = None,
+                 min_bytes: int = PROGRESS_MIN_BYTES) -> None:
+        self.stream = sys.stderr if stream is None else stream
+        self.total, self.label, self.done = max(int(total), 1), label, 0
+        isatty = getattr(self.stream, "isatty", None)
+        self.active = bool(isatty and isatty()) and total >= min_bytes
+        self._shown = -1
+
+    def advance(self, nbytes: int) -> None:
+        if not self.active:
+            return
+        self.done = min(self.done + int(nbytes), self.total)
+        pct = 100 * self.done // self.total
+        if pct != self._shown:
+            self._shown = pct
+            bar = "#" * (pct * 30 // 100)
+            self.stream.write(f"\r{self.label} [{bar:<30}] {pct:3d}% "
+                              f"{self.done >> 20}/{self.total >> 20} MiB")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.active and self._shown >= 0:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# --------------------------------------------------------------------------- net layout
+
+@dataclass(frozen=True)
+class LayerSlots:
+    """Where one Caffe layer's blobs live in a compiled net: submodule and attributes."""
+
+    layer: str
+    type: str
+    module: str                         # submodule name (the state_dict prefix)
+    attrs: tuple[str, ...]              # caffe_blobs, in Caffe's blob order
+    shapes: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class NetLayout:
+    """The blobs a net expects, as caffe_fx.compile would build it (shapes only)."""
+
+    source: str
+    layers: dict[str, LayerSlots]
+    keys: dict[str, tuple[str, int]]  # state_dict key -> (layer, blob index)
+
+
+def net_layout(prototxt: NetSource, phase: str = "test") -> NetLayout:
+    """Runs the compiler's pipeline on meta tensors (no filler, no allocation) to learn
+    each layer's submodule, blob names and shapes, exactly as compile() names them."""
+    from .compiler import net_state
+    from .frontend.graph import build_graph
+    from .lowering.builder import build
+    from .passes.filter_phase import filter_phase
+    from .passes.insert_splits import insert_splits
+
+    where = describe(prototxt)
+    net = filter_phase(read_net(prototxt), net_state(phase), where)
+    gm, info = build(build_graph(insert_splits(net, where), where))
+    modules = gm.__dict__.pop("_caffe_modules")
+    layers: dict[str, LayerSlots] = {}
+    keys: dict[str, tuple[str, int]] = {}
+    for view, module in modules:
+        name = info.modules[view.name]
+        attrs = tuple(module.caffe_blobs)
+        shapes = tuple(tuple(getattr(module, a).shape) for a in attrs)
+        layers[view.name] = LayerSlots(view.name, view.type, name, attrs, shapes)
+        for i, a in enumerate(attrs):
+            keys[f"{name}.{a}"] = (view.name, i)
+    return NetLayout(where, layers, keys)
+
+
+def _shape_equals(blob: StoredBlob, target: tuple[int, ...]) -> bool:
+    """Blob::ShapeEquals: a legacy 4-D blob matches a target of <= 4 axes right-aligned
+    and padded with 1s.  Dump files lose the legacy flag, so a 4-D array is given the
+    same leeway (an InnerProduct weight saved as (1, 1, N, K) from an old caffemodel)."""
+    shape = tuple(blob.array.shape)
+    if (blob.legacy or len(shape) == 4) and len(target) <= 4 \
+            and shape == (1,) * (4 - len(target)) + tuple(target):
+        return True
+    return shape == tuple(target)
+
+
+def _fit(slots: LayerSlots, blobs: Sequence[StoredBlob], where: str) -> list[np.ndarray]:
+    """The blobs of one layer in the net's shapes, checked as CopyTrainedLayersFrom does."""
+    w = f"{where}: layer '{slots.layer}' ({slots.type})"
+    if len(blobs) != len(slots.attrs):
+        raise WeightsError(
+            f"{w}: the weights hold {len(blobs)} blobs, the net's layer has "
+            f"{len(slots.attrs)} ({', '.join(slots.attrs)}) (Incompatible number of blobs)")
+    out = []
+    for k, (blob, shape) in enumerate(zip(blobs, slots.shapes)):
+        if not _shape_equals(blob, shape):
+            raise WeightsError(
+                f"{w}: blob {k} ({slots.attrs[k]}) has shape {list(blob.array.shape)} in the "
+                f"weights but {list(shape)} in the net (Cannot copy param {k} weights)")
+        out.append(blob.array.reshape(shape))
+    return out
+
+
+# --------------------------------------------------------------------------- keys
+
+_LAYER_KEY = re.compile(r"^(?P<layer>.+)\.(?P<index>\d+)$")
+
+
+def flat_to_blobs(arrays: Mapping[str, np.ndarray], where: str,
+                  layout: NetLayout | None = None) -> Blobs:
+    """Keys `<layer>.<index>` (or, with a layout, a compiled net's state_dict names such as
+    `conv1.weight`) -> {layer: blobs}.  Every blob of a layer must be present."""
+    indexed: dict[str, dict[int, np.ndarray]] = {}
+    unknown = []
+    for key, arr in arrays.items():
+        if layout is not None and key in layout.keys:
+            layer, index = layout.keys[key]
+        elif (m := _LAYER_KEY.match(key)) and (layout is None or m["layer"] in layout.layers):
+            layer, index = m["layer"], int(m["index"])
+        else:
+            unknown.append(key)
+            continue
+        if index in indexed.setdefault(layer, {}):
+            raise WeightsError(f"{where}: layer '{layer}' blob {index} is given twice "
+                               f"(key '{key}' and another)")
+        indexed[layer][index] = np.asarray(arr)
+    if unknown:
+        shown = ", ".join(repr(k) for k in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
+        if layout is None:
+            raise WeightsError(
+                f"{where}: {len(unknown)} key(s) are not '<layer>.<blob index>': {shown}; "
+                "keys named after a compiled net's state_dict need that net: pass the "
+                "prototxt (--prototxt NET)")
+        raise WeightsError(
+            f"{where}: {len(unknown)} key(s) name no blob of {layout.source}: {shown}; "
+            f"allowed: state_dict keys ({', '.join(list(layout.keys)[:6])}, ...) or "
+            "'<layer>.<blob index>'")
+    out: Blobs = {}
+    for layer, by_index in indexed.items():
+        if sorted(by_index) != list(range(len(by_index))):
+            raise WeightsError(
+                f"{where}: layer '{layer}' has blobs {sorted(by_index)}; blob indices must "
+                f"be 0..{len(by_index) - 1} without gaps")
+        out[layer] = [StoredBlob(_as_float32(by_index[i], f"{where}: layer '{layer}' blob {i}"),
+                                 False) for i in range(len(by_index))]
+    if layout is not None:  # the net's order, and the net's shapes
+        out = {name: [StoredBlob(a, False) for a in _fit(layout.layers[name], out[name], where)]
+               for name in layout.layers if name in out}
+    return out
+
+
+def blobs_to_flat(blobs: Blobs, where: str, layout: NetLayout | None = None
+                  ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """{layer: blobs} -> ({key: array}, layers skipped).  Keys are `<layer>.<index>` with
+    the stored shapes, or with a layout the state_dict keys of compile(NET) in the net's
+    shapes (so `gm.load_state_dict(...)` takes them); layers the net lacks are skipped,
+    as Caffe skips them."""
+    if layout is None:
+        return {f"{layer}.{i}": b.array for layer, bl in blobs.items()
+                for i, b in enumerate(bl)}, []
+    flat: dict[str, np.ndarray] = {}
+    skipped = [name for name in blobs if name not in layout.layers]
+    for name, slots in layout.layers.items():
+        if name in blobs:
+            for attr, arr in zip(slots.attrs, _fit(slots, blobs[name], where)):
+                flat[f"{slots.module}.{attr}"] = arr
+    return flat, skipped
+
+
+def select_layers(blobs: Blobs, patterns: Iterable[str], where: str) -> Blobs:
+    """Keeps the layers matching any of the names or shell globs (fnmatch, case-sensitive);
+    a pattern that matches no layer is an error listing the layers there are."""
+    patterns = [p for p in patterns if p]
+    missing = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in blobs)]
+    if missing:
+        raise InputError(
+            f"{where}: --layers {','.join(missing)} matches no layer with weights; "
+            f"available: {', '.join(blobs) or '(none)'}")
+    return {n: b for n, b in blobs.items() if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
+
+
+def _as_float32(arr: Any, where: str) -> np.ndarray:
+    if isinstance(arr, StoredBlob):
+        arr = arr.array
+    if isinstance(arr, torch.Tensor):
+        arr = arr.detach().to("cpu", torch.float32).numpy()
+    a = np.asarray(arr)
+    if a.dtype.kind not in "fiub":
+        raise WeightsError(f"{where}: holds {a.dtype} values; Caffe blobs hold numbers")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- reading
+
+def read_blobs(path: str | os.PathLike, layout: NetLayout | None = None) -> Blobs:
+    """Any weights file caffe_fx writes or Caffe reads -> {layer: blobs}."""
+    fmt = input_format(path)
+    if fmt in LAYER_FORMATS:
+        # Layers without blobs (data, ReLU, ...) are part of a caffemodel's net, not weights.
+        blobs = {n: b for n, b in read_weights(path).items() if b}
+        if layout is not None:
+            skipped = {n: b for n, b in blobs.items() if n not in layout.layers}
+            blobs = {n: [StoredBlob(a, False) for a in _fit(layout.layers[n], blobs[n],
+                                                             os.fspath(path))]
+                     for n in layout.layers if n in blobs}
+            blobs.update(skipped)  # kept (and reported) by the caller
+        return blobs
+    return flat_to_blobs(read_flat(path, fmt), os.fspath(path), layout)
+
+
+def read_flat(path: str | os.PathLike, fmt: FormatName) -> dict[str, np.ndarray]:
+    p = Path(path)
+    try:
+        if fmt == "pt":
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+            if not isinstance(obj, Mapping) or not all(
+                    isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+                raise WeightsError(f"{p}: holds a {type(obj).__name__}, not a dict of tensors "
+                                   "(a state_dict)")
+            return {k: _as_float32(v, f"{p}: '{k}'") for k, v in obj.items()}
+        if fmt == "npz":
+            with np.load(p, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        if fmt == "npy":
+            files = sorted(p.glob("*.npy"))
+            if not files:
+                raise WeightsError(f"{p}: a folder without .npy files")
+            return {urllib.parse.unquote(f.name[:-4]): np.load(f, allow_pickle=False)
+                    for f in files}
+        if fmt == "json":
+            return _read_json(p)
+        if fmt == "safetensors":
+            return _safetensors("numpy").load_file(str(p))
+    except WeightsError:
+        raise
+    except Exception as e:  # whatever torch.load, numpy, json or zipfile raise
+        first = (str(e).strip().splitlines() or [""])[0]  # torch's run over many lines
+        raise WeightsError(f"{p}: unreadable {fmt} weights file: "
+                           f"{type(e).__name__}: {first}") from e
+    raise AssertionError(fmt)
+
+
+def _read_json(p: Path) -> dict[str, np.ndarray]:
+    doc = json.loads(p.read_text())
+    if not isinstance(doc, dict) or doc.get("format") != JSON_FORMAT:
+        raise WeightsError(f"{p}: not a caffe_fx weights JSON file (expected "
+                           f"{{\"format\": \"{JSON_FORMAT}\", \"tensors\": ...}})")
+    out = {}
+    for key, t in doc["tensors"].items():
+        arr = np.asarray(t["data"], dtype=np.float32)
+        if arr.size != int(np.prod(t["shape"], dtype=np.int64)):
+            raise WeightsError(f"{p}: '{key}' has {arr.size} values for shape {t['shape']}")
+        out[key] = arr.reshape(t["shape"])
+    return out
+
+
+def _safetensors(flavour: str) -> Any:
+    try:
+        import importlib
+
+        return importlib.import_module(f"safetensors.{flavour}")
+    except ImportError as e:
+        raise MissingDependencyError(
+            "the .safetensors format needs the optional package 'safetensors': "
+            "pip install safetensors") from e
+
+
+# --------------------------------------------------------------------------- writing
+
+def write_flat(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], fmt: FormatName,
+               *, force: bool = False, progress: Progress | None = None) -> None:
+    """Writes {key: array} as one dump format, atomically; refuses to overwrite unless
+    `force`.  Arrays are written as float32."""
+    prog = progress or Progress(0, "", min_bytes=1 << 62)
+    arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
+    if fmt == "npy":
+        _write_npy_folder(Path(path), arrays, force, prog)
+        return
+    check_writable(path, force)
+    if fmt == "pt":
+        with atomic_path(path, force=force) as tmp:
+            torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, str(tmp))
+        prog.advance(sum(a.nbytes for a in arrays.values()))
+    elif fmt == "npz":
+        with atomic_path(path, force=force) as tmp, \
+                zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for key, arr in arrays.items():  # what np.savez does, one entry at a time
+                with zf.open(key + ".npy", "w", force_zip64=True) as fid:
+                    np.lib.format.write_array(fid, arr, allow_pickle=False)
+                prog.advance(arr.nbytes)
+    elif fmt == "json":
+        with atomic_write(path, force=force, text=True) as f:
+            f.write(f'{{"format": "{JSON_FORMAT}", "version": 1, "tensors": {{')
+            for n, (key, arr) in enumerate(arrays.items()):
+                # float32 -> Python float is exact, and json prints it so it reads back
+                # to the same float32.
+                f.write(("," if n else "") + f"\n{json.dumps(key)}: " + json.dumps(
+                    {"shape": list(arr.shape), "data": arr.tolist()}))
+                prog.advance(arr.nbytes)
+            f.write("\n}}\n")
+    elif fmt == "safetensors":
+        st = _safetensors("numpy")
+        with atomic_path(path, force=force) as tmp:
+            st.save_file(dict(arrays), str(tmp), metadata={"format": JSON_FORMAT})
+        prog.advance(sum(a.nbytes for a in arrays.values()))
+    else:
+        raise InputError(f"{path}: cannot write format {fmt!r} as a flat file")
+    prog.close()
+
+
+def _write_npy_folder(folder: Path, arrays: Mapping[str, np.ndarray], force: bool,
+                      prog: Progress) -> None:
+    """One `<key>.npy` per blob; a `/` in a key (GoogLeNet's `inception_3a/1x1`) is
+    written %2F, and `%` as %25, so file names map back to keys.  Nothing in the folder
+    is deleted; files of these names are replaced only with `force`."""
+    if folder.exists() and not folder.is_dir():
+        check_writable(folder, force=False)
+    names = {key: folder / (urllib.parse.quote(key, safe="") + ".npy") for key in arrays}
+    if not force:
+        taken = [str(p) for p in names.values() if p.exists()]
+        if taken:
+            check_writable(taken[0])
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, arr in arrays.items():
+        with atomic_write(names[key], force=force) as f:
+            np.lib.format.write_array(f, arr, allow_pickle=False)
+        prog.advance(arr.nbytes)
+    prog.close()
+
+
+# --------------------------------------------------------------------------- caffemodels
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _key(field: int, wire: int = 2) -> bytes:
+    return _varint(field << 3 | wire)
+
+
+_F = caffe_pb2.NetParameter.DESCRIPTOR.fields_by_name
+_NET_LAYER = _key(_F["layer"].number)
+_LAYER_BLOBS = _key(caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name["blobs"].number)
+_BLOB_DATA = _key(caffe_pb2.BlobProto.DESCRIPTOR.fields_by_name["data"].number)
+
+
+def _blob_head(blob: StoredBlob) -> bytes:
+    """Blob::ToProto without the data: `shape`, or the legacy num/channels/height/width
+    when the blob was stored that way (so Blob::ShapeEquals still lets old InnerProduct
+    weights (1, 1, N, K) fill a 2-D blob)."""
+    proto = caffe_pb2.BlobProto()
+    shape = blob.array.shape
+    if blob.legacy and len(shape) == 4:
+        proto.num, proto.channels, proto.height, proto.width = (int(d) for d in shape)
+    else:
+        proto.shape.dim.extend(int(d) for d in shape)
+    return proto.SerializeToString()
+
+
+def _write_binary(f: IO[bytes], header: caffe_pb2.NetParameter,
+                  layers: Sequence[tuple[caffe_pb2.LayerParameter, Sequence[StoredBlob]]],
+                  prog: Progress) -> None:
+    """Streams a NetParameter: protobuf serialises everything but the blobs' float data,
+    which goes to the file straight from the arrays (packed little-endian float32, as
+    `repeated float data = 5 [packed = true]` is on the wire).  Fields may come in any
+    order on the wire, so each layer's blobs follow its other fields."""
+    f.write(header.SerializeToString())
+    for lp, blobs in layers:
+        head = lp.SerializeToString()
+        parts = []
+        for b in blobs:
+            arr = np.ascontiguousarray(b.array, dtype="<f4")
+            bhead = _blob_head(b) + _BLOB_DATA + _varint(arr.nbytes)
+            parts.append((bhead, arr, len(bhead) + arr.nbytes))
+        size = len(head) + sum(len(_LAYER_BLOBS) + len(_varint(n)) + n for _, _, n in parts)
+        f.write(_NET_LAYER + _varint(size) + head)
+        for bhead, arr, n in parts:
+            f.write(_LAYER_BLOBS + _varint(n) + bhead)
+            f.write(arr.data)  # the raw float32 bytes, no copy
+            prog.advance(arr.nbytes)
+
+
+def _write_hdf5(path: str | os.PathLike, blobs: Mapping[str, Sequence[StoredBlob]],
+                force: bool, prog: Progress) -> None:
+    """Net::ToHDF5's layout, /data/<layer>/<blob index>, which CopyTrainedLayersFromHDF5
+    reads back by layer name."""
+    import h5py
+
+    bad = [n for n in blobs if "/" in n or n in (".", "")]
+    if bad:
+        raise WeightsError(
+            f"{path}: HDF5 caffemodels cannot hold layer names with '/' (HDF5 reads them as "
+            f"nested groups, and Caffe would skip them): {', '.join(bad)}; write a binary "
+            ".caffemodel instead")
+    with atomic_path(path, force=force) as tmp, h5py.File(tmp, "w") as h5:
+        data = h5.create_group("data")
+        h5.create_group("diff")
+        for name, layer_blobs in blobs.items():
+            g = data.create_group(name)
+            for i, b in enumerate(layer_blobs):
+                # Caffe's HDF5 reader does not reshape: the dataset has the blob's shape.
+                g.create_dataset(str(i), data=np.ascontiguousarray(b.array, dtype=np.float32))
+                prog.advance(b.array.nbytes)
+
+
+WeightsOrModule = fx.GraphModule | Mapping[str, Sequence[Any]]
+
+
+def _module_blobs(gm: fx.GraphModule) -> Blobs:
+    info = gm.meta.get("caffe") if hasattr(gm, "meta") else None
+    if info is None:
+        raise InputError(
+            f"a {type(gm).__name__} without meta['caffe']: save_caffemodel takes a "
+            "GraphModule from caffe_fx.compile() or a mapping {layer name: [arrays]}")
+    out: Blobs = {}
+    for layer, mod_name in info.modules.items():
+        module: Any = gm.get_submodule(mod_name)
+        out[layer] = [StoredBlob(_as_float32(t, f"layer '{layer}'"), False)
+                      for t in module.blob_tensors()]
+    return out
+
+
+def to_blobs(weights_or_module: WeightsOrModule | Blobs) -> Blobs:
+    """A compiled GraphModule, or {layer: [arrays, tensors or StoredBlobs]} -> Blobs."""
+    if isinstance(weights_or_module, torch.nn.Module):
+        return _module_blobs(weights_or_module)  # type: ignore[arg-type]
+    if not isinstance(weights_or_module, Mapping):
+        raise InputError(
+            f"save_caffemodel: weights_or_module is a {type(weights_or_module).__name__}; "
+            "allowed: a GraphModule from caffe_fx.compile(), or {layer name: [arrays]}")
+    out: Blobs = {}
+    for name, blobs in weights_or_module.items():
+        if isinstance(blobs, (np.ndarray, torch.Tensor)):
+            raise InputError(f"save_caffemodel: layer '{name}' maps to one array; give a list "
+                             "of its blobs in Caffe's order ([weight, bias])")
+        out[name] = [b if isinstance(b, StoredBlob)
+                     else StoredBlob(_as_float32(b, f"layer '{name}' blob {i}"), False)
+                     for i, b in enumerate(blobs)]
+    return out
+
+
+def save_caffemodel(
+    path: str | os.PathLike,
+    weights_or_module: WeightsOrModule,
+    prototxt: NetSource | None = None,
+    *,
+    format: Literal["binary", "hdf5"] = "binary",
+    force: bool = False,
+) -> Path:
+    """Writes weights as a caffemodel that real Caffe loads (`net.copy_from`,
+    `caffe.Net(proto, weights, TEST)`, `caffe test -weights`).
+
+    Args:
+        path: the file to write; an existing file is replaced only with `force=True`.
+        weights_or_module: a GraphModule from `caffe_fx.compile()` (its layers' blobs, by
+            `gm.meta["caffe"]`), or a mapping {layer name: [arrays or tensors]} in Caffe's
+            blob order, as `compile(weights=...)` takes.
+        prototxt: the net (path, text or NetParameter).  Given, the file holds the whole
+            upgraded net as Caffe's snapshots do (every layer's name, type, bottoms, tops
+            and parameters, in the net's order, blobs on the layers that have weights) and
+            weights for layers the net lacks are an error.  Without it, each layer holds
+            only its name and blobs (Caffe matches weights by name alone).
+        format: "binary" (a NetParameter, as Net::ToProto + WriteProtoToBinaryFile) or
+            "hdf5" (/data/<layer>/<i>, as Net::ToHDF5; no '/' in layer names).
+
+    Returns the path written.  Blobs are written as float32 with their shapes (`shape`,
+    or legacy num/channels/height/width for blobs read that way from an old caffemodel).
+    """
+    if format not in ("binary", "hdf5"):
+        raise InputError(f"save_caffemodel: format = {format!r}; allowed: 'binary', 'hdf5'")
+    return _save(Path(path), to_blobs(weights_or_module), prototxt, format, force, None)
+
+
+def _save(path: Path, blobs: Blobs, prototxt: NetSource | None, fmt: str, force: bool,
+          progress: Progress | None) -> Path:
+    check_writable(path, force)
+    prog = progress or Progress(0, "", min_bytes=1 << 62)
+    if prototxt is not None:
+        net = read_net(prototxt)
+        names = {lp.name for lp in net.layer}
+        extra = [n for n in blobs if n not in names]
+        if extra:
+            raise WeightsError(
+                f"{describe(prototxt)}: the weights hold layers the net lacks: "
+                f"{', '.join(extra)}; layers of the net: {', '.join(lp.name for lp in net.layer)}")
+        if fmt == "hdf5":
+            seen: set[str] = set()
+            ordered = {}
+            for lp in net.layer:
+                if lp.name in blobs and lp.name not in seen:
+                    seen.add(lp.name)
+                    ordered[lp.name] = blobs[lp.name]
+            _write_hdf5(path, ordered, force, prog)
+        else:
+            header = caffe_pb2.NetParameter()
+            header.CopyFrom(net)
+            del header.layer[:]
+            layers = []
+            for lp in net.layer:
+                copy = caffe_pb2.LayerParameter()
+                copy.CopyFrom(lp)
+                del copy.blobs[:]
+                layers.append((copy, blobs.get(lp.name, [])))
+            with atomic_write(path, force=force) as f:
+                _write_binary(f, header, layers, prog)
+    elif fmt == "hdf5":
+        _write_hdf5(path, blobs, force, prog)
+    else:
+        layers = [(caffe_pb2.LayerParameter(name=name), b) for name, b in blobs.items()]
+        with atomic_write(path, force=force) as f:
+            _write_binary(f, caffe_pb2.NetParameter(), layers, prog)
+    prog.close()
+    return path
+
+
+def write_blobs(path: str | os.PathLike, blobs: Blobs, fmt: FormatName, *,
+                layout: NetLayout | None = None, prototxt: NetSource | None = None,
+                force: bool = False, progress: Progress | None = None
+                ) -> tuple[int, list[str]]:
+    """{layer: blobs} -> any format.  Returns (number of arrays written, layers skipped
+    because the net lacks them)."""
+    where = os.fspath(path)
+    if fmt in LAYER_FORMATS:
+        skipped: list[str] = []
+        if layout is not None:
+            skipped = [n for n in blobs if n not in layout.layers]
+            blobs = {n: b for n, b in blobs.items() if n in layout.layers}
+        _save(Path(path), blobs, prototxt,
+              "hdf5" if fmt == "hdf5" else "binary", force, progress)
+        return sum(len(b) for b in blobs.values()), skipped
+    flat, skipped = blobs_to_flat(blobs, where, layout)
+    write_flat(path, flat, fmt, force=force, progress=progress)
+    return len(flat), skipped
