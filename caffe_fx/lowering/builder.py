@@ -197,11 +197,27 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
         if vid in meta:
             info.blob_shapes[b] = tuple(meta[vid].shape)
     gm = fx.GraphModule(root, graph, class_name=_class_name(where))
-    if gm.graph.eliminate_dead_code():
-        gm.recompile()
+    gm.graph.eliminate_dead_code()
+    _relu_in_place(gm)
+    gm.recompile()
     gm._caffe_modules = modules  # consumed (and deleted) by compile()
     gm.meta["caffe"] = info
     return gm, info
+
+
+def _relu_in_place(gm: fx.GraphModule) -> None:
+    """ReLU overwrites its bottom, as Caffe's in-place ReLU does, when nothing else reads
+    it and its producer's backward does not need its own output (a layer module, a sum
+    or a concat): saves one pass over memory per activation."""
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target is not torch.relu:
+            continue
+        src = node.args[0]
+        if not isinstance(src, fx.Node) or len(src.users) != 1:
+            continue
+        if src.op == "call_module" or (src.op == "call_function"
+                                       and src.target in (torch.add, torch.cat)):
+            node.target = torch.relu_
 
 
 def _readable(value: object) -> object:

@@ -40,6 +40,11 @@ class BatchNorm(CaffeModule):
         if self.use_global_stats:
             s = self.scale_factor
             f = torch.where(s == 0, torch.zeros_like(s), 1.0 / s)
+            if n >= 2:
+                # One fused pass: (x - mean) * (1 / sqrt(var + eps)); within an ulp of
+                # Caffe's subtract-then-divide.
+                return torch.nn.functional.batch_norm(
+                    x, self.mean * f, self.variance * f, None, None, False, 0.0, self.eps)
             mean = _channel_view(self.mean * f, n)
             var = _channel_view(self.variance * f, n)
             return (x - mean) / torch.sqrt(var + self.eps)

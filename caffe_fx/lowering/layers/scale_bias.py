@@ -44,11 +44,15 @@ class ScaleBias(CaffeModule):
     def forward(self, x: Tensor, scale: Optional[Tensor] = None) -> Tensor:
         n = x.dim()
         weight = self.weight
+        bias = self.bias
+        if scale is None and weight is not None and bias is not None:
+            # x * w + b in one pass (BatchNorm + Scale pairs in every ResNet).
+            return torch.addcmul(CS.along_axis(bias, self.axis, n), x,
+                                 CS.along_axis(weight, self.axis, n))
         if scale is not None:
             x = x * CS.along_axis(scale, self.axis, n)
         elif weight is not None:
             x = x * CS.along_axis(weight, self.axis, n)
-        bias = self.bias
         if bias is not None:
             x = x + CS.along_axis(bias, self.axis, n)
         return x
