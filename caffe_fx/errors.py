@@ -26,6 +26,9 @@ __all__ = [
     "OutputExistsError",
     "MissingDependencyError",
     "ExportError",
+    "BlobNameError",
+    "DeviceError",
+    "PycaffeNotImplementedError",
 ]
 
 
@@ -100,3 +103,18 @@ class NetSpecError(CaffeFxError, TypeError, ValueError):
 class NetSpecFieldError(CaffeFxError, AttributeError):
     """A net_spec keyword that names no field of the layer's `*_param` message nor of
     LayerParameter (pycaffe raises protobuf's AttributeError)."""
+
+
+class BlobNameError(CaffeFxError, KeyError):
+    """A blob or layer name the net does not have (pycaffe's dicts raise KeyError)."""
+
+    def __str__(self) -> str:  # KeyError would print the message with quotes around it
+        return str(self.args[0]) if self.args else ""
+
+
+class DeviceError(CaffeFxError, RuntimeError):
+    """A device that is not there: `set_mode_gpu()` on a machine without CUDA."""
+
+
+class PycaffeNotImplementedError(CaffeFxError, NotImplementedError):
+    """A part of pycaffe's surface that caffe_fx.pycaffe does not implement yet."""

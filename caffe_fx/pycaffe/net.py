@@ -1,0 +1,496 @@
+"""`caffe.Net` on torch.fx: pycaffe's forward-side surface over a compiled GraphModule.
+
+pycaffe facade.  Mirrors python/caffe/pycaffe.py (blobs, params, forward, forward_all,
+...) and the Net bindings of python/caffe/_caffe.cpp over src/caffe/net.cpp (Init,
+ForwardFromTo, Reshape, CopyTrainedLayersFrom, ShareTrainedLayersWith, ToProto).  The net
+is compiled once per set of input shapes with every blob as an output; every blob keeps
+one float32 NumPy storage that the next forward reads and writes, as Caffe's blobs do.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import fx
+
+from .. import compiler
+from ..errors import (
+    BlobNameError,
+    DeviceError,
+    InputError,
+    PycaffeNotImplementedError,
+    ShapeError,
+    WeightsError,
+)
+from ..frontend.graph import build_graph
+from ..frontend.read import NetSource, describe, read_net
+from ..lowering.builder import SOURCE_TYPES, Lowering, build
+from ..lowering.fillers import fill
+from ..lowering.registry import CaffeModule, LayerView, lookup, supported_layers
+from ..passes.filter_phase import filter_phase
+from ..passes.insert_splits import insert_splits
+from ..proto import caffe_pb2
+from ..weights_io import save_caffemodel
+from .blob import Blob
+
+TRAIN: int = caffe_pb2.TRAIN
+TEST: int = caffe_pb2.TEST
+
+# Caffe::mode() and Caffe::SetDevice: process-wide, as in Caffe.
+_MODE: dict[str, Any] = {"gpu": False, "device": 0}
+
+# Layers whose tops share the bottom's data (Blob::ShareData in their Forward/Reshape).
+_SHARING_TYPES = frozenset({"Split", "Flatten", "Reshape"})
+
+
+def set_mode_cpu() -> None:
+    _MODE["gpu"] = False
+
+
+def set_mode_gpu() -> None:
+    if not torch.cuda.is_available():
+        raise DeviceError("set_mode_gpu(): torch.cuda is not available on this machine (no CUDA "
+                          "device or a CPU-only torch build); use set_mode_cpu()")
+    _MODE["gpu"] = True
+
+
+def set_device(device_id: int) -> None:
+    if torch.cuda.is_available() and not 0 <= device_id < torch.cuda.device_count():
+        raise DeviceError(f"set_device({device_id}): allowed: 0 to "
+                          f"{torch.cuda.device_count() - 1} (torch.cuda.device_count())")
+    _MODE["device"] = int(device_id)
+
+
+def set_random_seed(seed: int) -> None:
+    """Caffe::set_random_seed: seeds the generator the fillers (and Dropout) draw from."""
+    torch.manual_seed(seed)
+
+
+def layer_type_list() -> list[str]:
+    """The layer types a Net can hold, sorted as LayerRegistry::LayerTypeList gives them."""
+    return sorted(set(supported_layers()) | SOURCE_TYPES)
+
+
+def _device() -> torch.device:
+    return torch.device("cuda", _MODE["device"]) if _MODE["gpu"] else torch.device("cpu")
+
+
+class NamedDict(OrderedDict):
+    """pycaffe's OrderedDicts; a missing name raises KeyError naming what exists."""
+
+    def __init__(self, items: Any, what: str) -> None:
+        super().__init__(items)
+        self._what = what
+
+    def __missing__(self, key: object) -> Any:
+        raise BlobNameError(f"no {self._what} {key!r} in the net; {self._what}s: {list(self)}")
+
+    def __reduce__(self) -> Any:
+        return (type(self), (list(self.items()), self._what))
+
+
+class NetLayer:
+    """An entry of `net.layers`: Caffe's Layer as pycaffe shows it (`type`, `blobs`)."""
+
+    def __init__(self, layer_type: str, blobs: list[Blob]) -> None:
+        self.type = layer_type
+        self.blobs = blobs
+
+    def __repr__(self) -> str:
+        return f"<caffe_fx.pycaffe layer type={self.type!r} blobs={len(self.blobs)}>"
+
+
+class Net:
+    """`caffe.Net(network_file, phase, level=0, stages=None, weights=None)`, or the
+    legacy `caffe.Net(network_file, pretrained_file, phase)`."""
+
+    def __init__(self, network_file: NetSource, *args: Any, phase: int | None = None,
+                 level: int = 0, stages: Sequence[str] | None = None,
+                 weights: str | os.PathLike | None = None) -> None:
+        rest = list(args)
+        if rest and isinstance(rest[0], (str, os.PathLike)):  # Net(file, weights, phase)
+            if weights is not None:
+                raise InputError("Net(): weights given both positionally and as weights=")
+            weights = rest.pop(0)
+        names = ["phase", "level", "stages", "weights"]
+        if len(rest) > len(names):
+            raise InputError(f"Net() takes at most 5 arguments; got {len(rest) + 1}")
+        given = dict(zip(names, rest))
+        phase = given.get("phase", phase)
+        level = given.get("level", level)
+        stages = given.get("stages", stages)
+        weights = given.get("weights", weights)
+        if phase is None:
+            raise InputError("Net(network_file, phase, ...): phase is required; allowed: "
+                             "caffe.TRAIN, caffe.TEST")
+        where = describe(network_file)
+        self._where = where
+        net = read_net(network_file)
+        # Net::Net overrides the file's phase and level and appends the stages.
+        state = caffe_pb2.NetState()
+        state.CopyFrom(compiler.net_state(phase, level, ()))
+        state.stage.extend(net.state.stage)
+        state.stage.extend(stages or ())
+        net = insert_splits(filter_phase(net, state, where), where)
+        self._net = net
+        self._graph = build_graph(net, where)
+        self._sources = [top for layer in net.layer if layer.type in SOURCE_TYPES
+                         for top in layer.top]
+        self._gms: dict[tuple[tuple[int, ...], ...], fx.GraphModule] = {}
+        self._device_gms: dict[int, fx.GraphModule] = {}
+        self._tensors: dict[str, list[torch.Tensor]] = {}  # layer -> its blobs' tensors
+
+        gm, modules = self._build(None)
+        for view, module in modules:
+            if type(module).to_empty is not torch.nn.Module.to_empty:
+                module.to_empty(device="cpu")
+            compiler._materialise(module)
+            for name, filler in zip(module.caffe_blobs, module.fillers):
+                fill(getattr(module, name), filler, f"layer '{view.name}' ({view.type})")
+        compiler._share_params(modules, where)
+        for view, module in modules:
+            self._tensors[view.name] = module.blob_tensors()
+        info: Lowering = gm.meta["caffe"]
+        self._gms[self._key_of(info)] = gm
+        self._gm = gm
+        self.blobs = NamedDict(((b, Blob(np.zeros(info.blob_shapes[b], np.float32)))
+                                for b in self._graph.graph["blobs"]), "blob")
+        self._link_shared()
+        self._make_params()
+        if weights is not None:
+            self.copy_from(weights)
+
+    # -- compiling -------------------------------------------------------------------
+
+    def _key_of(self, info: Lowering) -> tuple[tuple[int, ...], ...]:
+        return tuple(info.blob_shapes[s] for s in self._sources)
+
+    def _build(self, shapes: Mapping[str, Sequence[int]] | None
+               ) -> tuple[fx.GraphModule, list[tuple[LayerView, CaffeModule]]]:
+        gm, _ = build(self._graph, input_shapes=shapes, outputs=list(self._graph.graph["blobs"]))
+        modules = gm.__dict__.pop("_caffe_modules")
+        if self._net.state.phase == caffe_pb2.TEST:
+            gm.eval()
+        else:
+            gm.train()
+        return gm, modules
+
+    def _adopt(self, modules: list[tuple[LayerView, CaffeModule]]) -> None:
+        """A recompiled net's modules use the net's own blob tensors (weights are kept
+        across reshapes, as Caffe keeps a layer's blobs when its bottoms change shape)."""
+        for view, module in modules:
+            if type(module).to_empty is not torch.nn.Module.to_empty:
+                module.to_empty(device="cpu")
+            for k, (name, tensor) in enumerate(zip(module.caffe_blobs, self._tensors[view.name])):
+                want = tuple(getattr(module, name).shape)
+                if want != tuple(tensor.shape):
+                    raise ShapeError(
+                        f"{self._where}: layer '{view.name}' ({view.type}): after reshaping the "
+                        f"inputs, blob {k} would need shape {list(want)} but the layer's blob has "
+                        f"{list(tensor.shape)} (the layer's parameters cannot change shape)")
+                if name in module._parameters:
+                    module._parameters[name] = tensor  # type: ignore[assignment]  # a Parameter
+                else:
+                    module._buffers[name] = tensor
+            compiler._materialise(module)
+
+    def _current_key(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(self.blobs[s].shape for s in self._sources)
+
+    def reshape(self) -> None:
+        """Net::Reshape: re-infers every blob's shape from the input blobs' shapes."""
+        key = self._current_key()
+        if key not in self._gms:
+            gm, modules = self._build(dict(zip(self._sources, key)))
+            self._adopt(modules)
+            self._gms[key] = gm
+        self._gm = self._gms[key]
+        info: Lowering = self._gm.meta["caffe"]
+        for name, blob in self.blobs.items():
+            if name not in self._sources and blob.shape != info.blob_shapes[name]:
+                blob._data = np.zeros(info.blob_shapes[name], np.float32)
+                blob._diff = None
+        self._link_shared()
+
+    def _link_shared(self) -> None:
+        """Split, Flatten and Reshape tops share their bottom's memory in Caffe
+        (Blob::ShareData), so they always show the bottom's current values."""
+        for layer in self._net.layer:
+            if layer.type in _SHARING_TYPES and layer.bottom:
+                bottom = self.blobs[layer.bottom[0]]
+                for top in layer.top:
+                    blob = self.blobs[top]
+                    if blob is not bottom and blob.count == bottom.count:
+                        blob._data = bottom._data.reshape(blob.shape)
+
+    # -- properties ------------------------------------------------------------------
+
+    def _make_params(self) -> None:
+        blobs = {name: [Blob.of_tensor(t) for t in tensors]
+                 for name, tensors in self._tensors.items()}
+        self.layers = [NetLayer(layer.type, blobs.get(layer.name, []))
+                       for layer in self._net.layer]
+        self.params = NamedDict(((name, lr.blobs) for name, lr in zip(self._layer_names,
+                                                                       self.layers)
+                                 if lr.blobs), "layer with parameters")
+
+    @property
+    def _layer_names(self) -> list[str]:
+        return [layer.name for layer in self._net.layer]
+
+    @property
+    def layer_dict(self) -> NamedDict:
+        return NamedDict(zip(self._layer_names, self.layers), "layer")
+
+    @property
+    def inputs(self) -> list[str]:
+        return list(self._graph.graph["inputs"])
+
+    @property
+    def outputs(self) -> list[str]:
+        return list(self._graph.graph["outputs"])
+
+    @property
+    def top_names(self) -> NamedDict:
+        return NamedDict(((layer.name, list(layer.top)) for layer in self._net.layer), "layer")
+
+    @property
+    def bottom_names(self) -> NamedDict:
+        return NamedDict(((layer.name, list(layer.bottom)) for layer in self._net.layer),
+                         "layer")
+
+    @property
+    def blob_loss_weights(self) -> NamedDict:
+        # Net::Init: every layer writing a blob (in place too) sets its loss weight.
+        weights = dict.fromkeys(self.blobs, 0.0)
+        for layer in self._net.layer:
+            spec = lookup(layer.type)
+            for j, top in enumerate(layer.top):
+                if layer.loss_weight:
+                    weights[top] = float(layer.loss_weight[j]) if j < len(layer.loss_weight) else 0.0
+                else:
+                    weights[top] = 1.0 if spec is not None and spec.is_loss and j == 0 else 0.0
+        return NamedDict(weights.items(), "blob")
+
+    # -- forward ---------------------------------------------------------------------
+
+    def _layer_index(self, name: str, what: str) -> int:
+        names = self._layer_names
+        if name not in names:
+            raise InputError(f"{what}='{name}' is not a layer of the net; layers: {names}")
+        return names.index(name)
+
+    def _runner(self) -> fx.GraphModule:
+        """The GraphModule to run: the net's own on CPU; in GPU mode a CUDA copy whose
+        blobs are refreshed from the NumPy-visible CPU tensors before every forward."""
+        if not _MODE["gpu"]:
+            return self._gm
+        device = _device()
+        gm = self._device_gms.get(id(self._gm))
+        if gm is None:
+            gm = copy.deepcopy(self._gm).to(device)
+            self._device_gms[id(self._gm)] = gm
+        info: Lowering = self._gm.meta["caffe"]
+        with torch.no_grad():
+            for layer, sub in info.modules.items():
+                module = cast(CaffeModule, gm.get_submodule(sub))
+                for name, tensor in zip(module.caffe_blobs, self._tensors[layer]):
+                    getattr(module, name).copy_(tensor, non_blocking=True)
+        return gm
+
+    def forward(self, blobs: Sequence[str] | None = None, start: str | None = None,
+                end: str | None = None, **kwargs: np.ndarray) -> dict[str, np.ndarray]:
+        """pycaffe's Net.forward: sets the input blobs from kwargs (all of them or none),
+        runs layers start..end (names, inclusive) and returns {blob: data} for the
+        outputs (or the tops of `end`) plus `blobs`."""
+        blobs = list(blobs or [])
+        for b in blobs:
+            self.blobs[b]
+        start_ind = self._layer_index(start, "start") if start is not None else 0
+        if end is not None:
+            end_ind = self._layer_index(end, "end")
+            outputs = set(self.top_names[end] + blobs)
+        else:
+            end_ind = len(self.layers) - 1
+            outputs = set(self.outputs + blobs)
+        if kwargs:
+            if set(kwargs) != set(self.inputs):
+                raise InputError(
+                    f"forward(): input blob arguments {sorted(kwargs)} do not match the net's "
+                    f"inputs {self.inputs} (give all of them or none)")
+            for name, value in kwargs.items():
+                value = np.asarray(value)
+                target = self.blobs[name]
+                if value.ndim == 0 or value.shape[0] != target.shape[0]:
+                    raise InputError(
+                        f"forward(): input '{name}' has shape {list(value.shape)} but the blob "
+                        f"has batch size {target.shape[0]} (shape {list(target.shape)}); "
+                        f"reshape the blob first: net.blobs['{name}'].reshape(...)")
+                try:
+                    target.data[...] = value
+                except ValueError as e:
+                    raise ShapeError(
+                        f"forward(): input '{name}' of shape {list(value.shape)} does not fit "
+                        f"the blob of shape {list(target.shape)}: {e}") from e
+        if self._current_key() != self._key_of(self._gm.meta["caffe"]):
+            self.reshape()  # Layer::Forward reshapes first, so forward() follows new inputs
+        with torch.no_grad():
+            if start_ind == 0 and end_ind == len(self.layers) - 1:
+                self._forward_all_layers()
+            else:
+                self._forward_from_to(start_ind, end_ind)
+        return {out: self.blobs[out].data for out in outputs}
+
+    def _tensor(self, name: str, device: torch.device) -> torch.Tensor:
+        return torch.from_numpy(self.blobs[name].data).to(device)
+
+    def _store(self, name: str, value: torch.Tensor) -> None:
+        blob = self.blobs[name]
+        out = value.detach().to("cpu", torch.float32).numpy()
+        if blob.shape != tuple(out.shape):
+            blob._data = np.zeros(out.shape, np.float32)
+            self._link_shared()
+        blob._data[...] = out
+
+    def _forward_all_layers(self) -> None:
+        gm = self._runner()
+        device = _device()
+        results = gm(**{s: self._tensor(s, device) for s in self._sources})
+        for name, value in results.items():
+            if name not in self._sources:
+                self._store(name, value)
+
+    def _forward_from_to(self, start: int, end: int) -> None:
+        """Net::ForwardFromTo: layer by layer, each reading and writing the blobs."""
+        gm = self._runner()
+        device = _device()
+        nodes = {n.meta["caffe_layer"]: n for n in gm.graph.nodes if "caffe_layer" in n.meta}
+        for layer in list(self._net.layer)[start:end + 1]:
+            if layer.type in SOURCE_TYPES:
+                continue  # data layers read files caffe_fx does not read: blobs stay as set
+            node = nodes.get(layer.name)
+            if node is None:  # IDENTITY (Split, TEST Dropout) or a layer without tops
+                for j, top in enumerate(layer.top):
+                    bottom = layer.bottom[j if j < len(layer.bottom) else 0]
+                    if top != bottom:
+                        self._store(top, self._tensor(bottom, device))
+                continue
+            bottoms = [self._tensor(b, device) for b in layer.bottom]
+            args: tuple = (bottoms,) if node.args and isinstance(node.args[0], (list, tuple)) \
+                else tuple(bottoms)
+            if node.op == "call_module":
+                result = gm.get_submodule(node.target)(*args, **node.kwargs)
+            else:
+                fn = torch.relu if node.target is torch.relu_ else node.target
+                result = fn(*args, **node.kwargs)
+            outs = list(result) if isinstance(result, (tuple, list)) else [result]
+            for top, value in zip(layer.top, outs):
+                self._store(top, value)
+
+    def _batch(self, blobs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        """pycaffe's Net._batch: batch-size slices, the last one zero-padded."""
+        num = len(next(iter(blobs.values())))
+        batch_size = next(iter(self.blobs.values())).shape[0]
+        remainder = num % batch_size
+        for b in range(num // batch_size):
+            i = b * batch_size
+            yield {name: blobs[name][i:i + batch_size] for name in blobs}
+        if remainder > 0:
+            padded = {}
+            for name in blobs:
+                padding = np.zeros((batch_size - remainder,) + blobs[name].shape[1:])
+                padded[name] = np.concatenate([blobs[name][-remainder:], padding])
+            yield padded
+
+    def forward_all(self, blobs: Sequence[str] | None = None,
+                    **kwargs: np.ndarray) -> dict[str, np.ndarray]:
+        """pycaffe's Net.forward_all: forward in batches, outputs concatenated, padding cut."""
+        all_outs: dict[str, Any] = {out: [] for out in set(self.outputs + list(blobs or []))}
+        for batch in self._batch(kwargs):
+            outs = self.forward(blobs=blobs, **batch)  # type: ignore[arg-type]
+            for out, out_blob in outs.items():
+                all_outs[out].extend(out_blob.copy())
+        arrays = {out: np.asarray(values) for out, values in all_outs.items()}
+        pad = len(next(iter(arrays.values()))) - len(next(iter(kwargs.values())))
+        if pad:
+            arrays = {out: value[:-pad] for out, value in arrays.items()}
+        return arrays
+
+    # -- weights ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def copy_from(self, filename: str | os.PathLike) -> None:
+        """Net::CopyTrainedLayersFrom (binary or HDF5): layers matched by name; layers the
+        net lacks are skipped; the blobs are overwritten in place."""
+        stored = compiler._stored_weights(filename)
+        assert stored is not None
+        types = {layer.name: layer.type for layer in self._net.layer}
+        for name, blobs in stored.items():
+            if name not in types:
+                continue
+            targets = self._tensors.get(name, [])
+            where = f"{filename}: layer '{name}' ({types[name]})"
+            if len(blobs) != len(targets):
+                raise WeightsError(
+                    f"{where}: the weights hold {len(blobs)} blobs, the layer has "
+                    f"{len(targets)} (Incompatible number of blobs)")
+            for k, (blob, target) in enumerate(zip(blobs, targets)):
+                if not compiler._shape_equals(blob, tuple(target.shape)):
+                    raise WeightsError(
+                        f"{where}: blob {k} has shape {list(blob.array.shape)} in the weights "
+                        f"but {list(target.shape)} in the net (Cannot copy param {k} weights)")
+                target.copy_(torch.from_numpy(np.asarray(blob.array)).view(target.shape))
+
+    def share_with(self, other: Net) -> None:
+        """Net::ShareTrainedLayersWith: layers of the same name use `other`'s blobs."""
+        for name, tensors in other._tensors.items():
+            if name not in self._tensors:
+                continue
+            mine = self._tensors[name]
+            if len(mine) != len(tensors):
+                raise WeightsError(f"share_with: layer '{name}' has {len(mine)} blobs here and "
+                                   f"{len(tensors)} in the other net (Incompatible number of blobs)")
+            for k, (a, b) in enumerate(zip(mine, tensors)):
+                if a.shape != b.shape:
+                    raise WeightsError(
+                        f"share_with: layer '{name}' blob {k} has shape {list(a.shape)} here and "
+                        f"{list(b.shape)} in the other net (Cannot share param {k} weights)")
+            self._tensors[name] = list(tensors)
+        for gm in self._gms.values():
+            info: Lowering = gm.meta["caffe"]
+            for layer, sub in info.modules.items():
+                module = cast(CaffeModule, gm.get_submodule(sub))
+                for attr, tensor in zip(module.caffe_blobs, self._tensors[layer]):
+                    if attr in module._parameters:
+                        module._parameters[attr] = tensor  # type: ignore[assignment]
+                    else:
+                        module._buffers[attr] = tensor
+        self._device_gms.clear()
+        self._make_params()
+
+    def save(self, filename: str | os.PathLike) -> None:
+        """Net::ToProto + WriteProtoToBinaryFile: the whole net with its blobs (replaces
+        an existing file, as Caffe does)."""
+        save_caffemodel(filename, {name: list(t) for name, t in self._tensors.items()},
+                        self._net, force=True)
+
+    # -- not yet implemented: the backward side ----------------------------------------
+
+    def _not_yet(self, what: str) -> PycaffeNotImplementedError:
+        return PycaffeNotImplementedError(f"Net.{what} is not implemented yet in caffe_fx.pycaffe")
+
+    def backward(self, diffs: Sequence[str] | None = None, start: str | None = None,
+                 end: str | None = None, **kwargs: np.ndarray) -> dict[str, np.ndarray]:
+        raise self._not_yet("backward()")
+
+    def forward_backward_all(self, blobs: Sequence[str] | None = None,
+                             diffs: Sequence[str] | None = None, **kwargs: np.ndarray) -> Any:
+        raise self._not_yet("forward_backward_all()")
+
+    def __repr__(self) -> str:
+        return f"<caffe_fx.pycaffe.Net {self._net.name!r} ({len(self.layers)} layers)>"
