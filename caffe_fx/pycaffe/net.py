@@ -9,6 +9,7 @@ one float32 NumPy storage that the next forward reads and writes, as Caffe's blo
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,7 +24,6 @@ from ..errors import (
     BlobNameError,
     DeviceError,
     InputError,
-    PycaffeNotImplementedError,
     ShapeError,
     WeightsError,
 )
@@ -36,6 +36,17 @@ from ..passes.filter_phase import filter_phase
 from ..passes.insert_splits import insert_splits
 from ..proto import caffe_pb2
 from ..weights_io import save_caffemodel
+from .backward import (
+    READS_BOTTOM,
+    READS_DATA,
+    LayerTape,
+    TapeInterpreter,
+    layer_vjp,
+    neuron_backward,
+    plan_backward,
+    run_layer,
+    top_loss_weights,
+)
 from .blob import Blob
 
 TRAIN: int = caffe_pb2.TRAIN
@@ -162,6 +173,13 @@ class Net:
                                 for b in self._graph.graph["blobs"]), "blob")
         self._link_shared()
         self._make_params()
+        self._plan = plan_backward(net, {k: len(v) for k, v in self._tensors.items()})
+        self._tape: dict[str, LayerTape] = {}
+        # Layer::SetLossWeights: a loss top's diff holds its loss weight, the seed of backward.
+        for layer in net.layer:
+            for top, w in zip(layer.top, top_loss_weights(layer)):
+                if w:
+                    self.blobs[top].diff[...] = w
         if weights is not None:
             self.copy_from(weights)
 
@@ -360,7 +378,13 @@ class Net:
     def _forward_all_layers(self) -> None:
         gm = self._runner()
         device = _device()
-        results = gm(**{s: self._tensor(s, device) for s in self._sources})
+        feeds = {s: self._tensor(s, device) for s in self._sources}
+        if self._plan.any:  # tape the layers that a later backward() differentiates
+            self._tape = {}
+            results = TapeInterpreter(gm, self._tape).run(
+                *(feeds[n.meta["caffe_blob"]] for n in gm.graph.nodes if n.op == "placeholder"))
+        else:
+            results = gm(**feeds)
         for name, value in results.items():
             if name not in self._sources:
                 self._store(name, value)
@@ -383,7 +407,10 @@ class Net:
             bottoms = [self._tensor(b, device) for b in layer.bottom]
             args: tuple = (bottoms,) if node.args and isinstance(node.args[0], (list, tuple)) \
                 else tuple(bottoms)
-            if node.op == "call_module":
+            if self._plan.any:
+                module = gm.get_submodule(node.target) if node.op == "call_module" else None
+                result = run_layer(node, module, args, dict(node.kwargs), self._tape)
+            elif node.op == "call_module":
                 result = gm.get_submodule(node.target)(*args, **node.kwargs)
             else:
                 fn = torch.relu if node.target is torch.relu_ else node.target
@@ -479,18 +506,152 @@ class Net:
         save_caffemodel(filename, {name: list(t) for name, t in self._tensors.items()},
                         self._net, force=True)
 
-    # -- not yet implemented: the backward side ----------------------------------------
-
-    def _not_yet(self, what: str) -> PycaffeNotImplementedError:
-        return PycaffeNotImplementedError(f"Net.{what} is not implemented yet in caffe_fx.pycaffe")
+    # -- backward --------------------------------------------------------------------
 
     def backward(self, diffs: Sequence[str] | None = None, start: str | None = None,
                  end: str | None = None, **kwargs: np.ndarray) -> dict[str, np.ndarray]:
-        raise self._not_yet("backward()")
+        """pycaffe's Net.backward: sets the output blobs' diffs from kwargs (all of them or
+        none; a loss top's diff is its loss weight, so this overwrites it), runs layers
+        start..end (names, inclusive) top-down, and returns {blob: diff} for the inputs (or
+        the bottoms of `end`) plus `diffs`.  Bottom diffs are overwritten, param diffs
+        accumulate until clear_param_diffs(), diffs of layers that need no backward stay."""
+        diffs = list(diffs or [])
+        for b in diffs:
+            self.blobs[b]
+        start_ind = self._layer_index(start, "start") if start is not None \
+            else len(self.layers) - 1
+        if end is not None:
+            end_ind = self._layer_index(end, "end")
+            outputs = set(self.bottom_names[end] + diffs)
+        else:
+            end_ind = 0
+            outputs = set(self.inputs + diffs)
+        if kwargs:
+            if set(kwargs) != set(self.outputs):
+                raise InputError(
+                    f"backward(): top diff arguments {sorted(kwargs)} do not match the net's "
+                    f"outputs {self.outputs} (give all of them or none)")
+            for name, value in kwargs.items():
+                value = np.asarray(value)
+                target = self.blobs[name]
+                if value.ndim == 0 or target.diff.ndim == 0 \
+                        or value.shape[0] != target.shape[0]:
+                    raise InputError(
+                        f"backward(): diff for '{name}' has shape {list(value.shape)} but the "
+                        f"blob has batch size {target.shape[0]} (shape {list(target.shape)})")
+                try:
+                    target.diff[...] = value
+                except ValueError as e:
+                    raise ShapeError(
+                        f"backward(): diff for '{name}' of shape {list(value.shape)} does not "
+                        f"fit the blob of shape {list(target.shape)}: {e}") from e
+        self._backward_from_to(start_ind, end_ind)
+        return {out: self.blobs[out].diff for out in outputs}
+
+    def _backward_from_to(self, start: int, end: int) -> None:
+        """Net::BackwardFromTo: layers start down to end, those that need backward."""
+        self._alias_shared_diffs()
+        plan = self._plan
+        noded = {n.meta["caffe_layer"] for n in self._gm.graph.nodes if "caffe_layer" in n.meta}
+        layers = list(self._net.layer)
+        for i in range(start, end - 1, -1):
+            layer = layers[i]
+            if not plan.layer_need_backward[i] or layer.type in SOURCE_TYPES:
+                continue
+            need = plan.bottom_need_backward[i]
+            if layer.name not in noded:
+                self._identity_backward(layer, need)
+                continue
+            record = self._tape.get(layer.name)
+            if record is None:
+                raise InputError(f"backward(): layer '{layer.name}' ({layer.type}) has not run "
+                                 "forward since the net was made or reshaped; call forward() "
+                                 "first")
+            top_diffs = [torch.from_numpy(self.blobs[t].diff) for t in layer.top]
+            if layer.type in READS_DATA and not plan.param_propagate_down[i]:
+                if need[0]:
+                    bottom, top = (torch.from_numpy(self.blobs[b].data)
+                                   for b in (layer.bottom[0], layer.top[0]))
+                    if layer.type in READS_BOTTOM:
+                        (g,), _ = layer_vjp(layer, record, top_diffs, need, (), bottom)
+                    else:
+                        g = neuron_backward(layer, bottom, top, top_diffs[0])
+                    diff = self.blobs[layer.bottom[0]].diff
+                    diff[...] = 0 if g is None else g.detach().cpu().numpy()
+                continue
+            bottom_grads, param_grads = layer_vjp(layer, record, top_diffs, need,
+                                                  plan.param_propagate_down[i], None)
+            for b, flag, g in zip(layer.bottom, need, bottom_grads):
+                if flag:
+                    diff = self.blobs[b].diff
+                    diff[...] = 0 if g is None else g.detach().cpu().reshape(diff.shape).numpy()
+            for blob, g in zip(self.layers[i].blobs, param_grads):
+                if g is not None:
+                    blob.diff[...] += g.detach().cpu().reshape(blob.shape).numpy()
+
+    def _identity_backward(self, layer: caffe_pb2.LayerParameter, need: tuple[bool, ...]) -> None:
+        """Layers without a node: Split sums its tops' diffs into the bottom's; the other
+        pass-through layers (TEST Dropout) copy; a layer without tops (Silence) zero-fills."""
+        if not layer.top:
+            for b, flag in zip(layer.bottom, need):
+                if flag:
+                    self.blobs[b].diff[...] = 0
+            return
+        if len(layer.bottom) == 1 and len(layer.top) > 1:  # Split
+            if need[0]:
+                total = np.zeros_like(self.blobs[layer.bottom[0]].diff)
+                for t in layer.top:
+                    total += self.blobs[t].diff.reshape(total.shape)
+                self.blobs[layer.bottom[0]].diff[...] = total
+            return
+        for j, t in enumerate(layer.top):
+            b = layer.bottom[j if j < len(layer.bottom) else 0]
+            if b != t and need[j if j < len(need) else 0]:
+                self.blobs[b].diff[...] = self.blobs[t].diff.reshape(self.blobs[b].shape)
+
+    def _alias_shared_diffs(self) -> None:
+        """Net::ShareWeights shares diffs too: layers with one tensor show one diff."""
+        owners: dict[int, Blob] = {}
+        for layer in self.layers:
+            for blob in layer.blobs:
+                owner = owners.setdefault(id(blob._tensor), blob)
+                if owner is not blob and blob._diff is not owner.diff:
+                    blob._diff = owner.diff
+
+    def clear_param_diffs(self) -> None:
+        """Net::ClearParamDiffs: zero every parameter blob's diff."""
+        for layer in self.layers:
+            for blob in layer.blobs:
+                blob.diff[...] = 0
 
     def forward_backward_all(self, blobs: Sequence[str] | None = None,
-                             diffs: Sequence[str] | None = None, **kwargs: np.ndarray) -> Any:
-        raise self._not_yet("forward_backward_all()")
+                             diffs: Sequence[str] | None = None, **kwargs: np.ndarray
+                             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """pycaffe's Net.forward_backward_all: forward and backward in batches; kwargs hold
+        inputs (for forward) and output diffs (for backward); padding cut from both."""
+        blobs, diffs = list(blobs or []), list(diffs or [])
+        all_outs: dict[str, Any] = {out: [] for out in set(self.outputs + blobs)}
+        all_diffs: dict[str, Any] = {d: [] for d in set(self.inputs + diffs)}
+        forward_batches = self._batch({n: kwargs[n] for n in self.inputs if n in kwargs}) \
+            if any(n in kwargs for n in self.inputs) else iter(())
+        backward_batches = self._batch({n: kwargs[n] for n in self.outputs if n in kwargs}) \
+            if any(n in kwargs for n in self.outputs) else iter(())
+        fb: dict[str, np.ndarray]
+        bb: dict[str, np.ndarray]
+        for fb, bb in itertools.zip_longest(forward_batches, backward_batches, fillvalue={}):
+            batch_blobs = self.forward(blobs=blobs, **fb)  # type: ignore[arg-type]
+            batch_diffs = self.backward(diffs=diffs, **bb)  # type: ignore[arg-type]
+            for out, value in batch_blobs.items():
+                all_outs[out].extend(value.copy())
+            for d, value in batch_diffs.items():
+                all_diffs[d].extend(value.copy())
+        outs = {k: np.asarray(v) for k, v in all_outs.items()}
+        grads = {k: np.asarray(v) for k, v in all_diffs.items()}
+        pad = len(next(iter(outs.values()))) - len(next(iter(kwargs.values())))
+        if pad:
+            outs = {k: v[:-pad] for k, v in outs.items()}
+            grads = {k: v[:-pad] for k, v in grads.items()}
+        return outs, grads
 
     def __repr__(self) -> str:
         return f"<caffe_fx.pycaffe.Net {self._net.name!r} ({len(self.layers)} layers)>"

@@ -144,9 +144,7 @@ def test_unknown_names_raise_key_error(small_net):
         small_net.params["relu1"]
 
 
-def test_backward_and_solvers_are_not_implemented_yet(small_net):
-    with pytest.raises(NotImplementedError, match="backward.*not implemented yet"):
-        small_net.backward()
+def test_solvers_are_not_implemented_yet(small_net):
     with pytest.raises(errors.PycaffeNotImplementedError, match="not implemented yet"):
         caffe.get_solver("solver.prototxt")
     with pytest.raises(NotImplementedError, match="SGDSolver"):

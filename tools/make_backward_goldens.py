@@ -1,0 +1,200 @@
+"""Runs small nets forward and backward through real Caffe and keeps every diff.
+
+    python tools/make_backward_goldens.py [--only SUBSTRING]
+
+Needs root and ../shared/caffe-oracle (`forward --randomize 7 --backward [--topdiff]`,
+i.e. pycaffe's Net.backward over src/caffe/net.cpp's BackwardFromTo).  Writes
+tests/golden/backward/<case>.npz: `input/<blob>`, `topdiff/<blob>`, `param/<layer>/<i>`,
+`data/<blob>`, `diff/<blob>`, `pdiff/<layer>/<i>` and `meta` (JSON: the prototxt, phase,
+the oracle's meta).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.nets.oracle import ORACLE, oracle_unavailable
+
+GOLDEN = ROOT / "tests" / "golden" / "backward"
+
+
+def _input(name: str, *dims: int) -> str:
+    shape = " ".join(f"dim: {d}" for d in dims)
+    return (f'layer {{ name: "{name}" type: "Input" top: "{name}" '
+            f'input_param {{ shape {{ {shape} }} }} }}\n')
+
+
+def _ip(name: str, bottom: str, n: int, extra: str = "") -> str:
+    return (f'layer {{ name: "{name}" type: "InnerProduct" bottom: "{bottom}" top: "{name}" '
+            f'{extra} inner_product_param {{ num_output: {n} }} }}\n')
+
+
+def _euclid(name: str, bottom: str, target: str, extra: str = "") -> str:
+    return (f'layer {{ name: "{name}" type: "EuclideanLoss" bottom: "{bottom}" '
+            f'bottom: "{target}" top: "{name}" {extra} }}\n')
+
+
+def _normal(*shape: int) -> Callable[[np.random.RandomState], np.ndarray]:
+    return lambda r: r.randn(*shape).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    prototxt: str
+    inputs: dict[str, Callable[[np.random.RandomState], np.ndarray]]
+    topdiffs: dict[str, Callable[[np.random.RandomState], np.ndarray]] = field(
+        default_factory=dict)
+    phase: str = "test"
+
+
+CASES = [
+    Case("conv_relu_pool_softmax",
+         _input("data", 2, 3, 8, 8) + _input("label", 2) +
+         'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" '
+         'convolution_param { num_output: 4 kernel_size: 3 } }\n'
+         'layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }\n'
+         'layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" '
+         'pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n'
+         + _ip("ip1", "pool1", 5) +
+         'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip1" bottom: "label" '
+         'top: "loss" }\n',
+         {"data": _normal(2, 3, 8, 8),
+          "label": lambda r: r.randint(0, 5, size=(2,)).astype(np.float32)}),
+    Case("euclidean_weight2",
+         _input("data", 3, 4) + _input("target", 3, 3) + _ip("ip1", "data", 3)
+         + _euclid("loss", "ip1", "target", "loss_weight: 2"),
+         {"data": _normal(3, 4), "target": _normal(3, 3)}),
+    Case("split_two_losses",
+         _input("data", 3, 4) + _input("t1", 3, 2) + _input("t2", 3, 3)
+         + _ip("ip1", "data", 5) + _ip("ipa", "ip1", 2) + _ip("ipb", "ip1", 3)
+         + _euclid("loss_a", "ipa", "t1") + _euclid("loss_b", "ipb", "t2", "loss_weight: 0.5"),
+         {"data": _normal(3, 4), "t1": _normal(3, 2), "t2": _normal(3, 3)}),
+    Case("batchnorm_scale",
+         _input("data", 2, 3, 5, 5) + _input("target", 2, 4) +
+         'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" '
+         'convolution_param { num_output: 3 kernel_size: 3 } }\n'
+         'layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" '
+         'batch_norm_param { use_global_stats: true } }\n'
+         'layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1" '
+         'scale_param { bias_term: true } }\n'
+         + _ip("ip1", "conv1", 4) + _euclid("loss", "ip1", "target"),
+         {"data": _normal(2, 3, 5, 5), "target": _normal(2, 4)}),
+    Case("eltwise_sum_coeff",
+         _input("data", 3, 4) + _input("target", 3, 3) + _ip("ipa", "data", 3)
+         + _ip("ipb", "data", 3) +
+         'layer { name: "sum" type: "Eltwise" bottom: "ipa" bottom: "ipb" top: "sum" '
+         'eltwise_param { operation: SUM coeff: 1.5 coeff: -0.5 } }\n'
+         + _euclid("loss", "sum", "target"),
+         {"data": _normal(3, 4), "target": _normal(3, 3)}),
+    Case("concat_slice",
+         _input("data", 2, 3, 6, 6) + _input("target", 2, 4) +
+         'layer { name: "ca" type: "Convolution" bottom: "data" top: "ca" '
+         'convolution_param { num_output: 2 kernel_size: 3 } }\n'
+         'layer { name: "cb" type: "Convolution" bottom: "data" top: "cb" '
+         'convolution_param { num_output: 3 kernel_size: 3 } }\n'
+         'layer { name: "cat" type: "Concat" bottom: "ca" bottom: "cb" top: "cat" }\n'
+         'layer { name: "slice" type: "Slice" bottom: "cat" top: "s1" top: "s2" '
+         'slice_param { axis: 1 slice_point: 1 } }\n'
+         + _ip("ip1", "s2", 4) + _euclid("loss", "ip1", "target"),
+         {"data": _normal(2, 3, 6, 6), "target": _normal(2, 4)}),
+    Case("force_backward_inputs",
+         "force_backward: true\n" + _input("data", 3, 4) + _input("target", 3, 3)
+         + _ip("ip1", "data", 3) +
+         'layer { name: "sig" type: "Sigmoid" bottom: "ip1" top: "ip1" }\n'
+         + _euclid("loss", "ip1", "target"),
+         {"data": _normal(3, 4), "target": _normal(3, 3)}),
+    Case("propagate_down_false",
+         _input("data", 3, 4) + _input("target", 3, 2) + _ip("ip1", "data", 3)
+         + _ip("ip2", "ip1", 2, "propagate_down: false") + _euclid("loss", "ip2", "target"),
+         {"data": _normal(3, 4), "target": _normal(3, 2)}),
+    Case("dangling_and_frozen",
+         _input("data", 3, 4) + _input("target", 3, 2)
+         + _ip("ip0", "data", 4, "param { lr_mult: 0 } param { lr_mult: 0 }")
+         + _ip("ip1", "ip0", 2) + _ip("side", "ip0", 3) + _euclid("loss", "ip1", "target"),
+         {"data": _normal(3, 4), "target": _normal(3, 2)}),
+    Case("topdiff_inplace_chain",
+         "force_backward: true\n" + _input("data", 2, 6) + _ip("ip1", "data", 5) +
+         'layer { name: "tanh" type: "TanH" bottom: "ip1" top: "ip1" }\n'
+         'layer { name: "bnll" type: "BNLL" bottom: "ip1" top: "ip1" }\n'
+         + _ip("ip2", "ip1", 4) +
+         'layer { name: "relu" type: "ReLU" bottom: "ip2" top: "ip2" '
+         'relu_param { negative_slope: 0.1 } }\n',
+         {"data": _normal(2, 6)}, topdiffs={"ip2": _normal(2, 4)}),
+]
+
+
+def _oracle(proto: Path, inputs: Path, topdiff: Path | None, out: Path, phase: str) -> None:
+    cmd = [str(ORACLE), "forward", str(proto), "--phase", phase, "--randomize", "7",
+           "--inputs", str(inputs), "--backward", "--out", str(out)]
+    if topdiff is not None:
+        cmd += ["--topdiff", str(topdiff)]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"caffe-oracle failed on {proto}:\n{proc.stderr[-3000:]}")
+
+
+def make_golden(case: Case) -> str:
+    r = np.random.RandomState(1)
+    inputs = {k: f(r) for k, f in case.inputs.items()}
+    topdiffs = {k: f(r) for k, f in case.topdiffs.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        proto = t / "net.prototxt"
+        proto.write_text(f'name: "{case.name}"\n' + case.prototxt)
+        np.savez(t / "in.npz", **inputs)
+        td = None
+        if topdiffs:
+            td = t / "td.npz"
+            np.savez(td, **topdiffs)
+        _oracle(proto, t / "in.npz", td, t / "out.npz", case.phase)
+        with np.load(t / "out.npz") as f:
+            got = {k: f[k] for k in f.files}
+    meta = json.loads(str(got.pop("meta")))
+    meta.update(case=case.name, prototxt=f'name: "{case.name}"\n' + case.prototxt,
+                phase=case.phase)
+    record = {f"input/{k}": v for k, v in inputs.items()}
+    record.update({f"topdiff/{k}": v for k, v in topdiffs.items()})
+    record.update({k: v.astype(np.float32) for k, v in got.items()})
+    record["meta"] = np.array(json.dumps(meta))
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    out = GOLDEN / f"{case.name}.npz"
+    tmp_out = GOLDEN / f".{case.name}.npz.tmp"
+    with open(tmp_out, "wb") as f:
+        np.savez_compressed(f, **record)
+    tmp_out.replace(out)
+    return f"{case.name}: ok, {out.stat().st_size} B"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="")
+    a = ap.parse_args()
+    why = oracle_unavailable()
+    if why:
+        sys.exit(why)
+    failed = False
+    for case in CASES:
+        if a.only not in case.name:
+            continue
+        try:
+            print(make_golden(case), flush=True)
+        except RuntimeError as e:
+            failed = True
+            print(f"{case.name}: {e}", flush=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
