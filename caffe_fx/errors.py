@@ -29,6 +29,7 @@ __all__ = [
     "BlobNameError",
     "DeviceError",
     "PycaffeNotImplementedError",
+    "CaffeAliasError",
 ]
 
 
@@ -118,3 +119,8 @@ class DeviceError(CaffeFxError, RuntimeError):
 
 class PycaffeNotImplementedError(CaffeFxError, NotImplementedError):
     """A part of pycaffe's surface that caffe_fx.pycaffe does not implement yet."""
+
+
+class CaffeAliasError(CaffeFxError, ImportError):
+    """`import caffe` cannot be pointed at caffe_fx.pycaffe: a real `caffe` is already
+    imported, or a `caffe.*` submodule the facade does not provide was asked for."""

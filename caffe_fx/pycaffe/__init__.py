@@ -8,13 +8,12 @@ Mirrors python/caffe/__init__.py; the Net and Blob live in net.py and blob.py.
 """
 from __future__ import annotations
 
-from typing import Any, NoReturn
-
 from .. import proto
-from ..errors import PycaffeNotImplementedError
 from ..proto import caffe_pb2  # noqa: F401  (makes caffe.proto.caffe_pb2 resolve)
 from . import io, net_spec
 from .blob import Blob
+from .classifier import Classifier
+from .detector import Detector
 from .net import (
     TEST,
     TRAIN,
@@ -26,6 +25,16 @@ from .net import (
     set_random_seed,
 )
 from .net_spec import NetSpec, layers, params, to_proto
+from .shim import install
+from .solver import (
+    AdaDeltaSolver,
+    AdaGradSolver,
+    AdamSolver,
+    NesterovSolver,
+    RMSPropSolver,
+    SGDSolver,
+    get_solver,
+)
 
 __all__ = [
     "TEST",
@@ -34,12 +43,15 @@ __all__ = [
     "AdaGradSolver",
     "AdamSolver",
     "Blob",
+    "Classifier",
+    "Detector",
     "NesterovSolver",
     "Net",
     "NetSpec",
     "RMSPropSolver",
     "SGDSolver",
     "get_solver",
+    "install",
     "io",
     "layer_type_list",
     "layers",
@@ -52,38 +64,3 @@ __all__ = [
     "set_random_seed",
     "to_proto",
 ]
-
-
-def get_solver(filename: str) -> NoReturn:
-    raise PycaffeNotImplementedError(
-        f"get_solver({filename!r}) is not implemented yet in caffe_fx.pycaffe")
-
-
-class _Solver:
-    def __init__(self, filename: str, *args: Any, **kwargs: Any) -> None:
-        raise PycaffeNotImplementedError(
-            f"{type(self).__name__}({filename!r}) is not implemented yet in caffe_fx.pycaffe")
-
-
-class SGDSolver(_Solver):
-    pass
-
-
-class NesterovSolver(_Solver):
-    pass
-
-
-class AdaGradSolver(_Solver):
-    pass
-
-
-class RMSPropSolver(_Solver):
-    pass
-
-
-class AdaDeltaSolver(_Solver):
-    pass
-
-
-class AdamSolver(_Solver):
-    pass
