@@ -21,6 +21,7 @@ __all__ = [
     "UnsupportedFieldError",
     "ShapeError",
     "InputError",
+    "InputArrayError",
     "NetSpecError",
     "NetSpecFieldError",
     "OutputExistsError",
@@ -81,6 +82,11 @@ class ShapeError(CaffeFxError, ValueError):
 
 class InputError(CaffeFxError, ValueError):
     """Bad arguments to a compiled net or to compile(): names, counts, shapes."""
+
+
+class InputArrayError(InputError, RuntimeError):
+    """Arrays pycaffe's C++ side rejects (`set_input_arrays`: not float32, not 4-D, wrong
+    C/H/W, batch not a multiple); pycaffe raises RuntimeError for them."""
 
 
 class OutputExistsError(CaffeFxError, FileExistsError):

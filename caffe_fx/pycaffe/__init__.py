@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .. import proto
 from ..proto import caffe_pb2  # noqa: F401  (makes caffe.proto.caffe_pb2 resolve)
-from . import io, net_spec
+from . import draw, io, net_spec
 from .blob import Blob
 from .classifier import Classifier
 from .detector import Detector
@@ -50,6 +50,7 @@ __all__ = [
     "NetSpec",
     "RMSPropSolver",
     "SGDSolver",
+    "draw",
     "get_solver",
     "install",
     "io",

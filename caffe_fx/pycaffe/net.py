@@ -20,9 +20,11 @@ import torch
 from torch import fx
 
 from .. import compiler
+from .._atomic import atomic_path
 from ..errors import (
     BlobNameError,
     DeviceError,
+    InputArrayError,
     InputError,
     ShapeError,
     WeightsError,
@@ -85,6 +87,11 @@ def set_random_seed(seed: int) -> None:
 def layer_type_list() -> list[str]:
     """The layer types a Net can hold, sorted as LayerRegistry::LayerTypeList gives them."""
     return sorted(set(supported_layers()) | SOURCE_TYPES)
+
+
+def _memory_shapes(layer: caffe_pb2.LayerParameter) -> list[tuple[int, ...]]:
+    p = layer.memory_data_param
+    return [(p.batch_size, p.channels, p.height, p.width), (p.batch_size,)]
 
 
 def _device() -> torch.device:
@@ -175,6 +182,7 @@ class Net:
         self._make_params()
         self._plan = plan_backward(net, {k: len(v) for k, v in self._tensors.items()})
         self._tape: dict[str, LayerTape] = {}
+        self._memory: list[Any] | None = None  # MemoryData: [data, labels, position]
         # Layer::SetLossWeights: a loss top's diff holds its loss weight, the seed of backward.
         for layer in net.layer:
             for top, w in zip(layer.top, top_loss_weights(layer)):
@@ -190,6 +198,9 @@ class Net:
 
     def _build(self, shapes: Mapping[str, Sequence[int]] | None
                ) -> tuple[fx.GraphModule, list[tuple[LayerView, CaffeModule]]]:
+        if shapes is None:  # MemoryDataLayer::DataLayerSetUp: (batch, C, H, W) and (batch,)
+            shapes = {top: shape for layer in self._net.layer if layer.type == "MemoryData"
+                      for top, shape in zip(layer.top, _memory_shapes(layer))} or None
         gm, _ = build(self._graph, input_shapes=shapes, outputs=list(self._graph.graph["blobs"]))
         modules = gm.__dict__.pop("_caffe_modules")
         if self._net.state.phase == caffe_pb2.TEST:
@@ -355,6 +366,8 @@ class Net:
                     raise ShapeError(
                         f"forward(): input '{name}' of shape {list(value.shape)} does not fit "
                         f"the blob of shape {list(target.shape)}: {e}") from e
+        if self._memory is not None and start_ind == 0:
+            self._feed_memory()
         if self._current_key() != self._key_of(self._gm.meta["caffe"]):
             self.reshape()  # Layer::Forward reshapes first, so forward() follows new inputs
         with torch.no_grad():
@@ -505,6 +518,113 @@ class Net:
         an existing file, as Caffe does)."""
         save_caffemodel(filename, {name: list(t) for name, t in self._tensors.items()},
                         self._net, force=True)
+
+    def save_hdf5(self, filename: str | os.PathLike) -> None:
+        """Net::ToHDF5: a group /data/<layer> per layer holding dataset <i> for each blob
+        the layer owns (a param shared from another layer is written by its owner only);
+        replaces an existing file, as Caffe does."""
+        import h5py
+
+        seen: set[int] = set()
+        with atomic_path(filename, force=True) as tmp, h5py.File(tmp, "w") as h5:
+            data = h5.create_group("data")
+            for layer in self._net.layer:
+                group = data.create_group(layer.name)
+                for i, tensor in enumerate(self._tensors.get(layer.name, [])):
+                    if id(tensor) in seen:
+                        continue
+                    seen.add(id(tensor))
+                    group.create_dataset(str(i), data=tensor.detach().cpu().numpy())
+
+    @torch.no_grad()
+    def load_hdf5(self, filename: str | os.PathLike) -> None:
+        """Net::CopyTrainedLayersFromHDF5: layers matched by name, shapes must match
+        exactly; a dataset may be missing only for a param shared from another layer."""
+        import h5py
+
+        owners: dict[int, str] = {}
+        for layer in self._net.layer:
+            for tensor in self._tensors.get(layer.name, []):
+                owners.setdefault(id(tensor), layer.name)
+        try:
+            h5 = h5py.File(filename, "r")
+        except OSError as e:
+            raise WeightsError(f"{filename}: cannot open the HDF5 weights file: {e}") from e
+        with h5:
+            if "data" not in h5:
+                raise WeightsError(f"{filename}: no /data group (not an HDF5 caffemodel)")
+            data = h5["data"]
+            for layer in self._net.layer:
+                if layer.name not in data:
+                    continue
+                group, targets = data[layer.name], self._tensors.get(layer.name, [])
+                where = f"{filename}: layer '{layer.name}' ({layer.type})"
+                if len(group) > len(targets):
+                    raise WeightsError(f"{where}: the file holds {len(group)} blobs, the layer "
+                                       f"has {len(targets)} (Incompatible number of blobs)")
+                for j, target in enumerate(targets):
+                    if str(j) not in group:
+                        if owners[id(target)] != layer.name:
+                            continue  # shared from another layer: loaded with its owner
+                        raise WeightsError(f"{where}: no dataset /data/{layer.name}/{j} "
+                                           "(Incompatible number of blobs)")
+                    array = np.asarray(group[str(j)], dtype=np.float32)
+                    if array.shape != tuple(target.shape):
+                        raise WeightsError(
+                            f"{where}: blob {j} has shape {list(array.shape)} in the file but "
+                            f"{list(target.shape)} in the net (Cannot load blob from hdf5; "
+                            "shape mismatch)")
+                    target.copy_(torch.from_numpy(array))
+
+    def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
+        """pycaffe's set_input_arrays over MemoryDataLayer::Reset: the first layer must be
+        MemoryData; float32 C-contiguous 4-D arrays (1-D labels become (n, 1, 1, 1)), n a
+        multiple of the batch size.  The arrays are kept, not copied: each forward() takes
+        the next batch, wrapping around."""
+        if labels.ndim == 1:
+            labels = np.ascontiguousarray(labels[:, np.newaxis, np.newaxis, np.newaxis])
+        first = self._net.layer[0] if self._net.layer else None
+        if first is None or first.type != "MemoryData":
+            raise InputArrayError(
+                "set_input_arrays may only be called if the first layer is a MemoryDataLayer; "
+                f"the first layer of {self._where} is "
+                + (f"'{first.name}' ({first.type})" if first is not None else "absent"))
+        p = first.memory_data_param
+        for arr, what, chw in ((data, "data array", (p.channels, p.height, p.width)),
+                               (labels, "labels array", (1, 1, 1))):
+            if not isinstance(arr, np.ndarray) or not arr.flags.c_contiguous:
+                raise InputArrayError(f"set_input_arrays(): {what} must be C contiguous")
+            if arr.ndim != 4:
+                raise InputArrayError(f"set_input_arrays(): {what} must be 4-d; got shape "
+                                      f"{list(arr.shape)}")
+            if arr.dtype != np.float32:
+                raise InputArrayError(f"set_input_arrays(): {what} must be float32; got "
+                                      f"{arr.dtype}")
+            for axis, (want, name) in enumerate(zip(chw, ("channels", "height", "width"))):
+                if arr.shape[axis + 1] != want:
+                    raise InputArrayError(
+                        f"set_input_arrays(): {what} has wrong number of {name}: "
+                        f"{arr.shape[axis + 1]}, layer '{first.name}' has {want} "
+                        f"(shape {list(arr.shape)})")
+        if data.shape[0] != labels.shape[0]:
+            raise InputArrayError("set_input_arrays(): data and labels must have the same "
+                                  f"first dimension; got {data.shape[0]} and {labels.shape[0]}")
+        if data.shape[0] % p.batch_size != 0:
+            raise InputArrayError(
+                "set_input_arrays(): first dimensions of input arrays must be a multiple of "
+                f"batch size {p.batch_size}; got {data.shape[0]}")
+        self._memory = [data, labels, 0]
+
+    def _feed_memory(self) -> None:
+        """MemoryDataLayer::Forward: the tops show the next batch; labels (batch, 1, 1, 1)."""
+        assert self._memory is not None
+        data, labels, pos = self._memory
+        layer = self._net.layer[0]
+        batch = layer.memory_data_param.batch_size
+        for top, arr in zip(layer.top, (data, labels)):
+            self.blobs[top]._data = np.array(arr[pos:pos + batch], dtype=np.float32)
+            self.blobs[top]._diff = None
+        self._memory[2] = (pos + batch) % len(data)
 
     # -- backward --------------------------------------------------------------------
 

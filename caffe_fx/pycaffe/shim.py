@@ -24,6 +24,9 @@ ALIASES: dict[str, str] = {
     "caffe.pycaffe": "caffe_fx.pycaffe",  # real pycaffe.py holds Net and the solvers
     "caffe.proto": "caffe_fx.proto",
     "caffe.proto.caffe_pb2": "caffe_fx.proto.caffe_pb2",
+    "caffe.draw": "caffe_fx.pycaffe.draw",
+    "caffe.classifier": "caffe_fx.pycaffe.classifier",
+    "caffe.detector": "caffe_fx.pycaffe.detector",
 }
 
 

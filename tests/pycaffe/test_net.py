@@ -144,13 +144,6 @@ def test_unknown_names_raise_key_error(small_net):
         small_net.params["relu1"]
 
 
-def test_solvers_are_not_implemented_yet(small_net):
-    with pytest.raises(errors.PycaffeNotImplementedError, match="not implemented yet"):
-        caffe.get_solver("solver.prototxt")
-    with pytest.raises(NotImplementedError, match="SGDSolver"):
-        caffe.SGDSolver("solver.prototxt")
-
-
 def test_phase_is_required(tmp_path):
     with pytest.raises(errors.InputError, match="phase is required"):
         caffe.Net(_write(tmp_path))

@@ -41,17 +41,20 @@ import caffe.proto.caffe_pb2
 from caffe import layers as L, params as P
 import caffe.net_spec
 from caffe.pycaffe import Net
+import caffe.draw
+from caffe.classifier import Classifier
 try:
-    import caffe.draw
-    draw = "imported"
+    import caffe.coord_map
+    absent = "imported"
 except ImportError as e:
-    draw = [type(e).__name__, isinstance(e, CaffeAliasError), e.name, str(e)]
+    absent = [type(e).__name__, isinstance(e, CaffeAliasError), e.name, str(e)]
 print(json.dumps({
     "caffe": caffe.__name__, "io": io.__name__, "caffe.io": caffe.io is io,
     "caffe_pb2": caffe_pb2.__name__, "same_pb2": caffe.proto.caffe_pb2 is caffe_pb2,
     "net_spec": caffe.net_spec.__name__, "L": L is caffe.net_spec.L,
     "pooling_max": P.Pooling.MAX, "Net": Net.__module__, "TEST": caffe.TEST,
-    "transformer": caffe.io.Transformer.__module__, "draw": draw}))
+    "transformer": caffe.io.Transformer.__module__, "draw": caffe.draw.__name__,
+    "classifier": Classifier.__module__, "absent": absent}))
 """
 
 
@@ -64,10 +67,12 @@ def test_install_makes_caffe_imports_resolve(tmp_path):
         "caffe_pb2": "caffe_fx.proto.caffe_pb2", "same_pb2": True,
         "net_spec": "caffe_fx.pycaffe.net_spec", "L": True, "pooling_max": 0, "Net": "caffe_fx.pycaffe.net", "TEST": 1,
         "transformer": "caffe_fx.pycaffe.io",
-        "draw": ["CaffeAliasError", True, "caffe.draw",
-                 ("No module named 'caffe.draw': `caffe` is caffe_fx.pycaffe here "
-                  "(caffe_fx.pycaffe.install()), which provides: caffe, caffe.io, "
-                  "caffe.net_spec, caffe.proto, caffe.proto.caffe_pb2, caffe.pycaffe")]}
+        "draw": "caffe_fx.pycaffe.draw", "classifier": "caffe_fx.pycaffe.classifier",
+        "absent": ["CaffeAliasError", True, "caffe.coord_map",
+                   ("No module named 'caffe.coord_map': `caffe` is caffe_fx.pycaffe here "
+                    "(caffe_fx.pycaffe.install()), which provides: caffe, caffe.classifier, "
+                    "caffe.detector, caffe.draw, caffe.io, caffe.net_spec, caffe.proto, "
+                    "caffe.proto.caffe_pb2, caffe.pycaffe")]}
 
 
 def test_install_refuses_an_imported_real_caffe(monkeypatch):
