@@ -8,8 +8,9 @@ from the caffemodel (Net::CopyTrainedLayersFrom in src/caffe/net.cpp) or Caffe's
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from typing import Literal, Union
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, Union
 
 import numpy as np
 import torch
@@ -77,18 +78,22 @@ def compile(  # noqa: A001  (the public name the design asks for)
         input/output names and every blob's shape.
     """
     where = describe(prototxt)
+    stored_weights = _read_weights_meanwhile(weights)  # the disk works while we build
     net = read_net(prototxt, caffe_proto)
     net = filter_phase(net, net_state(phase, level, stages), where)
     net = insert_splits(net, where)
     g = build_graph(net, where)
     gm, _ = build(g, input_shapes=input_shapes, outputs=outputs)
     modules: list[tuple[LayerView, CaffeModule]] = gm.__dict__.pop("_caffe_modules")
-    stored = _stored_weights(weights)
+    stored = stored_weights()
     for view, module in modules:
-        module.to_empty(device="cpu")
-        if stored is not None and view.name in stored:
-            _copy_blobs(view, module, stored[view.name], weights)
-        else:
+        blobs = stored.get(view.name) if stored is not None else None
+        if type(module).to_empty is not torch.nn.Module.to_empty:
+            module.to_empty(device="cpu")  # it restores state of its own (InfogainLoss's H)
+        if blobs is not None:
+            _copy_blobs(view, module, blobs, weights)
+        _materialise(module)
+        if blobs is None:
             for name, filler in zip(module.caffe_blobs, module.fillers):
                 fill(getattr(module, name), filler, f"layer '{view.name}' ({view.type})")
     _share_params(modules, where)
@@ -96,11 +101,39 @@ def compile(  # noqa: A001  (the public name the design asks for)
     return gm
 
 
+def _read_weights_meanwhile(weights: WeightsSource
+                            ) -> Callable[[], dict[str, list[StoredBlob]] | None]:
+    """Starts reading a caffemodel in a thread (file reads release the GIL) and returns
+    the function that waits for it; its errors are raised there, after the net's."""
+    if weights is None or isinstance(weights, Mapping):
+        return lambda: _stored_weights(weights)
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["stored"] = _stored_weights(weights)
+        except BaseException as e:  # noqa: BLE001  (re-raised in the caller's thread)
+            box["error"] = e
+
+    thread = threading.Thread(target=work, name="caffe_fx-read-weights", daemon=True)
+    thread.start()
+
+    def result() -> dict[str, list[StoredBlob]] | None:
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["stored"]
+
+    return result
+
+
 def _stored_weights(weights: WeightsSource) -> dict[str, list[StoredBlob]] | None:
+    """Arrays the module may own: read_weights' views of its own buffer, or copies of
+    the caller's arrays (never aliased, so training does not write into them)."""
     if weights is None:
         return None
     if isinstance(weights, Mapping):
-        return {k: [StoredBlob(np.asarray(a, dtype=np.float32), False) for a in v]
+        return {k: [StoredBlob(np.array(a, dtype=np.float32, copy=True), False) for a in v]
                 for k, v in weights.items()}
     return read_weights(weights)
 
@@ -119,6 +152,8 @@ def _shape_equals(stored: StoredBlob, target: tuple[int, ...]) -> bool:
 @torch.no_grad()
 def _copy_blobs(view: LayerView, module: CaffeModule, blobs: list[StoredBlob],
                 source: WeightsSource) -> None:
+    """Net::CopyTrainedLayersFrom: the module's blobs become the stored arrays
+    themselves (still on the meta device, nothing was allocated for them)."""
     targets = module.blob_tensors()
     where = f"{source}: layer '{view.name}' ({view.type})"
     if len(blobs) != len(targets):
@@ -131,7 +166,25 @@ def _copy_blobs(view: LayerView, module: CaffeModule, blobs: list[StoredBlob],
                 f"{where}: blob {k} has shape {list(blob.array.shape)} in the weights but "
                 f"{list(target.shape)} in the net (Cannot copy param {k} weights); rename "
                 "the layer to skip its weights")
-        target.copy_(torch.from_numpy(blob.array).reshape(target.shape))
+        tensor = torch.from_numpy(blob.array).view(target.shape)
+        name = module.caffe_blobs[k]
+        if isinstance(target, torch.nn.Parameter):
+            module._parameters[name] = torch.nn.Parameter(tensor, target.requires_grad)
+        else:
+            module._buffers[name] = tensor
+
+
+def _materialise(module: torch.nn.Module) -> None:
+    """Module.to_empty(device="cpu") for the tensors still on the meta device only: the
+    file-backed blobs are kept, nothing is allocated only to be overwritten."""
+    for sub in module.modules():
+        for name, p in sub._parameters.items():
+            if p is not None and p.is_meta:
+                sub._parameters[name] = torch.nn.Parameter(
+                    torch.empty_like(p, device="cpu"), p.requires_grad)
+        for name, b in sub._buffers.items():
+            if b is not None and b.is_meta:
+                sub._buffers[name] = torch.empty_like(b, device="cpu")
 
 
 def _share_params(modules: list[tuple[LayerView, CaffeModule]], where: str) -> None:

@@ -3,7 +3,8 @@
 Frontend, first step: file -> NetParameter (upgraded from V0/V1 by upgrade.py) and
 caffemodel -> per-layer weight arrays.  Mirrors src/caffe/util/io.cpp
 (ReadNetParamsFromTextFileOrDie / ...BinaryFileOrDie), Blob::FromProto in
-src/caffe/blob.cpp and Net::CopyTrainedLayersFromHDF5 in src/caffe/net.cpp.
+src/caffe/blob.cpp and Net::CopyTrainedLayersFromHDF5 in src/caffe/net.cpp; binary
+caffemodels are walked by wire.py.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from google.protobuf import text_format
 from ..errors import ProtoParseError, WeightsError
 from ..proto import caffe_pb2
 from .upgrade import upgrade_net
+from .wire import read_caffemodel
 
 NetSource = Union[str, os.PathLike, caffe_pb2.NetParameter]
 
@@ -129,7 +131,8 @@ def read_weights(path: str | os.PathLike) -> dict[str, list[StoredBlob]]:
     """caffemodel (binary, any legacy format) or HDF5 caffemodel -> {layer: blobs}.
 
     Order of layers is the file's; a layer name seen twice keeps its first entry, as
-    Caffe matches the first.
+    Caffe matches the first.  A binary file is read once (wire.py) and the arrays are
+    writable views of that one buffer: no per-value conversion, no second copy.
     """
     p = Path(path)
     if not p.exists():
@@ -138,23 +141,11 @@ def read_weights(path: str | os.PathLike) -> dict[str, list[StoredBlob]]:
         head = f.read(8)
     if head == b"\x89HDF\r\n\x1a\n":
         return _read_hdf5(p)
-    data = p.read_bytes()
-    net = caffe_pb2.NetParameter()
-    try:
-        net.ParseFromString(data)
-    except _message.DecodeError as e:
-        raise WeightsError(
-            f"{p}: not a valid caffemodel ({len(data)} bytes; truncated or corrupt: {e})") from e
-    if not net.layer and not net.layers:
-        raise WeightsError(f"{p}: parses as a NetParameter but holds no layers; "
-                           "is it a caffemodel?")
-    net = upgrade_net(net, str(p))
     out: dict[str, list[StoredBlob]] = {}
-    for layer in net.layer:
-        if layer.name in out:
-            continue
-        out[layer.name] = [blob_to_array(b, f"{p}: layer '{layer.name}' blob {i}")
-                           for i, b in enumerate(layer.blobs)]
+    for layer in read_caffemodel(p):
+        if layer.name not in out:
+            out[layer.name] = [StoredBlob(b.data.reshape(b.shape), b.legacy)
+                               for b in layer.blobs]
     return out
 
 
@@ -169,9 +160,22 @@ def _read_hdf5(p: Path) -> dict[str, list[StoredBlob]]:
             group = f["data"]
             for name in group:
                 layer = group[name]
-                keys = sorted(layer.keys(), key=int)
-                out[name] = [StoredBlob(np.asarray(layer[k], dtype=np.float32), False)
-                             for k in keys]
-    except OSError as e:
+                try:
+                    keys = sorted(layer.keys(), key=int)
+                except ValueError as e:
+                    raise WeightsError(f"{p}: /data/{name} holds datasets not named by "
+                                       f"blob index 0, 1, ...: {sorted(layer.keys())}") from e
+                out[name] = [_read_dataset(layer[k], p) for k in keys]
+    except (OSError, KeyError, TypeError) as e:
         raise WeightsError(f"{p}: unreadable HDF5 caffemodel: {e}") from e
     return out
+
+
+def _read_dataset(ds, p: Path) -> StoredBlob:
+    """hdf5_load_nd_dataset: straight into the final float32 array (HDF5 converts)."""
+    if not hasattr(ds, "read_direct"):
+        raise WeightsError(f"{p}: {ds.name} is a group where a blob dataset belongs")
+    arr = np.empty(ds.shape, dtype=np.float32)
+    if arr.size:
+        ds.read_direct(arr)
+    return StoredBlob(arr, False)
