@@ -189,7 +189,11 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
             out.meta["caffe_blob"] = values[vid].blob
             env[vid], meta[vid] = out, outs[j]
 
-    result_nodes = {b: env[blobs[b]] for b in wanted}
+    if any(getattr(m, "nhwc", False) for _, m in modules):
+        result_nodes = {b: _contiguous(graph, env[blobs[b]], meta[blobs[b]], node_names)
+                        for b in wanted}
+    else:
+        result_nodes = {b: env[blobs[b]] for b in wanted}
     graph.output(result_nodes)
     for vid, node in env.items():
         info.value_nodes[vid] = node.name
@@ -203,6 +207,17 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
     gm._caffe_modules = modules  # consumed (and deleted) by compile()
     gm.meta["caffe"] = info
     return gm, info
+
+
+def _contiguous(graph: fx.Graph, node: fx.Node, value: torch.Tensor, names: Namer) -> fx.Node:
+    """4-D outputs may be NHWC inside (see CaffeConv); users get plain contiguous tensors."""
+    if value.dim() != 4 or node.op == "placeholder":
+        return node
+    name = names(f"{node.name}_out")
+    out = graph.create_node("call_method", "contiguous", (node,), name=name)
+    _check_name(out, name)
+    out.meta["caffe_blob"] = node.meta.get("caffe_blob")
+    return out
 
 
 def _relu_in_place(gm: fx.GraphModule) -> None:

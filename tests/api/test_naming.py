@@ -45,7 +45,7 @@ layer { name: "relu" type: "ReLU" bottom: "conv1_1" top: "conv1_1" }
 def test_generated_names_follow_the_rule():
     gm = caffe_fx.compile(NET)
     names = [n.name for n in gm.graph.nodes]
-    assert names == ["input_", "conv1_3x3", "conv1_1", "relu", "output"]
+    assert names == ["input_", "conv1_3x3", "conv1_1", "relu", "relu_out", "output"]
     assert sorted(gm.state_dict()) == ["conv1_1.bias", "conv1_1.weight", "conv1_3x3.bias",
                                        "conv1_3x3.weight"]
     out = gm(torch.ones(1, 2, 5, 5))
