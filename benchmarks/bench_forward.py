@@ -1,7 +1,7 @@
 """Forward-time benchmark: caffe_fx's compiled nets against real Caffe 1.0, on the CPU.
 
     python benchmarks/bench_forward.py [--nets alexnet,googlenet,resnet50,vgg16]
-        [--batches 1,8] [--iters 10] [--budget 15] [--threads N] [--workdir DIR] [--channels-last]
+        [--batches 1,8] [--iters 10] [--budget 15] [--threads N] [--workdir DIR] [--inductor]
 
 For every net and batch size: the wall time of caffe_fx.compile() (prototxt + caffemodel
 to GraphModule), the median forward time of the compiled net (torch.no_grad, after
@@ -61,7 +61,8 @@ class Row:
     batch: int
     compile_s: float | None = None
     ours_ms: float | None = None
-    nhwc_ms: float | None = None  # --channels-last: the same module and input in NHWC
+    inductor_ms: float | None = None  # --inductor: torch.compile(gm), inductor + freezing
+    inductor_compile_s: float | None = None
     caffe_ms: float | None = None
     iters: int = 0
     status: list[str] = field(default_factory=list)
@@ -167,11 +168,16 @@ def bench_net(key: str, batches: list[int], a: argparse.Namespace, workdir: Path
             row.compile_s = time.perf_counter() - t0
             inputs = {k: torch.from_numpy(v) for k, v in arrays.items()}
             row.ours_ms, iters = time_ours(gm, inputs, a.warmup, a.iters, a.budget)
-            if a.channels_last:
-                gm = gm.to(memory_format=torch.channels_last)
-                nhwc = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4
-                        else v for k, v in inputs.items()}
-                row.nhwc_ms, _ = time_ours(gm, nhwc, a.warmup, iters, 1e9)
+            if a.inductor:
+                import torch._inductor.config as inductor_config
+                inductor_config.freezing = True  # constant-fold weights, prepack for oneDNN
+                t0 = time.perf_counter()
+                compiled = torch.compile(gm)
+                with torch.no_grad():
+                    compiled(**inputs)
+                row.inductor_compile_s = time.perf_counter() - t0
+                row.inductor_ms, _ = time_ours(compiled, inputs, a.warmup, iters, 1e9)
+                del compiled
             del gm
         except UnsupportedLayerError as e:
             row.status.append("unsupported: " + ", ".join(sorted({t for _, t in e.layers})))
@@ -183,7 +189,7 @@ def bench_net(key: str, batches: list[int], a: argparse.Namespace, workdir: Path
                 row.caffe_ms = time_caffe(prototxt, weights, in_path, iters)
             except Exception as e:  # noqa: BLE001
                 row.status.append(f"caffe failed: {first_line(e)}")
-        print("  " + format_row(row, a.channels_last), flush=True)
+        print("  " + format_row(row, a.inductor), flush=True)
     return rows
 
 
@@ -191,8 +197,9 @@ def fmt(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
-def header(channels_last: bool) -> str:
-    extra = ("caffe_fx NHWC (ms) | Caffe / NHWC | ", "---:|---:|") if channels_last else ("", "")
+def header(inductor: bool) -> str:
+    extra = (("torch.compile (s) | caffe_fx + torch.compile (ms) | Caffe / that | ",
+              "---:|---:|---:|") if inductor else ("", ""))
     return (f"| net | batch | compile (s) | caffe_fx (ms) | Caffe (ms) | Caffe / caffe_fx | "
             f"{extra[0]}iters | notes |\n|---|---:|---:|---:|---:|---:|{extra[1]}---:|---|")
 
@@ -204,9 +211,9 @@ def ratio(caffe_ms: float | None, ours_ms: float | None) -> str:
     return f"{speed:.2f}x {'✓' if speed >= TARGET else '✗'}"
 
 
-def format_row(r: Row, channels_last: bool = False) -> str:
-    extra = (f"{fmt(r.nhwc_ms, '.1f')} | {ratio(r.caffe_ms, r.nhwc_ms)} | "
-             if channels_last else "")
+def format_row(r: Row, inductor: bool = False) -> str:
+    extra = (f"{fmt(r.inductor_compile_s, '.0f')} | {fmt(r.inductor_ms, '.1f')} | "
+             f"{ratio(r.caffe_ms, r.inductor_ms)} | " if inductor else "")
     return (f"| {r.net} | {r.batch} | {fmt(r.compile_s, '.2f')} | {fmt(r.ours_ms, '.1f')} "
             f"| {fmt(r.caffe_ms, '.1f')} | {ratio(r.caffe_ms, r.ours_ms)} | {extra}"
             f"{r.iters} | {'; '.join(r.status)} |")
@@ -245,8 +252,8 @@ def report(rows: list[Row], a: argparse.Namespace, first_compile_s: float,
         f">= {TARGET}x (✓ met, ✗ not met)",
         f"- command: `python benchmarks/bench_forward.py {' '.join(sys.argv[1:])}`".rstrip(),
         "",
-        header(a.channels_last),
-        *(format_row(r, a.channels_last) for r in rows),
+        header(a.inductor),
+        *(format_row(r, a.inductor) for r in rows),
         "",
     ]
     return "\n".join(lines)
@@ -276,9 +283,9 @@ def main() -> None:
                     help="where to write the table")
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--no-caffe", action="store_true", help="skip Caffe's timings")
-    ap.add_argument("--channels-last", action="store_true",
-                    help="also time the compiled net converted to channels-last (NHWC) "
-                         "memory format, with an NHWC input (extra columns)")
+    ap.add_argument("--inductor", action="store_true",
+                    help="also time torch.compile(gm) (inductor, freezing on; its one-time "
+                         "compile takes about a minute per net and batch on 2 cores)")
     a = ap.parse_args()
 
     nets = csv_list(a.nets)
