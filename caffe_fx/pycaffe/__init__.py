@@ -25,6 +25,7 @@ from .net import (
     set_random_seed,
 )
 from .net_spec import NetSpec, layers, params, to_proto
+from .python_layer import Layer
 from .shim import install
 from .solver import (
     AdaDeltaSolver,
@@ -45,6 +46,7 @@ __all__ = [
     "Blob",
     "Classifier",
     "Detector",
+    "Layer",
     "NesterovSolver",
     "Net",
     "NetSpec",

@@ -38,6 +38,7 @@ from ..passes.filter_phase import filter_phase
 from ..passes.insert_splits import insert_splits
 from ..proto import caffe_pb2
 from ..weights_io import save_caffemodel
+from . import python_layer
 from .backward import (
     READS_BOTTOM,
     READS_DATA,
@@ -162,6 +163,7 @@ class Net:
         self._gms: dict[tuple[tuple[int, ...], ...], fx.GraphModule] = {}
         self._device_gms: dict[int, fx.GraphModule] = {}
         self._tensors: dict[str, list[torch.Tensor]] = {}  # layer -> its blobs' tensors
+        self._python_layers: dict[str, python_layer.PythonLayerModule] = {}
 
         gm, modules = self._build(None)
         for view, module in modules:
@@ -201,7 +203,9 @@ class Net:
         if shapes is None:  # MemoryDataLayer::DataLayerSetUp: (batch, C, H, W) and (batch,)
             shapes = {top: shape for layer in self._net.layer if layer.type == "MemoryData"
                       for top, shape in zip(layer.top, _memory_shapes(layer))} or None
-        gm, _ = build(self._graph, input_shapes=shapes, outputs=list(self._graph.graph["blobs"]))
+        with python_layer.building(self._python_layers):
+            gm, _ = build(self._graph, input_shapes=shapes,
+                          outputs=list(self._graph.graph["blobs"]))
         modules = gm.__dict__.pop("_caffe_modules")
         if self._net.state.phase == caffe_pb2.TEST:
             gm.eval()
@@ -262,7 +266,9 @@ class Net:
     def _make_params(self) -> None:
         blobs = {name: [Blob.of_tensor(t) for t in tensors]
                  for name, tensors in self._tensors.items()}
-        self.layers = [NetLayer(layer.type, blobs.get(layer.name, []))
+        own = python_layer.own_layers(self._python_layers, self._tensors)
+        self.layers = [own[layer.name] if layer.name in own  # pycaffe shows the object
+                       else NetLayer(layer.type, blobs.get(layer.name, []))
                        for layer in self._net.layer]
         self.params = NamedDict(((name, lr.blobs) for name, lr in zip(self._layer_names,
                                                                        self.layers)
@@ -687,6 +693,11 @@ class Net:
                 raise InputError(f"backward(): layer '{layer.name}' ({layer.type}) has not run "
                                  "forward since the net was made or reshaped; call forward() "
                                  "first")
+            if layer.type == "Python":
+                python_layer.backward(self._python_layers[layer.name],
+                                      [self.blobs[t] for t in layer.top], need,
+                                      [self.blobs[b] for b in layer.bottom])
+                continue
             top_diffs = [torch.from_numpy(self.blobs[t].diff) for t in layer.top]
             if layer.type in READS_DATA and not plan.param_propagate_down[i]:
                 if need[0]:

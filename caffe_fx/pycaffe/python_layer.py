@@ -1,0 +1,199 @@
+"""`caffe.Layer` and Caffe's "Python" layer type, run only inside the pycaffe facade.
+
+pycaffe facade.  Mirrors include/caffe/layers/python_layer.hpp (param_str and phase set
+before setup; reshape before every forward; backward(top, propagate_down, bottom)) and the
+Layer/BlobVec bindings of python/caffe/_caffe.cpp.  caffe_fx.compile() refuses the type:
+only a caffe_fx.pycaffe.Net, while it builds, imports python_param.module.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import NetDefinitionError, PycaffeNotImplementedError, UnsupportedFieldError
+from ..lowering.registry import CaffeModule, LayerView, register
+from ..proto import caffe_pb2
+from .blob import Blob
+
+
+class BlobVec(list):
+    """A layer's `blobs`: a list of Blob with pycaffe's `add_blob(*shape)` (zero-filled)."""
+
+    def add_blob(self, *shape: int) -> None:
+        for k, d in enumerate(shape):
+            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0:
+                raise PycaffeNotImplementedError(
+                    f"blobs.add_blob{tuple(shape)}: dimension {k} = {d!r}; allowed: "
+                    "non-negative ints, given positionally")
+        tensor = torch.nn.Parameter(torch.zeros([int(d) for d in shape], device="cpu"),
+                                    requires_grad=False)
+        self.append(Blob.of_tensor(tensor))
+
+
+class Layer:
+    """pycaffe's `caffe.Layer`: subclass it and define setup, reshape, forward, backward.
+
+    Caffe sets `param_str` (python_param.param_str) and `phase` (0 TRAIN, 1 TEST) before
+    calling setup(bottom, top); `bottom`/`top` are lists of Blob."""
+
+    param_str: str = ""
+    phase: int = caffe_pb2.TEST
+
+    def __init__(self, param: caffe_pb2.LayerParameter | None = None) -> None:
+        self.blobs = BlobVec()
+
+    @property
+    def type(self) -> str:
+        return "Python"
+
+    def setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        """Layer::LayerSetUp: nothing by default."""
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        raise PycaffeNotImplementedError(f"{type(self).__name__} defines no reshape(bottom, top)")
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        raise PycaffeNotImplementedError(f"{type(self).__name__} defines no forward(bottom, top)")
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        raise PycaffeNotImplementedError(
+            f"{type(self).__name__} defines no backward(top, propagate_down, bottom)")
+
+
+class _Live:
+    """The layer object and its top blobs, shared (not copied) by every copy of a module:
+    one Python layer per Caffe layer, as in Caffe, whatever GraphModules run it."""
+
+    def __init__(self, layer: Layer, tops: list[Blob]) -> None:
+        self.layer = layer
+        self.tops = tops
+
+    def __deepcopy__(self, memo: dict) -> _Live:
+        return self
+
+
+class PythonLayerModule(CaffeModule):
+    """Runs a Python layer on NumPy views: reshape then forward, the tops come back as
+    tensors.  On meta tensors (shape inference) it gives the tops reshape() set up."""
+
+    def __init__(self, layer: Layer, tops: list[Blob]) -> None:
+        super().__init__()
+        self.live = _Live(layer, tops)
+        blobs = getattr(layer, "blobs", [])
+        self.caffe_blobs = tuple(f"blob{k}" for k in range(len(blobs)))
+        for name, blob in zip(self.caffe_blobs, blobs):
+            tensor = blob._tensor
+            if not isinstance(tensor, torch.nn.Parameter):
+                tensor = torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(
+                    blob.data, np.float32)), requires_grad=False)
+            self.register_parameter(name, tensor)
+        self.top_shapes: list[tuple[int, ...]] = []
+        self.shape_only = False
+
+    def forward(self, *bottoms: torch.Tensor) -> Any:
+        if self.shape_only or any(b.is_meta for b in bottoms):
+            self.shape_only = False
+            outs = [torch.empty(s, device="meta") for s in self.top_shapes]
+        else:
+            device = bottoms[0].device if bottoms else torch.device("cpu")
+            bottom = [Blob(b.detach().to("cpu", torch.float32).contiguous().numpy())
+                      for b in bottoms]
+            layer, tops = self.live.layer, self.live.tops
+            with torch.device("cpu"):
+                layer.reshape(bottom, tops)  # Layer::Forward reshapes first
+                layer.forward(bottom, tops)
+            outs = [torch.from_numpy(np.array(t.data, np.float32)).to(device) for t in tops]
+        if not outs:
+            return None
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+# The Python layers of the facade Net being built (layer name -> module), or None.
+_BUILDING: ContextVar[dict[str, PythonLayerModule] | None] = ContextVar(
+    "caffe_fx_pycaffe_python_layers", default=None)
+
+
+@contextmanager
+def building(layers: dict[str, PythonLayerModule]) -> Iterator[None]:
+    """While a facade Net builds, Python layers are created (once) and kept in `layers`."""
+    token = _BUILDING.set(layers)
+    try:
+        yield
+    finally:
+        _BUILDING.reset(token)
+
+
+def _create(view: LayerView) -> Layer:
+    """PythonLayer's creation (layer_factory.cpp GetPythonLayer): import the module as the
+    user's sys.path finds it, call the class with the LayerParameter."""
+    p = view.param.python_param
+    try:
+        module = importlib.import_module(p.module)
+    except ImportError as e:
+        raise NetDefinitionError(
+            f"layer '{view.name}' (Python): python_param.module = '{p.module}' cannot be "
+            f"imported ({e}); allowed: a module on sys.path (PYTHONPATH)") from e
+    cls = getattr(module, p.layer, None)
+    if cls is None:
+        raise NetDefinitionError(
+            f"layer '{view.name}' (Python): python_param.layer = '{p.layer}' is not defined "
+            f"in module '{p.module}' ({getattr(module, '__file__', '?')})")
+    layer = cls(view.param)
+    if not isinstance(getattr(layer, "blobs", None), BlobVec):
+        layer.blobs = BlobVec()  # a subclass that skipped Layer.__init__
+    return layer
+
+
+@register("Python", params=("python_param",))
+def python(view: LayerView) -> PythonLayerModule:
+    layers = _BUILDING.get()
+    p = view.param.python_param
+    if layers is None:
+        raise UnsupportedFieldError(
+            f"layer '{view.name}' (Python): python_param.module = '{p.module}', layer = "
+            f"'{p.layer}': Python layers run only in caffe_fx.pycaffe.Net, which imports the "
+            "module and runs the layer's code; caffe_fx.compile() never runs code named by a "
+            "net")
+    module = layers.get(view.name)
+    bottom = [Blob(np.zeros(s, np.float32)) for s in view.input_shapes]
+    with torch.device("cpu"):
+        if module is None:  # Layer::SetUp: param_str and phase, then setup and reshape
+            layer = _create(view)
+            layer.param_str = p.param_str
+            layer.phase = int(view.phase)
+            tops = [Blob(np.zeros((0,), np.float32)) for _ in view.tops]
+            layer.setup(bottom, tops)
+            layer.reshape(bottom, tops)
+            module = PythonLayerModule(layer, tops)
+            layers[view.name] = module
+        else:  # Net::Reshape after new input shapes: the same layer object reshapes
+            module.live.layer.reshape(bottom, module.live.tops)
+    module.top_shapes = [tuple(t.shape) for t in module.live.tops]
+    module.shape_only = True
+    return module
+
+
+def own_layers(layers: Mapping[str, PythonLayerModule],
+                tensors: Mapping[str, list[torch.Tensor]]) -> dict[str, Layer]:
+    """The layer objects whose blobs are still the net's tensors: pycaffe's `net.layers`
+    shows the Python object itself (its `blobs` are the net's params)."""
+    out = {}
+    for name, module in layers.items():
+        blobs = module.live.layer.blobs
+        mine = tensors.get(name, [])
+        if len(blobs) == len(mine) and all(b._tensor is t for b, t in zip(blobs, mine)):
+            out[name] = module.live.layer
+    return out
+
+
+def backward(module: PythonLayerModule, top: Sequence[Blob], propagate_down: Sequence[bool],
+             bottom: Sequence[Blob]) -> None:
+    """PythonLayer::Backward_cpu: the layer writes the bottoms' (and its blobs') diffs."""
+    with torch.device("cpu"):
+        module.live.layer.backward(list(top), [bool(f) for f in propagate_down], list(bottom))

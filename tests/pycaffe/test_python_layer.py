@@ -1,0 +1,143 @@
+"""Python layers (type "Python", python_param) in caffe_fx.pycaffe match real pycaffe.
+
+Goldens: tools/make_pylayer_goldens.py ran nets holding the layers of
+tests/pycaffe/pylayers/ through BVLC Caffe 1.0's PythonLayer
+(include/caffe/layers/python_layer.hpp) forward and backward and kept every blob and diff.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import caffe_fx
+import caffe_fx.pycaffe as caffe
+from caffe_fx import errors
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "pylayer"
+PYLAYERS = Path(__file__).resolve().parent / "pylayers"
+CASES = sorted(p.stem for p in GOLDEN.glob("*.npz"))
+
+
+@pytest.fixture(autouse=True)
+def pylayers_on_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The layer modules importable, as PYTHONPATH makes them for pycaffe; forgotten after."""
+    monkeypatch.syspath_prepend(str(PYLAYERS))
+    yield
+    for name in ("pyloss", "pyscale"):
+        sys.modules.pop(name, None)
+
+
+def load(case: str) -> tuple[dict, dict[str, np.ndarray]]:
+    with np.load(GOLDEN / f"{case}.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    return json.loads(str(arrays.pop("meta"))), arrays
+
+
+def make_net(case: str, tmp_path: Path) -> tuple[caffe.Net, dict, dict[str, np.ndarray]]:
+    """The golden's net with Caffe's params, forward run on its inputs."""
+    meta, g = load(case)
+    proto = tmp_path / f"{case}.prototxt"
+    proto.write_text(meta["prototxt"])
+    phase = caffe.TRAIN if meta["phase"] == "train" else caffe.TEST
+    net = caffe.Net(str(proto), phase)
+    for layer, blobs in net.params.items():
+        for i, blob in enumerate(blobs):
+            blob.data[...] = g[f"param/{layer}/{i}"]
+    net.forward(**{k[len("input/"):]: v for k, v in g.items() if k.startswith("input/")})
+    return net, meta, g
+
+
+def assert_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    scale = float(np.abs(want).max()) if want.size else 0.0
+    assert got.shape == want.shape, what
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * scale + 1e-12, err_msg=what)
+
+
+def test_goldens_are_present() -> None:
+    assert CASES == ["affine_two_tops_train", "scale_then_pyloss"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_forward_matches_pycaffe(case: str, tmp_path: Path) -> None:
+    net, meta, g = make_net(case, tmp_path)
+    assert list(net.blobs) == list(meta["blobs"])
+    for name in meta["blobs"]:
+        assert_close(net.blobs[name].data, g[f"data/{name}"], f"data of {name}")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_backward_matches_pycaffe(case: str, tmp_path: Path) -> None:
+    net, meta, g = make_net(case, tmp_path)
+    net.backward()
+    for name in meta["blobs"]:
+        assert_close(net.blobs[name].diff, g[f"diff/{name}"], f"diff of {name}")
+    assert sorted(net.params) == sorted({k.split("/")[1] for k in g if k.startswith("pdiff/")})
+    for layer, blobs in net.params.items():
+        for i, blob in enumerate(blobs):
+            assert_close(blob.diff, g[f"pdiff/{layer}/{i}"], f"param diff {layer}/{i}")
+
+
+def test_layer_object_is_the_users(tmp_path: Path) -> None:
+    net, _, g = make_net("affine_two_tops_train", tmp_path)
+    layer = net.layers[list(net._layer_names).index("affine")]
+    assert type(layer).__name__ == "AffineLayer" and isinstance(layer, caffe.Layer)
+    assert layer.type == "Python" and layer.phase == caffe.TRAIN
+    assert layer.param_str == '{"offset": 0.25}' and layer.offset == 0.25
+    assert layer.blobs[0] is net.params["affine"][0]
+    assert_close(layer.blobs[1].data, g["param/affine/1"], "bias")
+
+
+def test_new_input_shape_reshapes_the_same_layer(tmp_path: Path) -> None:
+    net, _, g = make_net("scale_then_pyloss", tmp_path)
+    layer = net.layers[list(net._layer_names).index("scale")]
+    data = np.concatenate([g["input/data"], g["input/data"][:1]])
+    target = np.concatenate([g["input/target"], g["input/target"][:1]])
+    net.blobs["data"].reshape(4, 4)
+    net.blobs["target"].reshape(4, 3)
+    net.forward(data=data, target=target)
+    assert net.layers[list(net._layer_names).index("scale")] is layer
+    assert net.blobs["scaled"].shape == (4, 3)
+    assert_close(net.blobs["scaled"].data[:3], g["data/scaled"], "scaled after reshape")
+    assert_close(net.blobs["scaled"].data[3], g["data/scaled"][0], "the repeated row")
+
+
+def test_weights_round_trip_through_a_caffemodel(tmp_path: Path) -> None:
+    net, _, g = make_net("affine_two_tops_train", tmp_path)
+    net.save(str(tmp_path / "w.caffemodel"))
+    other = caffe.Net(str(tmp_path / "affine_two_tops_train.prototxt"), caffe.TRAIN,
+                      weights=str(tmp_path / "w.caffemodel"))
+    assert_close(other.params["affine"][0].data, g["param/affine/0"], "loaded weight")
+    other.forward(**{k[len("input/"):]: v for k, v in g.items() if k.startswith("input/")})
+    assert_close(other.blobs["mean"].data, g["data/mean"], "mean after loading")
+
+
+def test_compile_refuses_python_layers_without_importing(tmp_path: Path) -> None:
+    meta, _ = load("scale_then_pyloss")
+    proto = tmp_path / "net.prototxt"
+    proto.write_text(meta["prototxt"])
+    with pytest.raises(errors.UnsupportedFieldError,
+                       match=r"layer 'scale' \(Python\).*module = 'pyscale'.*run only in "
+                             r"caffe_fx\.pycaffe\.Net.*never runs code"):
+        caffe_fx.compile(str(proto))
+    assert "pyscale" not in sys.modules and "pyloss" not in sys.modules
+
+
+def test_missing_module_names_the_layer(tmp_path: Path) -> None:
+    proto = tmp_path / "net.prototxt"
+    proto.write_text('layer { name: "data" type: "Input" top: "data" '
+                     'input_param { shape { dim: 2 dim: 3 } } }\n'
+                     'layer { name: "py" type: "Python" bottom: "data" top: "out" '
+                     'python_param { module: "no_such_pylayer_module" layer: "X" } }\n')
+    with pytest.raises(errors.NetDefinitionError,
+                       match=r"layer 'py' \(Python\): python_param.module = "
+                             r"'no_such_pylayer_module' cannot be imported"):
+        caffe.Net(str(proto), caffe.TEST)
+    proto.write_text(proto.read_text().replace("no_such_pylayer_module", "pyscale"))
+    with pytest.raises(errors.NetDefinitionError,
+                       match=r"python_param.layer = 'X' is not defined in module 'pyscale'"):
+        caffe.Net(str(proto), caffe.TEST)
