@@ -13,7 +13,7 @@ import torch
 from torch import fx
 
 from tests.nets.catalog import GOLDEN, by_name
-from tests.nets.compare import compile_or_skip, skip_unsupported
+from tests.nets.compare import compile_net, check_supported
 
 NETS = ["lenet", "googlenet"]
 
@@ -22,17 +22,17 @@ NETS = ["lenet", "googlenet"]
 def compiled(request, shared_models) -> tuple[str, fx.GraphModule, dict[str, torch.Tensor]]:
     net = by_name(request.param)
     prototxt = shared_models / net.prototxt
-    skip_unsupported(prototxt)
+    check_supported(prototxt)
     if net.weights is not None:
         with np.load(GOLDEN / f"{net.name}.npz") as f:
             meta = json.loads(str(f["meta"]))
             inputs = {k[len("input/"):]: torch.from_numpy(f[k]) for k in f.files
                       if k.startswith("input/")}
         torch.manual_seed(0)
-        gm = compile_or_skip(prototxt, shared_models / net.weights, outputs=meta["outputs"])
+        gm = compile_net(prototxt, shared_models / net.weights, outputs=meta["outputs"])
     else:
         torch.manual_seed(0)
-        gm = compile_or_skip(prototxt, None)
+        gm = compile_net(prototxt, None)
         inputs = {k: torch.from_numpy(v) for k, v in net.make_inputs().items()}
     return net.name, gm, inputs
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.nets.compare import assert_blobs_match, compile_or_skip, run, skip_unsupported
+from tests.nets.compare import assert_blobs_match, compile_net, run, check_supported
 
 LENET = "ethereon+caffe-tensorflow/examples/mnist/lenet.prototxt"  # declares batch 64
 LENET_WEIGHTS = "ethereon+caffe-tensorflow/examples/mnist/lenet_iter_10000.caffemodel"
@@ -25,7 +25,7 @@ def _inputs(shape: tuple[int, ...], seed: int) -> dict[str, np.ndarray]:
 def _check_shapes(oracle, prototxt, weights, shapes, tmp_path) -> None:
     """Compiles once at the declared shapes; compares with Caffe at each of `shapes`.
     Without `weights`, the oracle randomizes them first and saves them for both sides."""
-    skip_unsupported(prototxt)
+    check_supported(prototxt)
     gm = None
     for k, shape in enumerate(shapes):
         inputs = _inputs(shape, k)
@@ -37,7 +37,7 @@ def _check_shapes(oracle, prototxt, weights, shapes, tmp_path) -> None:
             data, meta = oracle(prototxt, inputs, weights=weights, workdir=tmp_path)
         caffe = {b: data[f"data/{b}"] for b in meta["blobs"] if b not in meta["inputs"]}
         if gm is None:
-            gm = compile_or_skip(prototxt, weights, outputs=list(caffe))
+            gm = compile_net(prototxt, weights, outputs=list(caffe))
         assert_blobs_match(run(gm, inputs), caffe, f"{prototxt.name} at {shape}")
 
 

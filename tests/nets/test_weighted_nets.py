@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.nets.catalog import GOLDEN, WEIGHTED, PublishedNet
-from tests.nets.compare import assert_blobs_match, compile_or_skip, run
+from tests.nets.compare import assert_blobs_match, compile_net, run
 
 
 @pytest.mark.parametrize("net", WEIGHTED, ids=[n.name for n in WEIGHTED])
@@ -21,7 +21,7 @@ def test_every_blob_matches_caffe(net: PublishedNet, shared_models) -> None:
     meta = json.loads(str(rec["meta"]))
     inputs = {k[len("input/"):]: v for k, v in rec.items() if k.startswith("input/")}
     caffe = {b: rec[f"data/{b}"] for b in meta["stored_blobs"]}
-    gm = compile_or_skip(shared_models / net.prototxt, shared_models / net.weights,
+    gm = compile_net(shared_models / net.prototxt, shared_models / net.weights,
                          outputs=list(caffe),
                          input_shapes={k: v.shape for k, v in inputs.items()})
     assert_blobs_match(run(gm, inputs), caffe, net.name)
