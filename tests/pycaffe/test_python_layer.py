@@ -6,7 +6,6 @@ tests/pycaffe/pylayers/ through BVLC Caffe 1.0's PythonLayer
 """
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 import caffe_fx
 import caffe_fx.pycaffe as caffe
+from tests.pycaffe.golden_nets import load_golden, net_from_golden
 from caffe_fx import errors
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "pylayer"
@@ -33,23 +33,11 @@ def pylayers_on_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def load(case: str) -> tuple[dict, dict[str, np.ndarray]]:
-    with np.load(GOLDEN / f"{case}.npz") as z:
-        arrays = {k: z[k] for k in z.files}
-    return json.loads(str(arrays.pop("meta"))), arrays
+    return load_golden(GOLDEN / f"{case}.npz")
 
 
 def make_net(case: str, tmp_path: Path) -> tuple[caffe.Net, dict, dict[str, np.ndarray]]:
-    """The golden's net with Caffe's params, forward run on its inputs."""
-    meta, g = load(case)
-    proto = tmp_path / f"{case}.prototxt"
-    proto.write_text(meta["prototxt"])
-    phase = caffe.TRAIN if meta["phase"] == "train" else caffe.TEST
-    net = caffe.Net(str(proto), phase)
-    for layer, blobs in net.params.items():
-        for i, blob in enumerate(blobs):
-            blob.data[...] = g[f"param/{layer}/{i}"]
-    net.forward(**{k[len("input/"):]: v for k, v in g.items() if k.startswith("input/")})
-    return net, meta, g
+    return net_from_golden(GOLDEN / f"{case}.npz", tmp_path)
 
 
 def assert_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
