@@ -10,7 +10,6 @@ the oracle's meta).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -24,15 +23,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.nets.oracle import ORACLE, oracle_unavailable
+from tests.nets.oracle import ORACLE
+from tools._oracle_goldens import generate, input_layer, normal, write_golden
 
 GOLDEN = ROOT / "tests" / "golden" / "backward"
-
-
-def _input(name: str, *dims: int) -> str:
-    shape = " ".join(f"dim: {d}" for d in dims)
-    return (f'layer {{ name: "{name}" type: "Input" top: "{name}" '
-            f'input_param {{ shape {{ {shape} }} }} }}\n')
 
 
 def _ip(name: str, bottom: str, n: int, extra: str = "") -> str:
@@ -43,10 +37,6 @@ def _ip(name: str, bottom: str, n: int, extra: str = "") -> str:
 def _euclid(name: str, bottom: str, target: str, extra: str = "") -> str:
     return (f'layer {{ name: "{name}" type: "EuclideanLoss" bottom: "{bottom}" '
             f'bottom: "{target}" top: "{name}" {extra} }}\n')
-
-
-def _normal(*shape: int) -> Callable[[np.random.RandomState], np.ndarray]:
-    return lambda r: r.randn(*shape).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -61,7 +51,7 @@ class Case:
 
 CASES = [
     Case("conv_relu_pool_softmax",
-         _input("data", 2, 3, 8, 8) + _input("label", 2) +
+         input_layer("data", 2, 3, 8, 8) + input_layer("label", 2) +
          'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" '
          'convolution_param { num_output: 4 kernel_size: 3 } }\n'
          'layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }\n'
@@ -70,19 +60,19 @@ CASES = [
          + _ip("ip1", "pool1", 5) +
          'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip1" bottom: "label" '
          'top: "loss" }\n',
-         {"data": _normal(2, 3, 8, 8),
+         {"data": normal(2, 3, 8, 8),
           "label": lambda r: r.randint(0, 5, size=(2,)).astype(np.float32)}),
     Case("euclidean_weight2",
-         _input("data", 3, 4) + _input("target", 3, 3) + _ip("ip1", "data", 3)
+         input_layer("data", 3, 4) + input_layer("target", 3, 3) + _ip("ip1", "data", 3)
          + _euclid("loss", "ip1", "target", "loss_weight: 2"),
-         {"data": _normal(3, 4), "target": _normal(3, 3)}),
+         {"data": normal(3, 4), "target": normal(3, 3)}),
     Case("split_two_losses",
-         _input("data", 3, 4) + _input("t1", 3, 2) + _input("t2", 3, 3)
+         input_layer("data", 3, 4) + input_layer("t1", 3, 2) + input_layer("t2", 3, 3)
          + _ip("ip1", "data", 5) + _ip("ipa", "ip1", 2) + _ip("ipb", "ip1", 3)
          + _euclid("loss_a", "ipa", "t1") + _euclid("loss_b", "ipb", "t2", "loss_weight: 0.5"),
-         {"data": _normal(3, 4), "t1": _normal(3, 2), "t2": _normal(3, 3)}),
+         {"data": normal(3, 4), "t1": normal(3, 2), "t2": normal(3, 3)}),
     Case("batchnorm_scale",
-         _input("data", 2, 3, 5, 5) + _input("target", 2, 4) +
+         input_layer("data", 2, 3, 5, 5) + input_layer("target", 2, 4) +
          'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" '
          'convolution_param { num_output: 3 kernel_size: 3 } }\n'
          'layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" '
@@ -90,16 +80,16 @@ CASES = [
          'layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1" '
          'scale_param { bias_term: true } }\n'
          + _ip("ip1", "conv1", 4) + _euclid("loss", "ip1", "target"),
-         {"data": _normal(2, 3, 5, 5), "target": _normal(2, 4)}),
+         {"data": normal(2, 3, 5, 5), "target": normal(2, 4)}),
     Case("eltwise_sum_coeff",
-         _input("data", 3, 4) + _input("target", 3, 3) + _ip("ipa", "data", 3)
+         input_layer("data", 3, 4) + input_layer("target", 3, 3) + _ip("ipa", "data", 3)
          + _ip("ipb", "data", 3) +
          'layer { name: "sum" type: "Eltwise" bottom: "ipa" bottom: "ipb" top: "sum" '
          'eltwise_param { operation: SUM coeff: 1.5 coeff: -0.5 } }\n'
          + _euclid("loss", "sum", "target"),
-         {"data": _normal(3, 4), "target": _normal(3, 3)}),
+         {"data": normal(3, 4), "target": normal(3, 3)}),
     Case("concat_slice",
-         _input("data", 2, 3, 6, 6) + _input("target", 2, 4) +
+         input_layer("data", 2, 3, 6, 6) + input_layer("target", 2, 4) +
          'layer { name: "ca" type: "Convolution" bottom: "data" top: "ca" '
          'convolution_param { num_output: 2 kernel_size: 3 } }\n'
          'layer { name: "cb" type: "Convolution" bottom: "data" top: "cb" '
@@ -108,30 +98,30 @@ CASES = [
          'layer { name: "slice" type: "Slice" bottom: "cat" top: "s1" top: "s2" '
          'slice_param { axis: 1 slice_point: 1 } }\n'
          + _ip("ip1", "s2", 4) + _euclid("loss", "ip1", "target"),
-         {"data": _normal(2, 3, 6, 6), "target": _normal(2, 4)}),
+         {"data": normal(2, 3, 6, 6), "target": normal(2, 4)}),
     Case("force_backward_inputs",
-         "force_backward: true\n" + _input("data", 3, 4) + _input("target", 3, 3)
+         "force_backward: true\n" + input_layer("data", 3, 4) + input_layer("target", 3, 3)
          + _ip("ip1", "data", 3) +
          'layer { name: "sig" type: "Sigmoid" bottom: "ip1" top: "ip1" }\n'
          + _euclid("loss", "ip1", "target"),
-         {"data": _normal(3, 4), "target": _normal(3, 3)}),
+         {"data": normal(3, 4), "target": normal(3, 3)}),
     Case("propagate_down_false",
-         _input("data", 3, 4) + _input("target", 3, 2) + _ip("ip1", "data", 3)
+         input_layer("data", 3, 4) + input_layer("target", 3, 2) + _ip("ip1", "data", 3)
          + _ip("ip2", "ip1", 2, "propagate_down: false") + _euclid("loss", "ip2", "target"),
-         {"data": _normal(3, 4), "target": _normal(3, 2)}),
+         {"data": normal(3, 4), "target": normal(3, 2)}),
     Case("dangling_and_frozen",
-         _input("data", 3, 4) + _input("target", 3, 2)
+         input_layer("data", 3, 4) + input_layer("target", 3, 2)
          + _ip("ip0", "data", 4, "param { lr_mult: 0 } param { lr_mult: 0 }")
          + _ip("ip1", "ip0", 2) + _ip("side", "ip0", 3) + _euclid("loss", "ip1", "target"),
-         {"data": _normal(3, 4), "target": _normal(3, 2)}),
+         {"data": normal(3, 4), "target": normal(3, 2)}),
     Case("topdiff_inplace_chain",
-         "force_backward: true\n" + _input("data", 2, 6) + _ip("ip1", "data", 5) +
+         "force_backward: true\n" + input_layer("data", 2, 6) + _ip("ip1", "data", 5) +
          'layer { name: "tanh" type: "TanH" bottom: "ip1" top: "ip1" }\n'
          'layer { name: "bnll" type: "BNLL" bottom: "ip1" top: "ip1" }\n'
          + _ip("ip2", "ip1", 4) +
          'layer { name: "relu" type: "ReLU" bottom: "ip2" top: "ip2" '
          'relu_param { negative_slope: 0.1 } }\n',
-         {"data": _normal(2, 6)}, topdiffs={"ip2": _normal(2, 4)}),
+         {"data": normal(2, 6)}, topdiffs={"ip2": normal(2, 4)}),
 ]
 
 
@@ -168,32 +158,11 @@ def make_golden(case: Case) -> str:
     record.update({f"topdiff/{k}": v for k, v in topdiffs.items()})
     record.update({k: v.astype(np.float32) for k, v in got.items()})
     record["meta"] = np.array(json.dumps(meta))
-    GOLDEN.mkdir(parents=True, exist_ok=True)
-    out = GOLDEN / f"{case.name}.npz"
-    tmp_out = GOLDEN / f".{case.name}.npz.tmp"
-    with open(tmp_out, "wb") as f:
-        np.savez_compressed(f, **record)
-    tmp_out.replace(out)
-    return f"{case.name}: ok, {out.stat().st_size} B"
+    return write_golden(GOLDEN, case.name, record)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="")
-    a = ap.parse_args()
-    why = oracle_unavailable()
-    if why:
-        sys.exit(why)
-    failed = False
-    for case in CASES:
-        if a.only not in case.name:
-            continue
-        try:
-            print(make_golden(case), flush=True)
-        except RuntimeError as e:
-            failed = True
-            print(f"{case.name}: {e}", flush=True)
-    sys.exit(1 if failed else 0)
+    generate(CASES, make_golden)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ the prototxt, phase, the oracle's meta).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -25,16 +24,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.nets.oracle import ORACLE, oracle_unavailable
+from tests.nets.oracle import ORACLE
+from tools._oracle_goldens import generate, input_layer, normal, write_golden
 
 GOLDEN = ROOT / "tests" / "golden" / "pylayer"
 PYLAYERS = ROOT / "tests" / "pycaffe" / "pylayers"
-
-
-def _input(name: str, *dims: int) -> str:
-    shape = " ".join(f"dim: {d}" for d in dims)
-    return (f'layer {{ name: "{name}" type: "Input" top: "{name}" '
-            f'input_param {{ shape {{ {shape} }} }} }}\n')
 
 
 def _python(name: str, bottoms: list[str], tops: list[str], module: str, layer: str,
@@ -44,10 +38,6 @@ def _python(name: str, bottoms: list[str], tops: list[str], module: str, layer: 
     ps = f" param_str: '{param_str}'" if param_str else ""
     return (f'layer {{ name: "{name}" type: "Python" {b} {t} {extra} '
             f'python_param {{ module: "{module}" layer: "{layer}"{ps} }} }}\n')
-
-
-def _normal(*shape: int) -> Callable[[np.random.RandomState], np.ndarray]:
-    return lambda r: r.randn(*shape).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -60,16 +50,16 @@ class Case:
 
 CASES = [
     Case("scale_then_pyloss",
-         _input("data", 3, 4) + _input("target", 3, 3) +
+         input_layer("data", 3, 4) + input_layer("target", 3, 3) +
          'layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1" '
          'inner_product_param { num_output: 3 } }\n'
          + _python("scale", ["ip1"], ["scaled"], "pyscale", "ScaleLayer", "2.5")
          + _python("loss", ["scaled", "target"], ["loss"], "pyloss", "EuclideanLossLayer",
                    extra="loss_weight: 2"),
-         {"data": _normal(3, 4), "target": _normal(3, 3)}),
+         {"data": normal(3, 4), "target": normal(3, 3)}),
     Case("affine_two_tops_train",
-         "force_backward: true\n" + _input("data", 2, 3, 4) + _input("t1", 2, 2)
-         + _input("t2", 2, 1)
+         "force_backward: true\n" + input_layer("data", 2, 3, 4) + input_layer("t1", 2, 2)
+         + input_layer("t2", 2, 1)
          + _python("affine", ["data"], ["affine"], "pyscale", "AffineLayer",
                    '{"offset": 0.25}')
          + _python("sqmean", ["affine"], ["sq", "mean"], "pyscale", "SquareAndMeanLayer") +
@@ -79,7 +69,7 @@ CASES = [
          'top: "loss_a" }\n'
          'layer { name: "loss_b" type: "EuclideanLoss" bottom: "mean" bottom: "t2" '
          'top: "loss_b" loss_weight: 0.5 }\n',
-         {"data": _normal(2, 3, 4), "t1": _normal(2, 2), "t2": _normal(2, 1)},
+         {"data": normal(2, 3, 4), "t1": normal(2, 2), "t2": normal(2, 1)},
          phase="train"),
 ]
 
@@ -106,32 +96,11 @@ def make_golden(case: Case) -> str:
     record = {f"input/{k}": v for k, v in inputs.items()}
     record.update({k: v.astype(np.float32) for k, v in got.items()})
     record["meta"] = np.array(json.dumps(meta))
-    GOLDEN.mkdir(parents=True, exist_ok=True)
-    out = GOLDEN / f"{case.name}.npz"
-    tmp_out = GOLDEN / f".{case.name}.npz.tmp"
-    with open(tmp_out, "wb") as f:
-        np.savez_compressed(f, **record)
-    tmp_out.replace(out)
-    return f"{case.name}: ok, {out.stat().st_size} B"
+    return write_golden(GOLDEN, case.name, record)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="")
-    a = ap.parse_args()
-    why = oracle_unavailable()
-    if why:
-        sys.exit(why)
-    failed = False
-    for case in CASES:
-        if a.only not in case.name:
-            continue
-        try:
-            print(make_golden(case), flush=True)
-        except RuntimeError as e:
-            failed = True
-            print(f"{case.name}: {e}", flush=True)
-    sys.exit(1 if failed else 0)
+    generate(CASES, make_golden)
 
 
 if __name__ == "__main__":
