@@ -92,6 +92,10 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
     for b in wanted:
         producer = values[blobs[b]].producer
         needed |= {producer} | nx.ancestors(g, producer)
+    for i in list(g.nodes):  # layers running user code run as in Caffe, read or not
+        spec = lookup(g.nodes[i]["layer"].type)
+        if spec is not None and spec.side_effects:
+            needed |= {i} | nx.ancestors(g, i)
 
     # Every unsupported type that the outputs need, all at once, before anything runs.
     unknown = [(g.nodes[i]["layer"].name, g.nodes[i]["layer"].type) for i in sorted(needed)
@@ -170,6 +174,10 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
                 f"{where}: layer '{layer.name}' ({layer.type}) cannot run on bottoms of shape "
                 f"{shapes}: {e}") from e
         if not tops:
+            if spec.side_effects:  # no value: a node of its own, kept by its _is_impure
+                node = graph.create_node(kind, target, tuple(args), kwargs,
+                                         name=node_names(layer.name))
+                node.meta["caffe_layer"] = layer.name
             continue
         outs = list(result) if isinstance(result, (tuple, list)) else [result]
         if len(outs) != len(tops):

@@ -112,6 +112,7 @@ class LayerSpec:
     auto_top: bool = False  # loss layers: Caffe creates a top when none is given
     is_loss: bool = False  # default loss_weight 1 on top 0
     inplace_ok: bool = True
+    side_effects: bool = False  # runs user code: kept (and run) even when no blob needs it
 
 
 _REGISTRY: dict[str, LayerSpec] = {}
@@ -126,6 +127,7 @@ def register(
     auto_top: bool = False,
     is_loss: bool = False,
     inplace_ok: bool = True,
+    side_effects: bool = False,
 ) -> Callable[[LayerFn], LayerFn]:
     """Registers `fn` for `caffe_type`; refuses duplicates.
 
@@ -149,7 +151,7 @@ def register(
         bmin, bmax = bounds(bottoms)
         tmin, tmax = bounds(tops)
         _REGISTRY[caffe_type] = LayerSpec(caffe_type, fn, tuple(params), bmin, bmax, tmin, tmax,
-                                          auto_top, is_loss, inplace_ok)
+                                          auto_top, is_loss, inplace_ok, side_effects)
         return fn
 
     return deco

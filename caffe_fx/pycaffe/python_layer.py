@@ -40,7 +40,10 @@ class Layer:
     """pycaffe's `caffe.Layer`: subclass it and define setup, reshape, forward, backward.
 
     Caffe sets `param_str` (python_param.param_str) and `phase` (0 TRAIN, 1 TEST) before
-    calling setup(bottom, top); `bottom`/`top` are lists of Blob."""
+    calling setup(bottom, top); `bottom`/`top` are lists of Blob.  `param_str_` holds the
+    same string, as the Fast R-CNN fork of Caffe named it (its layers read that name)."""
+
+    param_str_: str = ""
 
     param_str: str = ""
     phase: int = caffe_pb2.TEST
@@ -80,7 +83,10 @@ class _Live:
 
 class PythonLayerModule(CaffeModule):
     """Runs a Python layer on NumPy views: reshape then forward, the tops come back as
-    tensors.  On meta tensors (shape inference) it gives the tops reshape() set up."""
+    tensors.  On meta tensors (shape inference) it gives the tops reshape() set up.
+    Impure: torch.fx keeps it when nothing reads its tops (a layer without tops runs)."""
+
+    _is_impure = True
 
     def __init__(self, layer: Layer, tops: list[Blob]) -> None:
         super().__init__()
@@ -150,7 +156,7 @@ def _create(view: LayerView) -> Layer:
     return layer
 
 
-@register("Python", params=("python_param",))
+@register("Python", params=("python_param",), side_effects=True)
 def python(view: LayerView) -> PythonLayerModule:
     layers = _BUILDING.get()
     p = view.param.python_param
@@ -166,6 +172,7 @@ def python(view: LayerView) -> PythonLayerModule:
         if module is None:  # Layer::SetUp: param_str and phase, then setup and reshape
             layer = _create(view)
             layer.param_str = p.param_str
+            layer.param_str_ = p.param_str  # the name rbgirshick's caffe-fast-rcnn fork sets
             layer.phase = int(view.phase)
             tops = [Blob(np.zeros((0,), np.float32)) for _ in view.tops]
             layer.setup(bottom, tops)

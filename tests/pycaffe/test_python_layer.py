@@ -76,6 +76,7 @@ def test_layer_object_is_the_users(tmp_path: Path) -> None:
     assert type(layer).__name__ == "AffineLayer" and isinstance(layer, caffe.Layer)
     assert layer.type == "Python" and layer.phase == caffe.TRAIN
     assert layer.param_str == '{"offset": 0.25}' and layer.offset == 0.25
+    assert layer.param_str_ == layer.param_str  # Fast R-CNN's layers read param_str_
     assert layer.blobs[0] is net.params["affine"][0]
     assert_close(layer.blobs[1].data, g["param/affine/1"], "bias")
 
@@ -129,3 +130,20 @@ def test_missing_module_names_the_layer(tmp_path: Path) -> None:
     with pytest.raises(errors.NetDefinitionError,
                        match=r"python_param.layer = 'X' is not defined in module 'pyscale'"):
         caffe.Net(str(proto), caffe.TEST)
+
+
+def test_a_layer_without_tops_runs_at_every_forward(tmp_path: Path) -> None:
+    # Net::ForwardFromTo runs every layer; nothing reads this one's tops (it has none).
+    proto = tmp_path / "record.prototxt"
+    proto.write_text(
+        'layer { name: "data" type: "Input" top: "data" '
+        'input_param { shape { dim: 2 dim: 3 } } }\n'
+        'layer { name: "rec" type: "Python" bottom: "data" '
+        'python_param { module: "pyscale" layer: "RecordLayer" } }\n'
+        'layer { name: "relu" type: "ReLU" bottom: "data" top: "r" }\n')
+    net = caffe.Net(str(proto), caffe.TEST)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) - 2
+    net.forward(data=x)
+    net.forward(start="rec", end="rec")
+    assert net.layer_dict["rec"].seen == [float(x.sum()), float(x.sum())]
+    assert net.outputs == ["r"]

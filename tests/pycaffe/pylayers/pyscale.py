@@ -84,3 +84,19 @@ class SquareAndMeanLayer(caffe.Layer):
         per = np.prod(x.shape[1:])
         g_mean = top[1].diff.reshape((x.shape[0],) + (1,) * (x.ndim - 1)) / per
         bottom[0].diff[...] = 2 * x * top[0].diff + g_mean
+
+
+class RecordLayer(caffe.Layer):
+    """No tops: keeps the sum of its bottom at each forward (a side effect only)."""
+
+    def setup(self, bottom, top):
+        self.seen = []
+
+    def reshape(self, bottom, top):
+        pass
+
+    def forward(self, bottom, top):
+        self.seen.append(float(bottom[0].data.sum()))
+
+    def backward(self, top, propagate_down, bottom):
+        pass
