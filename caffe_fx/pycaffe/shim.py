@@ -2,8 +2,9 @@
 
 pycaffe facade.  Mirrors the module layout of BVLC python/caffe/ (caffe, caffe.io,
 caffe.net_spec, caffe.proto.caffe_pb2, caffe.pycaffe) by registering `sys.modules`
-entries; nothing runs at interpreter start.  `python -m caffe_fx.pycaffe.run SCRIPT`
-(run.py) installs them and then runs a script as `python SCRIPT` would.
+entries.  `python -m caffe_fx.pycaffe.run SCRIPT` (run.py) installs them and then runs a
+script as `python SCRIPT` would; with CAFFE_FX_AS_CAFFE=1 (../_caffe_env.py) every
+interpreter installs them at its first `import caffe`.
 """
 from __future__ import annotations
 
@@ -67,8 +68,9 @@ def install() -> ModuleType:
             raise CaffeAliasError(
                 f"cannot alias `{name}` to {ALIASES[name]}: a different module `{name}` is "
                 f"already imported (from {where}); call caffe_fx.pycaffe.install() before "
-                "anything imports the real caffe, or run the script with "
-                "`python -m caffe_fx.pycaffe.run SCRIPT`", name=name)
+                "anything imports the real caffe, run the script with "
+                "`python -m caffe_fx.pycaffe.run SCRIPT`, or set CAFFE_FX_AS_CAFFE=1",
+                name=name)
     others = sorted(n for n in sys.modules if n.startswith("caffe.") and n not in ALIASES)
     if others:
         raise CaffeAliasError(
