@@ -39,6 +39,15 @@ def _euclid(name: str, bottom: str, target: str, extra: str = "") -> str:
             f'bottom: "{target}" top: "{name}" {extra} }}\n')
 
 
+def _relu_ips(n: int) -> str:
+    """n InnerProducts of `data`, each into a ReLU r0..r{n-1} (not in place, so that the
+    ReLU's backward leaves the diffs of r0.. as Eltwise routed them)."""
+    return "".join(
+        _ip(f"ip{i}", "data", 3) +
+        f'layer {{ name: "relu{i}" type: "ReLU" bottom: "ip{i}" top: "r{i}" }}\n'
+        for i in range(n))
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -122,6 +131,56 @@ CASES = [
          'layer { name: "relu" type: "ReLU" bottom: "ip2" top: "ip2" '
          'relu_param { negative_slope: 0.1 } }\n',
          {"data": normal(2, 6)}, topdiffs={"ip2": normal(2, 4)}),
+    # eltwise_layer.cpp's mask: a tie between bottoms 0 and 1 goes to bottom 1, a tie with
+    # a later bottom stays with the earlier one (ReLU outputs tie at 0 often)
+    Case("eltwise_max_ties",
+         input_layer("data", 4, 3) + input_layer("target", 4, 3) + _relu_ips(2) +
+         'layer { name: "max" type: "Eltwise" bottom: "r0" bottom: "r1" top: "max" '
+         'eltwise_param { operation: MAX } }\n' + _euclid("loss", "max", "target"),
+         {"data": normal(4, 3), "target": normal(4, 3)}),
+    Case("eltwise_max3_ties",
+         input_layer("data", 4, 3) + input_layer("target", 4, 3) + _relu_ips(3) +
+         'layer { name: "max" type: "Eltwise" bottom: "r0" bottom: "r1" bottom: "r2" '
+         'top: "max" eltwise_param { operation: MAX } }\n' + _euclid("loss", "max", "target"),
+         {"data": normal(4, 3), "target": normal(4, 3)}),
+    # in place, Power and Log overwrite the top diff they then multiply by (power_layer.cpp,
+    # log_layer.cpp); all three read the data as the in-place layer left it
+    Case("power_inplace",
+         input_layer("data", 3, 4) + input_layer("target", 3, 5) + _ip("ip1", "data", 5) +
+         'layer { name: "sig" type: "Sigmoid" bottom: "ip1" top: "sig" }\n'
+         'layer { name: "pow_sq" type: "Power" bottom: "sig" top: "sig" '
+         'power_param { power: 2 scale: 0.5 shift: 1 } }\n'
+         'layer { name: "pow_gen" type: "Power" bottom: "sig" top: "sig" '
+         'power_param { power: 1.5 scale: 0.7 shift: 0.2 } }\n'
+         'layer { name: "pow_lin" type: "Power" bottom: "sig" top: "sig" '
+         'power_param { power: 1 scale: -2 shift: 0.3 } }\n'
+         + _euclid("loss", "sig", "target"),
+         {"data": normal(3, 4), "target": normal(3, 5)}),
+    Case("power_inplace_noshift",
+         "force_backward: true\n" + input_layer("data", 3, 4) + _ip("ip1", "data", 5) +
+         'layer { name: "pow" type: "Power" bottom: "ip1" top: "ip1" '
+         'power_param { power: 3 scale: 0.5 } }\n',
+         {"data": normal(3, 4)}, topdiffs={"ip1": normal(3, 5)}),
+    Case("exp_log_inplace",
+         input_layer("data", 3, 4) + input_layer("target", 3, 5) + _ip("ip1", "data", 5) +
+         'layer { name: "exp" type: "Exp" bottom: "ip1" top: "ip1" '
+         'exp_param { base: 2 scale: 0.5 shift: 0.1 } }\n'
+         'layer { name: "log" type: "Log" bottom: "ip1" top: "ip1" '
+         'log_param { scale: 0.5 shift: 1 } }\n'
+         + _ip("ip2", "ip1", 5) +
+         'layer { name: "exp2" type: "Exp" bottom: "ip2" top: "ip2" }\n'
+         + _euclid("loss", "ip2", "target"),
+         {"data": normal(3, 4), "target": normal(3, 5)}),
+    # A loss layer without a top: Net::AppendTop gives it the blob "(automatic)", loss
+    # weight 1, and backward starts from it.
+    Case("automatic_loss_top",
+         input_layer("data", 3, 4) + input_layer("label", 3) + input_layer("target", 3, 5)
+         + _ip("ip1", "data", 5) +
+         'layer { name: "loss1" type: "SoftmaxWithLoss" bottom: "ip1" bottom: "label" }\n'
+         + _euclid("loss2", "ip1", "target", "loss_weight: 0.5"),
+         {"data": normal(3, 4),
+          "label": lambda r: r.randint(0, 5, size=(3,)).astype(np.float32),
+          "target": normal(3, 5)}),
 ]
 
 

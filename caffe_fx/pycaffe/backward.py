@@ -11,18 +11,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import fx
 
 from ..lowering.registry import lookup
 from ..proto import caffe_pb2
+from .blob import Blob
+
+_MAX = caffe_pb2.EltwiseParameter.MAX
 
 # Caffe's Backward of these elementwise layers reads the blobs' data as they are at
 # backward time, which a later in-place layer may have overwritten (CAFFE_REFERENCE §1.8:
 # an in-place BNLL differentiates at its own output, a TanH followed by an in-place layer
 # at that layer's output); their gradient is taken from the current data too.
-READS_BOTTOM = frozenset({"AbsVal", "BNLL", "Log", "Clip"})
+READS_BOTTOM = frozenset({"AbsVal", "BNLL", "Clip"})
 READS_DATA = frozenset({"ReLU", "Sigmoid", "TanH", "ELU"}) | READS_BOTTOM
+# Their Backward_cpu is replayed step by step on the blobs' own arrays: in place, the top
+# diff Caffe multiplies by is the bottom diff it has just overwritten (Power, Log), and
+# the data read is the data as it is now (all three).
+REPLAYED = frozenset({"Power", "Exp", "Log"})
 
 
 def neuron_backward(layer: caffe_pb2.LayerParameter, bottom: torch.Tensor, top: torch.Tensor,
@@ -39,6 +47,194 @@ def neuron_backward(layer: caffe_pb2.LayerParameter, bottom: torch.Tensor, top: 
     if layer.type == "ELU":
         return torch.where(bottom > 0, top_diff, top_diff * (top + layer.elu_param.alpha))
     raise KeyError(layer.type)
+
+
+def _f32(x: float) -> np.float32:
+    return np.float32(x)
+
+
+def replayed_backward(layer: caffe_pb2.LayerParameter, bottom: Blob, top: Blob) -> None:
+    """Writes bottom.diff as src/caffe/layers/{power,exp,log}_layer.cpp's Backward_cpu do,
+    in float32, through the same arrays (bottom is top for an in-place layer)."""
+    x, y, dy, dx = bottom.data, top.data, top.diff, bottom.diff
+    if layer.type == "Power":
+        p = layer.power_param
+        power, scale, shift = _f32(p.power), _f32(p.scale), _f32(p.shift)
+        diff_scale = power * scale
+        if diff_scale == 0 or power == 1:
+            dx[...] = diff_scale
+        elif power == 2:  # 2 * scale * (shift + scale * x)
+            dx[...] = (diff_scale * scale) * x
+            if shift != 0:
+                dx += diff_scale * shift
+        elif shift == 0:  # power * y / x
+            dx[...] = y / x
+            dx *= power
+        else:  # diff_scale * y / (shift + scale * x)
+            dx[...] = x
+            if scale != 1:
+                dx *= scale
+            if shift != 0:
+                dx += shift
+            dx[...] = y / dx
+            if diff_scale != 1:
+                dx *= diff_scale
+    elif layer.type == "Exp":
+        p = layer.exp_param
+        log_base = _f32(1) if p.base == -1 else np.log(_f32(p.base))
+        inner_scale = log_base * _f32(p.scale)
+        dx[...] = y * dy
+        if inner_scale != 1:
+            dx *= inner_scale
+        return
+    elif layer.type == "Log":
+        p = layer.log_param
+        log_base = _f32(1) if p.base == -1 else np.log(_f32(p.base))
+        scale, shift = _f32(p.scale), _f32(p.shift)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            num_scale = scale / log_base
+            dx[...] = x
+            if scale != 1:
+                dx *= scale
+            if shift != 0:
+                dx += shift
+            np.power(dx, _f32(-1), out=dx)
+            if num_scale != 1:
+                dx *= num_scale
+    else:
+        raise KeyError(layer.type)
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.multiply(dy, dx, out=dx)
+
+
+def lrn_inplace_backward(layer: caffe_pb2.LayerParameter, x: np.ndarray, blob: Blob) -> None:
+    """In-place LRN (bottom is top) as lrn_layer.cpp's CPU backward runs it, where the
+    bottom data it reads is the output.  `x` is the input as forward saw it.
+
+    ACROSS_CHANNELS (CrossChannelBackward_cpu): its first step overwrites the top diff it
+    then reads, so the incoming diff is lost (bottom_diff = scale^-2beta - ...).
+    WITHIN_CHANNEL (its internal Split, Power(2), AVE Pooling, Power, PROD): the product's
+    and the square's backward read the split blobs, which share the overwritten data."""
+    p = layer.lrn_param
+    size = int(p.local_size)
+    alpha, beta = _f32(p.alpha), _f32(p.beta)
+    y, dx = blob.data, blob.diff  # the top's data and diff are the bottom's
+    if p.norm_region == caffe_pb2.LRNParameter.WITHIN_CHANNEL:
+        sq = torch.from_numpy(x * x).requires_grad_(True)
+        with torch.enable_grad():
+            mean = torch.nn.functional.avg_pool2d(sq, size, 1, (size - 1) // 2, False, True)
+        scale = mean.detach() * alpha + 1
+        power = torch.pow(scale, -beta)
+        yt, dy = torch.from_numpy(y), torch.from_numpy(dx.copy())
+        g_mean = (-beta * alpha) * power / scale * (yt * dy)  # Power's general case
+        (g_sq,) = torch.autograd.grad(mean, sq, g_mean)
+        dx[...] = (power * dy + 2 * yt * g_sq).numpy()
+        return
+    c = x.shape[1]
+    pre_pad = (size - 1) // 2
+    padded = np.zeros((x.shape[0], c + size - 1) + x.shape[2:], np.float32)
+    padded[:, pre_pad:pre_pad + c] = x * x
+    window = np.cumsum(padded, axis=1, dtype=np.float32)
+    sums = window[:, size - 1:].copy()
+    sums[:, 1:] -= window[:, :c - 1]
+    scale_np = _f32(p.k) + (alpha / _f32(size)) * sums
+    dx[...] = np.power(scale_np, -beta)
+    np.multiply(dx, dx, out=dx)  # caffe_mul(top_diff, bottom_diff): both are this array
+    inverse_pre_pad = size - (size + 1) // 2
+    ratio = np.zeros_like(padded)
+    ratio[:, inverse_pre_pad:inverse_pre_pad + c] = dx * y / scale_np
+    acc = np.cumsum(ratio, axis=1, dtype=np.float32)
+    accum = acc[:, size - 1:].copy()
+    accum[:, 1:] -= acc[:, :c - 1]
+    dx -= _f32(2.0 * p.alpha * p.beta / size) * y * accum
+
+
+def eltwise_max_backward(bottoms: list[torch.Tensor], top_diff: torch.Tensor
+                         ) -> list[torch.Tensor]:
+    """Eltwise MAX's bottom diffs through Caffe's mask (eltwise_layer.cpp Forward_cpu):
+    bottoms 0 and 1 compare with `a > b`, so a tie goes to bottom 1; a later bottom takes
+    over only where strictly greater, so a tie stays with the earlier one."""
+    xs = [b.detach() for b in bottoms]
+    first = xs[0] > xs[1]
+    top = torch.where(first, xs[0], xs[1])
+    mask = torch.where(first, 0, 1)
+    for i in range(2, len(xs)):
+        take = xs[i] > top
+        top = torch.where(take, xs[i], top)
+        mask = torch.where(take, i, mask)
+    dy = top_diff.to(top.device).reshape(top.shape)
+    return [torch.where(mask == i, dy, torch.zeros_like(dy)) for i in range(len(xs))]
+
+
+def formula_backward(layer: caffe_pb2.LayerParameter, record: LayerTape,
+                     top_diff: torch.Tensor) -> list[torch.Tensor | None] | None:
+    """Bottom diffs by Caffe's own Backward_cpu formula where it is not the derivative of
+    the forward (None for the other layers): SoftmaxWithLoss's prob - 1 ignores the
+    FLT_MIN clamp (and the prob top's diff), MultinomialLogisticLoss divides by the
+    clamped probability, ContrastiveLoss by dist + 1e-4, MVN by its std + eps."""
+    xs = [b.detach() for b in record.leaves]
+    if layer.type == "SoftmaxWithLoss":
+        x, label = xs
+        kw = record.node.kwargs
+        axis = int(kw["axis"])  # type: ignore[arg-type]
+        outer, classes = int(np.prod(x.shape[:axis])), x.shape[axis]
+        inner = int(np.prod(x.shape[axis + 1:]))
+        dx = torch.softmax(x, axis).reshape(outer, classes, inner).clone()
+        lab = label.reshape(outer, inner).to(torch.int64)
+        ignore = kw["ignore_label"]
+        valid: torch.Tensor = torch.ones_like(lab, dtype=torch.bool) if ignore is None \
+            else torch.ne(lab, int(ignore))  # type: ignore[arg-type]
+        idx = torch.where(valid, lab, torch.zeros_like(lab)).unsqueeze(1)
+        dx.scatter_add_(1, idx, -valid.to(dx.dtype).unsqueeze(1))
+        dx = dx * valid.unsqueeze(1)
+        norm = {"FULL": float(outer * inner), "VALID": float(valid.sum()),
+                "BATCH_SIZE": float(outer)}.get(kw["normalization"], 1.0)  # type: ignore[arg-type]
+        scale = top_diff.reshape(-1)[0] / max(norm, 1.0)
+        return [(dx * scale).reshape(x.shape), None]
+    if layer.type == "MultinomialLogisticLoss":
+        prob, label = xs
+        num = prob.shape[0]
+        p = prob.reshape(num, -1)
+        idx = label.reshape(-1)[:num].to(torch.int64).unsqueeze(1)
+        scale = -top_diff.reshape(-1)[0] / num
+        picked = torch.clamp(p.gather(1, idx), min=1e-20)
+        dx = torch.zeros_like(p).scatter_(1, idx, scale / picked)
+        return [dx.reshape(prob.shape), None]
+    if layer.type == "ContrastiveLoss":
+        a, b, sim = xs
+        p = layer.contrastive_loss_param
+        num = a.shape[0]
+        d = (a - b).reshape(num, -1)
+        dist_sq = (d * d).sum(1, keepdim=True)
+        similar = sim.reshape(-1)[:num].to(torch.int64).unsqueeze(1) != 0
+        grads: list[torch.Tensor | None] = []
+        for sign in (1.0, -1.0):
+            alpha = sign * top_diff.reshape(-1)[0] / num
+            if p.legacy_version:
+                mdist, beta = p.margin - dist_sq, -alpha
+            else:
+                dist = torch.sqrt(dist_sq)
+                mdist = p.margin - dist
+                beta = -alpha * mdist / (dist + 1e-4)
+            dissimilar = torch.where(mdist > 0, beta * d, torch.zeros_like(d))
+            grads.append(torch.where(similar, alpha * d, dissimilar).reshape(a.shape))
+        return grads + [None]
+    if layer.type == "MVN":
+        p = layer.mvn_param
+        x = xs[0]
+        rows = x.reshape(x.shape[0], -1) if p.across_channels \
+            else x.reshape(x.shape[0] * x.shape[1], -1)
+        dy = top_diff.to(x.device).reshape(rows.shape)
+        dim = rows.shape[1]
+        mean = rows.mean(1, keepdim=True)
+        if not p.normalize_variance:
+            return [(dy - dy.sum(1, keepdim=True) / dim).reshape(x.shape)]
+        var = (rows * rows).mean(1, keepdim=True) - mean * mean
+        std = torch.sqrt(var) + p.eps
+        y = (rows - mean) / std
+        dx = dy - dy.sum(1, keepdim=True) / dim - y * (y * dy).sum(1, keepdim=True) / dim
+        return [(dx / std).reshape(x.shape)]
+    return None
 
 
 @dataclass(frozen=True)
@@ -194,6 +390,15 @@ def layer_vjp(layer: caffe_pb2.LayerParameter, record: LayerTape, top_diffs: lis
     """One Layer::Backward: gradients for the bottoms and params it propagates to (None
     where it does not, or where the layer has no gradient there)."""
     leaves, outputs = record.leaves, record.outputs
+    if layer.type == "Eltwise" and layer.eltwise_param.operation == _MAX:
+        grads_max = eltwise_max_backward(leaves, top_diffs[0])
+        return ([g if j < len(bottom_need) and bottom_need[j] else None
+                 for j, g in enumerate(grads_max)], [])
+    by_formula = formula_backward(layer, record, top_diffs[0]) if current_top is None \
+        else None
+    if by_formula is not None:
+        return ([g if j < len(bottom_need) and bottom_need[j] else None
+                 for j, g in enumerate(by_formula)], [])
     if current_top is not None:  # Caffe's backward reads the current (maybe overwritten) bottom
         x = current_top.detach().requires_grad_(True)
         leaves = [x]

@@ -42,11 +42,14 @@ from . import python_layer
 from .backward import (
     READS_BOTTOM,
     READS_DATA,
+    REPLAYED,
     LayerTape,
     TapeInterpreter,
     layer_vjp,
+    lrn_inplace_backward,
     neuron_backward,
     plan_backward,
+    replayed_backward,
     run_layer,
     top_loss_weights,
 )
@@ -57,6 +60,9 @@ TEST: int = caffe_pb2.TEST
 
 # Caffe::mode() and Caffe::SetDevice: process-wide, as in Caffe.
 _MODE: dict[str, Any] = {"gpu": False, "device": 0}
+
+# The name Net::AppendTop gives the top it creates for a loss layer written without one.
+AUTOMATIC = "(automatic)"
 
 # Layers whose tops share the bottom's data (Blob::ShareData in their Forward/Reshape).
 _SHARING_TYPES = frozenset({"Split", "Flatten", "Reshape"})
@@ -88,6 +94,22 @@ def set_random_seed(seed: int) -> None:
 def layer_type_list() -> list[str]:
     """The layer types a Net can hold, sorted as LayerRegistry::LayerTypeList gives them."""
     return sorted(set(supported_layers()) | SOURCE_TYPES)
+
+
+def _name_automatic_tops(net: caffe_pb2.NetParameter
+                         ) -> tuple[caffe_pb2.NetParameter, frozenset[str]]:
+    """Net::Init gives a loss layer written without a top (LossLayer::AutoTopBlobs) an
+    anonymous top "(automatic)": a blob with loss weight 1 that backward starts from, but no
+    output.  Caffe names them all alike; from the second on they are "(automatic)#2", ..."""
+    named = caffe_pb2.NetParameter()
+    named.CopyFrom(net)
+    names: list[str] = []
+    for layer in named.layer:
+        spec = lookup(layer.type)
+        if spec is not None and spec.auto_top and not layer.top:
+            names.append(AUTOMATIC if not names else f"{AUTOMATIC}#{len(names) + 1}")
+            layer.top.append(names[-1])
+    return named, frozenset(names)
 
 
 def _memory_shapes(layer: caffe_pb2.LayerParameter) -> list[tuple[int, ...]]:
@@ -156,6 +178,8 @@ class Net:
         state.stage.extend(net.state.stage)
         state.stage.extend(stages or ())
         net = insert_splits(filter_phase(net, state, where), where)
+        self._proto = net  # what save() writes, as Net::ToProto does
+        net, self._automatic = _name_automatic_tops(net)
         self._net = net
         self._graph = build_graph(net, where)
         self._sources = [top for layer in net.layer if layer.type in SOURCE_TYPES
@@ -288,7 +312,7 @@ class Net:
 
     @property
     def outputs(self) -> list[str]:
-        return list(self._graph.graph["outputs"])
+        return [b for b in self._graph.graph["outputs"] if b not in self._automatic]
 
     @property
     def top_names(self) -> NamedDict:
@@ -400,12 +424,15 @@ class Net:
         feeds = {s: self._tensor(s, device) for s in self._sources}
         if self._plan.any:  # tape the layers that a later backward() differentiates
             self._tape = {}
+            # The tape keeps the layers' inputs as they were (Caffe's layers that need
+            # them keep copies): not views of blobs that an in-place layer may overwrite.
+            feeds = {s: t.clone() for s, t in feeds.items()}
             results = TapeInterpreter(gm, self._tape).run(
                 *(feeds[n.meta["caffe_blob"]] for n in gm.graph.nodes if n.op == "placeholder"))
         else:
             results = gm(**feeds)
         for name, value in results.items():
-            if name not in self._sources:
+            if name not in self._sources or value is not feeds[name]:  # in place on an input
                 self._store(name, value)
 
     def _forward_from_to(self, start: int, end: int) -> None:
@@ -424,6 +451,8 @@ class Net:
                         self._store(top, self._tensor(bottom, device))
                 continue
             bottoms = [self._tensor(b, device) for b in layer.bottom]
+            if self._plan.any:  # as in _forward_all_layers: the tape holds its own copies
+                bottoms = [t.clone() for t in bottoms]
             args: tuple = (bottoms,) if node.args and isinstance(node.args[0], (list, tuple)) \
                 else tuple(bottoms)
             if self._plan.any:
@@ -523,7 +552,7 @@ class Net:
         """Net::ToProto + WriteProtoToBinaryFile: the whole net with its blobs (replaces
         an existing file, as Caffe does)."""
         save_caffemodel(filename, {name: list(t) for name, t in self._tensors.items()},
-                        self._net, force=True)
+                        self._proto, force=True)
 
     def save_hdf5(self, filename: str | os.PathLike) -> None:
         """Net::ToHDF5: a group /data/<layer> per layer holding dataset <i> for each blob
@@ -697,6 +726,16 @@ class Net:
                 python_layer.backward(self._python_layers[layer.name],
                                       [self.blobs[t] for t in layer.top], need,
                                       [self.blobs[b] for b in layer.bottom])
+                continue
+            if layer.type in REPLAYED and not plan.param_propagate_down[i]:
+                if need[0]:
+                    replayed_backward(layer, self.blobs[layer.bottom[0]],
+                                      self.blobs[layer.top[0]])
+                continue
+            if layer.type == "LRN" and layer.top[0] == layer.bottom[0]:
+                if need[0]:
+                    lrn_inplace_backward(layer, record.leaves[0].detach().cpu().numpy(),
+                                         self.blobs[layer.top[0]])
                 continue
             top_diffs = [torch.from_numpy(self.blobs[t].diff) for t in layer.top]
             if layer.type in READS_DATA and not plan.param_propagate_down[i]:

@@ -147,3 +147,26 @@ def test_unknown_names_raise_key_error(small_net):
 def test_phase_is_required(tmp_path):
     with pytest.raises(errors.InputError, match="phase is required"):
         caffe.Net(_write(tmp_path))
+
+
+def test_loss_layers_without_tops_get_automatic_blobs(tmp_path):
+    # Net::AppendTop names a missing loss top "(automatic)"; a second one here gets "#2"
+    # (Caffe reuses the name; see README, "Deliberate differences").  Not outputs; loss
+    # weight 1; saving writes the layers as given.  Values: tests/golden/backward.
+    proto = tmp_path / "auto.prototxt"
+    proto.write_text(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 3 dim: 4 } } }\n'
+        'layer { name: "t" type: "Input" top: "t" input_param { shape { dim: 3 dim: 4 } } }\n'
+        'layer { name: "l1" type: "EuclideanLoss" bottom: "data" bottom: "t" }\n'
+        'layer { name: "l2" type: "EuclideanLoss" bottom: "data" bottom: "t" '
+        'loss_weight: 0.5 }\n')
+    net = caffe.Net(str(proto), caffe.TEST)
+    assert net.top_names["l1"] == ["(automatic)"] and net.top_names["l2"] == ["(automatic)#2"]
+    assert net.outputs == []
+    weights = net.blob_loss_weights
+    assert (weights["(automatic)"], weights["(automatic)#2"]) == (1.0, 0.5)
+    assert net.blobs["(automatic)#2"].diff == 0.5
+    net.save(str(tmp_path / "auto.caffemodel"))
+    saved = caffe_pb2.NetParameter.FromString((tmp_path / "auto.caffemodel").read_bytes())
+    assert {layer.name: list(layer.top) for layer in saved.layer
+            if layer.name in ("l1", "l2")} == {"l1": [], "l2": []}
