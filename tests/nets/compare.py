@@ -1,8 +1,11 @@
-"""Compiles a published net and compares every blob with what real Caffe computed."""
+"""Compiles a published net (or builds it in caffe_fx.pycaffe) and compares every blob,
+and after backward every diff, with what real Caffe computed."""
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -57,3 +60,75 @@ def assert_blobs_match(ours: Mapping[str, np.ndarray], caffe: Mapping[str, np.nd
         if not err <= tol:
             bad.append(f"blob '{blob}': differs from Caffe by {err:.3g} (relative)")
     assert not bad, f"{what}: " + "; ".join(bad)
+
+
+def backward_text(text: str) -> str:
+    """The net as the backward checks run it: with `force_backward: true` (diffs reach the
+    inputs and every layer) unless it has a loss to start from; nets with a loss often
+    hold Accuracy or ArgMax too, whose Backward Caffe does not implement."""
+    net = read_net(text)
+    has_loss = any(layer.loss_weight or getattr(lookup(layer.type), "is_loss", False)
+                   for layer in net.layer)
+    return text if has_loss or net.force_backward else "force_backward: true\n" + text
+
+
+def facade_net(prototxt: Path, inputs: Mapping[str, np.ndarray],
+               weights: Path | None = None) -> Any:
+    """The net in caffe_fx.pycaffe, its input blobs reshaped to the inputs' shapes."""
+    import caffe_fx.pycaffe as caffe
+
+    net = caffe.Net(str(prototxt), caffe.TEST, weights=None if weights is None else str(weights))
+    for name, value in inputs.items():
+        net.blobs[name].reshape(*value.shape)
+    net.reshape()
+    return net
+
+
+def output_topdiffs(net: Any, seed: str) -> dict[str, np.ndarray]:
+    """Seeded N(0, 1) top diffs for the outputs that are not losses (a loss top's diff is
+    its loss weight, which Caffe sets itself)."""
+    r = np.random.RandomState(int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16))
+    weights = net.blob_loss_weights
+    return {b: np.asarray(r.randn(*net.blobs[b].shape), np.float32)
+            for b in net.outputs if weights[b] == 0}
+
+
+def assert_facade_matches(net: Any, inputs: Mapping[str, np.ndarray],
+                          topdiffs: Mapping[str, np.ndarray], caffe: Mapping[str, np.ndarray],
+                          meta: Mapping[str, Any], what: str, tol: float = TOLERANCE) -> None:
+    """pycaffe's forward, then backward from `topdiffs`, in caffe_fx.pycaffe: every blob's
+    data, then every blob's diff and every param's data and diff, against Caffe's record
+    (run_oracle with backward=True).
+
+    Backward is checked on Caffe's forward values: a value that Caffe and caffe_fx round a
+    1e-7 apart may sit on the other side of a ReLU's zero or win a MAX pooling window by
+    that much, which moves that element's gradient, and the move spreads to every layer
+    below.  So after the plain forward, each layer runs again (forward(start=L, end=L))
+    on the bottoms Caffe recorded, and the blobs hold Caffe's data when backward runs."""
+    net.forward(**inputs)
+    assert list(net.blobs) == list(meta["blobs"]), f"{what}: blob names differ from Caffe's"
+    assert_blobs_match({f"data/{b}": blob.data for b, blob in net.blobs.items()},
+                       {f"data/{b}": caffe[f"data/{b}"] for b in net.blobs}, what, tol)
+    for layer in net._layer_names:
+        bottoms, tops = net.bottom_names[layer], net.top_names[layer]
+        if not bottoms:
+            continue
+        if not set(bottoms) & set(tops):  # an in-place layer reads what the one before wrote
+            for b in bottoms:
+                net.blobs[b].data[...] = caffe[f"data/{b}"]
+        net.forward(start=layer, end=layer)
+    for name, blob in net.blobs.items():
+        blob.data[...] = caffe[f"data/{name}"]
+    for name, diff in topdiffs.items():
+        net.blobs[name].diff[...] = diff
+    net.backward()
+    ours: dict[str, np.ndarray] = {}
+    for name, blob in net.blobs.items():
+        ours[f"diff/{name}"] = blob.diff
+    for layer, blobs in net.params.items():
+        for i, blob in enumerate(blobs):
+            ours[f"param/{layer}/{i}"], ours[f"pdiff/{layer}/{i}"] = blob.data, blob.diff
+    theirs = {k: v for k, v in caffe.items() if not k.startswith("data/")}
+    assert set(ours) == set(theirs), f"{what}: recorded arrays differ: " \
+        f"{sorted(set(ours) ^ set(theirs))[:10]}"
+    assert_blobs_match(ours, theirs, what, tol)

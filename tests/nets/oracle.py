@@ -31,12 +31,15 @@ def oracle_unavailable() -> str | None:
 def run_oracle(net: str | Path, inputs: Mapping[str, np.ndarray], *,
                weights: str | Path | None = None, randomize: int | None = None,
                save_weights: str | Path | None = None, phase: str = "test",
-               workdir: str | Path | None = None) -> tuple[dict[str, np.ndarray], dict]:
+               workdir: str | Path | None = None, backward: bool = False,
+               topdiffs: Mapping[str, np.ndarray] | None = None
+               ) -> tuple[dict[str, np.ndarray], dict]:
     """One Caffe forward pass over `inputs` (fed at their own shapes, reshaping the net).
 
-    Returns ({"data/<blob>" and "param/<layer>/<i>": array}, meta).  With `randomize`,
-    learnable blobs get the oracle's seeded random values; `save_weights` writes them
-    (or the loaded weights) as a binary .caffemodel."""
+    Returns ({"data/<blob>": array}, meta).  With `randomize`, learnable blobs get the
+    oracle's seeded random values; `save_weights` writes them (or the loaded weights) as a
+    binary .caffemodel.  `backward` then runs Net.backward (after setting `topdiffs` on
+    those blobs) and adds "diff/<blob>", "param/<layer>/<i>" and "pdiff/<layer>/<i>"."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         t = Path(tmp)
         np.savez(t / "in.npz", **{k: np.ascontiguousarray(v, dtype=np.float32)
@@ -49,10 +52,17 @@ def run_oracle(net: str | Path, inputs: Mapping[str, np.ndarray], *,
             cmd += ["--randomize", str(randomize)]
         if save_weights is not None:
             cmd += ["--save-weights", str(save_weights)]
+        if backward:
+            cmd += ["--backward"]
+            if topdiffs:
+                np.savez(t / "td.npz", **{k: np.ascontiguousarray(v, dtype=np.float32)
+                                          for k, v in topdiffs.items()})
+                cmd += ["--topdiff", str(t / "td.npz")]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"caffe-oracle failed on {net}:\n{proc.stderr[-3000:]}")
         with np.load(t / "out.npz") as f:
-            record = {k: f[k] for k in f.files if k.startswith("data/")}
+            record = {k: f[k] for k in f.files if k.startswith("data/") or backward
+                      and k.startswith(("diff/", "param/", "pdiff/"))}
             meta = json.loads(str(f["meta"]))
     return record, meta

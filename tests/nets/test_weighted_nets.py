@@ -2,6 +2,8 @@
 
 tools/make_net_goldens.py ran each net of catalog.WEIGHTED through Caffe 1.0 and kept
 inputs and blobs in tests/golden/nets/; the prototxts and weights come from ../shared.
+Forward and backward in caffe_fx.pycaffe are checked against the oracle run live (every
+blob, diff, param and param diff would make large goldens).
 """
 from __future__ import annotations
 
@@ -11,7 +13,15 @@ import numpy as np
 import pytest
 
 from tests.nets.catalog import GOLDEN, WEIGHTED, PublishedNet
-from tests.nets.compare import assert_blobs_match, compile_net, run
+from tests.nets.compare import (
+    assert_blobs_match,
+    assert_facade_matches,
+    backward_text,
+    compile_net,
+    facade_net,
+    output_topdiffs,
+    run,
+)
 
 
 @pytest.mark.parametrize("net", WEIGHTED, ids=[n.name for n in WEIGHTED])
@@ -25,3 +35,18 @@ def test_every_blob_matches_caffe(net: PublishedNet, shared_models) -> None:
                          outputs=list(caffe),
                          input_shapes={k: v.shape for k, v in inputs.items()})
     assert_blobs_match(run(gm, inputs), caffe, net.name)
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("net", WEIGHTED, ids=[n.name for n in WEIGHTED])
+def test_pycaffe_forward_and_backward_match_caffe(net: PublishedNet, oracle, shared_models,
+                                                  tmp_path) -> None:
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(backward_text(net.oracle_prototxt(shared_models)))
+    weights = shared_models / net.weights
+    inputs = net.make_inputs()
+    pycaffe_net = facade_net(prototxt, inputs, weights)
+    topdiffs = output_topdiffs(pycaffe_net, net.name)
+    record, meta = oracle(prototxt, inputs, weights=weights, workdir=tmp_path, backward=True,
+                          topdiffs=topdiffs)
+    assert_facade_matches(pycaffe_net, inputs, topdiffs, record, meta, net.name)
