@@ -7,6 +7,7 @@ from the caffemodel (Net::CopyTrainedLayersFrom in src/caffe/net.cpp) or Caffe's
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch import fx
 
-from .errors import InputError, WeightsError
+from .errors import InputError, UnsupportedFieldError, WeightsError
 from .frontend.graph import build_graph
 from .frontend.read import NetSource, StoredBlob, describe, read_net, read_weights
 from .lowering.builder import build
@@ -55,6 +56,7 @@ def compile(  # noqa: A001  (the public name the design asks for)
     outputs: Sequence[str] | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     caffe_proto: str | os.PathLike | None = None,
+    trust_python_layers: bool = False,
 ) -> fx.GraphModule:
     """Compiles a Caffe net to a torch.fx.GraphModule that computes what Caffe computes.
 
@@ -71,6 +73,10 @@ def compile(  # noqa: A001  (the public name the design asks for)
             data layers (Data, ImageData, HDF5Data, ...), whose tops become inputs.
         caffe_proto: a fork's caffe.proto, for prototxts with fields BVLC lacks
             (compiled with grpcio-tools or protoc; a clear error says if neither is there).
+        trust_python_layers: run the code of "Python" layers: python_param.module is
+            imported from sys.path and its layer class set up, as pycaffe does.  Off by
+            default, so that compiling a net never runs code it names.  Such a
+            GraphModule runs eagerly; its Python layers cannot be scripted or exported.
 
     Returns:
         A GraphModule taking the input blobs as keyword (or positional, in Caffe's order)
@@ -83,7 +89,8 @@ def compile(  # noqa: A001  (the public name the design asks for)
     net = filter_phase(net, net_state(phase, level, stages), where)
     net = insert_splits(net, where)
     g = build_graph(net, where)
-    gm, _ = build(g, input_shapes=input_shapes, outputs=outputs)
+    with _python_layers(net, where, trust_python_layers):
+        gm, _ = build(g, input_shapes=input_shapes, outputs=outputs)
     modules: list[tuple[LayerView, CaffeModule]] = gm.__dict__.pop("_caffe_modules")
     stored = stored_weights()
     for view, module in modules:
@@ -97,8 +104,29 @@ def compile(  # noqa: A001  (the public name the design asks for)
             for name, filler in zip(module.caffe_blobs, module.fillers):
                 fill(getattr(module, name), filler, f"layer '{view.name}' ({view.type})")
     _share_params(modules, where)
+    for _, module in modules:
+        module.blobs_settled()
     gm.eval() if net.state.phase == caffe_pb2.TEST else gm.train()
     return gm
+
+
+def _python_layers(net: caffe_pb2.NetParameter, where: str,
+                   trust: bool) -> contextlib.AbstractContextManager[Any]:
+    """Where the net has Python layers: refuses them unless trusted, else the context in
+    which caffe_fx.pycaffe's "Python" lowering imports and sets them up."""
+    python = [layer for layer in net.layer if layer.type == "Python"]
+    if not python:
+        return contextlib.nullcontext()
+    if not trust:
+        names = ", ".join(f"'{layer.name}' (python_param.module = "
+                          f"'{layer.python_param.module}')" for layer in python)
+        raise UnsupportedFieldError(
+            f"{where}: Python layers {names} run user code, which compile() never does "
+            "unless told: pass trust_python_layers=True, or use caffe_fx.pycaffe.Net "
+            "(which imports them, as pycaffe does)")
+    from .pycaffe import python_layer  # registers the "Python" type
+
+    return python_layer.building({})
 
 
 def _read_weights_meanwhile(weights: WeightsSource

@@ -95,6 +95,9 @@ class CaffeModule(nn.Module):
     def blob_tensors(self) -> list[torch.Tensor]:
         return [getattr(self, n) for n in self.caffe_blobs]
 
+    def blobs_settled(self) -> None:
+        """Called by compile() once weights are loaded (the blobs may be new tensors)."""
+
 
 Lowered = Union[Call, CaffeModule, _Identity]
 LayerFn = Callable[[LayerView], Lowered]

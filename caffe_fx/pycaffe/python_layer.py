@@ -1,9 +1,9 @@
-"""`caffe.Layer` and Caffe's "Python" layer type, run only inside the pycaffe facade.
+"""`caffe.Layer` and Caffe's "Python" layer type, run only where code is trusted.
 
 pycaffe facade.  Mirrors include/caffe/layers/python_layer.hpp (param_str and phase set
 before setup; reshape before every forward; backward(top, propagate_down, bottom)) and the
-Layer/BlobVec bindings of python/caffe/_caffe.cpp.  caffe_fx.compile() refuses the type:
-only a caffe_fx.pycaffe.Net, while it builds, imports python_param.module.
+Layer/BlobVec bindings of python/caffe/_caffe.cpp.  Only a caffe_fx.pycaffe.Net, or
+caffe_fx.compile(..., trust_python_layers=True), imports python_param.module.
 """
 from __future__ import annotations
 
@@ -102,6 +102,20 @@ class PythonLayerModule(CaffeModule):
         self.top_shapes: list[tuple[int, ...]] = []
         self.shape_only = False
 
+    def blobs_settled(self) -> None:
+        """compile() loaded weights into new tensors: the layer object's own blobs (which
+        its code reads) take their values and stay the module's parameters."""
+        blobs = self.live.layer.blobs
+        with torch.no_grad():
+            for name, blob in zip(self.caffe_blobs, blobs):
+                loaded = getattr(self, name)
+                if isinstance(blob._tensor, torch.nn.Parameter):
+                    if blob._tensor is not loaded:
+                        blob._tensor.copy_(loaded)
+                        self._parameters[name] = blob._tensor
+                else:
+                    blob.data[...] = loaded.detach().numpy().reshape(blob.shape)
+
     def forward(self, *bottoms: torch.Tensor) -> Any:
         if self.shape_only or any(b.is_meta for b in bottoms):
             self.shape_only = False
@@ -164,8 +178,8 @@ def python(view: LayerView) -> PythonLayerModule:
         raise UnsupportedFieldError(
             f"layer '{view.name}' (Python): python_param.module = '{p.module}', layer = "
             f"'{p.layer}': Python layers run only in caffe_fx.pycaffe.Net, which imports the "
-            "module and runs the layer's code; caffe_fx.compile() never runs code named by a "
-            "net")
+            "module and runs the layer's code, or in caffe_fx.compile(..., "
+            "trust_python_layers=True)")
     module = layers.get(view.name)
     bottom = [Blob(np.zeros(s, np.float32)) for s in view.input_shapes]
     with torch.device("cpu"):

@@ -20,7 +20,8 @@ def test_compile_signature():
         "phase: \"Literal['train', 'test'] | int\" = 'test', level: 'int' = 0, "
         "stages: 'Sequence[str]' = (), outputs: 'Sequence[str] | None' = None, "
         "input_shapes: 'Mapping[str, Sequence[int]] | None' = None, "
-        "caffe_proto: 'str | os.PathLike | None' = None) -> 'fx.GraphModule'")
+        "caffe_proto: 'str | os.PathLike | None' = None, "
+        "trust_python_layers: 'bool' = False) -> 'fx.GraphModule'")
 
 
 def test_save_caffemodel_signature():

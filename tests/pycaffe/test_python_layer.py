@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import caffe_fx
 import caffe_fx.pycaffe as caffe
@@ -110,10 +111,29 @@ def test_compile_refuses_python_layers_without_importing(tmp_path: Path) -> None
     proto = tmp_path / "net.prototxt"
     proto.write_text(meta["prototxt"])
     with pytest.raises(errors.UnsupportedFieldError,
-                       match=r"layer 'scale' \(Python\).*module = 'pyscale'.*run only in "
-                             r"caffe_fx\.pycaffe\.Net.*never runs code"):
+                       match=r"Python layers 'scale' \(python_param.module = 'pyscale'\), "
+                             r"'loss' \(python_param.module = 'pyloss'\) run user code.*"
+                             r"trust_python_layers=True.*caffe_fx\.pycaffe\.Net"):
         caffe_fx.compile(str(proto))
     assert "pyscale" not in sys.modules and "pyloss" not in sys.modules
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_compile_runs_trusted_python_layers(case: str, tmp_path: Path) -> None:
+    meta, g = load(case)
+    proto = tmp_path / "net.prototxt"
+    proto.write_text(meta["prototxt"])
+    params: dict[str, list[np.ndarray]] = {}
+    for key in sorted(k for k in g if k.startswith("param/")):
+        _, layer, i = key.split("/")
+        params.setdefault(layer, []).insert(int(i), g[key])
+    blobs = [b for b in meta["blobs"] if b not in meta["inputs"]]
+    gm = caffe_fx.compile(str(proto), params, phase=meta["phase"], outputs=blobs,
+                          trust_python_layers=True)
+    out = gm(**{k[len("input/"):]: torch.from_numpy(v) for k, v in g.items()
+                if k.startswith("input/")})
+    for name in blobs:
+        assert_close(out[name].detach().numpy(), g[f"data/{name}"], f"data of {name}")
 
 
 def test_missing_module_names_the_layer(tmp_path: Path) -> None:
