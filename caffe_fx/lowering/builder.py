@@ -173,13 +173,10 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
             raise ShapeError(
                 f"{where}: layer '{layer.name}' ({layer.type}) cannot run on bottoms of shape "
                 f"{shapes}: {e}") from e
-        if not tops:
-            if spec.side_effects:  # no value: a node of its own, kept by its _is_impure
-                node = graph.create_node(kind, target, tuple(args), kwargs,
-                                         name=node_names(layer.name))
-                node.meta["caffe_layer"] = layer.name
-            continue
-        outs = list(result) if isinstance(result, (tuple, list)) else [result]
+        if not tops and not spec.side_effects:
+            continue  # a layer without tops that has a node: kept by its _is_impure
+        outs = [] if not tops else list(result) if isinstance(result, (tuple, list)) \
+            else [result]
         if len(outs) != len(tops):
             raise TypeError(f"{layer.type} lowering gave {len(outs)} outputs for {len(tops)} tops")
         single = len(tops) == 1

@@ -130,23 +130,24 @@ def lrn_inplace_backward(layer: caffe_pb2.LayerParameter, x: np.ndarray, blob: B
         (g_sq,) = torch.autograd.grad(mean, sq, g_mean)
         dx[...] = (power * dy + 2 * yt * g_sq).numpy()
         return
-    c = x.shape[1]
-    pre_pad = (size - 1) // 2
-    padded = np.zeros((x.shape[0], c + size - 1) + x.shape[2:], np.float32)
-    padded[:, pre_pad:pre_pad + c] = x * x
-    window = np.cumsum(padded, axis=1, dtype=np.float32)
-    sums = window[:, size - 1:].copy()
-    sums[:, 1:] -= window[:, :c - 1]
-    scale_np = _f32(p.k) + (alpha / _f32(size)) * sums
+    scale_np = _f32(p.k) + (alpha / _f32(size)) * _channel_windows(x * x, size,
+                                                                    (size - 1) // 2)
     dx[...] = np.power(scale_np, -beta)
     np.multiply(dx, dx, out=dx)  # caffe_mul(top_diff, bottom_diff): both are this array
-    inverse_pre_pad = size - (size + 1) // 2
-    ratio = np.zeros_like(padded)
-    ratio[:, inverse_pre_pad:inverse_pre_pad + c] = dx * y / scale_np
-    acc = np.cumsum(ratio, axis=1, dtype=np.float32)
-    accum = acc[:, size - 1:].copy()
-    accum[:, 1:] -= acc[:, :c - 1]
+    accum = _channel_windows(dx * y / scale_np, size, size - (size + 1) // 2)
     dx -= _f32(2.0 * p.alpha * p.beta / size) * y * accum
+
+
+def _channel_windows(v: np.ndarray, size: int, pad_before: int) -> np.ndarray:
+    """Sums over `size` consecutive channels of `v` zero-padded by `pad_before` channels
+    in front (and size - 1 - pad_before behind): CrossChannel*'s padded running sums."""
+    c = v.shape[1]
+    padded = np.zeros((v.shape[0], c + size - 1) + v.shape[2:], np.float32)
+    padded[:, pad_before:pad_before + c] = v
+    cum = np.cumsum(padded, axis=1, dtype=np.float32)
+    sums = cum[:, size - 1:].copy()
+    sums[:, 1:] -= cum[:, :c - 1]
+    return sums
 
 
 def eltwise_max_backward(bottoms: list[torch.Tensor], top_diff: torch.Tensor
@@ -391,11 +392,11 @@ def layer_vjp(layer: caffe_pb2.LayerParameter, record: LayerTape, top_diffs: lis
     where it does not, or where the layer has no gradient there)."""
     leaves, outputs = record.leaves, record.outputs
     if layer.type == "Eltwise" and layer.eltwise_param.operation == _MAX:
-        grads_max = eltwise_max_backward(leaves, top_diffs[0])
-        return ([g if j < len(bottom_need) and bottom_need[j] else None
-                 for j, g in enumerate(grads_max)], [])
-    by_formula = formula_backward(layer, record, top_diffs[0]) if current_top is None \
-        else None
+        by_formula: list[torch.Tensor | None] | None = eltwise_max_backward(leaves,
+                                                                           top_diffs[0])
+    else:
+        by_formula = formula_backward(layer, record, top_diffs[0]) if current_top is None \
+            else None
     if by_formula is not None:
         return ([g if j < len(bottom_need) and bottom_need[j] else None
                  for j, g in enumerate(by_formula)], [])
