@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tools._chroot import chroot_workdir, replace_folder, run_in_chroot
+
 GOLDEN = ROOT / "tests" / "golden" / "pycaffe_io"
 
 # Runs inside the chroot (Python 3.9): reads inputs.npz from its folder, writes outputs.
@@ -225,27 +226,10 @@ def main() -> None:
     args = parser.parse_args()
     if GOLDEN.exists() and any(GOLDEN.iterdir()) and not args.force:
         sys.exit(f"{GOLDEN} is not empty; pass --force to regenerate it")
-    chroot_tmp = Path(args.caffe_root) / "tmp"
-    with tempfile.TemporaryDirectory(dir=chroot_tmp, prefix="io_goldens_") as work:
-        inner = Path(work) / "inner.py"
-        inner.write_text(INNER)
-        inside = "/" + str(Path(work).relative_to(args.caffe_root))
-        subprocess.run(
-            ["chroot", args.caffe_root, "/usr/bin/env", "-i", "PATH=/usr/bin:/bin",
-             "HOME=/root", "PYTHONDONTWRITEBYTECODE=1", "python3", "-W", "ignore",
-             f"{inside}/inner.py", inside],
-            check=True,
-        )
-        # Written to a sibling folder, then swapped in: no half-written golden set.
-        staging = GOLDEN.with_name(GOLDEN.name + ".new")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        for name in ("inputs.npz", "outputs.npz", "errors.json"):
-            shutil.copy(Path(work) / name, staging / name)
-        shutil.copytree(Path(work) / "images", staging / "images")
-        if GOLDEN.exists():
-            shutil.rmtree(GOLDEN)
-        staging.rename(GOLDEN)
+    with chroot_workdir(Path(args.caffe_root), "io_goldens_") as (work, inside):
+        (work / "inner.py").write_text(INNER)
+        run_in_chroot(args.caffe_root, f"{inside}/inner.py", [inside])
+        replace_folder(GOLDEN, work, ("inputs.npz", "outputs.npz", "errors.json", "images"))
     print(f"wrote {GOLDEN}")
 
 

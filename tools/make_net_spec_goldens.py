@@ -15,15 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from caffe_fx._atomic import atomic_write
+from tools._chroot import chroot_workdir, run_in_chroot
 
 SCRIPTS = ROOT / "tests" / "pycaffe" / "net_spec_scripts.py"
 GOLDEN = ROOT / "tests" / "golden" / "net_spec"
@@ -49,21 +48,11 @@ with open(os.path.join(here, "results.json"), "w") as f:
 
 def run_real_pycaffe(caffe_root: Path) -> dict:
     """Runs the scripts under real pycaffe; returns {"param_names", "scripts"}."""
-    work = Path(tempfile.mkdtemp(prefix="net_spec_", dir=caffe_root / "tmp"))
-    try:
+    with chroot_workdir(caffe_root, "net_spec_") as (work, inside):
         shutil.copy(SCRIPTS, work / SCRIPTS.name)
         (work / "runner.py").write_text(RUNNER)
-        inside = "/" + work.relative_to(caffe_root).as_posix()
-        proc = subprocess.run(
-            ["chroot", str(caffe_root), "/usr/bin/env", "-i", "PATH=/usr/bin:/bin",
-             "HOME=/root", "GLOG_minloglevel=2", "PYTHONDONTWRITEBYTECODE=1",
-             "python3", f"{inside}/runner.py"],
-            capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"real pycaffe failed (exit {proc.returncode}):\n{proc.stderr}")
+        run_in_chroot(caffe_root, f"{inside}/runner.py")
         return json.loads((work / "results.json").read_text())
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str]) -> None:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,19 +28,9 @@ from tests.pycaffe.notebooks.cases import (
     SHARED_FILES,
     make_caffenet_weights,
 )
+from tools._chroot import chroot_workdir, run_in_chroot
 
 GOLDEN = ROOT / "tests" / "golden" / "notebooks"
-
-
-def run_in_chroot(caffe_root: Path, script: Path, argv: list[str]) -> None:
-    proc = subprocess.run(
-        ["chroot", str(caffe_root), "/usr/bin/env", "-i", "PATH=/usr/bin:/bin",
-         "HOME=/root", "GLOG_minloglevel=2", "PYTHONDONTWRITEBYTECODE=1",
-         "python3", str(script), *argv],
-        capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"real pycaffe failed on {script.name} (exit {proc.returncode}):\n"
-                           f"{proc.stderr[-3000:]}")
 
 
 def main(argv: list[str]) -> None:
@@ -59,9 +47,7 @@ def main(argv: list[str]) -> None:
         sys.exit(f"needs ../shared/models ({MODELS} is absent)")
     notebooks = [nb for nb in NOTEBOOKS if args.only in nb.name]
 
-    work = Path(tempfile.mkdtemp(prefix="notebooks_", dir=args.caffe_root / "tmp"))
-    inside = "/" + work.relative_to(args.caffe_root).as_posix()
-    try:
+    with chroot_workdir(args.caffe_root, "notebooks_") as (work, inside):
         paths = {SCRATCH: f"{inside}/scratch"}
         (work / "scratch").mkdir()
         for key, rel in SHARED_FILES.items():
@@ -73,14 +59,12 @@ def main(argv: list[str]) -> None:
             paths[CAFFENET_WEIGHTS] = f"{inside}/caffenet.caffemodel"
         for nb in notebooks:
             shutil.copy(nb.script, work / nb.script.name)
-            run_in_chroot(args.caffe_root, Path(inside) / nb.script.name,
+            run_in_chroot(args.caffe_root, f"{inside}/{nb.script.name}",
                           nb.argv(f"{inside}/{nb.name}.npz", paths))
             with atomic_write(GOLDEN / f"{nb.name}.npz", force=args.force) as f:
                 f.write((work / f"{nb.name}.npz").read_bytes())
             print(f"wrote {nb.name}.npz ({(GOLDEN / f'{nb.name}.npz').stat().st_size} B)",
                   flush=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 
 from caffe_fx._atomic import atomic_write
+from tools._chroot import chroot_workdir, run_in_chroot
 
 SCRIPTS = ROOT / "tests" / "pycaffe" / "net_scripts.py"
 GOLDEN = ROOT / "tests" / "golden" / "pycaffe_net"
@@ -55,8 +54,7 @@ def run_real_pycaffe(caffe_root: Path, work_names: list[str]) -> dict[str, tuple
     sys.path.insert(0, str(SCRIPTS.parent))
     import net_scripts
 
-    work = Path(tempfile.mkdtemp(prefix="pycaffe_net_", dir=caffe_root / "tmp"))
-    try:
+    with chroot_workdir(caffe_root, "pycaffe_net_") as (work, inside):
         shutil.copy(SCRIPTS, work / SCRIPTS.name)
         (work / "runner.py").write_text(RUNNER)
         nets: dict[str, list] = {}
@@ -69,22 +67,13 @@ def run_real_pycaffe(caffe_root: Path, work_names: list[str]) -> dict[str, tuple
                 (work / f"{name}.prototxt").write_text(net_scripts.NETS[name])
                 nets[name] = [f"{name}.prototxt", None]
         (work / "nets.json").write_text(json.dumps(nets))
-        inside = "/" + work.relative_to(caffe_root).as_posix()
-        proc = subprocess.run(
-            ["chroot", str(caffe_root), "/usr/bin/env", "-i", "PATH=/usr/bin:/bin",
-             "HOME=/root", "GLOG_minloglevel=2", "PYTHONDONTWRITEBYTECODE=1",
-             "python3", f"{inside}/runner.py"],
-            capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"real pycaffe failed (exit {proc.returncode}):\n{proc.stderr}")
+        run_in_chroot(caffe_root, f"{inside}/runner.py")
         out = {}
         for name in nets:
             meta = json.loads((work / f"{name}.json").read_text())
             with np.load(work / f"{name}.npz") as z:
                 out[name] = (meta, {k: z[k] for k in z.files})
         return out
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str]) -> None:

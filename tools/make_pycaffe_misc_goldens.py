@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tools._chroot import chroot_workdir, replace_folder, run_in_chroot
+
 GOLDEN = ROOT / "tests" / "golden" / "pycaffe_misc"
 
 FILES = {
@@ -239,28 +240,12 @@ def main() -> None:
     args = parser.parse_args()
     if GOLDEN.exists() and any(GOLDEN.iterdir()) and not args.force:
         sys.exit(f"{GOLDEN} is not empty; pass --force to regenerate it")
-    chroot_tmp = Path(args.caffe_root) / "tmp"
-    with tempfile.TemporaryDirectory(dir=chroot_tmp, prefix="misc_goldens_") as work:
+    with chroot_workdir(Path(args.caffe_root), "misc_goldens_") as (work, inside):
         for name, text in FILES.items():
-            (Path(work) / name).write_text(text)
-        (Path(work) / "inner.py").write_text(INNER)
-        inside = "/" + str(Path(work).relative_to(args.caffe_root))
-        subprocess.run(
-            ["chroot", args.caffe_root, "/usr/bin/env", "-i", "PATH=/usr/bin:/bin",
-             "HOME=/root", "GLOG_minloglevel=2", "PYTHONDONTWRITEBYTECODE=1", "python3",
-             "-W", "ignore", f"{inside}/inner.py", inside],
-            check=True,
-        )
-        # Written to a sibling folder, then swapped in: no half-written golden set.
-        staging = GOLDEN.with_name(GOLDEN.name + ".new")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        for name in (*FILES, *OUTPUTS):
-            shutil.copy(Path(work) / name, staging / name)
-        shutil.copytree(Path(work) / "images", staging / "images")
-        if GOLDEN.exists():
-            shutil.rmtree(GOLDEN)
-        staging.rename(GOLDEN)
+            (work / name).write_text(text)
+        (work / "inner.py").write_text(INNER)
+        run_in_chroot(args.caffe_root, f"{inside}/inner.py", [inside])
+        replace_folder(GOLDEN, work, (*FILES, *OUTPUTS, "images"))
     print(f"wrote {GOLDEN}")
 
 
