@@ -1,9 +1,12 @@
-"""`caffe.Blob`: a named array whose `data` and `diff` are writable NumPy views.
+"""`caffe.Blob`: a named tensor whose `data` and `diff` pycaffe code reads as NumPy arrays.
 
 pycaffe facade.  Mirrors the Blob bindings of python/caffe/_caffe.cpp (shape, count,
-num/channels/height/width via Blob::LegacyShape, reshape(*dims)) over include/caffe/blob.hpp.
-A blob either owns its float32 array (activations) or views a module's tensor
-(parameters: writing `data` changes the next forward).
+num/channels/height/width via Blob::LegacyShape, reshape(*dims)) over include/caffe/blob.hpp
+and syncedmem.cpp.  A blob is a view of tensors on the net's device: an activation owns a
+data and a diff tensor; a parameter blob is the module's `nn.Parameter`, its diff the
+parameter's `.grad`.  On the CPU `data`/`diff` are zero-copy NumPy views; on CUDA they are
+host copies synced on access, as SyncedMemory syncs: reading `data` makes the host the
+head (pycaffe hands out mutable_cpu_data), and the net copies it back before it computes.
 """
 from __future__ import annotations
 
@@ -12,44 +15,166 @@ import torch
 
 from ..errors import PycaffeNotImplementedError, ShapeError
 
+_HOST, _DEVICE = "host", "device"
+
+
+class _Synced:
+    """One SyncedMemory: a tensor and, when the tensor is on CUDA, a host mirror."""
+
+    __slots__ = ("host", "head", "key")
+
+    def __init__(self) -> None:
+        self.host: np.ndarray | None = None
+        self.head = _DEVICE
+        self.key: tuple[int, int, tuple[int, ...]] | None = None
+
+    def view(self, tensor: torch.Tensor) -> np.ndarray:
+        key = (tensor.data_ptr(), tensor.device.index or 0, tuple(tensor.shape))
+        if tensor.device.type == "cpu":
+            if self.key != key or self.host is None:
+                self.host, self.key = tensor.detach().numpy(), key
+            return self.host
+        if self.key != key or self.host is None:
+            self.host, self.key = np.empty(tuple(tensor.shape), np.float32), key
+            self.head = _DEVICE
+        if self.head == _DEVICE:
+            self.host[...] = tensor.detach().cpu().numpy()
+        self.head = _HOST
+        return self.host
+
+    def push(self, tensor: torch.Tensor) -> None:
+        """Before the device reads the tensor: the host's writes go to it."""
+        if tensor.device.type != "cpu" and self.head == _HOST and self.host is not None:
+            with torch.no_grad():
+                tensor.copy_(torch.from_numpy(self.host), non_blocking=False)
+        self.head = _DEVICE
+
+    def written(self) -> None:
+        """The device wrote the tensor: the host copy is stale."""
+        self.head = _DEVICE
+
 
 class Blob:
     """One Caffe blob; `data`/`diff` are re-fetched after `reshape` (as in pycaffe)."""
 
-    def __init__(self, data: np.ndarray, tensor: torch.Tensor | None = None) -> None:
-        self._data = data
-        self._diff: np.ndarray | None = None
-        self._tensor = tensor  # the parameter tensor `data` views, for parameter blobs
+    def __init__(self, data: torch.Tensor | np.ndarray,
+                 param: torch.nn.Parameter | None = None) -> None:
+        if isinstance(data, np.ndarray):
+            data = torch.from_numpy(np.ascontiguousarray(data, np.float32))
+        self._param = param
+        self._data_t: torch.Tensor = param if param is not None else data
+        self._diff_t: torch.Tensor | None = None
+        self._sync_data, self._sync_diff = _Synced(), _Synced()
 
     @classmethod
     def of_tensor(cls, tensor: torch.Tensor) -> Blob:
-        """A parameter blob: `data` shares memory with `tensor` (a CPU float32 tensor)."""
-        return cls(tensor.detach().numpy(), tensor)
+        """A parameter blob: `data` is `tensor`, `diff` its `.grad`."""
+        if isinstance(tensor, torch.nn.Parameter):
+            return cls(tensor, param=tensor)
+        return cls(tensor)
+
+    # -- the tensors (for the net) ---------------------------------------------------
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """The data tensor, with the host's writes pushed to it."""
+        self._sync_data.push(self._data_t)
+        return self._data_t.detach() if self._param is not None else self._data_t
+
+    @property
+    def diff_tensor(self) -> torch.Tensor:
+        """The diff tensor (zeros until written), with the host's writes pushed to it."""
+        if self._param is not None:
+            p = self._param
+            if p.grad is None or p.grad.shape != p.shape:
+                p.grad = torch.zeros_like(p, memory_format=torch.contiguous_format)
+            diff = p.grad
+        else:
+            if self._diff_t is None or self._diff_t.shape != self._data_t.shape \
+                    or self._diff_t.device != self._data_t.device:
+                self._diff_t = torch.zeros_like(self._data_t)
+                self._sync_diff = _Synced()
+            diff = self._diff_t
+        self._sync_diff.push(diff)
+        return diff
+
+    def set_data(self, value: torch.Tensor) -> None:
+        """The net wrote `value` into this blob (reallocated if its shape changed)."""
+        value = value.detach()
+        if self._data_t.shape != value.shape:
+            if self._param is not None:
+                raise ShapeError(f"a parameter blob of shape {list(self.shape)} cannot take "
+                                 f"a value of shape {list(value.shape)}")
+            self._data_t = torch.empty(value.shape, dtype=torch.float32,
+                                       device=self._data_t.device)
+        if self._data_t.data_ptr() != value.data_ptr():
+            with torch.no_grad():
+                self._data_t.copy_(value)
+        self._sync_data.written()
+
+    def set_diff(self, value: torch.Tensor | None) -> None:
+        """The net wrote a diff (None: zeros); a parameter's diff accumulates instead."""
+        diff = self.diff_tensor
+        with torch.no_grad():
+            if value is None:
+                diff.zero_()
+            else:
+                diff.copy_(value.detach().reshape(diff.shape))
+        self._sync_diff.written()
+
+    def add_diff(self, value: torch.Tensor) -> None:
+        diff = self.diff_tensor
+        with torch.no_grad():
+            diff.add_(value.detach().reshape(diff.shape))
+        self._sync_diff.written()
+
+    def share_data(self, other: Blob) -> None:
+        """Blob::ShareData: this blob's data is `other`'s, viewed in this blob's shape."""
+        if self._data_t.numel() == other._data_t.numel():
+            self._data_t = other._data_t.view(self._data_t.shape)
+            self._sync_data = other._sync_data if self.shape == other.shape else _Synced()
+
+    def share_diff(self, other: Blob) -> None:
+        """Blob::ShareDiff."""
+        if self._data_t.numel() == other._data_t.numel():
+            self._diff_t = other.diff_tensor.view(self._data_t.shape)
+            self._sync_diff = other._sync_diff if self.shape == other.shape else _Synced()
+
+    def to(self, device: torch.device) -> None:
+        """Moves an activation blob to `device` (parameters move with their module)."""
+        if self._param is None and self._data_t.device != device:
+            host = self._sync_data.view(self._data_t).copy()
+            self._data_t = torch.from_numpy(host).to(device)
+            self._diff_t = None
+            self._sync_data, self._sync_diff = _Synced(), _Synced()
+
+    # -- pycaffe's surface -----------------------------------------------------------
 
     @property
     def data(self) -> np.ndarray:
-        return self._data
+        return self._sync_data.view(self._data_t)
 
     @property
     def diff(self) -> np.ndarray:
-        if self._diff is None or self._diff.shape != self._data.shape:
-            self._diff = np.zeros_like(self._data)
-        return self._diff
+        diff = self.diff_tensor
+        sync = self._sync_diff
+        return sync.view(diff)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self._data.shape)
+        return tuple(self._data_t.shape)
 
     @property
     def count(self) -> int:
-        return int(self._data.size)
+        return int(self._data_t.numel())
 
     def _legacy(self, index: int, what: str) -> int:
         # Blob::LegacyShape: at most 4 axes; a missing axis counts as 1.
-        if self._data.ndim > 4:
-            raise ShapeError(f"blob.{what}: the blob has {self._data.ndim} axes {list(self.shape)}; "
-                             "num/channels/height/width need at most 4 (use blob.shape)")
-        return int(self._data.shape[index]) if index < self._data.ndim else 1
+        if self._data_t.dim() > 4:
+            raise ShapeError(f"blob.{what}: the blob has {self._data_t.dim()} axes "
+                             f"{list(self.shape)}; num/channels/height/width need at most 4 "
+                             "(use blob.shape)")
+        return int(self.shape[index]) if index < self._data_t.dim() else 1
 
     @property
     def num(self) -> int:
@@ -77,12 +202,13 @@ class Blob:
             shape.append(int(d))
         if tuple(shape) == self.shape:
             return
-        if self._tensor is not None:
+        if self._param is not None:
             raise PycaffeNotImplementedError(
                 f"blob.reshape{tuple(dims)} of a parameter blob of shape {list(self.shape)} is "
                 "not implemented yet in caffe_fx.pycaffe")
-        self._data = np.zeros(shape, dtype=np.float32)
-        self._diff = None
+        self._data_t = torch.zeros(shape, dtype=torch.float32, device=self._data_t.device)
+        self._diff_t = None
+        self._sync_data, self._sync_diff = _Synced(), _Synced()
 
     def __repr__(self) -> str:
         return f"<caffe_fx.pycaffe.Blob shape={list(self.shape)}>"

@@ -39,20 +39,9 @@ from ..passes.insert_splits import insert_splits
 from ..proto import caffe_pb2
 from ..weights_io import save_caffemodel
 from . import python_layer
-from .backward import (
-    READS_BOTTOM,
-    READS_DATA,
-    REPLAYED,
-    LayerTape,
-    TapeInterpreter,
-    layer_vjp,
-    lrn_inplace_backward,
-    neuron_backward,
-    plan_backward,
-    replayed_backward,
-    run_layer,
-    top_loss_weights,
-)
+from ..lowering.expose import _alias as _alias_fn
+from ..lowering.expose import expose_values
+from .backward import Plan, plan_backward, top_loss_weights
 from .blob import Blob
 
 TRAIN: int = caffe_pb2.TRAIN
@@ -200,14 +189,19 @@ class Net:
         for view, module in modules:
             self._tensors[view.name] = module.blob_tensors()
         info: Lowering = gm.meta["caffe"]
+        self._plan = plan_backward(net, {k: len(v) for k, v in self._tensors.items()})
+        self._freeze_params()
         self._gms[self._key_of(info)] = gm
         self._gm = gm
-        self.blobs = NamedDict(((b, Blob(np.zeros(info.blob_shapes[b], np.float32)))
+        self._probes: dict[int, fx.GraphModule] = {}
+        self.blobs = NamedDict(((b, Blob(torch.zeros(info.blob_shapes[b])))
                                 for b in self._graph.graph["blobs"]), "blob")
         self._link_shared()
         self._make_params()
-        self._plan = plan_backward(net, {k: len(v) for k, v in self._tensors.items()})
-        self._tape: dict[str, LayerTape] = {}
+        self._values: dict[str, torch.Tensor] = {}  # the last forward's values, by value id
+        self._io: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        self._chained = False  # _values hold one autograd graph of the whole net
+        self._device = torch.device("cpu")
         self._memory: list[Any] | None = None  # MemoryData: [data, labels, position]
         # Layer::SetLossWeights: a loss top's diff holds its loss weight, the seed of backward.
         for layer in net.layer:
@@ -270,20 +264,37 @@ class Net:
         info: Lowering = self._gm.meta["caffe"]
         for name, blob in self.blobs.items():
             if name not in self._sources and blob.shape != info.blob_shapes[name]:
-                blob._data = np.zeros(info.blob_shapes[name], np.float32)
-                blob._diff = None
+                blob.reshape(*info.blob_shapes[name])
         self._link_shared()
+        self._values, self._io, self._chained = {}, {}, False
 
     def _link_shared(self) -> None:
-        """Split, Flatten and Reshape tops share their bottom's memory in Caffe
-        (Blob::ShareData), so they always show the bottom's current values."""
+        """Split, Flatten and Reshape tops share their bottom's data in Caffe
+        (Blob::ShareData), so they always show the bottom's current values; Flatten and
+        Reshape share the diff too (Blob::ShareDiff), Split sums its tops' diffs."""
         for layer in self._net.layer:
             if layer.type in _SHARING_TYPES and layer.bottom:
                 bottom = self.blobs[layer.bottom[0]]
                 for top in layer.top:
                     blob = self.blobs[top]
-                    if blob is not bottom and blob.count == bottom.count:
-                        blob._data = bottom._data.reshape(blob.shape)
+                    if blob is not bottom:
+                        blob.share_data(bottom)
+                        if layer.type != "Split":
+                            blob.share_diff(bottom)
+
+    def _freeze_params(self) -> None:
+        """A blob whose lr_mult is 0 in every layer that holds it gets no diff in Caffe
+        (param_propagate_down false): it does not require grad."""
+        wanted: dict[int, bool] = {}
+        for i, layer in enumerate(self._net.layer):
+            for k, tensor in enumerate(self._tensors.get(layer.name, [])):
+                flag = k < len(self._plan.param_propagate_down[i]) \
+                    and self._plan.param_propagate_down[i][k]
+                wanted[id(tensor)] = wanted.get(id(tensor), False) or flag
+        for tensors in self._tensors.values():
+            for tensor in tensors:
+                if isinstance(tensor, torch.nn.Parameter) and tensor.requires_grad:
+                    tensor.requires_grad_(wanted.get(id(tensor), True))
 
     # -- properties ------------------------------------------------------------------
 
@@ -345,22 +356,36 @@ class Net:
         return names.index(name)
 
     def _runner(self) -> fx.GraphModule:
-        """The GraphModule to run: the net's own on CPU; in GPU mode a CUDA copy whose
-        blobs are refreshed from the NumPy-visible CPU tensors before every forward."""
-        if not _MODE["gpu"]:
-            return self._gm
+        """The GraphModule the facade runs: the net's, returning every value by id, on the
+        mode's device (the net's modules and blobs move there once, as Caffe's
+        SyncedMemory moves to the device that reads it)."""
         device = _device()
-        gm = self._device_gms.get(id(self._gm))
-        if gm is None:
-            gm = copy.deepcopy(self._gm).to(device)
-            self._device_gms[id(self._gm)] = gm
+        if device != self._device:
+            self._move_to(device)
+        probe = self._probes.get(id(self._gm))
+        if probe is None:
+            probe = expose_values(self._gm, self._graph)
+            self._probes[id(self._gm)] = probe
+        return probe
+
+    def _move_to(self, device: torch.device) -> None:
+        """The modules' parameters move in place (the Parameter objects, which the param
+        blobs view, stay); buffers are re-collected; blobs of other shapes' graphs are
+        dropped, so that one set of tensors remains."""
+        key = self._key_of(self._gm.meta["caffe"])
+        self._gms = {key: self._gm}
+        self._probes = {}
+        self._gm.to(device)
         info: Lowering = self._gm.meta["caffe"]
-        with torch.no_grad():
-            for layer, sub in info.modules.items():
-                module = cast(CaffeModule, gm.get_submodule(sub))
-                for name, tensor in zip(module.caffe_blobs, self._tensors[layer]):
-                    getattr(module, name).copy_(tensor, non_blocking=True)
-        return gm
+        for layer, sub in info.modules.items():
+            module = cast(CaffeModule, self._gm.get_submodule(sub))
+            self._tensors[layer] = module.blob_tensors()
+        self._make_params()
+        for blob in self.blobs.values():
+            blob.to(device)
+        self._link_shared()
+        self._values, self._io, self._chained = {}, {}, False
+        self._device = device
 
     def forward(self, blobs: Sequence[str] | None = None, start: str | None = None,
                 end: str | None = None, **kwargs: np.ndarray) -> dict[str, np.ndarray]:
@@ -400,72 +425,99 @@ class Net:
             self._feed_memory()
         if self._current_key() != self._key_of(self._gm.meta["caffe"]):
             self.reshape()  # Layer::Forward reshapes first, so forward() follows new inputs
-        with torch.no_grad():
-            if start_ind == 0 and end_ind == len(self.layers) - 1:
-                self._forward_all_layers()
-            else:
-                self._forward_from_to(start_ind, end_ind)
+        if start_ind == 0 and end_ind == len(self.layers) - 1:
+            self._forward_all_layers()
+        else:
+            self._forward_from_to(start_ind, end_ind)
         return {out: self.blobs[out].data for out in outputs}
 
-    def _tensor(self, name: str, device: torch.device) -> torch.Tensor:
-        return torch.from_numpy(self.blobs[name].data).to(device)
-
-    def _store(self, name: str, value: torch.Tensor) -> None:
-        blob = self.blobs[name]
-        out = value.detach().to("cpu", torch.float32).numpy()
-        if blob.shape != tuple(out.shape):
-            blob._data = np.zeros(out.shape, np.float32)
-            self._link_shared()
-        blob._data[...] = out
+    def _leaf(self, blob: str, needs_grad: bool) -> torch.Tensor:
+        """A blob's data as a layer's input: the blob's own tensor when nothing will be
+        differentiated, else a copy that autograd keeps (Caffe's layers that need their
+        bottoms in backward keep them; a later in-place layer must not change it)."""
+        tensor = self.blobs[blob].tensor
+        if not self._plan.any:
+            return tensor
+        return tensor.clone().requires_grad_(needs_grad)
 
     def _forward_all_layers(self) -> None:
-        gm = self._runner()
-        device = _device()
-        feeds = {s: self._tensor(s, device) for s in self._sources}
-        if self._plan.any:  # tape the layers that a later backward() differentiates
-            self._tape = {}
-            # The tape keeps the layers' inputs as they were (Caffe's layers that need
-            # them keep copies): not views of blobs that an in-place layer may overwrite.
-            feeds = {s: t.clone() for s, t in feeds.items()}
-            results = TapeInterpreter(gm, self._tape).run(
-                *(feeds[n.meta["caffe_blob"]] for n in gm.graph.nodes if n.op == "placeholder"))
-        else:
-            results = gm(**feeds)
-        for name, value in results.items():
-            if name not in self._sources or value is not feeds[name]:  # in place on an input
-                self._store(name, value)
+        """The whole net in one call of its GraphModule: one autograd graph when a later
+        backward() needs it, none otherwise."""
+        probe = self._runner()
+        feeds = [self._leaf(n.meta["caffe_blob"], n.meta["caffe_blob"] in self._grad_inputs)
+                 for n in probe.graph.nodes if n.op == "placeholder"]
+        with torch.set_grad_enabled(self._plan.any):
+            values = probe(*feeds)
+        self._values, self._io, self._chained = values, {}, self._plan.any
+        self._store_values(values)
+
+    def _store_values(self, values: Mapping[str, torch.Tensor]) -> None:
+        """Every blob shows its final value (its last in-place version), in net order so
+        that a Reshape's in-place writers show through its bottom, as in Caffe."""
+        split_tops = {t for layer in self._net.layer if layer.type == "Split" for t in layer.top}
+        resized = False
+        for name, vid in self._graph.graph["blobs"].items():
+            value = values.get(vid)
+            if value is None or name in split_tops:
+                continue
+            blob = self.blobs[name]
+            resized |= blob.shape != tuple(value.shape)
+            blob.set_data(value)
+        if resized:  # a data-dependent top (Filter): the sharing tops follow
+            self._link_shared()
+
+    @property
+    def _grad_inputs(self) -> frozenset[str]:
+        """Input blobs whose diff Caffe computes (force_backward, propagate_down)."""
+        plan, g = self._plan, self._graph
+        out = set()
+        for i, layer in enumerate(self._net.layer):
+            if layer.type in SOURCE_TYPES:
+                continue
+            for j, vid in enumerate(g.nodes[i]["bottoms"]):
+                value = g.graph["values"][vid]
+                producer = self._net.layer[value.producer]
+                if producer.type in SOURCE_TYPES and plan.bottom_need_backward[i][j]:
+                    out.add(layer.bottom[j])
+        return frozenset(out)
 
     def _forward_from_to(self, start: int, end: int) -> None:
         """Net::ForwardFromTo: layer by layer, each reading and writing the blobs."""
-        gm = self._runner()
-        device = _device()
-        nodes = {n.meta["caffe_layer"]: n for n in gm.graph.nodes if "caffe_layer" in n.meta}
-        for layer in list(self._net.layer)[start:end + 1]:
+        probe = self._runner()
+        nodes = {n.meta["caffe_layer"]: n for n in probe.graph.nodes
+                 if "caffe_layer" in n.meta and n.target is not _alias_fn}
+        plan = self._plan
+        if self._chained:  # the values no longer form one graph
+            self._io = {i: self._io_of(i) for i in range(len(self._net.layer))
+                        if plan.layer_need_backward[i]}
+            self._chained = False
+        for i in range(start, end + 1):
+            layer = self._net.layer[i]
             if layer.type in SOURCE_TYPES:
                 continue  # data layers read files caffe_fx does not read: blobs stay as set
+            need = plan.bottom_need_backward[i]
+            bottoms = [self._leaf(b, need[j]) for j, b in enumerate(layer.bottom)]
             node = nodes.get(layer.name)
-            if node is None:  # IDENTITY (Split, TEST Dropout) or a layer without tops
-                for j, top in enumerate(layer.top):
-                    bottom = layer.bottom[j if j < len(layer.bottom) else 0]
-                    if top != bottom:
-                        self._store(top, self._tensor(bottom, device))
-                continue
-            bottoms = [self._tensor(b, device) for b in layer.bottom]
-            if self._plan.any:  # as in _forward_all_layers: the tape holds its own copies
-                bottoms = [t.clone() for t in bottoms]
-            args: tuple = (bottoms,) if node.args and isinstance(node.args[0], (list, tuple)) \
-                else tuple(bottoms)
-            if self._plan.any:
-                module = gm.get_submodule(node.target) if node.op == "call_module" else None
-                result = run_layer(node, module, args, dict(node.kwargs), self._tape)
-            elif node.op == "call_module":
-                result = gm.get_submodule(node.target)(*args, **node.kwargs)
-            else:
-                fn = torch.relu if node.target is torch.relu_ else node.target
-                result = fn(*args, **node.kwargs)
-            outs = list(result) if isinstance(result, (tuple, list)) else [result]
+            with torch.set_grad_enabled(plan.any):
+                if node is None:  # IDENTITY (Split, TEST Dropout) or a layer without tops
+                    outs = [_alias_fn(bottoms[j if j < len(bottoms) else 0])
+                            for j in range(len(layer.top))]
+                else:
+                    args: tuple = (bottoms,) if node.args and isinstance(node.args[0],
+                                                                         (list, tuple)) \
+                        else tuple(bottoms)
+                    if node.op == "call_module":
+                        result = probe.get_submodule(cast(str, node.target))(*args,
+                                                                            **node.kwargs)
+                    else:
+                        result = cast(Any, node.target)(*args, **node.kwargs)
+                    outs = list(result) if isinstance(result, (tuple, list)) else [result]
+            if plan.any:
+                self._io[i] = (bottoms, outs)
             for top, value in zip(layer.top, outs):
-                self._store(top, value)
+                self.blobs[top].set_data(value)
+            if any(self.blobs[t].shape != tuple(v.shape) for t, v in zip(layer.top, outs)):
+                self._link_shared()
 
     def _batch(self, blobs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         """pycaffe's Net._batch: batch-size slices, the last one zero-padded."""
@@ -657,8 +709,8 @@ class Net:
         layer = self._net.layer[0]
         batch = layer.memory_data_param.batch_size
         for top, arr in zip(layer.top, (data, labels)):
-            self.blobs[top]._data = np.array(arr[pos:pos + batch], dtype=np.float32)
-            self.blobs[top]._diff = None
+            self.blobs[top].set_data(torch.from_numpy(np.array(arr[pos:pos + batch],
+                                                               dtype=np.float32)))
         self._memory[2] = (pos + batch) % len(data)
 
     # -- backward --------------------------------------------------------------------
@@ -700,99 +752,110 @@ class Net:
                     raise ShapeError(
                         f"backward(): diff for '{name}' of shape {list(value.shape)} does not "
                         f"fit the blob of shape {list(target.shape)}: {e}") from e
-        self._backward_from_to(start_ind, end_ind)
+        if self._chained and start_ind == len(self.layers) - 1 and end_ind == 0:
+            self._backward_all()
+        else:
+            self._backward_from_to(start_ind, end_ind)
         return {out: self.blobs[out].diff for out in outputs}
 
+    def _io_of(self, i: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Layer i's bottoms and tops as the last forward computed them."""
+        if i in self._io:
+            return self._io[i]
+        attrs = self._graph.nodes[i]
+        try:
+            return ([self._values[v] for v in attrs["bottoms"]],
+                    [self._values[v] for v in attrs["tops"]])
+        except KeyError:
+            layer = self._net.layer[i]
+            raise InputError(f"backward(): layer '{layer.name}' ({layer.type}) has not run "
+                             "forward since the net was made or reshaped; call forward() "
+                             "first") from None
+
+    def _param_grads(self, i: int) -> list[tuple[Blob, torch.Tensor]]:
+        """Layer i's param blobs that Caffe differentiates, with their tensors."""
+        flags = self._plan.param_propagate_down[i]
+        name = self._net.layer[i].name
+        return [(blob, tensor) for blob, tensor, flag
+                in zip(self.layers[i].blobs, self._tensors.get(name, []), flags)
+                if flag and tensor.requires_grad]
+
+    def _backward_all(self) -> None:
+        """Net::Backward as one autograd pass over the forward's graph, seeded with every
+        output blob's diff (a loss top's is its loss weight); each blob's diff becomes the
+        gradient of the version that its lowest layer needing backward reads, as Caffe's
+        in-place layers leave it."""
+        plan, g = self._plan, self._graph
+        values = g.graph["values"]
+        roots, seeds = [], []
+        for name in g.graph["outputs"]:
+            vid = g.graph["blobs"][name]
+            tensor = self._values.get(vid)
+            if tensor is not None and tensor.requires_grad \
+                    and plan.layer_need_backward[values[vid].producer]:
+                roots.append(tensor)
+                seeds.append(self.blobs[name].diff_tensor.reshape(tensor.shape))
+        writers: dict[str, str] = {}
+        for i in range(len(self._net.layer) - 1, -1, -1):
+            layer = self._net.layer[i]
+            if plan.layer_need_backward[i] and layer.type not in SOURCE_TYPES:
+                for j, flag in enumerate(plan.bottom_need_backward[i]):
+                    if flag:
+                        writers[layer.bottom[j]] = g.nodes[i]["bottoms"][j]
+        targets = [(self.blobs[b], self._values.get(vid)) for b, vid in writers.items()]
+        params: dict[int, tuple[Blob, torch.Tensor]] = {}
+        for i in range(len(self._net.layer)):
+            if plan.layer_need_backward[i]:
+                for blob, tensor in self._param_grads(i):
+                    params.setdefault(id(tensor), (blob, tensor))
+        inputs = [t for _, t in targets if t is not None and t.requires_grad] \
+            + [t for _, t in params.values()]
+        grads: dict[int, torch.Tensor | None] = {}
+        if roots and inputs:
+            got = torch.autograd.grad(roots, inputs, seeds, retain_graph=True,
+                                      allow_unused=True)
+            grads = {id(t): gr for t, gr in zip(inputs, got)}
+        for blob, tensor in targets:
+            blob.set_diff(grads.get(id(tensor)) if tensor is not None else None)
+        for blob, tensor in params.values():
+            grad = grads.get(id(tensor))
+            if grad is not None:
+                blob.add_diff(grad)
+
     def _backward_from_to(self, start: int, end: int) -> None:
-        """Net::BackwardFromTo: layers start down to end, those that need backward."""
-        self._alias_shared_diffs()
+        """Net::BackwardFromTo: layers start down to end, those that need backward, each
+        one vector-Jacobian product of its own ops with its tops' current diffs."""
         plan = self._plan
-        noded = {n.meta["caffe_layer"] for n in self._gm.graph.nodes if "caffe_layer" in n.meta}
-        layers = list(self._net.layer)
         for i in range(start, end - 1, -1):
-            layer = layers[i]
+            layer = self._net.layer[i]
             if not plan.layer_need_backward[i] or layer.type in SOURCE_TYPES:
                 continue
             need = plan.bottom_need_backward[i]
-            if layer.name not in noded:
-                self._identity_backward(layer, need)
-                continue
-            record = self._tape.get(layer.name)
-            if record is None:
-                raise InputError(f"backward(): layer '{layer.name}' ({layer.type}) has not run "
-                                 "forward since the net was made or reshaped; call forward() "
-                                 "first")
-            if layer.type == "Python":
-                python_layer.backward(self._python_layers[layer.name],
-                                      [self.blobs[t] for t in layer.top], need,
-                                      [self.blobs[b] for b in layer.bottom])
-                continue
-            if layer.type in REPLAYED and not plan.param_propagate_down[i]:
-                if need[0]:
-                    replayed_backward(layer, self.blobs[layer.bottom[0]],
-                                      self.blobs[layer.top[0]])
-                continue
-            if layer.type == "LRN" and layer.top[0] == layer.bottom[0]:
-                if need[0]:
-                    lrn_inplace_backward(layer, record.leaves[0].detach().cpu().numpy(),
-                                         self.blobs[layer.top[0]])
-                continue
-            top_diffs = [torch.from_numpy(self.blobs[t].diff) for t in layer.top]
-            if layer.type in READS_DATA and not plan.param_propagate_down[i]:
-                if need[0]:
-                    bottom, top = (torch.from_numpy(self.blobs[b].data)
-                                   for b in (layer.bottom[0], layer.top[0]))
-                    if layer.type in READS_BOTTOM:
-                        (g,), _ = layer_vjp(layer, record, top_diffs, need, (), bottom)
-                    else:
-                        g = neuron_backward(layer, bottom, top, top_diffs[0])
-                    diff = self.blobs[layer.bottom[0]].diff
-                    diff[...] = 0 if g is None else g.detach().cpu().numpy()
-                continue
-            bottom_grads, param_grads = layer_vjp(layer, record, top_diffs, need,
-                                                  plan.param_propagate_down[i], None)
-            for b, flag, g in zip(layer.bottom, need, bottom_grads):
-                if flag:
-                    diff = self.blobs[b].diff
-                    diff[...] = 0 if g is None else g.detach().cpu().reshape(diff.shape).numpy()
-            for blob, g in zip(self.layers[i].blobs, param_grads):
-                if g is not None:
-                    blob.diff[...] += g.detach().cpu().reshape(blob.shape).numpy()
-
-    def _identity_backward(self, layer: caffe_pb2.LayerParameter, need: tuple[bool, ...]) -> None:
-        """Layers without a node: Split sums its tops' diffs into the bottom's; the other
-        pass-through layers (TEST Dropout) copy; a layer without tops (Silence) zero-fills."""
-        if not layer.top:
-            for b, flag in zip(layer.bottom, need):
-                if flag:
-                    self.blobs[b].diff[...] = 0
-            return
-        if len(layer.bottom) == 1 and len(layer.top) > 1:  # Split
-            if need[0]:
-                total = np.zeros_like(self.blobs[layer.bottom[0]].diff)
-                for t in layer.top:
-                    total += self.blobs[t].diff.reshape(total.shape)
-                self.blobs[layer.bottom[0]].diff[...] = total
-            return
-        for j, t in enumerate(layer.top):
-            b = layer.bottom[j if j < len(layer.bottom) else 0]
-            if b != t and need[j if j < len(need) else 0]:
-                self.blobs[b].diff[...] = self.blobs[t].diff.reshape(self.blobs[b].shape)
-
-    def _alias_shared_diffs(self) -> None:
-        """Net::ShareWeights shares diffs too: layers with one tensor show one diff."""
-        owners: dict[int, Blob] = {}
-        for layer in self.layers:
-            for blob in layer.blobs:
-                owner = owners.setdefault(id(blob._tensor), blob)
-                if owner is not blob and blob._diff is not owner.diff:
-                    blob._diff = owner.diff
+            bottoms, tops = self._io_of(i)
+            pairs = [(t, self.blobs[name].diff_tensor.reshape(t.shape))
+                     for t, name in zip(tops, layer.top) if t.requires_grad]
+            wanted = [(self.blobs[b], bottoms[j]) for j, b in enumerate(layer.bottom)
+                      if need[j]]
+            params = self._param_grads(i)
+            inputs = [t for _, t in wanted if t.requires_grad] + [t for _, t in params]
+            grads: dict[int, torch.Tensor | None] = {}
+            if pairs and inputs:
+                got = torch.autograd.grad([t for t, _ in pairs], inputs,
+                                          [d for _, d in pairs], retain_graph=True,
+                                          allow_unused=True)
+                grads = {id(t): gr for t, gr in zip(inputs, got)}
+            for blob, tensor in wanted:  # Silence and the like: zeros
+                blob.set_diff(grads.get(id(tensor)))
+            for blob, tensor in params:
+                grad = grads.get(id(tensor))
+                if grad is not None:
+                    blob.add_diff(grad)
 
     def clear_param_diffs(self) -> None:
         """Net::ClearParamDiffs: zero every parameter blob's diff."""
         for layer in self.layers:
             for blob in layer.blobs:
-                blob.diff[...] = 0
+                blob.set_diff(None)
 
     def forward_backward_all(self, blobs: Sequence[str] | None = None,
                              diffs: Sequence[str] | None = None, **kwargs: np.ndarray

@@ -94,7 +94,7 @@ class PythonLayerModule(CaffeModule):
         blobs = getattr(layer, "blobs", [])
         self.caffe_blobs = tuple(f"blob{k}" for k in range(len(blobs)))
         for name, blob in zip(self.caffe_blobs, blobs):
-            tensor = blob._tensor
+            tensor = blob._param
             if not isinstance(tensor, torch.nn.Parameter):
                 tensor = torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(
                     blob.data, np.float32)), requires_grad=False)
@@ -109,10 +109,10 @@ class PythonLayerModule(CaffeModule):
         with torch.no_grad():
             for name, blob in zip(self.caffe_blobs, blobs):
                 loaded = getattr(self, name)
-                if isinstance(blob._tensor, torch.nn.Parameter):
-                    if blob._tensor is not loaded:
-                        blob._tensor.copy_(loaded)
-                        self._parameters[name] = blob._tensor
+                if isinstance(blob._param, torch.nn.Parameter):
+                    if blob._param is not loaded:
+                        blob._param.copy_(loaded)
+                        self._parameters[name] = blob._param
                 else:
                     blob.data[...] = loaded.detach().numpy().reshape(blob.shape)
 
@@ -120,18 +120,55 @@ class PythonLayerModule(CaffeModule):
         if self.shape_only or any(b.is_meta for b in bottoms):
             self.shape_only = False
             outs = [torch.empty(s, device="meta") for s in self.top_shapes]
+        elif self.live.tops and torch.is_grad_enabled() \
+                and any(b.requires_grad for b in bottoms):
+            outs = list(_PythonLayerFunction.apply(self.live, *bottoms))
         else:
-            device = bottoms[0].device if bottoms else torch.device("cpu")
-            bottom = [Blob(b.detach().to("cpu", torch.float32).contiguous().numpy())
-                      for b in bottoms]
-            layer, tops = self.live.layer, self.live.tops
-            with torch.device("cpu"):
-                layer.reshape(bottom, tops)  # Layer::Forward reshapes first
-                layer.forward(bottom, tops)
-            outs = [torch.from_numpy(np.array(t.data, np.float32)).to(device) for t in tops]
+            outs = _run_forward(self.live, bottoms)[1]
         if not outs:
             return None
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def _run_forward(live: _Live, bottoms: Sequence[torch.Tensor]
+                 ) -> tuple[list[Blob], list[torch.Tensor]]:
+    """Layer::Forward of a Python layer on host copies of the bottoms: reshape, then
+    forward; the tops come back as tensors on the bottoms' device."""
+    device = bottoms[0].device if bottoms else torch.device("cpu")
+    bottom = [Blob(b.detach().to("cpu", torch.float32).contiguous().numpy().copy())
+              for b in bottoms]
+    with torch.device("cpu"):
+        live.layer.reshape(bottom, live.tops)  # Layer::Forward reshapes first
+        live.layer.forward(bottom, live.tops)
+    return bottom, [torch.from_numpy(np.array(t.data, np.float32)).to(device)
+                    for t in live.tops]
+
+
+class _PythonLayerFunction(torch.autograd.Function):
+    """A Python layer inside autograd: its backward is the layer's own backward(top,
+    propagate_down, bottom), with the tops' diffs set from the incoming gradients and
+    the bottoms holding the data forward saw (PythonLayer::Backward_cpu)."""
+
+    @staticmethod
+    def forward(ctx: Any, live: _Live, *bottoms: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        bottom, outs = _run_forward(live, bottoms)
+        ctx.live, ctx.bottom = live, bottom
+        ctx.devices = [b.device for b in bottoms]
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx: Any, *top_grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        live, bottom = ctx.live, ctx.bottom
+        for blob, grad in zip(live.tops, top_grads):
+            blob.set_diff(grad.to("cpu", torch.float32) if grad is not None else None)
+        flags = [bool(f) for f in ctx.needs_input_grad[1:]]
+        for blob in bottom:
+            blob.set_diff(None)
+        with torch.device("cpu"):
+            live.layer.backward(list(live.tops), flags, bottom)
+        grads = [torch.from_numpy(b.diff.copy()).to(d) if f else None
+                 for b, f, d in zip(bottom, flags, ctx.devices)]
+        return (None, *grads)
 
 
 # The Python layers of the facade Net being built (layer name -> module), or None.
@@ -208,13 +245,6 @@ def own_layers(layers: Mapping[str, PythonLayerModule],
     for name, module in layers.items():
         blobs = module.live.layer.blobs
         mine = tensors.get(name, [])
-        if len(blobs) == len(mine) and all(b._tensor is t for b, t in zip(blobs, mine)):
+        if len(blobs) == len(mine) and all(b._param is t for b, t in zip(blobs, mine)):
             out[name] = module.live.layer
     return out
-
-
-def backward(module: PythonLayerModule, top: Sequence[Blob], propagate_down: Sequence[bool],
-             bottom: Sequence[Blob]) -> None:
-    """PythonLayer::Backward_cpu: the layer writes the bottoms' (and its blobs') diffs."""
-    with torch.device("cpu"):
-        module.live.layer.backward(list(top), [bool(f) for f in propagate_down], list(bottom))
