@@ -3,7 +3,8 @@
 Mirrors src/caffe/layers/base_conv_layer.cpp, conv_layer.cpp and deconv_layer.cpp:
 weights (num_output, C/group, k...) for Convolution and (C, num_output/group, k...) for
 Deconvolution, as torch's Conv*d / ConvTranspose*d store them; `axis` folds the axes
-before the channel axis into the batch.
+before the channel axis into the batch.  Several bottoms share the one weight, bottom i
+giving top i (BaseConvolutionLayer's loops over bottom.size()).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...errors import ShapeError
+from ...errors import NetDefinitionError, ShapeError
 from ..geometry import Geometry, conv_geometry
 from ..registry import CaffeModule, LayerView, register
 
@@ -40,7 +41,14 @@ class CaffeConv(CaffeModule):
         self.transposed = transposed
         self.nhwc = not transposed and len(weight_shape) == 4  # see forward
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, *xs: Tensor) -> Tensor | tuple[Tensor, ...]:
+        # One top per bottom, all through the same weight (base_conv_layer.cpp); Caffe's
+        # backward sums the weight diff over them, as autograd does here.
+        if len(xs) == 1:
+            return self._one(xs[0])
+        return tuple(self._one(x) for x in xs)
+
+    def _one(self, x: Tensor) -> Tensor:
         lead = x.shape[: self.axis]
         if self.axis != 1:
             x = x.reshape([-1] + list(x.shape[self.axis:]))
@@ -81,9 +89,12 @@ class CaffeConv(CaffeModule):
 def _conv_module(view: LayerView, transposed: bool) -> CaffeConv:
     p = view.param.convolution_param
     shape = view.input_shapes[0]
-    if any(s != shape for s in view.input_shapes[1:]):
-        raise view.error(f"all bottoms must have the same shape; got {list(view.input_shapes)}",
-                         ShapeError)
+    # BaseConvolutionLayer::Reshape: CHECK "All inputs must have the same shape."
+    for j, other in enumerate(view.input_shapes[1:], 1):
+        if other != shape:
+            raise view.error(f"bottom[{j}] '{view.bottoms[j]}' has shape {list(other)} but "
+                             f"bottom[0] '{view.bottoms[0]}' has {list(shape)}; all bottoms "
+                             f"must have the same shape (they share one weight)", ShapeError)
     axis = p.axis + len(shape) if p.axis < 0 else p.axis
     if not 0 <= axis < len(shape):
         raise view.error(f"convolution_param.axis = {p.axis} is out of range for a "
@@ -106,11 +117,25 @@ def _conv_module(view: LayerView, transposed: bool) -> CaffeConv:
                      [p.weight_filler, p.bias_filler])
 
 
-@register("Convolution", params=("convolution_param",), bottoms=1, tops=1)
+def _check_pairs(view: LayerView) -> None:
+    # Layer::CheckBlobCounts, EqualNumBottomTopBlobs: "<type> Layer produces one top blob
+    # as output for each bottom blob input."
+    if len(view.bottoms) != len(view.tops):
+        raise view.error(f"has {len(view.bottoms)} bottoms and {len(view.tops)} tops; it "
+                         f"gives one top for each bottom, so the counts must be equal",
+                         NetDefinitionError)
+
+
+# In place is refused: the top is reshaped (and im2col reads the bottom) while it is written.
+@register("Convolution", params=("convolution_param",), bottoms=(1, None), tops=(1, None),
+          inplace_ok=False)
 def convolution(view: LayerView) -> CaffeConv:
+    _check_pairs(view)
     return _conv_module(view, transposed=False)
 
 
-@register("Deconvolution", params=("convolution_param",), bottoms=1, tops=1)
+@register("Deconvolution", params=("convolution_param",), bottoms=(1, None), tops=(1, None),
+          inplace_ok=False)
 def deconvolution(view: LayerView) -> CaffeConv:
+    _check_pairs(view)
     return _conv_module(view, transposed=True)

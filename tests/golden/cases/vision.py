@@ -14,6 +14,18 @@ def conv(name: str, params: str, shape=(2, 3, 9, 9), kind="Convolution",
                 save_weights=save_weights)
 
 
+def conv_pairs(name: str, params: str, n: int = 2, shape=(2, 3, 7, 7),
+               kind="Convolution") -> Case:
+    """One (de)convolution over n bottoms of one shape, bottom i giving top i through the
+    shared weight (BaseConvolutionLayer: one weight, a loop over the bottoms)."""
+    inputs = {f"data{i}": shape for i in range(n)}
+    bottoms = "".join(f' bottom: "data{i}"' for i in range(n))
+    tops = "".join(f' top: "conv{i}"' for i in range(n))
+    layer = ('layer { name: "conv" type: "%s"%s%s\n'
+             '  convolution_param { %s } }\n' % (kind, bottoms, tops, params))
+    return Case(f"{kind.lower()}-{name}", kind, input_net(inputs) + layer, inputs)
+
+
 def pool(name: str, params: str, shape=(2, 3, 9, 9), tops=("pool",)) -> Case:
     top = "".join(f' top: "{t}"' for t in tops)
     layer = ('layer { name: "pool" type: "Pooling" bottom: "data"%s\n'
@@ -36,6 +48,12 @@ CASES = [
     conv("basic", "num_output: 4 kernel_size: 3 stride: 2", kind="Deconvolution"),
     conv("group_pad", "num_output: 6 kernel_size: 4 stride: 2 pad: 1 group: 3", kind="Deconvolution"),
     conv("dilation", "num_output: 2 kernel_size: 3 dilation: 2 bias_term: false", kind="Deconvolution"),
+    conv_pairs("two_bottoms", "num_output: 4 kernel_size: 3 pad: 1"),
+    conv_pairs("two_bottoms_group_stride", "num_output: 6 kernel_size: 3 stride: 2 group: 3"),
+    conv_pairs("three_bottoms_3d", "num_output: 2 kernel_size: 2", n=3, shape=(1, 2, 3, 4, 5)),
+    conv_pairs("two_bottoms", "num_output: 3 kernel_size: 3 stride: 2", kind="Deconvolution"),
+    conv_pairs("two_bottoms_group", "num_output: 4 kernel_size: 2 group: 2 bias_term: false",
+               shape=(2, 4, 5, 5), kind="Deconvolution"),
     pool("max", "pool: MAX kernel_size: 3 stride: 2"),
     pool("max_ceil_overhang", "pool: MAX kernel_size: 3 stride: 2", shape=(1, 2, 10, 10)),
     pool("max_pad", "pool: MAX kernel_size: 3 stride: 2 pad: 1"),
