@@ -181,6 +181,31 @@ CASES = [
          {"data": normal(3, 4),
           "label": lambda r: r.randint(0, 5, size=(3,)).astype(np.float32),
           "target": normal(3, 5)}),
+    # Reshape and Flatten share their bottom's data and diff (Blob::ShareData/ShareDiff):
+    # an in-place layer after them shows through the bottom blob too
+    Case("reshape_inplace",
+         input_layer("data", 2, 12) + input_layer("target", 2, 6) + _ip("ip1", "data", 6) +
+         'layer { name: "reshape" type: "Reshape" bottom: "ip1" top: "r" '
+         'reshape_param { shape { dim: 0 dim: 2 dim: 3 } } }\n'
+         'layer { name: "relu" type: "ReLU" bottom: "r" top: "r" }\n'
+         'layer { name: "reshape2" type: "Reshape" bottom: "r" top: "f" '
+         'reshape_param { shape { dim: 0 dim: 6 } } }\n'
+         + _euclid("loss", "f", "target"),
+         {"data": normal(2, 12), "target": normal(2, 6)}),
+    Case("flatten_inplace",
+         input_layer("data", 2, 12) + input_layer("target", 2, 6) + _ip("ip1", "data", 6) +
+         'layer { name: "flat" type: "Flatten" bottom: "ip1" top: "f" }\n'
+         'layer { name: "scale" type: "Power" bottom: "f" top: "f" power_param { scale: 2 } }\n'
+         + _euclid("loss", "f", "target"),
+         {"data": normal(2, 12), "target": normal(2, 6)}),
+    # Filter's top holds only the selected items: its shape is known after forward
+    Case("filter_selected",
+         input_layer("data", 4, 3) + input_layer("sel", 4) + _ip("ip1", "data", 5) +
+         'layer { name: "filter" type: "Filter" bottom: "ip1" bottom: "sel" top: "picked" }\n'
+         'layer { name: "sum" type: "Reduction" bottom: "picked" top: "loss" '
+         'loss_weight: 1 reduction_param { operation: SUMSQ } }\n',
+         {"data": normal(4, 3),
+          "sel": lambda r: np.array([1, 0, 1, 1], np.float32)}),
 ]
 
 
