@@ -132,3 +132,92 @@ def assert_facade_matches(net: Any, inputs: Mapping[str, np.ndarray],
     assert set(ours) == set(theirs), f"{what}: recorded arrays differ: " \
         f"{sorted(set(ours) ^ set(theirs))[:10]}"
     assert_blobs_match(ours, theirs, what, tol)
+
+
+class _OnCaffesValues(fx.Interpreter):
+    """Runs a compiled net so that every blob's final value equals Caffe's recorded one
+    while autograd still flows through our ops: `caffe + (ours - ours.detach())`.  Each
+    layer's backward then reads Caffe's forward values, as assert_facade_matches does."""
+
+    def __init__(self, gm: fx.GraphModule, caffe: Mapping[str, np.ndarray]) -> None:
+        super().__init__(gm)
+        self.caffe = caffe
+        self.blob_of: dict[str, str] = {}  # node name -> the blob whose final value it is
+        output = next(n for n in gm.graph.nodes if n.op == "output")
+        for blob, node in output.args[0].items():
+            if node.op == "call_method" and node.target == "contiguous":
+                node = node.args[0]  # NHWC inside: the layer's own node
+            self.blob_of[node.name] = blob
+
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        blob = self.blob_of.get(n.name)
+        key = f"data/{blob}"
+        if blob is not None and isinstance(out, torch.Tensor) and key in self.caffe \
+                and n.op != "placeholder" and tuple(out.shape) == self.caffe[key].shape:
+            value = torch.from_numpy(self.caffe[key]).to(out.dtype)
+            out = value + (out - out.detach()) if out.requires_grad else value
+        return out
+
+
+def assert_graph_matches(prototxt: Path, weights: Path, inputs: Mapping[str, np.ndarray],
+                         topdiffs: Mapping[str, np.ndarray], caffe: Mapping[str, np.ndarray],
+                         meta: Mapping[str, Any], what: str, tol: float = TOLERANCE) -> None:
+    """Plain torch.autograd on compile()'s GraphModule: seeded with Caffe's loss weights
+    and `topdiffs`, every input's grad, every param's .grad and the diff of every blob no
+    layer writes in place equal Caffe's (run_oracle with backward=True), on Caffe's
+    forward values (see _OnCaffesValues)."""
+    net = read_net(str(prototxt))
+    blobs = [b for b in meta["blobs"] if f"data/{b}" in caffe]
+    gm = caffe_fx.compile(str(prototxt), str(weights), outputs=blobs,
+                          input_shapes={k: v.shape for k, v in inputs.items()})
+    inplace = {layer.top[j] for layer in net.layer for j in range(len(layer.top))
+               if j < len(layer.bottom) and layer.bottom[j] == layer.top[j]}
+    feeds = {k: torch.tensor(v, requires_grad=True) for k, v in inputs.items()}
+    placeholders = [n.meta["caffe_blob"] for n in gm.graph.nodes if n.op == "placeholder"]
+    outs = _OnCaffesValues(gm, caffe).run(*(feeds[b] for b in placeholders))
+    roots, seeds = [], []
+    for b in blobs:
+        weight = float(meta["blob_loss_weights"].get(b, 0.0))
+        seed = topdiffs.get(b)
+        if seed is None and weight:
+            seed = np.full(outs[b].shape, weight, np.float32)
+        if seed is not None and outs[b].requires_grad:
+            roots.append(outs[b])
+            seeds.append(torch.from_numpy(np.asarray(seed, np.float32)).reshape(outs[b].shape))
+    # A Split's tops are its bottom's tensor in the graph (one gradient, their sum): the
+    # bottom's diff is checked, the per-branch diffs only in the facade.
+    shared: set[str] = set()
+    seen: dict[int, str] = {}
+    for b in blobs:
+        if id(outs[b]) in seen:
+            shared.add(b)
+        seen.setdefault(id(outs[b]), b)
+    checked = [b for b in blobs if b not in inplace and b not in inputs and b not in shared
+               and f"diff/{b}" in caffe and outs[b].requires_grad
+               and not any(b == layer.bottom[0] for layer in net.layer
+                           if layer.type in ("Accuracy", "ArgMax", "Silence"))]
+    params = {f"{layer}/{i}": getattr(gm.get_submodule(sub), name)
+              for layer, sub in gm.meta["caffe"].modules.items()
+              for i, name in enumerate(gm.get_submodule(sub).caffe_blobs)}
+    params = {k: p for k, p in params.items() if isinstance(p, torch.nn.Parameter)}
+    torch.autograd.backward(roots, seeds, inputs=list(feeds.values()) + list(params.values())
+                            + [outs[b] for b in checked])
+    ours: dict[str, np.ndarray] = {}
+    theirs: dict[str, np.ndarray] = {}
+    for b, t in feeds.items():
+        if f"diff/{b}" in caffe and caffe[f"diff/{b}"].any():
+            ours[f"diff/{b}"] = t.grad.numpy()
+            theirs[f"diff/{b}"] = caffe[f"diff/{b}"]
+    for b in checked:
+        grad = outs[b].grad
+        ours[f"diff/{b}"] = np.zeros(outs[b].shape, np.float32) if grad is None \
+            else grad.reshape(outs[b].shape).numpy()
+        theirs[f"diff/{b}"] = caffe[f"diff/{b}"].reshape(outs[b].shape)
+    for k, p in params.items():
+        if f"pdiff/{k}" in caffe:
+            ours[f"pdiff/{k}"] = np.zeros(p.shape, np.float32) if p.grad is None \
+                else p.grad.numpy()
+            theirs[f"pdiff/{k}"] = caffe[f"pdiff/{k}"].reshape(p.shape)
+    assert len(ours) > 0, f"{what}: nothing to compare"
+    assert_blobs_match(ours, theirs, what, tol)

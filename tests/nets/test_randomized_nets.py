@@ -14,6 +14,7 @@ from tests.nets.catalog import RANDOMIZED, PublishedNet
 from tests.nets.compare import (
     assert_blobs_match,
     assert_facade_matches,
+    assert_graph_matches,
     backward_text,
     check_supported,
     compile_net,
@@ -46,3 +47,6 @@ def test_every_blob_and_diff_matches_caffe(net: PublishedNet, oracle, shared_mod
 
     pycaffe_net.copy_from(str(weights))
     assert_facade_matches(pycaffe_net, inputs, topdiffs, record, meta, f"{net.name} (pycaffe)")
+    del pycaffe_net
+    assert_graph_matches(prototxt, weights, inputs, topdiffs, record, meta,
+                         f"{net.name} (GraphModule autograd)")

@@ -16,6 +16,7 @@ from tests.nets.catalog import GOLDEN, WEIGHTED, PublishedNet
 from tests.nets.compare import (
     assert_blobs_match,
     assert_facade_matches,
+    assert_graph_matches,
     backward_text,
     compile_net,
     facade_net,
@@ -50,3 +51,5 @@ def test_pycaffe_forward_and_backward_match_caffe(net: PublishedNet, oracle, sha
     record, meta = oracle(prototxt, inputs, weights=weights, workdir=tmp_path, backward=True,
                           topdiffs=topdiffs)
     assert_facade_matches(pycaffe_net, inputs, topdiffs, record, meta, net.name)
+    assert_graph_matches(prototxt, weights, inputs, topdiffs, record, meta,
+                         f"{net.name} (GraphModule autograd)")
