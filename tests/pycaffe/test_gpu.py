@@ -1,7 +1,8 @@
 """caffe_fx.pycaffe in GPU mode (set_mode_gpu) gives real pycaffe's blobs and diffs.
 
 Caffe::set_mode(GPU) in pycaffe moves every layer's work to the device; here the net's
-GraphModule runs on CUDA while blobs stay NumPy arrays.  Needs a CUDA device (skipped
+GraphModule, its parameters and its blobs' tensors move to CUDA once, and `data`/`diff`
+are host mirrors synced on access (as Caffe's SyncedMemory is).  Needs a CUDA device (skipped
 without one); the expected numbers are the CPU oracle goldens of test_backward.py.
 """
 from __future__ import annotations
@@ -51,3 +52,9 @@ def test_the_graph_runs_on_the_device(tmp_path: Path) -> None:
     net, _, _ = net_from_golden(GOLDEN / "conv_relu_pool_softmax.npz", tmp_path)
     runner = net._runner()
     assert {p.device.type for p in runner.parameters()} == {"cuda"}
+    assert net.blobs["conv1"].tensor.device.type == "cuda"
+    weight = net.params["conv1"][0]
+    weight.data[...] = 0  # the host is the head now; the next forward pushes it back
+    net.forward()
+    assert not runner.get_submodule("conv1").weight.detach().any()
+    assert not net.blobs["conv1"].data.any()
