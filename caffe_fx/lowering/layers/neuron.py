@@ -1,8 +1,9 @@
 """Neuron layers: one bottom, one top of the same shape, in place allowed.
 
 Mirrors the CPU forward of src/caffe/layers/{relu,prelu,elu,sigmoid,tanh,absval,bnll,
-power,exp,log,threshold,clip,swish,dropout}_layer.cpp (CAFFE_REFERENCE.md section 1.2).
-Deliberate differences: TRAIN-phase Dropout draws its mask from torch's generator (so
+power,exp,log,threshold,clip,swish,dropout}_layer.cpp (CAFFE_REFERENCE.md section 1.2),
+and their Backward_cpu through ops/neuron.py, told when the layer is in place (top ==
+bottom), since Caffe's backward then reads the overwritten data.  Deliberate differences: TRAIN-phase Dropout draws its mask from torch's generator (so
 the kept units differ from Caffe's; the scale 1 / (1 - p) is Caffe's), and Clip
 propagates a NaN input where Caffe's std::max(min, std::min(x, max)) returns min.
 """
@@ -22,11 +23,21 @@ from ..registry import IDENTITY, Call, CaffeModule, LayerView, Lowered, register
 _f32 = np.float32
 
 
+def _in_place(view: LayerView) -> dict[str, bool]:
+    """The `top_is_bottom` argument of ops/neuron.py, given only when it is true."""
+    return {"top_is_bottom": True} if view.tops[0] == view.bottoms[0] else {}
+
+
 @register("ReLU", params=("relu_param",), bottoms=1, tops=1)
 def relu(view: LayerView) -> Call:
     slope = view.param.relu_param.negative_slope
     if slope == 0:
+        # In place too: the output is > 0 exactly where the input is, so testing the
+        # overwritten data gives the same mask (unless a later in-place layer changes
+        # signs; see README's deliberate differences).
         return Call(torch.relu)
+    if view.tops[0] == view.bottoms[0]:
+        return Call(N.leaky_relu, dict(negative_slope=slope, top_is_bottom=True))
     return Call(F.leaky_relu, dict(negative_slope=slope))
 
 
@@ -64,17 +75,17 @@ def prelu(view: LayerView) -> PReLU:
 
 @register("ELU", params=("elu_param",), bottoms=1, tops=1)
 def elu(view: LayerView) -> Call:
-    return Call(F.elu, dict(alpha=view.param.elu_param.alpha))
+    return Call(N.elu, dict(alpha=view.param.elu_param.alpha, **_in_place(view)))
 
 
 @register("Sigmoid", params=("sigmoid_param",), bottoms=1, tops=1)
 def sigmoid(view: LayerView) -> Call:
-    return Call(N.sigmoid)
+    return Call(N.sigmoid, _in_place(view))
 
 
 @register("TanH", params=("tanh_param",), bottoms=1, tops=1)
 def tanh(view: LayerView) -> Call:
-    return Call(torch.tanh)
+    return Call(N.tanh, _in_place(view))
 
 
 # absval_layer.cpp CHECKs that top != bottom.
@@ -85,7 +96,10 @@ def abs_val(view: LayerView) -> Call:
 
 @register("BNLL", bottoms=1, tops=1)
 def bnll(view: LayerView) -> Call:
-    # x + log(1 + e^-x) for x > 0, else log(1 + e^x): softplus, in both branches.
+    # x + log(1 + e^-x) for x > 0, else log(1 + e^x): softplus, in both branches.  Its
+    # backward reads the bottom, which only an in-place BNLL has overwritten.
+    if view.tops[0] == view.bottoms[0]:
+        return Call(N.bnll, dict(top_is_bottom=True))
     return Call(F.softplus)
 
 
@@ -96,7 +110,8 @@ def power(view: LayerView) -> Call:
         # power_layer.cpp writes a constant without reading the bottom.
         value = 1.0 if p.power == 0 else float(np.power(_f32(p.shift), _f32(p.power)))
         return Call(torch.full_like, dict(fill_value=value))
-    return Call(N.power, dict(power=p.power, scale=p.scale, shift=p.shift))
+    return Call(N.power, dict(power=p.power, scale=p.scale, shift=p.shift,
+                              **_in_place(view)))
 
 
 def _log_base(view: LayerView, field: str, base: float) -> float:
@@ -119,7 +134,7 @@ def exp(view: LayerView) -> Call:
         outer = float(np.power(_f32(p.base), _f32(p.shift)))
     else:
         outer = float(np.exp(_f32(p.shift)))
-    return Call(N.scaled_exp, dict(inner_scale=inner, outer_scale=outer))
+    return Call(N.scaled_exp, dict(inner_scale=inner, outer_scale=outer, **_in_place(view)))
 
 
 @register("Log", params=("log_param",), bottoms=1, tops=1)
@@ -128,7 +143,8 @@ def log(view: LayerView) -> Call:
     log_base = _log_base(view, "log_param.base", p.base)
     with np.errstate(divide="ignore"):  # base 1: Caffe's scale is inf, so is ours
         base_scale = 1.0 if p.base == -1 else float(_f32(1) / _f32(log_base))
-    return Call(N.scaled_log, dict(scale=p.scale, shift=p.shift, base_scale=base_scale))
+    return Call(N.scaled_log, dict(scale=p.scale, shift=p.shift, base_scale=base_scale,
+                                   **_in_place(view)))
 
 
 @register("Threshold", params=("threshold_param",), bottoms=1, tops=1)
@@ -145,12 +161,14 @@ def clip(view: LayerView) -> Call:
     if p.min > p.max:
         # std::max(min, std::min(x, max)) is min everywhere; torch.clamp would give max.
         return Call(torch.full_like, dict(fill_value=p.min))
+    if view.tops[0] == view.bottoms[0]:  # backward reads the clipped data
+        return Call(N.clip, dict(min=p.min, max=p.max, top_is_bottom=True))
     return Call(torch.clamp, dict(min=p.min, max=p.max))
 
 
 @register("Swish", params=("swish_param",), bottoms=1, tops=1)
 def swish(view: LayerView) -> Call:
-    return Call(N.swish, dict(beta=view.param.swish_param.beta))
+    return Call(N.swish, dict(beta=view.param.swish_param.beta, **_in_place(view)))
 
 
 @register("Dropout", params=("dropout_param",), bottoms=1, tops=1)
