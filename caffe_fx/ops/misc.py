@@ -3,16 +3,17 @@
 Each mirrors one Caffe source file, named in its docstring: reduction_layer.cpp,
 argmax_layer.cpp, mvn_layer.cpp, spp_layer.cpp, im2col_layer.cpp, batch_reindex_layer.cpp,
 filter_layer.cpp, dummy_data_layer.cpp.  All re-read sizes from their inputs on every
-call, as Caffe re-runs Reshape before every Forward.
+call, as Caffe re-runs Reshape before every Forward; MVN differentiates as Caffe does.
 """
 from __future__ import annotations
 
 import math
-from typing import List, Optional
+from typing import Any, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
+from .caffe_grad import caffe_grad, current_top, keep_top
 from .functional import pool2d
 
 
@@ -69,17 +70,68 @@ def argmax(x: Tensor, top_k: int, out_max_val: bool, axis: Optional[int]) -> Ten
     return idx.reshape(shape)
 
 
-@torch.fx.wrap
-def mvn(x: Tensor, normalize_variance: bool, across_channels: bool, eps: float) -> Tensor:
-    """MVN (src/caffe/layers/mvn_layer.cpp): per (n, c) or per n; eps is added to the
-    standard deviation.  The top has Caffe's legacy 4-D shape (N, C, H, W)."""
+def _mvn(x: Tensor, normalize_variance: bool, across_channels: bool, eps: float
+         ) -> Tuple[Tensor, Tensor]:
+    """(top, std + eps); the std is a dummy when the variance is not normalised."""
     shape = list(x.shape) + [1] * (4 - x.dim())
     x = x.reshape(shape)
     dims = [1, 2, 3] if across_channels else [2, 3]
     y = x - x.mean(dims, keepdim=True)
-    if normalize_variance:
-        std = (y * y).mean(dims, keepdim=True).sqrt()
-        y = y / (std + eps)
+    if not normalize_variance:
+        return y, y
+    std = (y * y).mean(dims, keepdim=True).sqrt() + eps
+    return y / std, std
+
+
+class CaffeMVN(torch.autograd.Function):
+    """MVN with mvn_layer.cpp's Backward_cpu when it normalises the variance:
+    (dy - mean(dy) - y mean(y dy)) / (std + eps), which drops the derivative of eps
+    (and stays finite where a row has one element: std 0, y 0).  It reads the top's
+    current data; in place its first caffe_mul overwrites the top diff it reads later."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, across_channels: bool, eps: float,
+                top_is_bottom: bool) -> Tensor:
+        y, std = _mvn(x, True, across_channels, eps)
+        ctx.across_channels, ctx.top_is_bottom, ctx.in_shape = \
+            across_channels, top_is_bottom, x.shape
+        ctx.save_for_backward(y, std)
+        keep_top(ctx, x, y, top_is_bottom)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> Tuple[Tensor, None, None, None]:
+        saved_y, std = ctx.saved_tensors
+        y = current_top(ctx, saved_y)
+        dims = [1, 2, 3] if ctx.across_channels else [2, 3]
+        dim = 1
+        for d in dims:
+            dim *= y.shape[d]
+        if ctx.top_is_bottom:
+            # One diff array D (= dy): D = y dy; D = sum(D); D = y D; D += sum(D); then
+            # caffe_cpu_axpby(1, D, -1/dim, D), whose OpenBLAS kernel scales Y by beta
+            # before adding alpha X, and X is Y: D = -2 D / dim (checked on the oracle).
+            s = (y * dy).sum(dims, keepdim=True)
+            d = y * s
+            d = d + d.sum(dims, keepdim=True)
+            d = d * (-2.0 / dim)
+        else:
+            d = y * (y * dy).sum(dims, keepdim=True)
+            d = d + dy.sum(dims, keepdim=True)
+            d = dy - d / dim
+        return (d / std).reshape(ctx.in_shape), None, None, None
+
+
+@torch.fx.wrap
+def mvn(x: Tensor, normalize_variance: bool, across_channels: bool, eps: float,
+        top_is_bottom: bool = False) -> Tensor:
+    """MVN (src/caffe/layers/mvn_layer.cpp): per (n, c) or per n; eps is added to the
+    standard deviation.  The top has Caffe's legacy 4-D shape (N, C, H, W).  Without
+    variance normalisation, Caffe's backward (dy - mean(dy)) is torch's derivative."""
+    if not torch.jit.is_scripting():
+        if normalize_variance and caffe_grad(x):
+            return CaffeMVN.apply(x, across_channels, eps, top_is_bottom)
+    y, _ = _mvn(x, normalize_variance, across_channels, eps)
     return y
 
 

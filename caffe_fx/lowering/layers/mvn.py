@@ -2,7 +2,8 @@
 
 Mirrors src/caffe/layers/mvn_layer.cpp: y = (x - mean) / (sqrt(biased var) + eps), eps
 added to the standard deviation.  A legacy 4-D layer: the top is (N, C, H, W) with
-missing axes as 1, so a 2-D bottom gives a 4-D top.
+missing axes as 1, so a 2-D bottom gives a 4-D top.  Backward is Caffe's formula
+(ops/misc.py), not the derivative of the forward.
 """
 from __future__ import annotations
 
@@ -15,5 +16,8 @@ def mvn(view: LayerView) -> Call:
     p = view.param.mvn_param
     if len(view.input_shapes[0]) > 4:
         raise view.fail("bottom shape", list(view.input_shapes[0]), "at most 4 axes")
-    return Call(CM.mvn, dict(normalize_variance=p.normalize_variance,
-                             across_channels=p.across_channels, eps=p.eps))
+    kwargs = dict(normalize_variance=p.normalize_variance,
+                  across_channels=p.across_channels, eps=p.eps)
+    if view.tops[0] == view.bottoms[0]:  # its backward overwrites the top diff it reads
+        kwargs["top_is_bottom"] = True
+    return Call(CM.mvn, kwargs)
