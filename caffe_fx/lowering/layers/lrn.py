@@ -4,7 +4,8 @@ Mirrors src/caffe/layers/lrn_layer.cpp.  ACROSS_CHANNELS divides alpha by local_
 is exactly F.local_response_norm for odd sizes; WITHIN_CHANNEL divides alpha by
 local_size^2 and ignores k (Caffe hard-codes the shift to 1).  In place (top == bottom),
 Caffe's CPU ACROSS_CHANNELS forward returns scale^(-2 beta) instead of x scale^-beta; we
-match the CPU (the reference); Caffe's GPU kernel computes the usual value.
+match the CPU (the reference); Caffe's GPU kernel computes the usual value.  In place,
+both kinds differentiate as Caffe's CPU backward does on the overwritten data (ops/lrn.py).
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def lrn(view: LayerView) -> Call:
         return Call(F.local_response_norm, dict(size=p.local_size, alpha=p.alpha,
                                                 beta=p.beta, k=p.k))
     if p.norm_region == _L.WITHIN_CHANNEL:
-        return Call(L.lrn_within_channel, dict(size=p.local_size, alpha=p.alpha,
-                                               beta=p.beta))
+        fn = L.lrn_within_channel_inplace if view.tops[0] == view.bottoms[0] \
+            else L.lrn_within_channel
+        return Call(fn, dict(size=p.local_size, alpha=p.alpha, beta=p.beta))
     raise view.fail("lrn_param.norm_region", _L.NormRegion.Name(p.norm_region),
                     "ACROSS_CHANNELS, WITHIN_CHANNEL")
