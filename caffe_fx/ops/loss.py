@@ -1,16 +1,20 @@
-"""Caffe-exact loss and metric functionals (forward only), used by lowering/layers/loss.py.
+"""Caffe-exact loss and metric functionals, used by lowering/layers/loss.py.
 
-Each mirrors the Forward_cpu of one file in src/caffe/layers/ (named per function).
-Labels arrive as float tensors and are truncated to int as Caffe's static_cast<int> does;
-an `ignore_label` of None means loss_param/accuracy_param has none.  Every loss is a
-0-axis tensor, as Caffe's loss top has shape [].
+Each mirrors the Forward_cpu of one file in src/caffe/layers/ (named per function), and,
+where Caffe's Backward_cpu is not the derivative of that forward, differentiates with
+Caffe's formula (autograd Functions below).  Labels arrive as float tensors and are
+truncated to int as Caffe's static_cast<int> does, and never get a gradient: loss layers
+do not backpropagate to their labels.  An `ignore_label` of None means loss_param/
+accuracy_param has none.  Every loss is a 0-axis tensor, as Caffe's loss top has shape [].
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 from torch import Tensor
+
+from .caffe_grad import caffe_grad
 
 # TorchScript cannot read module-level floats, so the two clamps are written inline:
 # FLT_MIN = 1.1754943508222875e-38 (SoftmaxWithLoss) and kLOG_THRESHOLD = 1e-20
@@ -32,8 +36,8 @@ def _valid(label: Tensor, ignore_label: Optional[int]) -> Tuple[Tensor, Tensor]:
     return lab, lab != ignore_label
 
 
-def _normalize(loss: Tensor, mode: str, outer: int, inner: int, valid: Tensor) -> Tensor:
-    """LossLayer::GetNormalizer, then max(1, normalizer)."""
+def _normalizer(loss: Tensor, mode: str, outer: int, inner: int, valid: Tensor) -> Tensor:
+    """LossLayer::GetNormalizer, then max(1, normalizer); forward and backward use it."""
     if mode == "FULL":
         norm = torch.tensor(float(outer * inner), dtype=loss.dtype, device=loss.device)
     elif mode == "VALID":
@@ -42,7 +46,11 @@ def _normalize(loss: Tensor, mode: str, outer: int, inner: int, valid: Tensor) -
         norm = torch.tensor(float(outer), dtype=loss.dtype, device=loss.device)
     else:  # NONE
         norm = torch.tensor(1.0, dtype=loss.dtype, device=loss.device)
-    return loss / torch.clamp(norm, min=1.0)
+    return torch.clamp(norm, min=1.0)
+
+
+def _normalize(loss: Tensor, mode: str, outer: int, inner: int, valid: Tensor) -> Tensor:
+    return loss / _normalizer(loss, mode, outer, inner, valid)
 
 
 def _label_log_probs(prob: Tensor, label: Tensor, axis: int, ignore_label: Optional[int]
@@ -58,6 +66,51 @@ def _label_log_probs(prob: Tensor, label: Tensor, axis: int, ignore_label: Optio
     return picked, valid, outer, inner
 
 
+def _softmax_loss(x: Tensor, label: Tensor, axis: int, ignore_label: Optional[int],
+                  normalization: str) -> Tuple[Tensor, Tensor]:
+    prob = torch.softmax(x, axis)
+    picked, valid, outer, inner = _label_log_probs(prob, label, axis, ignore_label)
+    logp = torch.log(torch.clamp(picked, min=1.1754943508222875e-38))
+    loss = -torch.where(valid, logp, torch.zeros_like(logp)).sum()
+    return _normalize(loss, normalization, outer, inner, valid), prob
+
+
+def _class_grad(prob: Tensor, label: Tensor, axis: int, ignore_label: Optional[int],
+                normalization: str, loss: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """The label indices and valid mask, both (outer, inner), ignored labels as class 0,
+    and the normalizer: what the softmax losses' backward needs besides prob."""
+    shape = list(prob.shape)
+    outer, inner = _numel(shape[:axis]), _numel(shape[axis + 1:])
+    lab, valid = _valid(label.reshape(outer, inner), ignore_label)
+    idx = torch.where(valid, lab, torch.zeros_like(lab))
+    return idx, valid, _normalizer(loss, normalization, outer, inner, valid)
+
+
+class CaffeSoftmaxLoss(torch.autograd.Function):
+    """SoftmaxWithLoss with softmax_loss_layer.cpp's Backward_cpu: prob - 1 at the label,
+    0 at ignored positions, times the loss diff / normalizer.  This ignores the forward's
+    FLT_MIN clamp and the diff of the probability top, as Caffe does."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, label: Tensor, axis: int, ignore_label: Optional[int],
+                normalization: str) -> Tuple[Tensor, Tensor]:
+        loss, prob = _softmax_loss(x, label, axis, ignore_label, normalization)
+        idx, valid, norm = _class_grad(prob, label, axis, ignore_label, normalization, loss)
+        ctx.save_for_backward(prob, idx, valid, norm)
+        return loss, prob
+
+    @staticmethod
+    def backward(ctx: Any, d_loss: Tensor, d_prob: Optional[Tensor]
+                 ) -> Tuple[Tensor, None, None, None, None]:
+        prob, idx, valid, norm = ctx.saved_tensors
+        outer, inner = valid.shape
+        dx = prob.reshape(outer, -1, inner).clone()
+        mask = valid.to(dx.dtype).unsqueeze(1)
+        dx.scatter_add_(1, idx.unsqueeze(1), -mask)
+        dx = dx * mask * (d_loss / norm)
+        return dx.reshape(prob.shape), None, None, None, None
+
+
 @torch.fx.wrap
 def softmax_loss(x: Tensor, label: Tensor, axis: int, ignore_label: Optional[int],
                  normalization: str) -> Tensor:
@@ -71,11 +124,10 @@ def softmax_loss(x: Tensor, label: Tensor, axis: int, ignore_label: Optional[int
 def softmax_loss_with_prob(x: Tensor, label: Tensor, axis: int, ignore_label: Optional[int],
                            normalization: str) -> Tuple[Tensor, Tensor]:
     """SoftmaxWithLoss with its second top, the softmax probabilities."""
-    prob = torch.softmax(x, axis)
-    picked, valid, outer, inner = _label_log_probs(prob, label, axis, ignore_label)
-    logp = torch.log(torch.clamp(picked, min=1.1754943508222875e-38))
-    loss = -torch.where(valid, logp, torch.zeros_like(logp)).sum()
-    return _normalize(loss, normalization, outer, inner, valid), prob
+    if not torch.jit.is_scripting():
+        if caffe_grad(x):
+            return CaffeSoftmaxLoss.apply(x, label, axis, ignore_label, normalization)
+    return _softmax_loss(x, label, axis, ignore_label, normalization)
 
 
 @torch.fx.wrap
@@ -87,10 +139,47 @@ def infogain_loss(x: Tensor, label: Tensor, infogain: Tensor, axis: int,
     return loss
 
 
+class CaffeInfogainLoss(torch.autograd.Function):
+    """InfogainLoss with infogain_loss_layer.cpp's Backward_cpu: p_l sum_l' H[label, l'] -
+    H[label, l], 0 at ignored positions, times the loss diff / normalizer (the forward's
+    1e-20 clamp and the probability top's diff play no part).  Caffe refuses to
+    backpropagate to H and to the labels: they get no gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, label: Tensor, infogain: Tensor, axis: int,
+                ignore_label: Optional[int], normalization: str) -> Tuple[Tensor, Tensor]:
+        loss, prob = _infogain_loss(x, label, infogain, axis, ignore_label, normalization)
+        idx, valid, norm = _class_grad(prob, label, axis, ignore_label, normalization, loss)
+        classes = prob.shape[axis]
+        rows = infogain.reshape(classes, classes).to(x.dtype)[idx]  # (outer, inner, C)
+        ctx.save_for_backward(prob, rows, valid, norm)
+        return loss, prob
+
+    @staticmethod
+    def backward(ctx: Any, d_loss: Tensor, d_prob: Optional[Tensor]
+                 ) -> Tuple[Tensor, None, None, None, None, None]:
+        prob, rows, valid, norm = ctx.saved_tensors
+        outer, inner = valid.shape
+        p = prob.reshape(outer, -1, inner)
+        h = rows.transpose(1, 2)  # (outer, C, inner)
+        dx = p * h.sum(1, keepdim=True) - h
+        dx = dx * valid.to(dx.dtype).unsqueeze(1) * (d_loss / norm)
+        return dx.reshape(prob.shape), None, None, None, None, None
+
+
 @torch.fx.wrap
 def infogain_loss_with_prob(x: Tensor, label: Tensor, infogain: Tensor, axis: int,
                             ignore_label: Optional[int], normalization: str
                             ) -> Tuple[Tensor, Tensor]:
+    if not torch.jit.is_scripting():
+        if caffe_grad(x):
+            return CaffeInfogainLoss.apply(x, label, infogain, axis, ignore_label,
+                                           normalization)
+    return _infogain_loss(x, label, infogain, axis, ignore_label, normalization)
+
+
+def _infogain_loss(x: Tensor, label: Tensor, infogain: Tensor, axis: int,
+                   ignore_label: Optional[int], normalization: str) -> Tuple[Tensor, Tensor]:
     prob = torch.softmax(x, axis)
     shape = list(prob.shape)
     classes = shape[axis]
@@ -98,7 +187,8 @@ def infogain_loss_with_prob(x: Tensor, label: Tensor, infogain: Tensor, axis: in
     logp = torch.log(torch.clamp(prob, min=1e-20)).reshape(outer, classes, inner)
     lab, valid = _valid(label.reshape(outer, inner), ignore_label)
     idx = torch.where(valid, lab, torch.zeros_like(lab))
-    rows = infogain.reshape(classes, classes).to(x.dtype)[idx]  # (outer, inner, C)
+    # Caffe never backpropagates to H ("Layer cannot backpropagate to infogain inputs").
+    rows = infogain.detach().reshape(classes, classes).to(x.dtype)[idx]  # (outer, inner, C)
     per_item = (rows * logp.transpose(1, 2)).sum(2)
     loss = -torch.where(valid, per_item, torch.zeros_like(per_item)).sum()
     return _normalize(loss, normalization, outer, inner, valid), prob
@@ -109,7 +199,7 @@ def sigmoid_cross_entropy_loss(x: Tensor, target: Tensor, ignore_label: Optional
                                normalization: str) -> Tensor:
     """SigmoidCrossEntropyLoss (sigmoid_cross_entropy_loss_layer.cpp), in Caffe's stable
     form -(x (t - [x >= 0]) - log(1 + exp(x - 2 x [x >= 0]))), summed over valid items."""
-    t = target.reshape(x.shape).to(x.dtype)
+    t = target.detach().reshape(x.shape).to(x.dtype)  # no diff for the target
     pos = (x >= 0).to(x.dtype)
     term = -(x * (t - pos) - torch.log(1 + torch.exp(x - 2 * x * pos)))
     _, valid = _valid(t, ignore_label)
@@ -139,11 +229,51 @@ def hinge_loss(x: Tensor, label: Tensor, squared: bool) -> Tensor:
     return total / num
 
 
+class CaffeContrastiveLoss(torch.autograd.Function):
+    """ContrastiveLoss with contrastive_loss_layer.cpp's Backward_cpu: +-d / N for similar
+    pairs; for dissimilar ones where mdist > 0, -+d / N times (margin - dist) / (dist +
+    1e-4) (legacy: times 1), where torch's derivative divides by dist.  No diff for sim."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, sim: Tensor, margin: float,
+                legacy_version: bool) -> Tensor:
+        ctx.margin, ctx.legacy_version = margin, legacy_version
+        ctx.save_for_backward(a, b, sim)
+        return _contrastive_loss(a, b, sim, margin, legacy_version)
+
+    @staticmethod
+    def backward(ctx: Any, d_loss: Tensor) -> Tuple[Tensor, Tensor, None, None, None]:
+        a, b, sim = ctx.saved_tensors
+        num = a.shape[0]
+        d = (a - b).reshape(num, -1)
+        dist_sq = (d * d).sum(1, keepdim=True)
+        similar = sim.reshape(-1)[:num].to(torch.int64).unsqueeze(1) != 0
+        alpha = d_loss / num  # bottom 0's; bottom 1 gets the negation
+        if ctx.legacy_version:
+            mdist = ctx.margin - dist_sq
+            beta = -alpha
+        else:
+            dist = torch.sqrt(dist_sq)
+            mdist = ctx.margin - dist
+            beta = -alpha * mdist / (dist + 1e-4)
+        dissimilar = torch.where(mdist > 0, beta * d, torch.zeros_like(d))
+        da = torch.where(similar, alpha * d, dissimilar)
+        return da.reshape(a.shape), (-da).reshape(b.shape), None, None, None
+
+
 @torch.fx.wrap
 def contrastive_loss(a: Tensor, b: Tensor, sim: Tensor, margin: float,
                      legacy_version: bool) -> Tensor:
     """ContrastiveLoss (contrastive_loss_layer.cpp): d^2 = |a_n - b_n|^2; similar pairs
     add d^2, dissimilar max(margin - d, 0)^2 (legacy: max(margin - d^2, 0)); sum / N / 2."""
+    if not torch.jit.is_scripting():
+        if caffe_grad(a, b):
+            return CaffeContrastiveLoss.apply(a, b, sim, margin, legacy_version)
+    return _contrastive_loss(a, b, sim, margin, legacy_version)
+
+
+def _contrastive_loss(a: Tensor, b: Tensor, sim: Tensor, margin: float,
+                      legacy_version: bool) -> Tensor:
     num = a.shape[0]
     d = (a - b).reshape(num, -1)
     dist_sq = (d * d).sum(1)
@@ -156,10 +286,37 @@ def contrastive_loss(a: Tensor, b: Tensor, sim: Tensor, margin: float,
     return torch.where(similar, dist_sq, dissimilar).sum() / num / 2
 
 
+class CaffeMultinomialLogisticLoss(torch.autograd.Function):
+    """MultinomialLogisticLoss with its Backward_cpu: -loss diff / N / max(p, 1e-20) at
+    each sample's label, 0 elsewhere, even where the forward's clamp hides p."""
+
+    @staticmethod
+    def forward(ctx: Any, prob: Tensor, label: Tensor) -> Tensor:
+        ctx.save_for_backward(prob, label)
+        return _multinomial_logistic_loss(prob, label)
+
+    @staticmethod
+    def backward(ctx: Any, d_loss: Tensor) -> Tuple[Tensor, None]:
+        prob, label = ctx.saved_tensors
+        num = prob.shape[0]
+        p = prob.reshape(num, -1)
+        idx = label.reshape(-1)[:num].to(torch.int64).unsqueeze(1)
+        picked = torch.clamp(p.gather(1, idx), min=1e-20)
+        dx = torch.zeros_like(p).scatter_(1, idx, (-d_loss / num) / picked)
+        return dx.reshape(prob.shape), None
+
+
 @torch.fx.wrap
 def multinomial_logistic_loss(prob: Tensor, label: Tensor) -> Tensor:
     """MultinomialLogisticLoss (multinomial_logistic_loss_layer.cpp):
     -sum_n log(max(p[n, label_n], 1e-20)) / N, p viewed as (N, count/N)."""
+    if not torch.jit.is_scripting():
+        if caffe_grad(prob):
+            return CaffeMultinomialLogisticLoss.apply(prob, label)
+    return _multinomial_logistic_loss(prob, label)
+
+
+def _multinomial_logistic_loss(prob: Tensor, label: Tensor) -> Tensor:
     num = prob.shape[0]
     p = prob.reshape(num, -1)
     idx = label.reshape(-1)[:num].to(torch.int64).unsqueeze(1)
