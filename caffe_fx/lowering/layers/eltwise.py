@@ -1,11 +1,11 @@
 """Eltwise (eltwise_param): SUM with coefficients, PROD, MAX over 2+ same-shape bottoms.
 
 Mirrors src/caffe/layers/eltwise_layer.cpp.  Two bottoms without coefficients lower to
-torch.add / torch.mul / torch.maximum; otherwise ops.eltwise folds the list in Caffe's
-order.  Gradients come from autograd: PROD's is always the stable product of the other
-bottoms (Caffe's stable_prod_grad: true; false gives dy*y/x_i, which differs only where
-some x_i = 0), and MAX's tie routing (CPU: ties go to the earlier bottom, except between
-bottoms 0 and 1) follows torch.maximum, which splits the gradient at ties.
+torch.add / torch.mul; otherwise ops.eltwise folds the list in Caffe's order, and MAX
+always goes there, whose backward routes each diff through Caffe's mask (CPU: ties go to
+the earlier bottom, except between bottoms 0 and 1).  PROD's gradient is always the
+stable product of the other bottoms (Caffe's stable_prod_grad: true; false gives
+dy*y/x_i, which differs only where some x_i = 0).
 """
 from __future__ import annotations
 
@@ -44,5 +44,5 @@ def eltwise(view: LayerView) -> Call:
     if p.operation == _E.PROD:
         return Call(torch.mul) if two else Call(CE.eltwise_prod, packed=True)
     if p.operation == _E.MAX:
-        return Call(torch.maximum) if two else Call(CE.eltwise_max, packed=True)
+        return Call(CE.eltwise_max, packed=True)
     raise view.fail("eltwise_param.operation", _E.EltwiseOp.Name(p.operation), "SUM, PROD, MAX")
