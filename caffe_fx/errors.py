@@ -22,6 +22,7 @@ __all__ = [
     "ShapeError",
     "InputError",
     "InputArrayError",
+    "DataSourceError",
     "NetSpecError",
     "NetSpecFieldError",
     "OutputExistsError",
@@ -87,6 +88,12 @@ class InputError(CaffeFxError, ValueError):
 class InputArrayError(InputError, RuntimeError):
     """Arrays pycaffe's C++ side rejects (`set_input_arrays`: not float32, not 4-D, wrong
     C/H/W, batch not a multiple); pycaffe raises RuntimeError for them."""
+
+
+class DataSourceError(InputError, OSError):
+    """A data layer's source (a database, a list file, an image, an HDF5 file) that cannot
+    be read for its tops' shapes; names the layer, the field and the path, and says that
+    `input_shapes=` can give the shapes instead."""
 
 
 class OutputExistsError(CaffeFxError, FileExistsError):

@@ -54,11 +54,17 @@ def _source_shapes(layer: caffe_pb2.LayerParameter, given: Mapping[str, Sequence
         raise NetDefinitionError(
             f"{where}: layer '{layer.name}' (Input): input_param has {len(declared)} shapes "
             f"for {len(layer.top)} tops; allowed: 0, 1, or one per top")
+    from ..data import DATA_LAYER_TYPES, data_top_shapes
+
+    read: list[tuple[int, ...]] | None = None  # what the data layer's set-up gives
     for j, top in enumerate(layer.top):
         if top in given:
             shapes.append(tuple(int(d) for d in given[top]))
         elif declared:
             shapes.append(tuple(declared[j if len(declared) > 1 else 0].dim))
+        elif layer.type in DATA_LAYER_TYPES:
+            read = read or data_top_shapes(layer, where)
+            shapes.append(read[j])
         else:
             raise InputError(
                 f"{where}: layer '{layer.name}' ({layer.type}) reads its data from files "
