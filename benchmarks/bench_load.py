@@ -54,15 +54,9 @@ def _rss_kb() -> int:
 
 def _build_only(net: str) -> None:
     """compile() up to the fx graph on the meta device: no weights, no memory."""
-    from caffe_fx.compiler import net_state
-    from caffe_fx.frontend.graph import build_graph
-    from caffe_fx.frontend.read import read_net
-    from caffe_fx.lowering.builder import build
-    from caffe_fx.passes.filter_phase import filter_phase
-    from caffe_fx.passes.insert_splits import insert_splits
+    from caffe_fx import pipeline
 
-    n = insert_splits(filter_phase(read_net(net), net_state("test"), net), net)
-    build(build_graph(n, net))
+    pipeline.lower(pipeline.prepare(net, phase="test"))
 
 
 def child(mode: str, net: str, weights: str) -> dict:

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
-from .compiler import net_state
+from . import pipeline
 from .errors import ExportError, MissingDependencyError, UnsupportedFieldError
 from .frontend.read import NetSource, describe, read_net
 from .lowering.geometry import conv_geometry, pool_geometry
@@ -46,13 +46,15 @@ def net_to_dot(
     stages: Sequence[str] = (),
 ) -> str:
     """DOT text of the net.  `phase` None draws every layer (draw_net.py's ALL);
-    "train"/"test" keeps the layers Caffe's NetState rules keep for that phase."""
+    "train"/"test" keeps the layers Caffe's NetState rules keep for that phase (the
+    pipeline's first pass, on Net::Net's NetState: the file's own, with `stages` added)."""
     if rankdir not in RANKDIRS:
         raise ValueError(f"rankdir = {rankdir!r}; allowed: {', '.join(RANKDIRS)}")
     where = describe(prototxt)
     net = read_net(prototxt)
     if phase is not None:
-        net = filter_phase(net, net_state(phase, 0, stages), where)
+        net = pipeline.run_passes(pipeline.with_state(net, phase, 0, stages), where,
+                                  (filter_phase,))
     # Vertical layouts have room across, horizontal ones down (draw.py's separators).
     sep = " " if rankdir in ("TB", "BT") else r"\n"
     lines = [f"digraph {_quote(net.name or 'Net')} {{", f"  rankdir={rankdir};"]

@@ -1,9 +1,9 @@
 """A per-layer summary of a Caffe net: tops, their shapes, parameter counts and FLOPs.
 
-Runs the compiler's own pipeline (frontend/read.py -> filter_phase -> insert_splits ->
-frontend/graph.py -> lowering/builder.py on meta tensors), so shapes are the ones Caffe's
-Net::Init (src/caffe/net.cpp) gives and rows follow Caffe's layer order, implicit Split
-layers included.  Used by `caffe-fx info`; nothing here allocates a blob.
+Runs the compiler's own pipeline (pipeline.py: read, NetState, filter_phase, insert_splits,
+the layer DAG, the build on meta tensors), so shapes are the ones Caffe's Net::Init
+(src/caffe/net.cpp) gives and rows follow Caffe's layer order, implicit Split layers
+included.  Used by `caffe-fx info`; nothing here allocates a blob.
 """
 from __future__ import annotations
 
@@ -12,14 +12,11 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .compiler import net_state
-from .frontend.graph import build_graph
-from .frontend.read import NetSource, describe, read_net
-from .lowering.builder import SOURCE_TYPES, build
+from . import pipeline
+from .frontend.read import NetSource
+from .lowering.builder import SOURCE_TYPES
 from .lowering.geometry import pool_geometry
 from .lowering.registry import CaffeModule, LayerView, lookup
-from .passes.filter_phase import filter_phase
-from .passes.insert_splits import insert_splits
 from .proto import caffe_pb2
 
 Shape = tuple[int, ...]
@@ -76,15 +73,13 @@ def summarize(
     caffe_proto: str | os.PathLike | None = None,
 ) -> NetSummary:
     """The table `caffe-fx info` prints, computed without allocating any blob."""
-    where = describe(prototxt)
-    net = read_net(prototxt, caffe_proto)
-    net = filter_phase(net, net_state(phase, level, stages), where)
-    explicit = {layer.name for layer in net.layer}
-    net = insert_splits(net, where)
-    g = build_graph(net, where)
-    gm, info = build(g, input_shapes=input_shapes)
-    modules: dict[str, CaffeModule] = {
-        view.name: module for view, module in gm.__dict__.pop("_caffe_modules")}
+    prepared = pipeline.prepare(prototxt, phase=phase, level=level, stages=stages,
+                                caffe_proto=caffe_proto)
+    where, net, g = prepared.where, prepared.net, prepared.graph
+    explicit = {layer.name for layer in prepared.source.layer}
+    built = pipeline.lower(prepared, input_shapes=input_shapes, python_layers=None)
+    info = built.info
+    modules: dict[str, CaffeModule] = {view.name: module for view, module in built.modules}
 
     shapes = dict(info.blob_shapes)
     rows: list[LayerRow] = []

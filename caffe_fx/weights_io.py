@@ -23,9 +23,13 @@ import numpy as np
 import torch
 from torch import fx
 
+from . import binding, pipeline
 from ._atomic import atomic_path, atomic_write, check_writable
+from .binding import LayerSlots
 from .errors import InputError, MissingDependencyError, WeightsError
+from .frontend.hdf5 import write_hdf5
 from .frontend.read import NetSource, StoredBlob, describe, read_net, read_weights
+from .frontend.wire import write_caffemodel
 from .proto import caffe_pb2
 
 __all__ = [
@@ -110,76 +114,31 @@ class Progress:
 # --------------------------------------------------------------------------- net layout
 
 @dataclass(frozen=True)
-class LayerSlots:
-    """Where one Caffe layer's blobs live in a compiled net: submodule and attributes."""
-
-    layer: str
-    type: str
-    module: str                         # submodule name (the state_dict prefix)
-    attrs: tuple[str, ...]              # caffe_blobs, in Caffe's blob order
-    shapes: tuple[tuple[int, ...], ...]
-
-
-@dataclass(frozen=True)
 class NetLayout:
     """The blobs a net expects, as caffe_fx.compile would build it (shapes only)."""
 
     source: str
-    layers: dict[str, LayerSlots]
+    layers: dict[str, LayerSlots]  # layers with blobs only
     keys: dict[str, tuple[str, int]]  # state_dict key -> (layer, blob index)
 
 
 def net_layout(prototxt: NetSource, phase: str = "test") -> NetLayout:
     """Runs the compiler's pipeline on meta tensors (no filler, no allocation) to learn
     each layer's submodule, blob names and shapes, exactly as compile() names them."""
-    from .compiler import net_state
-    from .frontend.graph import build_graph
-    from .lowering.builder import build
-    from .passes.filter_phase import filter_phase
-    from .passes.insert_splits import insert_splits
-
-    where = describe(prototxt)
-    net = filter_phase(read_net(prototxt), net_state(phase), where)
-    gm, info = build(build_graph(insert_splits(net, where), where))
-    modules = gm.__dict__.pop("_caffe_modules")
-    layers: dict[str, LayerSlots] = {}
-    keys: dict[str, tuple[str, int]] = {}
-    for view, module in modules:
-        name = info.modules[view.name]
-        attrs = tuple(module.caffe_blobs)
-        shapes = tuple(tuple(getattr(module, a).shape) for a in attrs)
-        layers[view.name] = LayerSlots(view.name, view.type, name, attrs, shapes)
-        for i, a in enumerate(attrs):
-            keys[f"{name}.{a}"] = (view.name, i)
-    return NetLayout(where, layers, keys)
-
-
-def _shape_equals(blob: StoredBlob, target: tuple[int, ...]) -> bool:
-    """Blob::ShapeEquals: a legacy 4-D blob matches a target of <= 4 axes right-aligned
-    and padded with 1s.  Dump files lose the legacy flag, so a 4-D array is given the
-    same leeway (an InnerProduct weight saved as (1, 1, N, K) from an old caffemodel)."""
-    shape = tuple(blob.array.shape)
-    if (blob.legacy or len(shape) == 4) and len(target) <= 4 \
-            and shape == (1,) * (4 - len(target)) + tuple(target):
-        return True
-    return shape == tuple(target)
+    prepared = pipeline.prepare(prototxt, phase=phase)
+    built = pipeline.lower(prepared)
+    layers = {name: slots for name, slots in binding.slots_of(built, prepared.net).items()
+              if slots.attrs}
+    keys = {f"{slots.module}.{a}": (name, i) for name, slots in layers.items()
+            for i, a in enumerate(slots.attrs)}
+    return NetLayout(prepared.where, layers, keys)
 
 
 def _fit(slots: LayerSlots, blobs: Sequence[StoredBlob], where: str) -> list[np.ndarray]:
-    """The blobs of one layer in the net's shapes, checked as CopyTrainedLayersFrom does."""
-    w = f"{where}: layer '{slots.layer}' ({slots.type})"
-    if len(blobs) != len(slots.attrs):
-        raise WeightsError(
-            f"{w}: the weights hold {len(blobs)} blobs, the net's layer has "
-            f"{len(slots.attrs)} ({', '.join(slots.attrs)}) (Incompatible number of blobs)")
-    out = []
-    for k, (blob, shape) in enumerate(zip(blobs, slots.shapes)):
-        if not _shape_equals(blob, shape):
-            raise WeightsError(
-                f"{w}: blob {k} ({slots.attrs[k]}) has shape {list(blob.array.shape)} in the "
-                f"weights but {list(shape)} in the net (Cannot copy param {k} weights)")
-        out.append(blob.array.reshape(shape))
-    return out
+    """The blobs of one layer in the net's shapes, checked as CopyTrainedLayersFrom does;
+    dump files lose the legacy flag, so any 4-D array gets ShapeEquals' leeway."""
+    fitted = binding.fit_layer(where, slots, blobs, legacy_unknown=True)
+    return [a for a in fitted if a is not None]
 
 
 # --------------------------------------------------------------------------- keys
@@ -411,85 +370,9 @@ def _write_npy_folder(folder: Path, arrays: Mapping[str, np.ndarray], force: boo
 
 # --------------------------------------------------------------------------- caffemodels
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _key(field: int, wire: int = 2) -> bytes:
-    return _varint(field << 3 | wire)
-
-
-_F = caffe_pb2.NetParameter.DESCRIPTOR.fields_by_name
-_NET_LAYER = _key(_F["layer"].number)
-_LAYER_BLOBS = _key(caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name["blobs"].number)
-_BLOB_DATA = _key(caffe_pb2.BlobProto.DESCRIPTOR.fields_by_name["data"].number)
-
-
-def _blob_head(blob: StoredBlob) -> bytes:
-    """Blob::ToProto without the data: `shape`, or the legacy num/channels/height/width
-    when the blob was stored that way (so Blob::ShapeEquals still lets old InnerProduct
-    weights (1, 1, N, K) fill a 2-D blob)."""
-    proto = caffe_pb2.BlobProto()
-    shape = blob.array.shape
-    if blob.legacy and len(shape) == 4:
-        proto.num, proto.channels, proto.height, proto.width = (int(d) for d in shape)
-    else:
-        proto.shape.dim.extend(int(d) for d in shape)
-    return proto.SerializeToString()
-
-
-def _write_binary(f: IO[bytes], header: caffe_pb2.NetParameter,
-                  layers: Sequence[tuple[caffe_pb2.LayerParameter, Sequence[StoredBlob]]],
-                  prog: Progress) -> None:
-    """Streams a NetParameter: protobuf serialises everything but the blobs' float data,
-    which goes to the file straight from the arrays (packed little-endian float32, as
-    `repeated float data = 5 [packed = true]` is on the wire).  Fields may come in any
-    order on the wire, so each layer's blobs follow its other fields."""
-    f.write(header.SerializeToString())
-    for lp, blobs in layers:
-        head = lp.SerializeToString()
-        parts = []
-        for b in blobs:
-            arr = np.ascontiguousarray(b.array, dtype="<f4")
-            bhead = _blob_head(b) + _BLOB_DATA + _varint(arr.nbytes)
-            parts.append((bhead, arr, len(bhead) + arr.nbytes))
-        size = len(head) + sum(len(_LAYER_BLOBS) + len(_varint(n)) + n for _, _, n in parts)
-        f.write(_NET_LAYER + _varint(size) + head)
-        for bhead, arr, n in parts:
-            f.write(_LAYER_BLOBS + _varint(n) + bhead)
-            f.write(arr.data)  # the raw float32 bytes, no copy
-            prog.advance(arr.nbytes)
-
-
-def _write_hdf5(path: str | os.PathLike, blobs: Mapping[str, Sequence[StoredBlob]],
-                force: bool, prog: Progress) -> None:
-    """Net::ToHDF5's layout, /data/<layer>/<blob index>, which CopyTrainedLayersFromHDF5
-    reads back by layer name."""
-    import h5py
-
-    bad = [n for n in blobs if "/" in n or n in (".", "")]
-    if bad:
-        raise WeightsError(
-            f"{path}: HDF5 caffemodels cannot hold layer names with '/' (HDF5 reads them as "
-            f"nested groups, and Caffe would skip them): {', '.join(bad)}; write a binary "
-            ".caffemodel instead")
-    with atomic_path(path, force=force) as tmp, h5py.File(tmp, "w") as h5:
-        data = h5.create_group("data")
-        h5.create_group("diff")
-        for name, layer_blobs in blobs.items():
-            g = data.create_group(name)
-            for i, b in enumerate(layer_blobs):
-                # Caffe's HDF5 reader does not reshape: the dataset has the blob's shape.
-                g.create_dataset(str(i), data=np.ascontiguousarray(b.array, dtype=np.float32))
-                prog.advance(b.array.nbytes)
+def _arrays(blobs: Mapping[str, Sequence[StoredBlob]]
+            ) -> list[tuple[str, list[np.ndarray | None]]]:
+    return [(name, [b.array for b in layer]) for name, layer in blobs.items()]
 
 
 WeightsOrModule = fx.GraphModule | Mapping[str, Sequence[Any]]
@@ -579,7 +462,7 @@ def _save(path: Path, blobs: Blobs, prototxt: NetSource | None, fmt: str, force:
                 if lp.name in blobs and lp.name not in seen:
                     seen.add(lp.name)
                     ordered[lp.name] = blobs[lp.name]
-            _write_hdf5(path, ordered, force, prog)
+            write_hdf5(path, _arrays(ordered), force=force, advance=prog.advance)
         else:
             header = caffe_pb2.NetParameter()
             header.CopyFrom(net)
@@ -591,13 +474,13 @@ def _save(path: Path, blobs: Blobs, prototxt: NetSource | None, fmt: str, force:
                 del copy.blobs[:]
                 layers.append((copy, blobs.get(lp.name, [])))
             with atomic_write(path, force=force) as f:
-                _write_binary(f, header, layers, prog)
+                write_caffemodel(f, header, layers, prog.advance)
     elif fmt == "hdf5":
-        _write_hdf5(path, blobs, force, prog)
+        write_hdf5(path, _arrays(blobs), force=force, advance=prog.advance)
     else:
         layers = [(caffe_pb2.LayerParameter(name=name), b) for name, b in blobs.items()]
         with atomic_write(path, force=force) as f:
-            _write_binary(f, caffe_pb2.NetParameter(), layers, prog)
+            write_caffemodel(f, caffe_pb2.NetParameter(), layers, prog.advance)
     prog.close()
     return path
 

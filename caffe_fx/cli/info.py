@@ -28,11 +28,11 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(summary))
     if args.weights is not None:
         from ..compiler import compile
-        from ..frontend.read import read_weights
+        from ..frontend.read import read_stored
 
         # compile() copies every matching layer's blobs and raises if one does not fit.
         compile(args.prototxt, args.weights, phase=args.phase, input_shapes=shapes)
-        stored = read_weights(args.weights)
+        stored = read_stored(args.weights).layers
         with_blobs = [r.name for r in summary.rows if r.params]
         found = [n for n in with_blobs if n in stored]
         print(f"Weights: {args.weights}: {len(found)} of {len(with_blobs)} layers with "

@@ -11,9 +11,13 @@ Keys (documented, read by the later passes and the builder):
   graph attrs: source, values ({id: Value}), blobs ({blob name: final value id}, in
                Caffe's net.blobs order), inputs (Input-layer tops), outputs (blobs never
                consumed, sorted by name as Caffe's std::set gives them)
+A loss layer written with fewer tops than Caffe creates for it (LossLayer::AutoTopBlobs)
+gets anonymous values (blob None) for the rest; how many, `auto_tops` says (the layer
+registry's, passed in by the pipeline: the frontend does not import the lowering).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import networkx as nx
@@ -31,9 +35,9 @@ class Value:
     inplace: bool  # written in place over the previous version of `blob`
 
 
-def build_graph(net: caffe_pb2.NetParameter, where: str = "<net>") -> nx.DiGraph:
-    from ..lowering.registry import lookup  # auto-created tops depend on the layer type
-
+def build_graph(net: caffe_pb2.NetParameter, where: str = "<net>", *,
+                auto_tops: Callable[[str], int]) -> nx.DiGraph:
+    """`auto_tops(type)`: how many tops Net::AppendTop creates for a layer of that type."""
     g = nx.DiGraph(source=where)
     values: dict[str, Value] = {}
     current: dict[str, str] = {}  # blob name -> id of its latest version
@@ -66,12 +70,10 @@ def build_graph(net: caffe_pb2.NetParameter, where: str = "<net>") -> nx.DiGraph
                 order.append(blob)
             current[blob] = vid
             consumed.discard(blob)
-        spec = lookup(layer.type)
-        if spec is not None and spec.auto_top:
-            for j in range(len(tops), max(spec.min_tops, 1)):
-                vid = _unique(f"{layer.name}_automatic_{j}", values)
-                values[vid] = Value(vid, None, i, j, False)
-                tops.append(vid)
+        for j in range(len(tops), auto_tops(layer.type)):
+            vid = _unique(f"{layer.name}_automatic_{j}", values)
+            values[vid] = Value(vid, None, i, j, False)
+            tops.append(vid)
         if layer.type == "Input":
             inputs.extend(layer.top)
         phase = layer.phase if layer.HasField("phase") else net_phase

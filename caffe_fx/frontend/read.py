@@ -3,8 +3,8 @@
 Frontend, first step: file -> NetParameter (upgraded from V0/V1 by upgrade.py) and
 caffemodel -> per-layer weight arrays.  Mirrors src/caffe/util/io.cpp
 (ReadNetParamsFromTextFileOrDie / ...BinaryFileOrDie), Blob::FromProto in
-src/caffe/blob.cpp and Net::CopyTrainedLayersFromHDF5 in src/caffe/net.cpp; binary
-caffemodels are walked by wire.py.
+src/caffe/blob.cpp; binary caffemodels are walked by wire.py, HDF5 ones read by
+hdf5.py (Net::CopyTrainedLayersFromHDF5's layout).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from google.protobuf import text_format
 
 from ..errors import ProtoParseError, WeightsError
 from ..proto import caffe_pb2
+from .hdf5 import is_hdf5, read_hdf5
 from .upgrade import upgrade_net
 from .wire import read_caffemodel
 
@@ -127,8 +128,18 @@ def blob_to_array(blob: caffe_pb2.BlobProto, where: str) -> StoredBlob:
     return StoredBlob(arr.reshape(shape), legacy)
 
 
-def read_weights(path: str | os.PathLike) -> dict[str, list[StoredBlob]]:
-    """caffemodel (binary, any legacy format) or HDF5 caffemodel -> {layer: blobs}.
+@dataclass(frozen=True)
+class StoredWeights:
+    """A weights file as the binder (binding.py) takes it: {layer: blobs}, None where an
+    HDF5 file has no dataset (a param the layer shares from an earlier layer), and whether
+    CopyTrainedLayersFromHDF5's rules apply (fewer datasets allowed for shared params)."""
+
+    layers: dict[str, list[StoredBlob | None]]
+    hdf5: bool
+
+
+def read_stored(path: str | os.PathLike) -> StoredWeights:
+    """caffemodel (binary, any legacy format) or HDF5 caffemodel -> StoredWeights.
 
     Order of layers is the file's; a layer name seen twice keeps its first entry, as
     Caffe matches the first.  A binary file is read once (wire.py) and the arrays are
@@ -137,45 +148,29 @@ def read_weights(path: str | os.PathLike) -> dict[str, list[StoredBlob]]:
     p = Path(path)
     if not p.exists():
         raise WeightsError(f"{p}: no such weights file")
-    with open(p, "rb") as f:
-        head = f.read(8)
-    if head == b"\x89HDF\r\n\x1a\n":
-        return _read_hdf5(p)
-    out: dict[str, list[StoredBlob]] = {}
+    if is_hdf5(p):
+        return StoredWeights({name: [None if a is None else StoredBlob(a, False) for a in blobs]
+                              for name, blobs in read_hdf5(p).items()}, hdf5=True)
+    out: dict[str, list[StoredBlob | None]] = {}
     for layer in read_caffemodel(p):
         if layer.name not in out:
             out[layer.name] = [StoredBlob(b.data.reshape(b.shape), b.legacy)
                                for b in layer.blobs]
-    return out
+    return StoredWeights(out, hdf5=False)
 
 
-def _read_hdf5(p: Path) -> dict[str, list[StoredBlob]]:
-    import h5py
-
+def read_weights(path: str | os.PathLike) -> dict[str, list[StoredBlob]]:
+    """read_stored's layers, every blob present: {layer: blobs in Caffe's order}.  An HDF5
+    layer without a dataset below its last one (a shared param) is an error here: only
+    a net that knows which params are shared can bind it (binding.py)."""
+    stored = read_stored(path)
     out: dict[str, list[StoredBlob]] = {}
-    try:
-        with h5py.File(p, "r") as f:
-            if "data" not in f:
-                raise WeightsError(f"{p}: HDF5 file without the /data group of a caffemodel")
-            group = f["data"]
-            for name in group:
-                layer = group[name]
-                try:
-                    keys = sorted(layer.keys(), key=int)
-                except ValueError as e:
-                    raise WeightsError(f"{p}: /data/{name} holds datasets not named by "
-                                       f"blob index 0, 1, ...: {sorted(layer.keys())}") from e
-                out[name] = [_read_dataset(layer[k], p) for k in keys]
-    except (OSError, KeyError, TypeError) as e:
-        raise WeightsError(f"{p}: unreadable HDF5 caffemodel: {e}") from e
+    for name, blobs in stored.layers.items():
+        missing = [i for i, b in enumerate(blobs) if b is None]
+        if missing:
+            raise WeightsError(
+                f"{path}: /data/{name} has no dataset {missing[0]} (a param that layer "
+                "shares with an earlier one); load it into the net it was saved from "
+                "(compile(prototxt, weights) or caffe_fx.pycaffe's Net.load_hdf5)")
+        out[name] = [b for b in blobs if b is not None]
     return out
-
-
-def _read_dataset(ds, p: Path) -> StoredBlob:
-    """hdf5_load_nd_dataset: straight into the final float32 array (HDF5 converts)."""
-    if not hasattr(ds, "read_direct"):
-        raise WeightsError(f"{p}: {ds.name} is a group where a blob dataset belongs")
-    arr = np.empty(ds.shape, dtype=np.float32)
-    if arr.size:
-        ds.read_direct(arr)
-    return StoredBlob(arr, False)

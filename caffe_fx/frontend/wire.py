@@ -1,21 +1,25 @@
-"""A protobuf wire-format reader for binary caffemodels: weights at the speed of the disk.
+"""The protobuf wire format of binary caffemodels, read and written at the speed of the disk.
 
-Frontend, used by read.py's read_weights: one read of the file into a writable buffer,
+Frontend, used by read.py's read_weights (and, for writing, weights_io.py's
+save_caffemodel): one read of the file into a writable buffer,
 then a walk over NetParameter's layers (V2 `layer`, V1 `layers`, V0 `layers.layer`) that
 turns every BlobProto's packed `data` into a NumPy view of that buffer instead of a list
 of Python floats.  The rest of the net (names, types, params) is parsed by caffe_pb2 from
 a copy of the bytes without the blobs' data and upgraded by upgrade.py, so legacy names
 and types mean what they mean to Caffe (ReadNetParamsFromBinaryFileOrDie in
-src/caffe/util/io.cpp, Blob::FromProto in src/caffe/blob.cpp).
+src/caffe/util/io.cpp, Blob::FromProto in src/caffe/blob.cpp).  Writing streams a
+NetParameter whose blobs' float data goes to the file straight from the arrays (Net::ToProto
++ WriteProtoToBinaryFile, Blob::ToProto).  Field numbers are caffe_pb2's, never restated.
 """
 from __future__ import annotations
 
 import ctypes
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Protocol
 
 import numpy as np
 from google.protobuf import message as _message
@@ -24,16 +28,23 @@ from ..errors import WeightsError
 from ..proto import caffe_pb2
 from .upgrade import upgrade_net
 
-__all__ = ["WireBlob", "WireLayer", "read_caffemodel"]
+__all__ = ["WireBlob", "WireLayer", "read_caffemodel", "varint_bytes", "write_caffemodel"]
 
-# Field numbers in caffe.proto.
-_NET_LAYER, _NET_LAYERS = 100, 2              # NetParameter.layer / .layers (V1)
-_V2_NAME, _V2_BLOBS = 1, 7                     # LayerParameter
-_V1_V0LAYER, _V1_NAME, _V1_BLOBS = 1, 4, 6     # V1LayerParameter
-_V0_NAME, _V0_BLOBS = 1, 50                    # V0LayerParameter
-_BLOB_LEGACY = (1, 2, 3, 4)                    # BlobProto num, channels, height, width
-_BLOB_DATA, _BLOB_SHAPE, _BLOB_DOUBLE_DATA, _BLOB_DOUBLE_DIFF = 5, 7, 8, 9
-_SHAPE_DIM = 1                                 # BlobShape.dim
+
+def _numbers(message: type, *names: str) -> tuple[int, ...]:
+    fields = message.DESCRIPTOR.fields_by_name  # type: ignore[attr-defined]
+    return tuple(fields[n].number for n in names)
+
+
+# Field numbers in caffe.proto, from the generated descriptors.
+_NET_LAYER, _NET_LAYERS = _numbers(caffe_pb2.NetParameter, "layer", "layers")  # V2 / V1
+_V2_NAME, _V2_BLOBS = _numbers(caffe_pb2.LayerParameter, "name", "blobs")
+_V1_V0LAYER, _V1_NAME, _V1_BLOBS = _numbers(caffe_pb2.V1LayerParameter, "layer", "name", "blobs")
+_V0_NAME, _V0_BLOBS = _numbers(caffe_pb2.V0LayerParameter, "name", "blobs")
+_BLOB_LEGACY = _numbers(caffe_pb2.BlobProto, "num", "channels", "height", "width")
+_BLOB_DATA, _BLOB_SHAPE, _BLOB_DOUBLE_DATA, _BLOB_DOUBLE_DIFF = _numbers(
+    caffe_pb2.BlobProto, "data", "shape", "double_data", "double_diff")
+(_SHAPE_DIM,) = _numbers(caffe_pb2.BlobShape, "dim")
 
 _VARINT, _FIXED64, _LEN, _START_GROUP, _END_GROUP, _FIXED32 = 0, 1, 2, 3, 4, 5
 _MAX_DEPTH = 100  # protobuf's default recursion limit, for groups in unknown fields
@@ -139,7 +150,8 @@ def _placeholder_index(blob: caffe_pb2.BlobProto, p: Path, layer: str) -> int:
     return int(blob.double_diff[0])
 
 
-def _varint_bytes(value: int) -> bytes:
+def varint_bytes(value: int) -> bytes:
+    """A non-negative int as a protobuf varint."""
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -152,7 +164,11 @@ def _placeholder(index: int) -> bytes:
     # A BlobProto holding only double_diff = [index]: nothing else in a caffemodel
     # reader looks at double_diff (Caffe ignores diffs when loading weights).
     body = np.array([index], dtype="<f8").tobytes()
-    return bytes([(_BLOB_DOUBLE_DIFF << 3) | _LEN, len(body)]) + body
+    return _key(_BLOB_DOUBLE_DIFF) + varint_bytes(len(body)) + body
+
+
+def _key(field: int, wire: int = _LEN) -> bytes:
+    return varint_bytes(field << 3 | wire)
 
 
 def _int32(value: int) -> int:
@@ -257,7 +273,7 @@ class _Reader:
                     body = self.layer(vstart, vend, _V2_NAME, _V2_BLOBS, nested=False)
                 else:
                     body = self.layer(vstart, vend, _V1_NAME, _V1_BLOBS, nested=True)
-                piece = _varint_bytes((field << 3) | _LEN) + _varint_bytes(len(body)) + body
+                piece = _key(field) + varint_bytes(len(body)) + body
             else:
                 piece = bytes(mv[start:vend])
             out.append(piece)
@@ -303,7 +319,7 @@ class _Reader:
             else:
                 out.append(bytes(mv[start:vend]))
                 continue
-            out.append(_varint_bytes((field << 3) | _LEN) + _varint_bytes(len(body)) + body)
+            out.append(_key(field) + varint_bytes(len(body)) + body)
         return b"".join(out)
 
     # --- one BlobProto ----------------------------------------------------------------
@@ -433,3 +449,54 @@ class _Reader:
                 data = np.frombuffer(self.buf, "<f4", blob.data.size, offset - shift)
             self.blobs[index] = WireBlob(blob.shape, blob.legacy, data, blob.offset)
         self._unaligned.clear()
+
+
+# --------------------------------------------------------------------------- writing
+
+class StoredArray(Protocol):
+    """A blob to write: its float array, and whether Caffe stored it with the legacy
+    num/channels/height/width fields (frontend/read.py's StoredBlob)."""
+
+    @property
+    def array(self) -> np.ndarray: ...
+
+    @property
+    def legacy(self) -> bool: ...
+
+
+def _blob_head(blob: StoredArray) -> bytes:
+    """Blob::ToProto without the data: `shape`, or the legacy num/channels/height/width
+    when the blob was stored that way (so Blob::ShapeEquals still lets old InnerProduct
+    weights (1, 1, N, K) fill a 2-D blob)."""
+    proto = caffe_pb2.BlobProto()
+    shape = blob.array.shape
+    if blob.legacy and len(shape) == 4:
+        proto.num, proto.channels, proto.height, proto.width = (int(d) for d in shape)
+    else:
+        proto.shape.dim.extend(int(d) for d in shape)
+    return proto.SerializeToString()
+
+
+def write_caffemodel(f: IO[bytes], header: caffe_pb2.NetParameter,
+                     layers: Sequence[tuple[caffe_pb2.LayerParameter, Sequence[StoredArray]]],
+                     advance: Callable[[int], None] = lambda n: None) -> None:
+    """Streams a NetParameter: protobuf serialises everything but the blobs' float data,
+    which goes to the file straight from the arrays (packed little-endian float32, as
+    `repeated float data = 5 [packed = true]` is on the wire).  Fields may come in any
+    order on the wire, so each layer's blobs follow its other fields.  `header` holds
+    the net's fields but its layers; `advance(nbytes)` is called as blob data is written."""
+    f.write(header.SerializeToString())
+    layer_key, blobs_key, data_key = _key(_NET_LAYER), _key(_V2_BLOBS), _key(_BLOB_DATA)
+    for lp, blobs in layers:
+        head = lp.SerializeToString()
+        parts = []
+        for b in blobs:
+            arr = np.ascontiguousarray(b.array, dtype="<f4")
+            bhead = _blob_head(b) + data_key + varint_bytes(arr.nbytes)
+            parts.append((bhead, arr, len(bhead) + arr.nbytes))
+        size = len(head) + sum(len(blobs_key) + len(varint_bytes(n)) + n for _, _, n in parts)
+        f.write(layer_key + varint_bytes(size) + head)
+        for bhead, arr, n in parts:
+            f.write(blobs_key + varint_bytes(n) + bhead)
+            f.write(arr.data)  # the raw float32 bytes, no copy
+            advance(arr.nbytes)

@@ -5,6 +5,10 @@ registered function for a `Call`, a `CaffeModule` or `IDENTITY`, runs it on meta
 to give every value Caffe's shape (the infer_shapes step), then emits one fx node per
 value: nodes are named after blobs (in-place writers after their layer), modules after
 layers.  Mirrors the layer set-up loop of Net::Init (src/caffe/net.cpp).
+
+Keys on the emitted nodes' `meta`: `caffe_blob` (the Caffe blob a node holds), `shape`
+(that blob's shape as Net::Init gives it: the infer_shapes result, also in
+`Lowering.blob_shapes`), `caffe_layer` (the layer a call node runs).
 """
 from __future__ import annotations
 
@@ -46,6 +50,17 @@ class Lowering:
     value_nodes: dict[str, str] = field(default_factory=dict)  # value id -> fx node name
 
 
+@dataclass(frozen=True)
+class Built:
+    """What build() returns: the GraphModule (its submodules still on the meta device),
+    the Lowering (also `gm.meta["caffe"]`) and each layer module with its view, in the
+    net's order, for the weight binder (binding.py)."""
+
+    gm: fx.GraphModule
+    info: Lowering
+    modules: tuple[tuple[LayerView, CaffeModule], ...]
+
+
 def _source_shapes(layer: caffe_pb2.LayerParameter, given: Mapping[str, Sequence[int]],
                    where: str) -> list[tuple[int, ...]]:
     shapes = []
@@ -74,7 +89,7 @@ def _source_shapes(layer: caffe_pb2.LayerParameter, given: Mapping[str, Sequence
 
 
 def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
-          outputs: Sequence[str] | None = None) -> tuple[fx.GraphModule, Lowering]:
+          outputs: Sequence[str] | None = None) -> Built:
     where = g.graph["source"]
     given = dict(input_shapes or {})
     values: dict[str, Value] = g.graph["values"]
@@ -126,6 +141,7 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
             for vid, shape in zip(attrs["tops"], shapes):
                 blob = values[vid].blob
                 node = _placeholder(graph, node_names, blob)
+                node.meta["shape"] = tuple(shape)
                 env[vid] = node
                 meta[vid] = torch.empty(shape, device="meta")
                 info.inputs.append(blob)
@@ -198,6 +214,7 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
                 out = graph.create_node("call_function", operator.getitem, (node, j), name=want)
                 _check_name(out, want)
             out.meta["caffe_blob"] = values[vid].blob
+            out.meta["shape"] = tuple(outs[j].shape)
             env[vid], meta[vid] = out, outs[j]
 
     if any(getattr(m, "nhwc", False) for _, m in modules):
@@ -215,9 +232,8 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
     gm.graph.eliminate_dead_code()
     _relu_in_place(gm)
     gm.recompile()
-    gm._caffe_modules = modules  # consumed (and deleted) by compile()
     gm.meta["caffe"] = info
-    return gm, info
+    return Built(gm, info, tuple(modules))
 
 
 def _contiguous(graph: fx.Graph, node: fx.Node, value: torch.Tensor, names: Namer) -> fx.Node:
@@ -228,6 +244,7 @@ def _contiguous(graph: fx.Graph, node: fx.Node, value: torch.Tensor, names: Name
     out = graph.create_node("call_method", "contiguous", (node,), name=name)
     _check_name(out, name)
     out.meta["caffe_blob"] = node.meta.get("caffe_blob")
+    out.meta["shape"] = tuple(value.shape)
     return out
 
 

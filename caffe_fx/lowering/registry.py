@@ -165,6 +165,14 @@ def lookup(caffe_type: str) -> LayerSpec | None:
     return _REGISTRY.get(caffe_type)
 
 
+def auto_tops(caffe_type: str) -> int:
+    """How many tops Net::AppendTop creates for a layer of this type written without
+    tops: max(MinTopBlobs, ExactNumTopBlobs) when AutoTopBlobs() (loss layers), else 0.
+    Passed to the frontend and passes that need it, which do not import the lowering."""
+    spec = lookup(caffe_type)
+    return max(spec.min_tops, 1) if spec is not None and spec.auto_top else 0
+
+
 def supported_layers() -> list[str]:
     """The Caffe layer types caffe_fx can lower, sorted as caffe.layer_type_list() is."""
     _load_layers()

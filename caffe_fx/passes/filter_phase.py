@@ -1,7 +1,9 @@
-"""Keeps the layers whose include/exclude rules match the NetState.
+"""Keeps the layers whose include/exclude rules match the net's NetState.
 
-First pass of the pipeline (NetParameter -> NetParameter, a copy).  Mirrors
-Net::FilterNet and Net::StateMeetsRule in src/caffe/net.cpp.
+First pass of the pipeline (NetParameter -> NetParameter, a copy).  The state is the
+net's own `state`, which pipeline.with_state sets as Net::Net does (the file's state,
+phase and level overridden, stages appended).  Mirrors Net::FilterNet and
+Net::StateMeetsRule in src/caffe/net.cpp.
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ def rule_met(state: caffe_pb2.NetState, rule: caffe_pb2.NetStateRule) -> bool:
     return all(s in stages for s in rule.stage) and not any(s in stages for s in rule.not_stage)
 
 
-def filter_phase(net: caffe_pb2.NetParameter, state: caffe_pb2.NetState,
-                 where: str = "<net>") -> caffe_pb2.NetParameter:
+def filter_phase(net: caffe_pb2.NetParameter, where: str = "<net>") -> caffe_pb2.NetParameter:
+    """The layers whose rules `net.state` meets, and that state (Net::FilterNet)."""
+    state = net.state
     out = caffe_pb2.NetParameter()
     out.CopyFrom(net)
     del out.layer[:]
@@ -38,5 +41,4 @@ def filter_phase(net: caffe_pb2.NetParameter, state: caffe_pb2.NetState,
             keep = not any(rule_met(state, r) for r in layer.exclude)
         if keep:
             out.layer.add().CopyFrom(layer)
-    out.state.CopyFrom(state)
     return out

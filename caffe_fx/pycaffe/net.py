@@ -19,8 +19,7 @@ import numpy as np
 import torch
 from torch import fx
 
-from .. import compiler
-from .._atomic import atomic_path
+from .. import binding, pipeline
 from ..errors import (
     BlobNameError,
     DeviceError,
@@ -29,13 +28,11 @@ from ..errors import (
     ShapeError,
     WeightsError,
 )
-from ..frontend.graph import build_graph
-from ..frontend.read import NetSource, describe, read_net
-from ..lowering.builder import SOURCE_TYPES, Lowering, build
-from ..lowering.fillers import fill
+from ..frontend.hdf5 import is_hdf5, write_hdf5
+from ..frontend.read import NetSource, read_stored
+from ..lowering.builder import SOURCE_TYPES, Built, Lowering
 from ..lowering.registry import CaffeModule, LayerView, lookup, supported_layers
-from ..passes.filter_phase import filter_phase
-from ..passes.insert_splits import insert_splits
+from ..passes.name_automatic_tops import automatic_blobs
 from ..proto import caffe_pb2
 from ..weights_io import save_caffemodel
 from . import python_layer
@@ -49,9 +46,6 @@ TEST: int = caffe_pb2.TEST
 
 # Caffe::mode() and Caffe::SetDevice: process-wide, as in Caffe.
 _MODE: dict[str, Any] = {"gpu": False, "device": 0}
-
-# The name Net::AppendTop gives the top it creates for a loss layer written without one.
-AUTOMATIC = "(automatic)"
 
 # Layers whose tops share the bottom's data (Blob::ShareData in their Forward/Reshape).
 _SHARING_TYPES = frozenset({"Split", "Flatten", "Reshape"})
@@ -83,22 +77,6 @@ def set_random_seed(seed: int) -> None:
 def layer_type_list() -> list[str]:
     """The layer types a Net can hold, sorted as LayerRegistry::LayerTypeList gives them."""
     return sorted(set(supported_layers()) | SOURCE_TYPES)
-
-
-def _name_automatic_tops(net: caffe_pb2.NetParameter
-                         ) -> tuple[caffe_pb2.NetParameter, frozenset[str]]:
-    """Net::Init gives a loss layer written without a top (LossLayer::AutoTopBlobs) an
-    anonymous top "(automatic)": a blob with loss weight 1 that backward starts from, but no
-    output.  Caffe names them all alike; from the second on they are "(automatic)#2", ..."""
-    named = caffe_pb2.NetParameter()
-    named.CopyFrom(net)
-    names: list[str] = []
-    for layer in named.layer:
-        spec = lookup(layer.type)
-        if spec is not None and spec.auto_top and not layer.top:
-            names.append(AUTOMATIC if not names else f"{AUTOMATIC}#{len(names) + 1}")
-            layer.top.append(names[-1])
-    return named, frozenset(names)
 
 
 def _memory_shapes(layer: caffe_pb2.LayerParameter) -> list[tuple[int, ...]]:
@@ -158,34 +136,24 @@ class Net:
         if phase is None:
             raise InputError("Net(network_file, phase, ...): phase is required; allowed: "
                              "caffe.TRAIN, caffe.TEST")
-        where = describe(network_file)
-        self._where = where
-        net = read_net(network_file)
-        # Net::Net overrides the file's phase and level and appends the stages.
-        state = caffe_pb2.NetState()
-        state.CopyFrom(compiler.net_state(phase, level, ()))
-        state.stage.extend(net.state.stage)
-        state.stage.extend(stages or ())
-        net = insert_splits(filter_phase(net, state, where), where)
-        self._proto = net  # what save() writes, as Net::ToProto does
-        net, self._automatic = _name_automatic_tops(net)
-        self._net = net
-        self._graph = build_graph(net, where)
-        self._sources = [top for layer in net.layer if layer.type in SOURCE_TYPES
-                         for top in layer.top]
+        prepared = pipeline.prepare(network_file, phase=phase, level=level,
+                                    stages=stages or (), facade=True)
+        where = self._where = prepared.where
+        self._prepared = prepared
+        self._proto = prepared.proto  # what save() writes, as Net::ToProto does
+        net = self._net = prepared.net  # with the "(automatic)" tops named
+        self._automatic = automatic_blobs(net)
+        self._graph = prepared.graph
+        self._sources = pipeline.sources(prepared)
         self._gms: dict[tuple[tuple[int, ...], ...], fx.GraphModule] = {}
         self._device_gms: dict[int, fx.GraphModule] = {}
         self._tensors: dict[str, list[torch.Tensor]] = {}  # layer -> its blobs' tensors
         self._python_layers: dict[str, python_layer.PythonLayerModule] = {}
 
         gm, modules = self._build(None)
-        for view, module in modules:
-            if type(module).to_empty is not torch.nn.Module.to_empty:
-                module.to_empty(device="cpu")
-            compiler._materialise(module)
-            for name, filler in zip(module.caffe_blobs, module.fillers):
-                fill(getattr(module, name), filler, f"layer '{view.name}' ({view.type})")
-        compiler._share_params(modules, where)
+        built = Built(gm, gm.meta["caffe"], tuple(modules))
+        binding.bind(built, net, None, where)  # Caffe's fillers, shared params
+        self._slots = binding.slots_of(built, net)  # what copy_from/load_hdf5 fit to
         for view, module in modules:
             self._tensors[view.name] = module.blob_tensors()
         info: Lowering = gm.meta["caffe"]
@@ -221,10 +189,10 @@ class Net:
         if shapes is None:  # MemoryDataLayer::DataLayerSetUp: (batch, C, H, W) and (batch,)
             shapes = {top: shape for layer in self._net.layer if layer.type == "MemoryData"
                       for top, shape in zip(layer.top, _memory_shapes(layer))} or None
-        with python_layer.building(self._python_layers):
-            gm, _ = build(self._graph, input_shapes=shapes,
-                          outputs=list(self._graph.graph["blobs"]))
-        modules = gm.__dict__.pop("_caffe_modules")
+        built = pipeline.lower(
+            self._prepared, input_shapes=shapes, outputs=list(self._graph.graph["blobs"]),
+            python_layers=self._python_layers)  # type: ignore[arg-type]
+        gm, modules = built.gm, list(built.modules)
         if self._net.state.phase == caffe_pb2.TEST:
             gm.eval()
         else:
@@ -248,7 +216,7 @@ class Net:
                     module._parameters[name] = tensor  # type: ignore[assignment]  # a Parameter
                 else:
                     module._buffers[name] = tensor
-            compiler._materialise(module)
+            binding.materialise(module)
 
     def _current_key(self) -> tuple[tuple[int, ...], ...]:
         return tuple(self.blobs[s].shape for s in self._sources)
@@ -554,24 +522,9 @@ class Net:
     def copy_from(self, filename: str | os.PathLike) -> None:
         """Net::CopyTrainedLayersFrom (binary or HDF5): layers matched by name; layers the
         net lacks are skipped; the blobs are overwritten in place."""
-        stored = compiler._stored_weights(filename)
+        stored = binding.read(filename)
         assert stored is not None
-        types = {layer.name: layer.type for layer in self._net.layer}
-        for name, blobs in stored.items():
-            if name not in types:
-                continue
-            targets = self._tensors.get(name, [])
-            where = f"{filename}: layer '{name}' ({types[name]})"
-            if len(blobs) != len(targets):
-                raise WeightsError(
-                    f"{where}: the weights hold {len(blobs)} blobs, the layer has "
-                    f"{len(targets)} (Incompatible number of blobs)")
-            for k, (blob, target) in enumerate(zip(blobs, targets)):
-                if not compiler._shape_equals(blob, tuple(target.shape)):
-                    raise WeightsError(
-                        f"{where}: blob {k} has shape {list(blob.array.shape)} in the weights "
-                        f"but {list(target.shape)} in the net (Cannot copy param {k} weights)")
-                target.copy_(torch.from_numpy(np.asarray(blob.array)).view(target.shape))
+        binding.copy_into(binding.fit(stored, self._slots, os.fspath(filename)), self._tensors)
 
     def share_with(self, other: Net) -> None:
         """Net::ShareTrainedLayersWith: layers of the same name use `other`'s blobs."""
@@ -610,58 +563,24 @@ class Net:
         """Net::ToHDF5: a group /data/<layer> per layer holding dataset <i> for each blob
         the layer owns (a param shared from another layer is written by its owner only);
         replaces an existing file, as Caffe does."""
-        import h5py
-
         seen: set[int] = set()
-        with atomic_path(filename, force=True) as tmp, h5py.File(tmp, "w") as h5:
-            data = h5.create_group("data")
-            for layer in self._net.layer:
-                group = data.create_group(layer.name)
-                for i, tensor in enumerate(self._tensors.get(layer.name, [])):
-                    if id(tensor) in seen:
-                        continue
-                    seen.add(id(tensor))
-                    group.create_dataset(str(i), data=tensor.detach().cpu().numpy())
+        layers = []
+        for layer in self._net.layer:
+            arrays: list[np.ndarray | None] = []
+            for tensor in self._tensors.get(layer.name, []):
+                arrays.append(None if id(tensor) in seen else tensor.detach().cpu().numpy())
+                seen.add(id(tensor))
+            layers.append((layer.name, arrays))
+        write_hdf5(filename, layers, force=True)
 
-    @torch.no_grad()
     def load_hdf5(self, filename: str | os.PathLike) -> None:
         """Net::CopyTrainedLayersFromHDF5: layers matched by name, shapes must match
         exactly; a dataset may be missing only for a param shared from another layer."""
-        import h5py
-
-        owners: dict[int, str] = {}
-        for layer in self._net.layer:
-            for tensor in self._tensors.get(layer.name, []):
-                owners.setdefault(id(tensor), layer.name)
-        try:
-            h5 = h5py.File(filename, "r")
-        except OSError as e:
-            raise WeightsError(f"{filename}: cannot open the HDF5 weights file: {e}") from e
-        with h5:
-            if "data" not in h5:
-                raise WeightsError(f"{filename}: no /data group (not an HDF5 caffemodel)")
-            data = h5["data"]
-            for layer in self._net.layer:
-                if layer.name not in data:
-                    continue
-                group, targets = data[layer.name], self._tensors.get(layer.name, [])
-                where = f"{filename}: layer '{layer.name}' ({layer.type})"
-                if len(group) > len(targets):
-                    raise WeightsError(f"{where}: the file holds {len(group)} blobs, the layer "
-                                       f"has {len(targets)} (Incompatible number of blobs)")
-                for j, target in enumerate(targets):
-                    if str(j) not in group:
-                        if owners[id(target)] != layer.name:
-                            continue  # shared from another layer: loaded with its owner
-                        raise WeightsError(f"{where}: no dataset /data/{layer.name}/{j} "
-                                           "(Incompatible number of blobs)")
-                    array = np.asarray(group[str(j)], dtype=np.float32)
-                    if array.shape != tuple(target.shape):
-                        raise WeightsError(
-                            f"{where}: blob {j} has shape {list(array.shape)} in the file but "
-                            f"{list(target.shape)} in the net (Cannot load blob from hdf5; "
-                            "shape mismatch)")
-                    target.copy_(torch.from_numpy(array))
+        if not os.path.isfile(filename) or not is_hdf5(filename):
+            raise WeightsError(f"{filename}: cannot open the HDF5 weights file (no such file, "
+                               "or not HDF5)")
+        stored = read_stored(filename)
+        binding.copy_into(binding.fit(stored, self._slots, os.fspath(filename)), self._tensors)
 
     def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
         """pycaffe's set_input_arrays over MemoryDataLayer::Reset: the first layer must be

@@ -2,22 +2,22 @@
 
 pycaffe facade.  Mirrors include/caffe/layers/python_layer.hpp (param_str and phase set
 before setup; reshape before every forward; backward(top, propagate_down, bottom)) and the
-Layer/BlobVec bindings of python/caffe/_caffe.cpp.  Only a caffe_fx.pycaffe.Net, or
-caffe_fx.compile(..., trust_python_layers=True), imports python_param.module.
+Layer/BlobVec bindings of python/caffe/_caffe.cpp.  The "Python" type's lowering and trust
+(only a caffe_fx.pycaffe.Net, or caffe_fx.compile(..., trust_python_layers=True), imports
+python_param.module) are caffe_fx/lowering/layers/python.py's; this module hands it the
+runtime, on import.
 """
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import NetDefinitionError, PycaffeNotImplementedError, UnsupportedFieldError
-from ..lowering.registry import CaffeModule, LayerView, register
+from ..errors import PycaffeNotImplementedError
+from ..lowering.layers.python import set_runtime
+from ..lowering.registry import CaffeModule, LayerView
 from ..proto import caffe_pb2
 from .blob import Blob
 
@@ -171,57 +171,19 @@ class _PythonLayerFunction(torch.autograd.Function):
         return (None, *grads)
 
 
-# The Python layers of the facade Net being built (layer name -> module), or None.
-_BUILDING: ContextVar[dict[str, PythonLayerModule] | None] = ContextVar(
-    "caffe_fx_pycaffe_python_layers", default=None)
+class _Runtime:
+    """What lowering/layers/python.py runs Python layers with (its `Runtime`): the layer
+    object on pycaffe's Blobs, set up and reshaped as python_layer.hpp does."""
 
-
-@contextmanager
-def building(layers: dict[str, PythonLayerModule]) -> Iterator[None]:
-    """While a facade Net builds, Python layers are created (once) and kept in `layers`."""
-    token = _BUILDING.set(layers)
-    try:
-        yield
-    finally:
-        _BUILDING.reset(token)
-
-
-def _create(view: LayerView) -> Layer:
-    """PythonLayer's creation (layer_factory.cpp GetPythonLayer): import the module as the
-    user's sys.path finds it, call the class with the LayerParameter."""
-    p = view.param.python_param
-    try:
-        module = importlib.import_module(p.module)
-    except ImportError as e:
-        raise NetDefinitionError(
-            f"layer '{view.name}' (Python): python_param.module = '{p.module}' cannot be "
-            f"imported ({e}); allowed: a module on sys.path (PYTHONPATH)") from e
-    cls = getattr(module, p.layer, None)
-    if cls is None:
-        raise NetDefinitionError(
-            f"layer '{view.name}' (Python): python_param.layer = '{p.layer}' is not defined "
-            f"in module '{p.module}' ({getattr(module, '__file__', '?')})")
-    layer = cls(view.param)
-    if not isinstance(getattr(layer, "blobs", None), BlobVec):
-        layer.blobs = BlobVec()  # a subclass that skipped Layer.__init__
-    return layer
-
-
-@register("Python", params=("python_param",), side_effects=True)
-def python(view: LayerView) -> PythonLayerModule:
-    layers = _BUILDING.get()
-    p = view.param.python_param
-    if layers is None:
-        raise UnsupportedFieldError(
-            f"layer '{view.name}' (Python): python_param.module = '{p.module}', layer = "
-            f"'{p.layer}': Python layers run only in caffe_fx.pycaffe.Net, which imports the "
-            "module and runs the layer's code, or in caffe_fx.compile(..., "
-            "trust_python_layers=True)")
-    module = layers.get(view.name)
-    bottom = [Blob(np.zeros(s, np.float32)) for s in view.input_shapes]
-    with torch.device("cpu"):
-        if module is None:  # Layer::SetUp: param_str and phase, then setup and reshape
-            layer = _create(view)
+    def set_up(self, view: LayerView, cls: type) -> PythonLayerModule:
+        """Layer::SetUp: the object made with the LayerParameter, param_str and phase
+        set, then setup and reshape on zero bottoms of the view's shapes."""
+        p = view.param.python_param
+        bottom = [Blob(np.zeros(s, np.float32)) for s in view.input_shapes]
+        with torch.device("cpu"):
+            layer = cls(view.param)
+            if not isinstance(getattr(layer, "blobs", None), BlobVec):
+                layer.blobs = BlobVec()  # a subclass that skipped Layer.__init__
             layer.param_str = p.param_str
             layer.param_str_ = p.param_str  # the name rbgirshick's caffe-fast-rcnn fork sets
             layer.phase = int(view.phase)
@@ -229,12 +191,24 @@ def python(view: LayerView) -> PythonLayerModule:
             layer.setup(bottom, tops)
             layer.reshape(bottom, tops)
             module = PythonLayerModule(layer, tops)
-            layers[view.name] = module
-        else:  # Net::Reshape after new input shapes: the same layer object reshapes
+        return self._shape_only(module)
+
+    def reshape(self, module: CaffeModule, view: LayerView) -> PythonLayerModule:
+        """Net::Reshape after new input shapes: the same layer object reshapes."""
+        assert isinstance(module, PythonLayerModule)
+        bottom = [Blob(np.zeros(s, np.float32)) for s in view.input_shapes]
+        with torch.device("cpu"):
             module.live.layer.reshape(bottom, module.live.tops)
-    module.top_shapes = [tuple(t.shape) for t in module.live.tops]
-    module.shape_only = True
-    return module
+        return self._shape_only(module)
+
+    @staticmethod
+    def _shape_only(module: PythonLayerModule) -> PythonLayerModule:
+        module.top_shapes = [tuple(t.shape) for t in module.live.tops]
+        module.shape_only = True
+        return module
+
+
+set_runtime(_Runtime())
 
 
 def own_layers(layers: Mapping[str, PythonLayerModule],

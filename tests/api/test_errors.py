@@ -102,8 +102,9 @@ def test_truncated_caffemodel(tmp_path):
 
 def test_weight_shape_mismatch_names_layer_blob_and_shapes():
     weights = {"conv1": [np.zeros((4, 3, 5, 5), np.float32), np.zeros(4, np.float32)]}
-    with pytest.raises(WeightsError, match=r"layer 'conv1' \(Convolution\): blob 0 has shape "
-                                           r"\[4, 3, 5, 5\] in the weights but \[4, 3, 3, 3\]"):
+    with pytest.raises(WeightsError, match=r"layer 'conv1' \(Convolution\): blob 0 \(weight\) "
+                                           r"has shape \[4, 3, 5, 5\] in the weights but "
+                                           r"\[4, 3, 3, 3\]"):
         caffe_fx.compile(INPUT + CONV, weights)
 
 
@@ -123,7 +124,7 @@ def test_weights_for_layers_not_in_the_net_are_skipped():
 def test_legacy_4d_inner_product_weights_accepted():
     """Old caffemodels store InnerProduct weights as (1, 1, N, K); Caffe's ShapeEquals
     accepts them right-aligned (the V1 binary LeNet/CIFAR nets in tests/nets use them)."""
-    from caffe_fx.compiler import _shape_equals
+    from caffe_fx.binding import shape_equals as _shape_equals
     from caffe_fx.frontend.read import StoredBlob
     legacy = np.zeros((1, 1, 2, 192), np.float32)
     assert _shape_equals(StoredBlob(legacy, legacy=True), (2, 192))

@@ -32,3 +32,22 @@ def test_structure_matches_caffe(path):
         for blob in meta["layers"][-1]["tops"]:
             assert ours.pop(blob)[1:] == caffe_shapes.pop(blob)[1:]
     assert ours == caffe_shapes
+
+
+@pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
+def test_node_meta_shape_is_caffes(path):
+    """Every node holding a blob carries that blob's shape in node.meta["shape"] (all
+    versions of a Caffe blob, in-place ones too, have the blob's one shape)."""
+    with np.load(path) as rec:
+        meta = json.loads(str(rec["meta"]))
+        prototxt, phase = str(rec["prototxt"]), str(rec["phase"])
+        layer = str(rec["layer"])
+    gm = caffe_fx.compile(prototxt, phase=phase)
+    caffe_shapes = {b: tuple(s) for b, s in meta["blobs"].items()}
+    if layer == "Filter":  # sized after forward in Caffe; see test_structure_matches_caffe
+        caffe_shapes = {b: s for b, s in caffe_shapes.items()
+                        if b not in meta["layers"][-1]["tops"]}
+    blob_nodes = [n for n in gm.graph.nodes if n.meta.get("caffe_blob") in caffe_shapes]
+    assert blob_nodes
+    for node in blob_nodes:
+        assert node.meta["shape"] == caffe_shapes[node.meta["caffe_blob"]], node.name

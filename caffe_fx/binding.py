@@ -1,0 +1,219 @@
+"""The one weight binder: stored blobs -> a built net's layer blobs.
+
+Last step of the pipeline (pipeline.py).  compile() binds with `bind` (the modules' blobs
+become the stored arrays, Caffe's fillers fill the rest); caffe_fx.pycaffe's Net copies
+into its blobs with `fit` (copy_from, load_hdf5, its weights= argument); `caffe-fx convert
+--prototxt` fits files to a net's shapes with `fit_layer` (weights_io.py).  Mirrors
+Net::CopyTrainedLayersFromBinaryProto and ...FromHDF5 in src/caffe/net.cpp and
+Blob::ShapeEquals in src/caffe/blob.cpp: layers matched by name, layers the net lacks
+skipped, blob counts and shapes checked by Caffe's rules and named in Caffe's words.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+import torch
+
+from .errors import WeightsError
+from .frontend.read import StoredBlob, StoredWeights, read_stored
+from .lowering.builder import Built
+from .lowering.fillers import fill
+from .lowering.registry import CaffeModule, LayerView
+from .proto import caffe_pb2
+
+Shape = tuple[int, ...]
+WeightsSource = Union[str, os.PathLike, Mapping[str, Sequence[np.ndarray]], None]
+
+
+@dataclass(frozen=True)
+class LayerSlots:
+    """Where one Caffe layer's blobs live in a built net, and what they must look like."""
+
+    layer: str
+    type: str
+    module: str  # submodule name (the state_dict prefix); "" for a layer without one
+    attrs: tuple[str, ...]  # caffe_blobs, in Caffe's blob order
+    shapes: tuple[Shape, ...]
+    # Net::AppendParam: blob k names a ParamSpec an earlier layer owns (param_owners_ != -1)
+    shared: tuple[bool, ...]
+
+
+def slots_of(built: Built, net: caffe_pb2.NetParameter) -> dict[str, LayerSlots]:
+    """Every layer the builder set up, in the net's order: a module's blobs, or none."""
+    modules = {view.name: module for view, module in built.modules}
+    types = {}
+    for layer in net.layer:
+        types.setdefault(layer.name, layer.type)
+    owned: set[str] = set()
+    out: dict[str, LayerSlots] = {}
+    for layer in net.layer:
+        if layer.name in out or layer.name not in built.info.layers:
+            continue
+        module = modules.get(layer.name)
+        if module is None:
+            out[layer.name] = LayerSlots(layer.name, layer.type, "", (), (), ())
+            continue
+        attrs = tuple(module.caffe_blobs)
+        shared = []
+        for k in range(len(attrs)):
+            name = layer.param[k].name if k < len(layer.param) else ""
+            shared.append(bool(name) and name in owned)
+            if name:
+                owned.add(name)
+        out[layer.name] = LayerSlots(
+            layer.name, layer.type, built.info.modules[layer.name], attrs,
+            tuple(tuple(getattr(module, a).shape) for a in attrs), tuple(shared))
+    return out
+
+
+def read(weights: WeightsSource) -> StoredWeights | None:
+    """Arrays the net may own: read_stored's views of its own buffer, or copies of the
+    caller's arrays (never aliased, so training does not write into them)."""
+    if weights is None:
+        return None
+    if isinstance(weights, Mapping):
+        return StoredWeights(
+            {k: [StoredBlob(np.array(a, dtype=np.float32, copy=True), False) for a in v]
+             for k, v in weights.items()}, hdf5=False)
+    return read_stored(weights)
+
+
+def shape_equals(blob: StoredBlob, target: Shape, *, legacy_unknown: bool = False) -> bool:
+    """Blob::ShapeEquals: a legacy 4-D blob (num/channels/height/width) matches a target
+    of <= 4 axes right-aligned and padded with 1s (old InnerProduct weights (1, 1, N, K),
+    biases (1, 1, 1, N)).  `legacy_unknown`: the file format lost the legacy flag (the
+    dump formats of `caffe-fx convert`), so any 4-D blob is given that leeway."""
+    shape = tuple(blob.array.shape)
+    if (blob.legacy or (legacy_unknown and len(shape) == 4)) and len(target) <= 4 \
+            and shape == (1,) * (4 - len(target)) + tuple(target):
+        return True
+    return shape == tuple(target)
+
+
+def fit_layer(where: str, slots: LayerSlots, blobs: Sequence[StoredBlob | None], *,
+              hdf5: bool = False, legacy_unknown: bool = False) -> list[np.ndarray | None]:
+    """One layer's stored blobs as arrays of the net's shapes (views, never copies); None
+    for a blob an HDF5 file leaves to the layer it is shared from.  Raises WeightsError in
+    Caffe's words ("Incompatible number of blobs", "Cannot copy param k weights")."""
+    who = f"{where}: layer '{slots.layer}' ({slots.type})"
+    names = f" ({', '.join(slots.attrs)})" if slots.attrs else ""
+    hint = "; rename the layer to skip its weights"
+    n, m = len(blobs), len(slots.shapes)
+    if n > m or (n < m and not hdf5):
+        raise WeightsError(f"{who}: the weights hold {n} blobs, the layer has {m}{names} "
+                           f"(Incompatible number of blobs){hint}")
+    out: list[np.ndarray | None] = []
+    for k, shape in enumerate(slots.shapes):
+        blob = blobs[k] if k < n else None
+        if blob is None:
+            if not slots.shared[k]:  # CopyTrainedLayersFromHDF5: only a shared param may
+                raise WeightsError(f"{who}: no dataset /data/{slots.layer}/{k} in the "
+                                   f"weights (Incompatible number of blobs){hint}")
+            out.append(None)
+            continue
+        if not shape_equals(blob, shape, legacy_unknown=legacy_unknown):
+            why = "Cannot load blob from hdf5; shape mismatch" if hdf5 \
+                else f"Cannot copy param {k} weights"
+            attr = f" ({slots.attrs[k]})" if slots.attrs else ""
+            raise WeightsError(f"{who}: blob {k}{attr} has shape {list(blob.array.shape)} in "
+                               f"the weights but {list(shape)} in the net ({why}){hint}")
+        out.append(blob.array.reshape(shape))
+    return out
+
+
+def fit(stored: StoredWeights, slots: Mapping[str, LayerSlots], where: str
+        ) -> dict[str, list[np.ndarray | None]]:
+    """Net::CopyTrainedLayersFrom: every stored layer the net has, fitted; the others
+    are skipped, as Caffe skips them ("Ignoring source layer")."""
+    return {name: fit_layer(where, slots[name], blobs, hdf5=stored.hdf5)
+            for name, blobs in stored.layers.items() if name in slots}
+
+
+@torch.no_grad()
+def bind(built: Built, net: caffe_pb2.NetParameter, stored: StoredWeights | None,
+         where: str) -> None:
+    """compile()'s binding: each module's blobs become the fitted arrays themselves (no
+    copy; they were never allocated: the builder leaves them on the meta device), or are
+    allocated and filled by Caffe's fillers when the weights lack the layer; ParamSpec
+    names then share blobs (Net::AppendParam)."""
+    fitted = fit(stored, slots_of(built, net), where) if stored is not None else {}
+    for view, module in built.modules:
+        arrays = fitted.get(view.name)
+        if type(module).to_empty is not torch.nn.Module.to_empty:
+            module.to_empty(device="cpu")  # it restores state of its own (InfogainLoss's H)
+        if arrays is not None:
+            _adopt_arrays(module, arrays)
+        materialise(module)
+        if arrays is None:
+            for name, filler in zip(module.caffe_blobs, module.fillers):
+                fill(getattr(module, name), filler, f"layer '{view.name}' ({view.type})")
+    share_params(built.modules, where)
+    for _, module in built.modules:
+        module.blobs_settled()
+
+
+def _adopt_arrays(module: CaffeModule, arrays: Sequence[np.ndarray | None]) -> None:
+    for name, array in zip(module.caffe_blobs, arrays):
+        if array is None:
+            continue  # shared: share_params gives it the owner's tensor
+        target = getattr(module, name)
+        tensor = torch.from_numpy(array)
+        if isinstance(target, torch.nn.Parameter):
+            module._parameters[name] = torch.nn.Parameter(tensor, target.requires_grad)
+        else:
+            module._buffers[name] = tensor
+
+
+@torch.no_grad()
+def copy_into(fitted: Mapping[str, Sequence[np.ndarray | None]],
+              tensors: Mapping[str, Sequence[torch.Tensor]]) -> None:
+    """The facade's binding: the fitted arrays are copied into the net's own blob tensors
+    (in place, as Caffe's CopyFrom overwrites a blob's data)."""
+    for name, arrays in fitted.items():
+        for tensor, array in zip(tensors.get(name, ()), arrays):
+            if array is not None:
+                tensor.copy_(torch.from_numpy(np.asarray(array)).view(tensor.shape))
+
+
+def materialise(module: torch.nn.Module) -> None:
+    """Module.to_empty(device="cpu") for the tensors still on the meta device only: the
+    file-backed blobs are kept, nothing is allocated only to be overwritten."""
+    for sub in module.modules():
+        for name, p in sub._parameters.items():
+            if p is not None and p.is_meta:
+                sub._parameters[name] = torch.nn.Parameter(
+                    torch.empty_like(p, device="cpu"), p.requires_grad)
+        for name, b in sub._buffers.items():
+            if b is not None and b.is_meta:
+                sub._buffers[name] = torch.empty_like(b, device="cpu")
+
+
+def share_params(modules: Sequence[tuple[LayerView, CaffeModule]], where: str) -> None:
+    """ParamSpec names share blobs (Net::AppendParam): the first owner's tensor is used."""
+    owners: dict[str, tuple[str, torch.Tensor]] = {}
+    for view, module in modules:
+        for k, spec in enumerate(view.param.param):
+            if not spec.name or k >= len(module.caffe_blobs):
+                continue
+            attr = module.caffe_blobs[k]
+            tensor = getattr(module, attr)
+            if spec.name not in owners:
+                owners[spec.name] = (view.name, tensor)
+                continue
+            owner_layer, owned = owners[spec.name]
+            strict = spec.share_mode == caffe_pb2.ParamSpec.STRICT
+            if (strict and owned.shape != tensor.shape) or owned.numel() != tensor.numel():
+                raise WeightsError(
+                    f"{where}: layer '{view.name}' shares param '{spec.name}' with layer "
+                    f"'{owner_layer}' but their shapes differ: {list(tensor.shape)} vs "
+                    f"{list(owned.shape)}")
+            shared = owned if owned.shape == tensor.shape else owned.view(tensor.shape)
+            if isinstance(tensor, torch.nn.Parameter):
+                setattr(module, attr, shared if isinstance(shared, torch.nn.Parameter)
+                        else torch.nn.Parameter(shared))
+            else:
+                module._buffers[attr] = shared

@@ -1,0 +1,98 @@
+"""Caffe's HDF5 weights layout, /data/<layer>/<blob index>, read and written in one place.
+
+Frontend: read.py's read_weights reads HDF5 caffemodels through it; weights_io.py's
+save_caffemodel (`caffe-fx convert`) and caffe_fx.pycaffe's Net.save_hdf5/load_hdf5 use
+the same functions.  Mirrors Net::ToHDF5 and Net::CopyTrainedLayersFromHDF5 in
+src/caffe/net.cpp over hdf5_save_nd_dataset / hdf5_load_nd_dataset (src/caffe/util/hdf5.cpp):
+a group per layer, a float32 dataset per blob the layer owns, no reshaping.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .._atomic import atomic_path
+from ..errors import WeightsError
+
+SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(path: str | os.PathLike) -> bool:
+    """Whether the file starts with HDF5's signature (how HDF5 caffemodels are told)."""
+    with open(path, "rb") as f:
+        return f.read(len(SIGNATURE)) == SIGNATURE
+
+
+def read_hdf5(path: str | os.PathLike) -> dict[str, list[np.ndarray | None]]:
+    """{layer: [blob 0, blob 1, ...]} in the file's order; None where a layer's group has
+    no dataset for an index below its last (a param the writer's layer shared from an
+    earlier layer: Net::ToHDF5 writes only the blobs a layer owns)."""
+    import h5py
+
+    p = Path(path)
+    out: dict[str, list[np.ndarray | None]] = {}
+    try:
+        with h5py.File(p, "r") as f:
+            if "data" not in f:
+                raise WeightsError(f"{p}: HDF5 file without the /data group of a caffemodel")
+            group = f["data"]
+            for name in group:
+                layer = group[name]
+                if not hasattr(layer, "keys"):
+                    raise WeightsError(f"{p}: /data/{name} is a dataset where a layer's "
+                                       "group belongs")
+                try:
+                    indices = sorted(int(k) for k in layer.keys())
+                except ValueError as e:
+                    raise WeightsError(f"{p}: /data/{name} holds datasets not named by "
+                                       f"blob index 0, 1, ...: {sorted(layer.keys())}") from e
+                blobs: list[np.ndarray | None] = [None] * (indices[-1] + 1 if indices else 0)
+                for i in indices:
+                    blobs[i] = _read_dataset(layer[str(i)], p)
+                out[name] = blobs
+    except (OSError, KeyError, TypeError) as e:
+        raise WeightsError(f"{p}: unreadable HDF5 caffemodel: {e}") from e
+    return out
+
+
+def _read_dataset(ds: object, p: Path) -> np.ndarray:
+    """hdf5_load_nd_dataset: straight into the final float32 array (HDF5 converts)."""
+    if not hasattr(ds, "read_direct"):
+        raise WeightsError(f"{p}: {getattr(ds, 'name', '?')} is a group where a blob "
+                           "dataset belongs")
+    arr = np.empty(ds.shape, dtype=np.float32)  # type: ignore[attr-defined]
+    if arr.size:
+        ds.read_direct(arr)
+    return arr
+
+
+def write_hdf5(path: str | os.PathLike,
+               layers: Iterable[tuple[str, Sequence[np.ndarray | None]]], *,
+               force: bool = False, advance: Callable[[int], None] = lambda n: None) -> None:
+    """Net::ToHDF5 (without diffs): a group /data/<layer> per layer given, a dataset <i>
+    for each blob that is not None (a param shared from another layer is written by its
+    owner only).  Atomic; replaces an existing file only with `force`."""
+    import h5py
+
+    layers = list(layers)
+    bad = [n for n, _ in layers if "/" in n or n in (".", "")]
+    if bad:
+        raise WeightsError(
+            f"{path}: HDF5 caffemodels cannot hold layer names with '/' (HDF5 reads them as "
+            f"nested groups, and Caffe would skip them): {', '.join(bad)}; write a binary "
+            ".caffemodel instead")
+    with atomic_path(path, force=force) as tmp, h5py.File(tmp, "w") as h5:
+        data = h5.create_group("data")
+        for name, blobs in layers:
+            if name in data:
+                continue  # a second layer of that name: Caffe matches the first
+            group = data.create_group(name)
+            for i, array in enumerate(blobs):
+                if array is None:
+                    continue
+                # Caffe's HDF5 reader does not reshape: the dataset has the blob's shape.
+                group.create_dataset(str(i), data=np.ascontiguousarray(array, np.float32))
+                advance(array.nbytes)

@@ -1,0 +1,237 @@
+"""The one pipeline: a Caffe net -> NetParameter passes -> layer DAG -> fx GraphModule.
+
+Every entry point runs it: caffe_fx.compile (compiler.py), summarize (`caffe-fx info`),
+net_layout (`caffe-fx convert`), `caffe-fx draw` (its first pass) and caffe_fx.pycaffe's
+Net.  In order, as Net::Net and Net::Init run them (src/caffe/net.cpp):
+
+    read_net      frontend/read.py: parse, upgrade V0/V1
+    with_state    Net::Net: the file's NetState, its phase and level overridden, the
+                  given stages appended to its own
+    PASSES        NetParameter -> NetParameter, each pure: filter_phase, insert_splits
+                  (FACADE_PASSES adds name_automatic_tops for caffe_fx.pycaffe)
+    build_graph   frontend/graph.py: the layer DAG, in-place tops resolved
+    build         lowering/builder.py: the fx graph, every blob's shape (node.meta["shape"])
+    bind          binding.py: the weights, or Caffe's fillers (compile(); the facade copies)
+
+An error raised in a pass or later step is raised again, same class, with the step named
+("... [in pass insert_splits]") and chained from the original.  With the environment
+variable CAFFE_FX_CHECK_PASSES=1 (the test suite sets it), invariants are checked after
+every pass (it left its input unchanged, kept the NetState, left a wired net wired) and
+after build (every blob node carries its shape).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import networkx as nx
+
+from .errors import CaffeFxError, InputError
+from .frontend.graph import build_graph
+from .frontend.read import NetSource, describe, read_net
+from .lowering.builder import SOURCE_TYPES, Built, build
+from .lowering.layers.python import refuse_untrusted, trusted
+from .lowering.registry import CaffeModule, auto_tops
+from .passes.filter_phase import filter_phase
+from .passes.insert_splits import insert_splits
+from .passes.name_automatic_tops import name_automatic_tops
+from .proto import caffe_pb2
+
+__all__ = [
+    "FACADE_PASSES", "PASSES", "Prepared", "in_step", "lower", "net_state", "pass_name",
+    "prepare", "run_passes", "with_state",
+]
+
+NetPass = Callable[[caffe_pb2.NetParameter, str], caffe_pb2.NetParameter]
+T = TypeVar("T")
+
+CHECK_ENV = "CAFFE_FX_CHECK_PASSES"
+
+PASSES: tuple[NetPass, ...] = (filter_phase, insert_splits)
+FACADE_PASSES: tuple[NetPass, ...] = PASSES + (
+    functools.update_wrapper(functools.partial(name_automatic_tops, auto_tops=auto_tops),
+                             name_automatic_tops),
+)
+
+
+def pass_name(p: Callable[..., Any]) -> str:
+    return getattr(p, "__name__", None) or repr(p)
+
+
+# --------------------------------------------------------------------------- NetState
+
+def _phase(phase: str | int) -> int:
+    if isinstance(phase, str):
+        names = {"train": caffe_pb2.TRAIN, "test": caffe_pb2.TEST}
+        if phase.lower() in names:
+            return names[phase.lower()]
+    elif phase in (caffe_pb2.TRAIN, caffe_pb2.TEST):
+        return int(phase)
+    raise InputError(f"phase = {phase!r} is not a phase; allowed: 'train', 'test'")
+
+
+def net_state(phase: str | int, level: int = 0, stages: Sequence[str] = (),
+              base: caffe_pb2.NetState | None = None) -> caffe_pb2.NetState:
+    """Net::Net's NetState: `base` (the file's `state`) with phase and level set and
+    `stages` appended to its stages."""
+    state = caffe_pb2.NetState()
+    if base is not None:
+        state.CopyFrom(base)
+    state.phase = _phase(phase)
+    state.level = level
+    state.stage.extend(stages)
+    return state
+
+
+def with_state(net: caffe_pb2.NetParameter, phase: str | int, level: int = 0,
+               stages: Sequence[str] = ()) -> caffe_pb2.NetParameter:
+    """A copy of `net` whose `state` is net_state(phase, level, stages, net.state)."""
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net)
+    out.state.CopyFrom(net_state(phase, level, stages, net.state))
+    return out
+
+
+# --------------------------------------------------------------------------- running
+
+def _checking() -> bool:
+    return os.environ.get(CHECK_ENV, "") not in ("", "0")
+
+
+def in_step(step: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """fn(*args, **kwargs); a caffe_fx error comes out as the same class with the step
+    named, chained from the original; any other exception gets a note naming it."""
+    try:
+        return fn(*args, **kwargs)
+    except CaffeFxError as e:
+        named = _renamed(e, f"{e} [in {step}]")
+        if named is None:
+            raise
+        raise named from e
+    except Exception as e:
+        if hasattr(e, "add_note"):  # Python >= 3.11
+            e.add_note(f"(in caffe_fx's {step})")
+        raise
+
+
+def _renamed(e: CaffeFxError, message: str) -> CaffeFxError | None:
+    """A copy of `e` (same class and attributes) with another message."""
+    cls = type(e)
+    try:  # not cls(message): a class may take other arguments (UnsupportedLayerError)
+        named = cls.__new__(cls, message)
+    except TypeError:  # a layout of another builtin base (DataSourceError's OSError)
+        try:
+            named = cls(*e.args)
+        except Exception:  # noqa: BLE001  (then the original is raised as it is)
+            return None
+    named.__dict__.update(e.__dict__)
+    named.args = (message,)
+    return named
+
+
+def run_passes(net: caffe_pb2.NetParameter, where: str = "<net>",
+               passes: Sequence[NetPass] = PASSES) -> caffe_pb2.NetParameter:
+    """The passes in order, each on the previous one's result."""
+    check = _checking()
+    for p in passes:
+        name = pass_name(p)
+        before = net.SerializeToString() if check else b""
+        out = in_step(f"pass {name}", p, net, where)
+        if check:
+            check_pass(name, net, before, out)
+        net = out
+    return net
+
+
+def check_pass(name: str, net: caffe_pb2.NetParameter, before: bytes,
+               out: caffe_pb2.NetParameter) -> None:
+    """What every pass must keep (STYLE.md: passes are pure); AssertionError naming the
+    pass otherwise (a caffe_fx bug, not a user error)."""
+    def fail(what: str) -> None:
+        raise AssertionError(f"pass {name}: {what}")
+
+    if not isinstance(out, caffe_pb2.NetParameter) or out is net:
+        fail("must return a new NetParameter")
+    if net.SerializeToString() != before:
+        fail("modified its input")
+    if out.state != net.state:
+        fail("changed the NetState")
+    if _wired(net) and not _wired(out):
+        fail("left a bottom that no earlier layer produces")
+
+
+def _wired(net: caffe_pb2.NetParameter) -> bool:
+    known: set[str] = set(net.input)
+    for layer in net.layer:
+        if any(b not in known for b in layer.bottom):
+            return False
+        known.update(layer.top)
+    return True
+
+
+def check_built(built: Built, graph: nx.DiGraph) -> None:
+    """Every node holding a blob carries its shape, and the node of every blob's final
+    version has the shape Lowering.blob_shapes records."""
+    info = built.info
+    nodes = {n.name: n for n in built.gm.graph.nodes}
+    for node in nodes.values():
+        if "caffe_blob" in node.meta and "shape" not in node.meta:
+            raise AssertionError(f"build: node {node.name} has no meta['shape']")
+    for blob, shape in info.blob_shapes.items():
+        node = nodes.get(info.value_nodes.get(graph.graph["blobs"][blob], ""))
+        if node is not None and node.meta.get("shape") != shape:
+            raise AssertionError(f"build: node {node.name} of blob '{blob}' has shape "
+                                 f"{node.meta.get('shape')}; blob_shapes says {shape}")
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+@dataclass(frozen=True)
+class Prepared:
+    """A net through the NetParameter passes, and its layer DAG."""
+
+    where: str  # how errors name the net
+    source: caffe_pb2.NetParameter  # as read, with Net::Net's NetState
+    proto: caffe_pb2.NetParameter  # after PASSES: what Net::ToProto writes
+    net: caffe_pb2.NetParameter  # after every pass run (the facade's names automatic tops)
+    graph: nx.DiGraph  # frontend/graph.py's DAG of `net`
+
+
+def prepare(prototxt: NetSource, *, phase: str | int = "test", level: int = 0,
+            stages: Sequence[str] = (), caffe_proto: str | os.PathLike | None = None,
+            facade: bool = False) -> Prepared:
+    """read_net -> with_state -> PASSES (FACADE_PASSES when `facade`) -> build_graph."""
+    where = describe(prototxt)
+    source = with_state(read_net(prototxt, caffe_proto), phase, level, stages)
+    proto = run_passes(source, where, PASSES)
+    net = run_passes(proto, where, FACADE_PASSES[len(PASSES):]) if facade else proto
+    graph = in_step("build_graph", build_graph, net, where, auto_tops=auto_tops)
+    return Prepared(where, source, proto, net, graph)
+
+
+def lower(prepared: Prepared, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
+          outputs: Sequence[str] | None = None,
+          python_layers: dict[str, CaffeModule] | None = None) -> Built:
+    """build on the prepared DAG (modules on the meta device, nothing allocated).
+    `python_layers`: None refuses Python layers by name; a dict trusts them (they are
+    imported and set up once each, kept in it across rebuilds)."""
+    if python_layers is None:
+        in_step("build", refuse_untrusted, prepared.net, prepared.where)
+        built = in_step("build", build, prepared.graph, input_shapes=input_shapes,
+                         outputs=outputs)
+    else:
+        with trusted(python_layers):
+            built = in_step("build", build, prepared.graph, input_shapes=input_shapes,
+                             outputs=outputs)
+    if _checking():
+        check_built(built, prepared.graph)
+    return built
+
+
+def sources(prepared: Prepared) -> list[str]:
+    """The tops that become the GraphModule's inputs (Input and data layers), in order."""
+    return [top for layer in prepared.net.layer if layer.type in SOURCE_TYPES
+            for top in layer.top]
