@@ -330,6 +330,9 @@ class Net:
         device = _device()
         if device != self._device:
             self._move_to(device)
+        for layer in self.layers:  # pycaffe code may have written weights on the host
+            for blob in layer.blobs:
+                blob.tensor
         probe = self._probes.get(id(self._gm))
         if probe is None:
             probe = expose_values(self._gm, self._graph)
