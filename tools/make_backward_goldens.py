@@ -198,6 +198,50 @@ CASES = [
          'layer { name: "scale" type: "Power" bottom: "f" top: "f" power_param { scale: 2 } }\n'
          + _euclid("loss", "f", "target"),
          {"data": normal(2, 12), "target": normal(2, 6)}),
+    # Chains of in-place layers: each Backward_cpu reads the blob as the last in-place
+    # layer left it (Sigmoid's and TanH's top_data, ELU's and Swish's too), and Power,
+    # Log and in-place LRN lose the top diff they overwrite
+    Case("neuron_inplace_chain",
+         "force_backward: true\n" + input_layer("data", 2, 3, 4, 5) +
+         'layer { name: "sig" type: "Sigmoid" bottom: "data" top: "s" }\n'
+         'layer { name: "tanh" type: "TanH" bottom: "s" top: "s" }\n'
+         'layer { name: "elu" type: "ELU" bottom: "s" top: "s" elu_param { alpha: -0.5 } }\n'
+         'layer { name: "swish" type: "Swish" bottom: "s" top: "s" '
+         'swish_param { beta: 2 } }\n'
+         'layer { name: "pow" type: "Power" bottom: "s" top: "s" '
+         'power_param { power: 2 shift: -0.6 } }\n',
+         {"data": normal(2, 3, 4, 5)}, topdiffs={"s": normal(2, 3, 4, 5)}),
+    Case("bnll_inplace_chain",
+         "force_backward: true\n" + input_layer("data", 2, 3, 4, 5) +
+         'layer { name: "bnll" type: "BNLL" bottom: "data" top: "b" }\n'
+         'layer { name: "log" type: "Log" bottom: "b" top: "b" log_param { shift: 0.1 } }\n'
+         'layer { name: "clip" type: "Clip" bottom: "b" top: "b" '
+         'clip_param { min: -0.2 max: 0.6 } }\n'
+         'layer { name: "relu" type: "ReLU" bottom: "b" top: "b" '
+         'relu_param { negative_slope: -0.3 } }\n'
+         'layer { name: "pow" type: "Power" bottom: "b" top: "b" '
+         'power_param { power: 1.5 scale: 0.5 shift: 1 } }\n',
+         {"data": normal(2, 3, 4, 5)}, topdiffs={"b": normal(2, 3, 4, 5)}),
+    Case("lrn_mvn_inplace_chain",
+         "force_backward: true\n" + input_layer("data", 2, 3, 4, 5) +
+         'layer { name: "exp" type: "Exp" bottom: "data" top: "e" exp_param { scale: 0.3 } }\n'
+         'layer { name: "lrn" type: "LRN" bottom: "e" top: "e" '
+         'lrn_param { local_size: 3 alpha: 0.5 } }\n'
+         'layer { name: "lrn2" type: "LRN" bottom: "e" top: "e" '
+         'lrn_param { local_size: 3 alpha: 0.5 norm_region: WITHIN_CHANNEL } }\n'
+         'layer { name: "mvn" type: "MVN" bottom: "e" top: "e" }\n',
+         {"data": normal(2, 3, 4, 5)}, topdiffs={"e": normal(2, 3, 4, 5)}),
+    # in place, MVN's first caffe_mul overwrites the top diff it reads again, and its
+    # caffe_cpu_axpby has X = Y (OpenBLAS scales Y by beta before adding alpha X)
+    Case("mvn_inplace",
+         "force_backward: true\n" + input_layer("data", 2, 3, 4, 5) +
+         'layer { name: "mvn" type: "MVN" bottom: "data" top: "data" }\n',
+         {"data": normal(2, 3, 4, 5)}, topdiffs={"data": normal(2, 3, 4, 5)}),
+    Case("mvn_across_inplace",
+         "force_backward: true\n" + input_layer("data", 2, 3, 4, 5) +
+         'layer { name: "mvn" type: "MVN" bottom: "data" top: "data" '
+         'mvn_param { across_channels: true eps: 0.1 } }\n',
+         {"data": normal(2, 3, 4, 5)}, topdiffs={"data": normal(2, 3, 4, 5)}),
     # Filter's top holds only the selected items: its shape is known after forward
     Case("filter_selected",
          input_layer("data", 4, 3) + input_layer("sel", 4) + _ip("ip1", "data", 5) +
