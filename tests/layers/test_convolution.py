@@ -36,7 +36,8 @@ def test_bottoms_share_one_weight(kind):
     assert [n.name for n in conv.users] == ["c0", "c1"]  # one module, tops as getitem
     a, b = torch.randn(1, 3, 5, 5), torch.randn(1, 3, 5, 5)
     out = gm(a, b)
-    assert torch.equal(out["c0"], gm.conv(a)) and torch.equal(out["c1"], gm.conv(b))
+    (ya,), (yb,) = gm.conv(a), gm.conv(b)
+    assert torch.equal(out["c0"], ya) and torch.equal(out["c1"], yb)
 
 
 @pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])

@@ -41,12 +41,8 @@ class CaffeConv(CaffeModule):
         self.transposed = transposed
         self.nhwc = not transposed and len(weight_shape) == 4  # see forward
 
-    def forward(self, *xs: Tensor) -> Tensor | tuple[Tensor, ...]:
-        # One top per bottom, all through the same weight (base_conv_layer.cpp); Caffe's
-        # backward sums the weight diff over them, as autograd does here.
-        if len(xs) == 1:
-            return self._one(xs[0])
-        return tuple(self._one(x) for x in xs)
+    def forward(self, x: Tensor) -> Tensor:
+        return self._one(x)
 
     def _one(self, x: Tensor) -> Tensor:
         lead = x.shape[: self.axis]
@@ -113,8 +109,18 @@ def _conv_module(view: LayerView, transposed: bool) -> CaffeConv:
         weight_shape = (channels, p.num_output // groups) + geometry.kernel
     else:
         weight_shape = (p.num_output, channels // groups) + geometry.kernel
-    return CaffeConv(weight_shape, p.bias_term, geometry, groups, axis, transposed,
-                     [p.weight_filler, p.bias_filler])
+    cls = CaffeSharedConv if len(view.bottoms) > 1 else CaffeConv
+    return cls(weight_shape, p.bias_term, geometry, groups, axis, transposed,
+               [p.weight_filler, p.bias_filler])
+
+
+class CaffeSharedConv(CaffeConv):
+    """Several bottoms, one top each, all through the same weight (base_conv_layer.cpp);
+    Caffe's backward sums the weight diff over them, as autograd does.  Its varargs
+    forward runs eagerly, exports and compiles, but TorchScript cannot script it."""
+
+    def forward(self, *xs: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
+        return tuple(self._one(x) for x in xs)
 
 
 def _check_pairs(view: LayerView) -> None:
