@@ -105,8 +105,8 @@ class CaffeMVN(torch.autograd.Function):
         y = current_top(ctx, saved_y)
         dims = [1, 2, 3] if ctx.across_channels else [2, 3]
         dim = 1
-        for d in dims:
-            dim *= y.shape[d]
+        for axis in dims:
+            dim *= y.shape[axis]
         if ctx.top_is_bottom:
             # One diff array D (= dy): D = y dy; D = sum(D); D = y D; D += sum(D); then
             # caffe_cpu_axpby(1, D, -1/dim, D), whose OpenBLAS kernel scales Y by beta

@@ -34,10 +34,6 @@ TOL = 1e-5
 
 # Net-level settings that the GraphModule does not express (strict: a fix shows up).
 KNOWN = {
-    "propagate_down_false": "compile() does not lower propagate_down: false; the "
-                            "GraphModule differentiates every bottom",
-    "automatic_loss_top": "a loss layer without a top is no output of the GraphModule, "
-                          "so autograd cannot be seeded with its loss",
 }
 
 
@@ -187,7 +183,7 @@ def test_autograd_gives_caffes_blob_diffs(path: Path) -> None:
     grads = dict(zip(differentiable, torch.autograd.grad(
         tensors, list(differentiable.values()), diffs, allow_unused=True))) \
         if differentiable and tensors else {}
-    for blob, t in wanted.items():
+    for blob in wanted:
         want = golden.g[f"diff/{blob}"]
         g = grads.get(blob)
         if g is None:  # no path to a seed: Caffe's diff is the seed it was given, or 0

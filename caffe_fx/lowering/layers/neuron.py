@@ -1,10 +1,9 @@
 """Neuron layers: one bottom, one top of the same shape, in place allowed.
 
-Mirrors the CPU forward of src/caffe/layers/{relu,prelu,elu,sigmoid,tanh,absval,bnll,
-power,exp,log,threshold,clip,swish,dropout}_layer.cpp (CAFFE_REFERENCE.md section 1.2),
-and their Backward_cpu through ops/neuron.py, told when the layer is in place (top ==
-bottom), since Caffe's backward then reads the overwritten data.  Deliberate differences: TRAIN-phase Dropout draws its mask from torch's generator (so
-the kept units differ from Caffe's; the scale 1 / (1 - p) is Caffe's), and Clip
+Mirrors src/caffe/layers/{relu,prelu,elu,sigmoid,tanh,absval,bnll,power,exp,log,threshold,
+clip,swish,dropout}_layer.cpp (CAFFE_REFERENCE.md 1.2), backward included (ops/neuron.py,
+told when top == bottom, as Caffe's backward then reads the overwritten data).  Deliberate
+differences: TRAIN Dropout draws torch's mask (Caffe's 1 / (1 - p) scale), and Clip
 propagates a NaN input where Caffe's std::max(min, std::min(x, max)) returns min.
 """
 from __future__ import annotations
