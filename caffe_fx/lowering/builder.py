@@ -172,6 +172,9 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
             continue
         args: list = [env[v] for v in attrs["bottoms"]]
         inputs: list = [meta[v] for v in attrs["bottoms"]]
+        for j, down in enumerate(layer.propagate_down[:len(args)]):
+            if not down:  # Net::Init: no diff for this bottom, whatever else needs one
+                args[j] = _detached(graph, args[j], node_names)
         if isinstance(lowered, Call) and lowered.packed:
             args, inputs = [args], [inputs]
         if isinstance(lowered, CaffeModule):
@@ -261,6 +264,14 @@ def _relu_in_place(gm: fx.GraphModule) -> None:
         if src.op == "call_module" or (src.op == "call_function"
                                        and src.target in (torch.add, torch.cat)):
             node.target = torch.relu_
+
+
+def _detached(graph: fx.Graph, node: fx.Node, names: Namer) -> fx.Node:
+    """`propagate_down: false`: the layer reads its bottom without a gradient path."""
+    name = names(f"{node.name}_detached")
+    out = graph.create_node("call_method", "detach", (node,), name=name)
+    _check_name(out, name)
+    return out
 
 
 def _readable(value: object) -> object:

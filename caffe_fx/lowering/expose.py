@@ -51,7 +51,12 @@ def expose_values(gm: fx.GraphModule, g: nx.DiGraph) -> fx.GraphModule:
             args = list(node.args[0] if packed else node.args)
             for j, vid in enumerate(attrs["bottoms"]):
                 if vid in outputs and j < len(args):
-                    args[j] = outputs[vid]
+                    arg = args[j]
+                    if isinstance(arg, fx.Node) and arg.op == "call_method" \
+                            and arg.target == "detach":  # propagate_down: false
+                        arg.args = (outputs[vid],)
+                    else:
+                        args[j] = outputs[vid]
             node.args = (args, *node.args[1:]) if packed else tuple(args)
         for vid in attrs["tops"]:
             name = info.value_nodes.get(vid)
