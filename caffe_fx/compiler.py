@@ -62,6 +62,8 @@ def compile(  # noqa: A001  (the public name the design asks for)
         input/output names and every blob's shape.
     """
     stored_weights = _read_weights_meanwhile(weights)  # the disk works while we build
+    # A loss layer without a top gets Caffe's "(automatic)" blob: an output here, so that
+    # a training loop can call backward on it.
     prepared = pipeline.prepare(prototxt, phase=phase, level=level, stages=stages,
                                 caffe_proto=caffe_proto)
     built = pipeline.lower(prepared, input_shapes=input_shapes, outputs=outputs,

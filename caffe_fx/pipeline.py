@@ -8,7 +8,7 @@ Net.  In order, as Net::Net and Net::Init run them (src/caffe/net.cpp):
     with_state    Net::Net: the file's NetState, its phase and level overridden, the
                   given stages appended to its own
     PASSES        NetParameter -> NetParameter, each pure: filter_phase, insert_splits
-                  (FACADE_PASSES adds name_automatic_tops for caffe_fx.pycaffe)
+                  (PROTO_PASSES: the net Net::ToProto writes), name_automatic_tops
     build_graph   frontend/graph.py: the layer DAG, in-place tops resolved
     build         lowering/builder.py: the fx graph, every blob's shape (node.meta["shape"])
     bind          binding.py: the weights, or Caffe's fillers (compile(); the facade copies)
@@ -41,7 +41,7 @@ from .passes.name_automatic_tops import name_automatic_tops
 from .proto import caffe_pb2
 
 __all__ = [
-    "FACADE_PASSES", "PASSES", "Prepared", "in_step", "lower", "net_state", "pass_name",
+    "PASSES", "PROTO_PASSES", "Prepared", "in_step", "lower", "net_state", "pass_name",
     "prepare", "run_passes", "with_state",
 ]
 
@@ -50,8 +50,8 @@ T = TypeVar("T")
 
 CHECK_ENV = "CAFFE_FX_CHECK_PASSES"
 
-PASSES: tuple[NetPass, ...] = (filter_phase, insert_splits)
-FACADE_PASSES: tuple[NetPass, ...] = PASSES + (
+PROTO_PASSES: tuple[NetPass, ...] = (filter_phase, insert_splits)
+PASSES: tuple[NetPass, ...] = PROTO_PASSES + (
     functools.update_wrapper(functools.partial(name_automatic_tops, auto_tops=auto_tops),
                              name_automatic_tops),
 )
@@ -198,18 +198,18 @@ class Prepared:
     where: str  # how errors name the net
     source: caffe_pb2.NetParameter  # as read, with Net::Net's NetState
     proto: caffe_pb2.NetParameter  # after PASSES: what Net::ToProto writes
-    net: caffe_pb2.NetParameter  # after every pass run (the facade's names automatic tops)
+    net: caffe_pb2.NetParameter  # after every pass (top-less loss layers' tops named)
     graph: nx.DiGraph  # frontend/graph.py's DAG of `net`
 
 
 def prepare(prototxt: NetSource, *, phase: str | int = "test", level: int = 0,
             stages: Sequence[str] = (), caffe_proto: str | os.PathLike | None = None,
-            facade: bool = False) -> Prepared:
-    """read_net -> with_state -> PASSES (FACADE_PASSES when `facade`) -> build_graph."""
+            ) -> Prepared:
+    """read_net -> with_state -> PASSES -> build_graph."""
     where = describe(prototxt)
     source = with_state(read_net(prototxt, caffe_proto), phase, level, stages)
-    proto = run_passes(source, where, PASSES)
-    net = run_passes(proto, where, FACADE_PASSES[len(PASSES):]) if facade else proto
+    proto = run_passes(source, where, PROTO_PASSES)
+    net = run_passes(proto, where, PASSES[len(PROTO_PASSES):])
     graph = in_step("build_graph", build_graph, net, where, auto_tops=auto_tops)
     return Prepared(where, source, proto, net, graph)
 

@@ -137,7 +137,7 @@ class Net:
             raise InputError("Net(network_file, phase, ...): phase is required; allowed: "
                              "caffe.TRAIN, caffe.TEST")
         prepared = pipeline.prepare(network_file, phase=phase, level=level,
-                                    stages=stages or (), facade=True)
+                                    stages=stages or ())
         where = self._where = prepared.where
         self._prepared = prepared
         self._proto = prepared.proto  # what save() writes, as Net::ToProto does

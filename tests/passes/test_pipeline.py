@@ -3,6 +3,7 @@ names a failing pass, the invariant checks run after every pass, and what build 
 import dataclasses
 
 import pytest
+import torch
 from google.protobuf import text_format
 
 import caffe_fx
@@ -23,8 +24,9 @@ LOSSES = INPUT + (
 
 
 def test_the_passes_in_order():
-    assert [pipeline.pass_name(p) for p in pipeline.PASSES] == ["filter_phase", "insert_splits"]
-    assert [pipeline.pass_name(p) for p in pipeline.FACADE_PASSES] == [
+    assert [pipeline.pass_name(p) for p in pipeline.PROTO_PASSES] == ["filter_phase",
+                                                                     "insert_splits"]
+    assert [pipeline.pass_name(p) for p in pipeline.PASSES] == [
         "filter_phase", "insert_splits", "name_automatic_tops"]
 
 
@@ -83,18 +85,21 @@ def test_build_returns_a_frozen_result():
         built.gm = None  # type: ignore[misc]
 
 
-def test_automatic_tops_are_named_in_the_facade_only():
+def test_automatic_tops_are_named_but_not_written():
     net = text_format.Parse(LOSSES, caffe_pb2.NetParameter())
     named = name_automatic_tops(net, auto_tops=lambda t: 1 if t == "SoftmaxWithLoss" else 0)
     assert [list(layer.top) for layer in named.layer[2:]] == [["(automatic)"],
                                                                ["(automatic)#2"]]
     assert not net.layer[2].top  # a copy
-    prepared = pipeline.prepare(LOSSES, phase="train", facade=True)
+    prepared = pipeline.prepare(LOSSES, phase="train")
     assert "(automatic)" in prepared.graph.graph["blobs"]
     assert not any(layer.top for layer in prepared.proto.layer if layer.name == "loss")
-    # compile() keeps its outputs: the anonymous loss tops are no blobs
-    info = caffe_fx.compile(LOSSES, phase="train").meta["caffe"]
-    assert "(automatic)" not in info.blob_shapes and info.outputs == []
+    # compile() returns the anonymous loss tops, so that a training loop can backward
+    gm = caffe_fx.compile(LOSSES, phase="train")
+    assert gm.meta["caffe"].outputs == ["(automatic)", "(automatic)#2"]
+    out = gm(data=torch.randn(2, 3), label=torch.tensor([0.0, 2.0]))
+    assert out["(automatic)"].shape == () and torch.equal(out["(automatic)"],
+                                                          out["(automatic)#2"])
 
 
 def test_pycaffe_net_shows_the_automatic_blobs(tmp_path):
