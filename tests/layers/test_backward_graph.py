@@ -32,19 +32,11 @@ from tests.golden.harness import relative_error
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 TOL = 1e-5
 
-# Net-level settings that the GraphModule does not express (strict: a fix shows up).
-KNOWN = {
-}
-
 
 def _cases() -> list:
-    cases = [pytest.param(p, id=f"layer:{p.stem}")
-             for p in sorted((GOLDEN / "layer_backward").glob("*.npz"))]
-    for p in sorted((GOLDEN / "backward").glob("*.npz")):
-        marks = [pytest.mark.xfail(strict=True, reason=KNOWN[p.stem])] if p.stem in KNOWN \
-            else []
-        cases.append(pytest.param(p, id=f"net:{p.stem}", marks=marks))
-    return cases
+    return [pytest.param(p, id=f"{folder}:{p.stem}")
+            for folder, kind in (("layer", "layer_backward"), ("net", "backward"))
+            for p in sorted((GOLDEN / kind).glob("*.npz"))]
 
 
 CASES = _cases()
