@@ -21,7 +21,7 @@ _HOST, _DEVICE = "host", "device"
 class _Synced:
     """One SyncedMemory: a tensor and, when the tensor is on CUDA, a host mirror."""
 
-    __slots__ = ("host", "head", "key")
+    __slots__ = ("head", "host", "key")
 
     def __init__(self) -> None:
         self.host: np.ndarray | None = None
@@ -75,10 +75,14 @@ class Blob:
 
     # -- the tensors (for the net) ---------------------------------------------------
 
+    def push(self) -> None:
+        """Before the device reads the blob: writes made through `data` reach it."""
+        self._sync_data.push(self._data_t)
+
     @property
     def tensor(self) -> torch.Tensor:
         """The data tensor, with the host's writes pushed to it."""
-        self._sync_data.push(self._data_t)
+        self.push()
         return self._data_t.detach() if self._param is not None else self._data_t
 
     @property

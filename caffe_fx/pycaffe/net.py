@@ -8,7 +8,6 @@ one float32 NumPy storage that the next forward reads and writes, as Caffe's blo
 """
 from __future__ import annotations
 
-import copy
 import itertools
 import os
 from collections import OrderedDict
@@ -31,15 +30,15 @@ from ..errors import (
 from ..frontend.hdf5 import is_hdf5, write_hdf5
 from ..frontend.read import NetSource, read_stored
 from ..lowering.builder import SOURCE_TYPES, Built, Lowering
+from ..lowering.expose import _alias as _alias_fn
+from ..lowering.expose import expose_values
 from ..lowering.registry import CaffeModule, LayerView, lookup, supported_layers
 from ..passes.name_automatic_tops import automatic_blobs
 from ..proto import caffe_pb2
 from ..weights_io import save_caffemodel
 from . import python_layer
-from ..lowering.expose import _alias as _alias_fn
-from ..lowering.expose import expose_values
-from .backward import Plan, plan_backward, top_loss_weights
 from .blob import Blob
+from .plan import plan_backward, top_loss_weights
 
 TRAIN: int = caffe_pb2.TRAIN
 TEST: int = caffe_pb2.TEST
@@ -332,7 +331,7 @@ class Net:
             self._move_to(device)
         for layer in self.layers:  # pycaffe code may have written weights on the host
             for blob in layer.blobs:
-                blob.tensor
+                blob.push()
         probe = self._probes.get(id(self._gm))
         if probe is None:
             probe = expose_values(self._gm, self._graph)
