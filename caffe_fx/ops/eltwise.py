@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, List, Tuple
 
 import torch
+from torch.autograd.function import once_differentiable
 from torch import Tensor
 
 from .caffe_grad import caffe_grad
@@ -61,6 +62,7 @@ class CaffeEltwiseMax(torch.autograd.Function):
         return _eltwise_max(list(xs))
 
     @staticmethod
+    @once_differentiable  # Caffe has no second derivative
     def backward(ctx: Any, dy: Tensor) -> Tuple[Tensor, ...]:
         (mask,) = ctx.saved_tensors
         zero = torch.zeros_like(dy)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, List, Optional, Tuple
 
 import torch
+from torch.autograd.function import once_differentiable
 from torch import Tensor
 
 from .caffe_grad import caffe_grad
@@ -100,6 +101,7 @@ class CaffeSoftmaxLoss(torch.autograd.Function):
         return loss, prob
 
     @staticmethod
+    @once_differentiable  # Caffe has no second derivative
     def backward(ctx: Any, d_loss: Tensor, d_prob: Optional[Tensor]
                  ) -> Tuple[Tensor, None, None, None, None]:
         prob, idx, valid, norm = ctx.saved_tensors
@@ -156,6 +158,7 @@ class CaffeInfogainLoss(torch.autograd.Function):
         return loss, prob
 
     @staticmethod
+    @once_differentiable  # Caffe has no second derivative
     def backward(ctx: Any, d_loss: Tensor, d_prob: Optional[Tensor]
                  ) -> Tuple[Tensor, None, None, None, None, None]:
         prob, rows, valid, norm = ctx.saved_tensors
@@ -242,6 +245,7 @@ class CaffeContrastiveLoss(torch.autograd.Function):
         return _contrastive_loss(a, b, sim, margin, legacy_version)
 
     @staticmethod
+    @once_differentiable  # Caffe has no second derivative
     def backward(ctx: Any, d_loss: Tensor) -> Tuple[Tensor, Tensor, None, None, None]:
         a, b, sim = ctx.saved_tensors
         num = a.shape[0]
@@ -296,6 +300,7 @@ class CaffeMultinomialLogisticLoss(torch.autograd.Function):
         return _multinomial_logistic_loss(prob, label)
 
     @staticmethod
+    @once_differentiable  # Caffe has no second derivative
     def backward(ctx: Any, d_loss: Tensor) -> Tuple[Tensor, None]:
         prob, label = ctx.saved_tensors
         num = prob.shape[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Tuple
 
 import torch
+from torch.autograd.function import once_differentiable
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -57,6 +58,7 @@ class CaffeLRNInPlace(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # Caffe has no second derivative
     def backward(ctx: Any, dy: Tensor) -> Tuple[Tensor, None, None, None, None, None]:
         x, saved_y = ctx.saved_tensors
         y = current_top(ctx, saved_y)

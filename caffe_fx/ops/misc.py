@@ -11,6 +11,7 @@ import math
 from typing import Any, List, Optional, Tuple
 
 import torch
+from torch.autograd.function import once_differentiable
 from torch import Tensor
 
 from .caffe_grad import caffe_grad, current_top, keep_top
@@ -100,6 +101,7 @@ class CaffeMVN(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # Caffe has no second derivative
     def backward(ctx: Any, dy: Tensor) -> Tuple[Tensor, None, None, None]:
         saved_y, std = ctx.saved_tensors
         y = current_top(ctx, saved_y)

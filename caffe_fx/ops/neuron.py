@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
+from torch.autograd.function import once_differentiable
 from torch import Tensor
 
 from .caffe_grad import caffe_grad, current_top, keep_top
@@ -192,6 +193,7 @@ class CaffeNeuron(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # Caffe has no second derivative
     def backward(ctx: Any, dy: Tensor) -> Tuple[Optional[Tensor], None, None, None]:
         x0, saved_y = ctx.saved_tensors
         y = current_top(ctx, saved_y)
