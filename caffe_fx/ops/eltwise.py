@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any, List, Tuple
 
 import torch
-from torch.autograd.function import once_differentiable
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .caffe_grad import caffe_grad
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any, Tuple
 
 import torch
-from torch.autograd.function import once_differentiable
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .caffe_grad import caffe_grad, current_top, keep_top
 

@@ -11,8 +11,8 @@ import math
 from typing import Any, List, Optional, Tuple
 
 import torch
-from torch.autograd.function import once_differentiable
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .caffe_grad import caffe_grad, current_top, keep_top
 from .functional import pool2d
