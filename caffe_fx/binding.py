@@ -152,8 +152,30 @@ def bind(built: Built, net: caffe_pb2.NetParameter, stored: StoredWeights | None
             for name, filler in zip(module.caffe_blobs, module.fillers):
                 fill(getattr(module, name), filler, f"layer '{view.name}' ({view.type})")
     share_params(built.modules, where)
+    freeze_params(built.modules, net)
     for _, module in built.modules:
         module.blobs_settled()
+
+
+def freeze_params(modules: Sequence[tuple[LayerView, CaffeModule]],
+                  net: caffe_pb2.NetParameter) -> None:
+    """A blob whose `lr_mult` is 0 in every layer holding it gets no diff in Caffe
+    (Net::Init's param_propagate_down; force_backward gives every param one): its
+    Parameter does not require grad.  Set it back with requires_grad_(True)."""
+    if net.force_backward:
+        return
+    wanted: dict[int, bool] = {}
+    for view, module in modules:
+        for k, attr in enumerate(module.caffe_blobs):
+            tensor = getattr(module, attr)
+            lr = view.param.param[k].lr_mult if k < len(view.param.param) else 1.0
+            wanted[id(tensor)] = wanted.get(id(tensor), False) or lr != 0
+    for _, module in modules:
+        for attr in module.caffe_blobs:
+            tensor = getattr(module, attr)
+            if isinstance(tensor, torch.nn.Parameter) and tensor.requires_grad \
+                    and not wanted[id(tensor)]:
+                tensor.requires_grad_(False)
 
 
 def _adopt_arrays(module: CaffeModule, arrays: Sequence[np.ndarray | None]) -> None:

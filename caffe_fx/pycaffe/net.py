@@ -157,7 +157,6 @@ class Net:
             self._tensors[view.name] = module.blob_tensors()
         info: Lowering = gm.meta["caffe"]
         self._plan = plan_backward(net, {k: len(v) for k, v in self._tensors.items()})
-        self._freeze_params()
         self._gms[self._key_of(info)] = gm
         self._gm = gm
         self._probes: dict[int, fx.GraphModule] = {}
@@ -248,22 +247,6 @@ class Net:
                         blob.share_data(bottom)
                         if layer.type != "Split":
                             blob.share_diff(bottom)
-
-    def _freeze_params(self) -> None:
-        """A blob whose lr_mult is 0 in every layer that holds it gets no diff in Caffe
-        (param_propagate_down false): it does not require grad."""
-        wanted: dict[int, bool] = {}
-        for i, layer in enumerate(self._net.layer):
-            for k, tensor in enumerate(self._tensors.get(layer.name, [])):
-                flag = k < len(self._plan.param_propagate_down[i]) \
-                    and self._plan.param_propagate_down[i][k]
-                wanted[id(tensor)] = wanted.get(id(tensor), False) or flag
-        for tensors in self._tensors.values():
-            for tensor in tensors:
-                if isinstance(tensor, torch.nn.Parameter) and tensor.requires_grad:
-                    tensor.requires_grad_(wanted.get(id(tensor), True))
-
-    # -- properties ------------------------------------------------------------------
 
     def _make_params(self) -> None:
         blobs = {name: [Blob.of_tensor(t) for t in tensors]

@@ -10,7 +10,7 @@ gradient must equal Caffe's diff (1e-5 of its largest magnitude).
 
 What Net::Init decides rather than a layer is set up here as a PyTorch user would: the
 inputs require grad only under force_backward (otherwise Caffe computes no input diff),
-and a param with `lr_mult: 0`, which Caffe gives no diff, is frozen (requires_grad_(False)).
+and compile() freezes a param with `lr_mult: 0`, which Caffe gives no diff.
 Cases Caffe cannot differentiate (Accuracy, ArgMax, Threshold, random blobs, ...) have
 no golden: the generators skip them.
 """
@@ -85,10 +85,12 @@ class Golden:
         blobs = [b for b in self.meta["blobs"] if b in known.meta["caffe"].blob_shapes]
         gm = caffe_fx.compile(self.meta["prototxt"], weights=self.params,
                               phase=self.meta["phase"], outputs=blobs)
-        for layer in self.net.layer:
+        for layer in self.net.layer:  # compile() froze what Caffe gives no diff
             for i, tensor in enumerate(self.param_tensors(gm, layer.name)):
-                if i < len(layer.param) and layer.param[i].lr_mult == 0:
-                    tensor.requires_grad_(False)
+                frozen = i < len(layer.param) and layer.param[i].lr_mult == 0 \
+                    and not self.net.force_backward
+                if isinstance(tensor, torch.nn.Parameter):  # not BatchNorm's statistics
+                    assert tensor.requires_grad != frozen, f"{layer.name}/{i}"
         return gm
 
     def param_tensors(self, gm: fx.GraphModule, layer: str) -> list[torch.Tensor]:

@@ -27,8 +27,8 @@ def _golden(name):
 
 
 def test_auto_top_net_compiles():
-    # Caffe gives the loss an anonymous "(automatic)" top that is not among net.outputs,
-    # so net.forward() returns {}; the layers that feed only it are left out here.
+    # Caffe gives the loss an anonymous "(automatic)" top (loss weight 1) that is not among
+    # net.outputs; compile() returns it under that name, so that a loop can backward it.
     net = _INPUT + ('layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"\n'
                     '  inner_product_param { num_output: 5 } }\n'
                     'layer { name: "loss" type: "SoftmaxWithLoss"\n'
@@ -36,12 +36,17 @@ def test_auto_top_net_compiles():
                     'layer { name: "acc" type: "Accuracy"\n'
                     '  bottom: "ip" bottom: "label" top: "acc" }\n')
     gm = caffe_fx.compile(net)
-    assert gm.meta["caffe"].outputs == ["acc"]
-    out = gm(torch.randn(4, 5), torch.zeros(4))
-    assert list(out) == ["acc"] and out["acc"].shape == ()
+    assert gm.meta["caffe"].outputs == ["(automatic)", "acc"]
+    logits = torch.randn(4, 5)
+    out = gm(logits, torch.zeros(4))
+    assert list(out) == ["(automatic)", "acc"] and out["acc"].shape == ()
     only_loss = _INPUT + ('layer { name: "loss" type: "SoftmaxWithLoss"\n'
                           '  bottom: "data" bottom: "label" }\n')
-    assert caffe_fx.compile(only_loss)(torch.randn(4, 5), torch.zeros(4)) == {}
+    named = only_loss.replace('bottom: "label" }', 'bottom: "label" top: "loss" }')
+    data, label = torch.randn(4, 5), torch.tensor([0.0, 3.0, 1.0, 4.0])
+    got = caffe_fx.compile(only_loss)(data, label)
+    assert list(got) == ["(automatic)"]  # the same loss as the layer with a named top
+    assert torch.equal(got["(automatic)"], caffe_fx.compile(named)(data, label)["loss"])
 
 
 def test_prob_top_is_softmax():

@@ -104,7 +104,8 @@ def assert_facade_matches(net: Any, inputs: Mapping[str, np.ndarray],
     1e-7 apart may sit on the other side of a ReLU's zero or win a MAX pooling window by
     that much, which moves that element's gradient, and the move spreads to every layer
     below.  So after the plain forward, each layer runs again (forward(start=L, end=L))
-    on the bottoms Caffe recorded, and the blobs hold Caffe's data when backward runs."""
+    on the bottoms Caffe recorded, and the blobs hold Caffe's data when backward runs.
+    (The per-layer backward that follows reads what each layer saw in that re-run.)"""
     net.forward(**inputs)
     assert list(net.blobs) == list(meta["blobs"]), f"{what}: blob names differ from Caffe's"
     assert_blobs_match({f"data/{b}": blob.data for b, blob in net.blobs.items()},
@@ -113,7 +114,10 @@ def assert_facade_matches(net: Any, inputs: Mapping[str, np.ndarray],
         bottoms, tops = net.bottom_names[layer], net.top_names[layer]
         if not bottoms:
             continue
-        if not set(bottoms) & set(tops):  # an in-place layer reads what the one before wrote
+        # An in-place layer reads what the one before wrote, except an in-place ReLU: it
+        # runs on Caffe's own output (the same signs, whatever the slope), so that its
+        # backward, which reads that output, routes as Caffe's does.
+        if not set(bottoms) & set(tops) or net.layer_dict[layer].type == "ReLU":
             for b in bottoms:
                 net.blobs[b].data[...] = caffe[f"data/{b}"]
         net.forward(start=layer, end=layer)
