@@ -143,9 +143,11 @@ class _OnCaffesValues(fx.Interpreter):
     while autograd still flows through our ops: `caffe + (ours - ours.detach())`.  Each
     layer's backward then reads Caffe's forward values, as assert_facade_matches does."""
 
-    def __init__(self, gm: fx.GraphModule, caffe: Mapping[str, np.ndarray]) -> None:
+    def __init__(self, gm: fx.GraphModule, caffe: Mapping[str, np.ndarray],
+                 inplace_relus: Mapping[str, str]) -> None:
         super().__init__(gm)
         self.caffe = caffe
+        self.inplace_relus = inplace_relus  # layer -> its blob
         self.blob_of: dict[str, str] = {}  # node name -> the blob whose final value it is
         output = next(n for n in gm.graph.nodes if n.op == "output")
         for blob, node in output.args[0].items():
@@ -153,14 +155,25 @@ class _OnCaffesValues(fx.Interpreter):
                 node = node.args[0]  # NHWC inside: the layer's own node
             self.blob_of[node.name] = blob
 
+    def _on_caffes(self, out: torch.Tensor, blob: str) -> torch.Tensor:
+        value = torch.from_numpy(self.caffe[f"data/{blob}"]).to(out.dtype)
+        return value + (out - out.detach()) if out.requires_grad else value
+
     def run_node(self, n: fx.Node) -> Any:
-        out = super().run_node(n)
+        blob = self.inplace_relus.get(n.meta.get("caffe_layer", ""))
+        if blob is not None and f"data/{blob}" in self.caffe:
+            # An in-place ReLU runs on Caffe's own output (the same signs, whatever the
+            # slope), so that its backward, which reads that output, routes as Caffe's.
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            args = (self._on_caffes(args[0], blob), *args[1:])
+            out = getattr(self, n.op)(n.target, args, kwargs)
+        else:
+            out = super().run_node(n)
         blob = self.blob_of.get(n.name)
         key = f"data/{blob}"
         if blob is not None and isinstance(out, torch.Tensor) and key in self.caffe \
                 and n.op != "placeholder" and tuple(out.shape) == self.caffe[key].shape:
-            value = torch.from_numpy(self.caffe[key]).to(out.dtype)
-            out = value + (out - out.detach()) if out.requires_grad else value
+            out = self._on_caffes(out, blob)
         return out
 
 
@@ -179,7 +192,9 @@ def assert_graph_matches(prototxt: Path, weights: Path, inputs: Mapping[str, np.
                if j < len(layer.bottom) and layer.bottom[j] == layer.top[j]}
     feeds = {k: torch.tensor(v, requires_grad=True) for k, v in inputs.items()}
     placeholders = [n.meta["caffe_blob"] for n in gm.graph.nodes if n.op == "placeholder"]
-    outs = _OnCaffesValues(gm, caffe).run(*(feeds[b] for b in placeholders))
+    relus = {layer.name: layer.top[0] for layer in net.layer
+             if layer.type == "ReLU" and list(layer.bottom) == list(layer.top)}
+    outs = _OnCaffesValues(gm, caffe, relus).run(*(feeds[b] for b in placeholders))
     roots, seeds = [], []
     for b in blobs:
         weight = float(meta["blob_loss_weights"].get(b, 0.0))
