@@ -10,6 +10,8 @@ head (pycaffe hands out mutable_cpu_data), and the net copies it back before it 
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 
@@ -52,6 +54,11 @@ class _Synced:
     def written(self) -> None:
         """The device wrote the tensor: the host copy is stale."""
         self.head = _DEVICE
+
+
+def _held(sync: _Synced) -> bool:
+    """Whether pycaffe code holds the NumPy array `sync` handed out (or a view of it)."""
+    return sync.host is not None and sys.getrefcount(sync.host) > 2
 
 
 class Blob:
@@ -101,6 +108,25 @@ class Blob:
             diff = self._diff_t
         self._sync_diff.push(diff)
         return diff
+
+    def adopt_data(self, value: torch.Tensor) -> bool:
+        """The net's `value` becomes this blob's data without a copy, unless pycaffe code
+        holds the array `data` gave (it must keep showing the blob, as Caffe's memory
+        does): then False, and the caller copies."""
+        if self._param is not None or _held(self._sync_data) \
+                or value.dtype != torch.float32 or value.device != self._data_t.device:
+            return False
+        self._data_t, self._sync_data = value.detach(), _Synced()
+        return True
+
+    def adopt_diff(self, value: torch.Tensor) -> bool:
+        """As adopt_data, for the diff."""
+        if self._param is not None or _held(self._sync_diff) \
+                or value.dtype != torch.float32 or value.device != self._data_t.device \
+                or value.shape != self._data_t.shape:
+            return False
+        self._diff_t, self._sync_diff = value.detach(), _Synced()
+        return True
 
     def set_data(self, value: torch.Tensor) -> None:
         """The net wrote `value` into this blob (reallocated if its shape changed)."""

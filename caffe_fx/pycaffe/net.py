@@ -408,6 +408,8 @@ class Net:
         """Every blob shows its final value (its last in-place version), in net order so
         that a Reshape's in-place writers show through its bottom, as in Caffe."""
         split_tops = {t for layer in self._net.layer if layer.type == "Split" for t in layer.top}
+        sharing = self._sharing_blobs
+        adopted: set[int] = set()
         resized = False
         for name, vid in self._graph.graph["blobs"].items():
             value = values.get(vid)
@@ -415,9 +417,20 @@ class Net:
                 continue
             blob = self.blobs[name]
             resized |= blob.shape != tuple(value.shape)
-            blob.set_data(value)
+            # Zero-copy where no other blob shares the memory (Caffe's blobs own theirs)
+            memory = value.untyped_storage().data_ptr()
+            if name in sharing or memory in adopted or not blob.adopt_data(value):
+                blob.set_data(value)
+            else:
+                adopted.add(memory)
         if resized:  # a data-dependent top (Filter): the sharing tops follow
             self._link_shared()
+
+    @property
+    def _sharing_blobs(self) -> frozenset[str]:
+        """Blobs whose data or diff another blob views (Split, Flatten, Reshape)."""
+        return frozenset(b for layer in self._net.layer if layer.type in _SHARING_TYPES
+                         for b in (*layer.bottom[:1], *layer.top))
 
     @property
     def _grad_inputs(self) -> frozenset[str]:
@@ -719,8 +732,15 @@ class Net:
             got = torch.autograd.grad(roots, inputs, seeds, retain_graph=True,
                                       allow_unused=True)
             grads = {id(t): gr for t, gr in zip(inputs, got)}
-        for blob, tensor in targets:
-            blob.set_diff(grads.get(id(tensor)) if tensor is not None else None)
+        sharing = self._sharing_blobs
+        taken = {s.untyped_storage().data_ptr() for s in seeds}  # a grad may be a seed
+        for name, (blob, tensor) in zip(writers, targets):
+            grad = grads.get(id(tensor)) if tensor is not None else None
+            memory = grad.untyped_storage().data_ptr() if grad is not None else None
+            if grad is None or name in sharing or memory in taken or not blob.adopt_diff(grad):
+                blob.set_diff(grad)
+            else:
+                taken.add(memory)
         for blob, tensor in params.values():
             grad = grads.get(id(tensor))
             if grad is not None:
