@@ -20,7 +20,6 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,12 +33,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _common import MODELS, ROOT, cpu_model, csv_list, first_line, fmt, oracle  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-ORACLE = Path(os.environ.get("CAFFE_ORACLE",
-                             ROOT.parent / "shared" / "caffe-oracle" / "caffe-oracle"))
-MODELS = Path(os.environ.get("CAFFE_FX_MODELS", ROOT.parent / "shared" / "models"))
 
 import caffe_fx  # noqa: E402
 from caffe_fx.errors import UnsupportedLayerError  # noqa: E402
@@ -68,12 +64,6 @@ class Row:
     status: list[str] = field(default_factory=list)
 
 
-
-def oracle(*args: str) -> str:
-    proc = subprocess.run([str(ORACLE), *args], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"caffe-oracle {args[0]} failed:\n{proc.stderr[-1500:]}")
-    return proc.stdout
 
 
 def prepare_net(key: str, prototxt: Path, workdir: Path) -> tuple[Path, dict]:
@@ -142,10 +132,6 @@ def warm_up_compile() -> float:
     return time.perf_counter() - t0
 
 
-def first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:160]
-
 
 def bench_net(key: str, batches: list[int], a: argparse.Namespace, workdir: Path) -> list[Row]:
     title, rel = NETS[key]
@@ -193,9 +179,6 @@ def bench_net(key: str, batches: list[int], a: argparse.Namespace, workdir: Path
     return rows
 
 
-def fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
 
 def header(inductor: bool) -> str:
     extra = (("torch.compile (s) | caffe_fx + torch.compile (ms) | Caffe / that | ",
@@ -218,15 +201,6 @@ def format_row(r: Row, inductor: bool = False) -> str:
             f"| {fmt(r.caffe_ms, '.1f')} | {ratio(r.caffe_ms, r.ours_ms)} | {extra}"
             f"{r.iters} | {'; '.join(r.status)} |")
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def report(rows: list[Row], a: argparse.Namespace, first_compile_s: float,
@@ -258,9 +232,6 @@ def report(rows: list[Row], a: argparse.Namespace, first_compile_s: float,
     ]
     return "\n".join(lines)
 
-
-def csv_list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def main() -> None:

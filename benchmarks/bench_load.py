@@ -25,11 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-ORACLE = Path(os.environ.get("CAFFE_ORACLE",
-                             ROOT.parent / "shared" / "caffe-oracle" / "caffe-oracle"))
+from _common import MODELS, ORACLE, ROOT
+
 CAFFE_ROOT = Path(os.environ.get("CAFFE_ROOT", "/opt/caffe-ref"))
-MODELS = Path(os.environ.get("CAFFE_FX_MODELS", ROOT.parent / "shared" / "models"))
 VGG = "davidgengenbach+vgg-caffe/model/VGG_ILSVRC_16_layers_deploy.prototxt"
 CIFAR_NET = "jwcom79+myproject/examples/cifar10/cifar10_quick.prototxt"
 CIFAR_V1 = "ikkiChung+Prediction-Example-With-Caffe/examples/cifar10/cifar10_quick_iter_5000.caffemodel"

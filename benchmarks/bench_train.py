@@ -42,13 +42,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _common import MODELS, ROOT, cpu_model, csv_list, first_line, fmt, oracle  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-ORACLE = Path(os.environ.get("CAFFE_ORACLE",
-                             ROOT.parent / "shared" / "caffe-oracle" / "caffe-oracle"))
-MODELS = Path(os.environ.get("CAFFE_FX_MODELS", ROOT.parent / "shared" / "models"))
 
 import caffe_fx  # noqa: E402
 from caffe_fx import pycaffe  # noqa: E402
@@ -144,13 +141,6 @@ def train_net(spec: Spec, batch: int) -> caffe_pb2.NetParameter:
     return net
 
 
-def oracle(*args: str) -> str:
-    proc = subprocess.run([str(ORACLE), *args], capture_output=True, text=True,
-                          check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"caffe-oracle {args[0]} failed:\n{proc.stderr[-1500:]}")
-    return proc.stdout
-
 
 def prepare(key: str, spec: Spec, batch: int, workdir: Path) -> tuple[Path, Path, Path]:
     """The derived prototxt, a caffemodel of well-scaled random weights made by real Caffe
@@ -239,10 +229,6 @@ def time_caffe(prototxt: Path, weights: Path, inputs: Path, iters: int) -> float
     return float(m.group(1))
 
 
-def first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:160]
-
 
 def bench_net(key: str, a: argparse.Namespace, workdir: Path) -> Row:
     spec = NETS[key]
@@ -282,9 +268,6 @@ def bench_net(key: str, a: argparse.Namespace, workdir: Path) -> Row:
 # -- the table -----------------------------------------------------------------------
 
 
-def fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
 
 def ratio(num: float | None, den: float | None, ok: Callable[[float], bool]) -> str:
     if num is None or den is None:
@@ -306,15 +289,6 @@ def format_row(r: Row) -> str:
             f"{ratio(r.caffe_ms, r.facade_ms, lambda x: x > CAFFE_TARGET)} | "
             f"{r.iters} | {'; '.join(r.status)} |")
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def commit() -> str:
@@ -401,9 +375,6 @@ def report(rows: list[Row], a: argparse.Namespace, load: tuple[float, float]) ->
     ]
     return "\n".join(lines)
 
-
-def csv_list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def main() -> None:
