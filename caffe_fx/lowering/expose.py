@@ -15,12 +15,12 @@ from torch import fx
 from .builder import Lowering
 
 
-def _alias(x: torch.Tensor) -> torch.Tensor:
+def alias(x: torch.Tensor) -> torch.Tensor:
     """A new tensor over the same memory: Caffe's Blob::ShareData between two blobs."""
     return x.view_as(x)
 
 
-fx.wrap("_alias")
+fx.wrap("alias")
 
 
 def expose_values(gm: fx.GraphModule, g: nx.DiGraph) -> fx.GraphModule:
@@ -65,7 +65,7 @@ def expose_values(gm: fx.GraphModule, g: nx.DiGraph) -> fx.GraphModule:
             value = by_name[name]
             if name in seen:  # a pass-through top: its own view, read by its consumer
                 with graph.inserting_after(value):
-                    value = graph.call_function(_alias, (value,))
+                    value = graph.call_function(alias, (value,))
                 value.meta["caffe_layer"] = layer.name
             seen.add(name)
             outputs[vid] = value

@@ -8,6 +8,7 @@ one float32 NumPy storage that the next forward reads and writes, as Caffe's blo
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from collections import OrderedDict
@@ -30,8 +31,7 @@ from ..errors import (
 from ..frontend.hdf5 import is_hdf5, write_hdf5
 from ..frontend.read import NetSource, read_stored
 from ..lowering.builder import SOURCE_TYPES, Built, Lowering
-from ..lowering.expose import _alias as _alias_fn
-from ..lowering.expose import expose_values
+from ..lowering.expose import alias, expose_values
 from ..lowering.registry import CaffeModule, LayerView, lookup, supported_layers
 from ..passes.name_automatic_tops import automatic_blobs
 from ..proto import caffe_pb2
@@ -76,11 +76,6 @@ def set_random_seed(seed: int) -> None:
 def layer_type_list() -> list[str]:
     """The layer types a Net can hold, sorted as LayerRegistry::LayerTypeList gives them."""
     return sorted(set(supported_layers()) | SOURCE_TYPES)
-
-
-def _memory_shapes(layer: caffe_pb2.LayerParameter) -> list[tuple[int, ...]]:
-    p = layer.memory_data_param
-    return [(p.batch_size, p.channels, p.height, p.width), (p.batch_size,)]
 
 
 def _device() -> torch.device:
@@ -184,9 +179,6 @@ class Net:
 
     def _build(self, shapes: Mapping[str, Sequence[int]] | None
                ) -> tuple[fx.GraphModule, list[tuple[LayerView, CaffeModule]]]:
-        if shapes is None:  # MemoryDataLayer::DataLayerSetUp: (batch, C, H, W) and (batch,)
-            shapes = {top: shape for layer in self._net.layer if layer.type == "MemoryData"
-                      for top, shape in zip(layer.top, _memory_shapes(layer))} or None
         built = pipeline.lower(
             self._prepared, input_shapes=shapes, outputs=list(self._graph.graph["blobs"]),
             python_layers=self._python_layers)  # type: ignore[arg-type]
@@ -407,8 +399,7 @@ class Net:
     def _store_values(self, values: Mapping[str, torch.Tensor]) -> None:
         """Every blob shows its final value (its last in-place version), in net order so
         that a Reshape's in-place writers show through its bottom, as in Caffe."""
-        split_tops = {t for layer in self._net.layer if layer.type == "Split" for t in layer.top}
-        sharing = self._sharing_blobs
+        split_tops, sharing = self._split_tops, self._sharing_blobs
         adopted: set[int] = set()
         resized = False
         for name, vid in self._graph.graph["blobs"].items():
@@ -426,13 +417,18 @@ class Net:
         if resized:  # a data-dependent top (Filter): the sharing tops follow
             self._link_shared()
 
-    @property
+    @functools.cached_property
+    def _split_tops(self) -> frozenset[str]:
+        return frozenset(t for layer in self._net.layer if layer.type == "Split"
+                         for t in layer.top)
+
+    @functools.cached_property
     def _sharing_blobs(self) -> frozenset[str]:
         """Blobs whose data or diff another blob views (Split, Flatten, Reshape)."""
         return frozenset(b for layer in self._net.layer if layer.type in _SHARING_TYPES
                          for b in (*layer.bottom[:1], *layer.top))
 
-    @property
+    @functools.cached_property
     def _grad_inputs(self) -> frozenset[str]:
         """Input blobs whose diff Caffe computes (force_backward, propagate_down)."""
         plan, g = self._plan, self._graph
@@ -451,7 +447,7 @@ class Net:
         """Net::ForwardFromTo: layer by layer, each reading and writing the blobs."""
         probe = self._runner()
         nodes = {n.meta["caffe_layer"]: n for n in probe.graph.nodes
-                 if "caffe_layer" in n.meta and n.target is not _alias_fn}
+                 if "caffe_layer" in n.meta and n.target is not alias}
         plan = self._plan
         if self._chained:  # the values no longer form one graph
             self._io = {i: self._io_of(i) for i in range(len(self._net.layer))
@@ -466,7 +462,7 @@ class Net:
             node = nodes.get(layer.name)
             with torch.set_grad_enabled(plan.any):
                 if node is None:  # IDENTITY (Split, TEST Dropout) or a layer without tops
-                    outs = [_alias_fn(bottoms[j if j < len(bottoms) else 0])
+                    outs = [alias(bottoms[j if j < len(bottoms) else 0])
                             for j in range(len(layer.top))]
                 else:
                     args: tuple = (bottoms,) if node.args and isinstance(node.args[0],
