@@ -12,7 +12,7 @@ import functools
 import itertools
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -80,6 +80,27 @@ def layer_type_list() -> list[str]:
 
 def _device() -> torch.device:
     return torch.device("cuda", _MODE["device"]) if _MODE["gpu"] else torch.device("cpu")
+
+
+def _vjp(roots: Sequence[torch.Tensor], seeds: Sequence[torch.Tensor],
+         tensors: Sequence[torch.Tensor]) -> dict[int, torch.Tensor | None]:
+    """{id(t): gradient} for the tensors that require grad, from roots seeded with seeds;
+    the graph is kept, as a Caffe net may run backward again without a forward."""
+    inputs = [t for t in tensors if t.requires_grad]
+    if not roots or not inputs:
+        return {}
+    got = torch.autograd.grad(list(roots), inputs, list(seeds), retain_graph=True,
+                              allow_unused=True)
+    return {id(t): g for t, g in zip(inputs, got)}
+
+
+def _accumulate(params: Iterable[tuple[Blob, torch.Tensor]],
+                grads: Mapping[int, torch.Tensor | None]) -> None:
+    """Layer::Backward adds to a param's diff (Net::ClearParamDiffs zeroes it)."""
+    for blob, tensor in params:
+        grad = grads.get(id(tensor))
+        if grad is not None:
+            blob.add_diff(grad)
 
 
 class NamedDict(OrderedDict):
@@ -708,26 +729,15 @@ class Net:
                     and plan.layer_need_backward[values[vid].producer]:
                 roots.append(tensor)
                 seeds.append(self.blobs[name].diff_tensor.reshape(tensor.shape))
-        writers: dict[str, str] = {}
-        for i in range(len(self._net.layer) - 1, -1, -1):
-            layer = self._net.layer[i]
-            if plan.layer_need_backward[i] and layer.type not in SOURCE_TYPES:
-                for j, flag in enumerate(plan.bottom_need_backward[i]):
-                    if flag:
-                        writers[layer.bottom[j]] = g.nodes[i]["bottoms"][j]
+        writers = self._diff_writers
         targets = [(self.blobs[b], self._values.get(vid)) for b, vid in writers.items()]
         params: dict[int, tuple[Blob, torch.Tensor]] = {}
         for i in range(len(self._net.layer)):
             if plan.layer_need_backward[i]:
                 for blob, tensor in self._param_grads(i):
                     params.setdefault(id(tensor), (blob, tensor))
-        inputs = [t for _, t in targets if t is not None and t.requires_grad] \
-            + [t for _, t in params.values()]
-        grads: dict[int, torch.Tensor | None] = {}
-        if roots and inputs:
-            got = torch.autograd.grad(roots, inputs, seeds, retain_graph=True,
-                                      allow_unused=True)
-            grads = {id(t): gr for t, gr in zip(inputs, got)}
+        grads = _vjp(roots, seeds, [t for _, t in targets if t is not None]
+                     + [t for _, t in params.values()])
         sharing = self._sharing_blobs
         taken = {s.untyped_storage().data_ptr() for s in seeds}  # a grad may be a seed
         for name, (blob, tensor) in zip(writers, targets):
@@ -737,10 +747,21 @@ class Net:
                 blob.set_diff(grad)
             else:
                 taken.add(memory)
-        for blob, tensor in params.values():
-            grad = grads.get(id(tensor))
-            if grad is not None:
-                blob.add_diff(grad)
+        _accumulate(params.values(), grads)
+
+    @functools.cached_property
+    def _diff_writers(self) -> dict[str, str]:
+        """Blob -> the value whose gradient its diff holds after Net::Backward: the bottom
+        of the lowest layer that writes it (in place, the earliest version)."""
+        plan, g = self._plan, self._graph
+        writers: dict[str, str] = {}
+        for i in range(len(self._net.layer) - 1, -1, -1):
+            layer = self._net.layer[i]
+            if plan.layer_need_backward[i] and layer.type not in SOURCE_TYPES:
+                for j, flag in enumerate(plan.bottom_need_backward[i]):
+                    if flag:
+                        writers[layer.bottom[j]] = g.nodes[i]["bottoms"][j]
+        return writers
 
     def _backward_from_to(self, start: int, end: int) -> None:
         """Net::BackwardFromTo: layers start down to end, those that need backward, each
@@ -757,19 +778,11 @@ class Net:
             wanted = [(self.blobs[b], bottoms[j]) for j, b in enumerate(layer.bottom)
                       if need[j]]
             params = self._param_grads(i)
-            inputs = [t for _, t in wanted if t.requires_grad] + [t for _, t in params]
-            grads: dict[int, torch.Tensor | None] = {}
-            if pairs and inputs:
-                got = torch.autograd.grad([t for t, _ in pairs], inputs,
-                                          [d for _, d in pairs], retain_graph=True,
-                                          allow_unused=True)
-                grads = {id(t): gr for t, gr in zip(inputs, got)}
+            grads = _vjp([t for t, _ in pairs], [d for _, d in pairs],
+                         [t for _, t in wanted] + [t for _, t in params])
             for blob, tensor in wanted:  # Silence and the like: zeros
                 blob.set_diff(grads.get(id(tensor)))
-            for blob, tensor in params:
-                grad = grads.get(id(tensor))
-                if grad is not None:
-                    blob.add_diff(grad)
+            _accumulate(params, grads)
 
     def clear_param_diffs(self) -> None:
         """Net::ClearParamDiffs: zero every parameter blob's diff."""
