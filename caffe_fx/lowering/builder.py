@@ -38,6 +38,26 @@ SOURCE_TYPES = frozenset({
 })
 
 
+@dataclass(frozen=True)
+class ParamSpecInfo:
+    """One layer blob as Net::AppendParam sees it (src/caffe/net.cpp).
+
+    `name` is its qualified name in the GraphModule (`gm.get_parameter(name)`, or
+    `get_buffer` for BatchNorm's statistics); `lr_mult`/`decay_mult` are what Caffe's
+    params_lr()/params_weight_decay() hold for the learnable blob (for a shared blob the
+    owner's, or the first sharer's where the owner left it unset); `share` is the
+    ParamSpec name ("" if none) and `owner` the qualified name of the blob it shares
+    (None when the blob owns itself, i.e. is one of Caffe's learnable_params_)."""
+
+    name: str
+    layer: str
+    blob_index: int
+    lr_mult: float
+    decay_mult: float
+    share: str = ""
+    owner: str | None = None
+
+
 @dataclass
 class Lowering:
     """What the builder produced besides the GraphModule (kept in `gm.meta["caffe"]`)."""
@@ -48,6 +68,9 @@ class Lowering:
     layers: list[str]
     modules: dict[str, str] = field(default_factory=dict)  # Caffe layer -> submodule name
     value_nodes: dict[str, str] = field(default_factory=dict)  # value id -> fx node name
+    # Every layer blob in Net::Init's order (so the owners in Caffe's learnable_params_
+    # order); see ParamSpecInfo.
+    param_specs: dict[str, ParamSpecInfo] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -231,12 +254,56 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
     for b, vid in blobs.items():
         if vid in meta:
             info.blob_shapes[b] = tuple(meta[vid].shape)
+    info.param_specs = _param_specs(modules, info.modules, where)
     gm = fx.GraphModule(root, graph, class_name=_class_name(where))
     gm.graph.eliminate_dead_code()
     _relu_in_place(gm)
     gm.recompile()
     gm.meta["caffe"] = info
     return Built(gm, info, tuple(modules))
+
+
+def _param_specs(modules: Sequence[tuple[LayerView, CaffeModule]], names: Mapping[str, str],
+                 where: str) -> dict[str, ParamSpecInfo]:
+    """Net::AppendParam over every layer blob: the first blob of a ParamSpec name owns it;
+    a sharer's lr_mult/decay_mult fill the owner's where it left them unset, and must
+    equal them where both are set."""
+    specs: dict[str, ParamSpecInfo] = {}
+    owners: dict[str, str] = {}  # ParamSpec name -> qualified name of the owning blob
+    is_set: dict[str, dict[str, bool]] = {}  # Caffe's has_params_lr_/has_params_decay_
+    for view, module in modules:
+        for k, attr in enumerate(module.caffe_blobs):
+            qualified = f"{names[view.name]}.{attr}"
+            spec = view.param.param[k] if k < len(view.param.param) else caffe_pb2.ParamSpec()
+            values = {"lr_mult": spec.lr_mult, "decay_mult": spec.decay_mult}
+            if k >= len(view.param.param) and view.type == "BatchNorm":
+                values["lr_mult"] = 0.0  # BatchNormLayer::LayerSetUp masks its statistics
+            if not spec.name or spec.name not in owners:
+                if spec.name:
+                    owners[spec.name] = qualified
+                is_set[qualified] = {f: spec.HasField(f) for f in values}
+                specs[qualified] = ParamSpecInfo(qualified, view.name, k, values["lr_mult"],
+                                                 values["decay_mult"], spec.name)
+                continue
+            owner = specs[owners[spec.name]]
+            merged = {"lr_mult": owner.lr_mult, "decay_mult": owner.decay_mult}
+            for fld in values:
+                if not spec.HasField(fld):
+                    continue
+                if not is_set[owner.name][fld]:
+                    is_set[owner.name][fld] = True
+                    merged[fld] = values[fld]
+                elif merged[fld] != values[fld]:
+                    raise NetDefinitionError(
+                        f"{where}: layer '{view.name}': shared param '{spec.name}' has "
+                        f"mismatched {fld}: {values[fld]} here, {merged[fld]} in layer "
+                        f"'{owner.layer}'; they must be equal")
+            specs[owner.name] = ParamSpecInfo(owner.name, owner.layer, owner.blob_index,
+                                              merged["lr_mult"], merged["decay_mult"],
+                                              owner.share)
+            specs[qualified] = ParamSpecInfo(qualified, view.name, k, values["lr_mult"],
+                                             values["decay_mult"], spec.name, owner.name)
+    return specs
 
 
 def _contiguous(graph: fx.Graph, node: fx.Node, value: torch.Tensor, names: Namer) -> fx.Node:
