@@ -21,6 +21,9 @@ COMMANDS = {
     "info": "info",
     "export": "export",
     "draw": "draw",
+    "train": "train",
+    "test": "test",
+    "time": "time",
 }
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
