@@ -127,6 +127,13 @@ class LoadedNet:
                 batch[name] = torch.zeros(shapes[name], device=self.device)
         return batch
 
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The graph on one batch keyed by Caffe's blob names (placeholders may carry
+        sanitised names), in placeholder order."""
+        blobs = [n.meta.get("caffe_blob", n.target) for n in self.gm.graph.nodes
+                 if n.op == "placeholder"]
+        return self.gm(*(batch[b] for b in blobs))
+
     def loss(self, out: Mapping[str, Any]) -> Any:
         """Net::Forward's loss: the sum of each loss top times its loss weight; None
         when the net has no loss output."""
