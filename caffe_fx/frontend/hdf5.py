@@ -8,6 +8,7 @@ a group per layer, a float32 dataset per blob the layer owns, no reshaping.
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 
 from .._atomic import atomic_path
 from ..errors import WeightsError
+from ..lowering.shapes import check_shape
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -39,6 +41,10 @@ def read_hdf5(path: str | os.PathLike) -> dict[str, list[np.ndarray | None]]:
             if "data" not in f:
                 raise WeightsError(f"{p}: HDF5 file without the /data group of a caffemodel")
             group = f["data"]
+            if not hasattr(group, "keys"):
+                raise WeightsError(f"{p}: /data is a dataset; a caffemodel's /data is a group "
+                                   "holding one group per layer")
+            file_size = p.stat().st_size
             for name in group:
                 layer = group[name]
                 if not hasattr(layer, "keys"):
@@ -50,12 +56,53 @@ def read_hdf5(path: str | os.PathLike) -> dict[str, list[np.ndarray | None]]:
                     raise WeightsError(f"{p}: /data/{name} holds datasets not named by "
                                        f"blob index 0, 1, ...: {sorted(layer.keys())}") from e
                 blobs: list[np.ndarray | None] = [None] * (indices[-1] + 1 if indices else 0)
-                for i in indices:
-                    blobs[i] = _read_dataset(layer[str(i)], p)
+                datasets = [(i, layer[str(i)]) for i in indices]
+                for _, ds in datasets:
+                    _check_declared(ds, p, file_size)
+                for i, ds in datasets:
+                    blobs[i] = _read_dataset(ds, p)
                 out[name] = blobs
     except (OSError, KeyError, TypeError) as e:
         raise WeightsError(f"{p}: unreadable HDF5 caffemodel: {e}") from e
     return out
+
+
+# Deflate cannot expand data more than ~1032 times; a larger ratio between a dataset's
+# declared size and the bytes it stores means unwritten (fill-value) chunks, which
+# Caffe's writer never leaves.
+_MAX_EXPANSION = 1100
+_MAX_CHUNKS = 1 << 16
+
+
+def _check_declared(ds: object, p: Path, file_size: int) -> None:
+    """A dataset's declared shape, checked against the bytes the file stores for it before
+    anything is allocated: memory stays proportional to the data actually stored."""
+    name = getattr(ds, "name", "?")
+    if not hasattr(ds, "read_direct"):
+        raise WeightsError(f"{p}: {name} is a group where a blob dataset belongs")
+    shape = tuple(ds.shape or ())  # type: ignore[attr-defined]
+    check_shape(shape, f"{p}: dataset {name}")
+    count = math.prod(shape)
+    try:
+        declared = count * ds.dtype.itemsize  # type: ignore[attr-defined]
+    except TypeError:  # a dtype without a size (vlen strings): the read refuses it
+        declared = count
+    stored = ds.id.get_storage_size()  # type: ignore[attr-defined]
+    filtered = ds.id.get_create_plist().get_nfilters() > 0  # type: ignore[attr-defined]
+    if count and (stored > file_size or declared > max(stored, 1) * (
+            _MAX_EXPANSION if filtered else 1)):
+        raise WeightsError(
+            f"{p}: dataset {name} declares shape {list(shape)} ({declared} bytes) "
+            f"but the file stores {stored} bytes for it (the file has {file_size}); a "
+            "caffemodel stores every value of its blobs")
+    chunks = ds.chunks  # type: ignore[attr-defined]
+    if chunks:
+        n = math.prod(-(-d // c) for d, c in zip(shape, chunks))
+        if n > _MAX_CHUNKS:
+            raise WeightsError(
+                f"{p}: dataset {name} of shape {list(shape)} is split into {n} chunks of "
+                f"{list(chunks)}; allowed: at most {_MAX_CHUNKS} chunks (Caffe writes "
+                "contiguous datasets)")
 
 
 def _read_dataset(ds: object, p: Path) -> np.ndarray:

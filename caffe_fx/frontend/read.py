@@ -20,6 +20,7 @@ from google.protobuf import text_format
 
 from ..errors import ProtoParseError, WeightsError
 from ..proto import caffe_pb2
+from .files import check_file, max_text_bytes
 from .hdf5 import is_hdf5, read_hdf5
 from .upgrade import upgrade_net
 from .wire import read_caffemodel
@@ -91,17 +92,19 @@ def read_net(source: NetSource, caffe_proto: str | os.PathLike | None = None
 def _read_text(source: str | os.PathLike, where: str) -> str:
     s = os.fspath(source)
     if isinstance(source, os.PathLike) or _is_path(s):
-        path = Path(s)
-        if not path.exists():
+        if s and not os.path.lexists(s):
             raise ProtoParseError(
                 f"{where}: no such prototxt file (a path, prototxt text, or a NetParameter "
                 "is allowed)")
+        path = check_file(s, "prototxt", ProtoParseError, max_bytes=max_text_bytes())
         try:
             return path.read_text()
         except UnicodeDecodeError as e:
             raise ProtoParseError(
                 f"{where}: not a text prototxt (binary data; is it a .caffemodel? pass it "
                 "as weights=)") from e
+        except OSError as e:
+            raise ProtoParseError(f"{where}: cannot read the prototxt: {e}") from e
     return s
 
 
@@ -145,9 +148,7 @@ def read_stored(path: str | os.PathLike) -> StoredWeights:
     Caffe matches the first.  A binary file is read once (wire.py) and the arrays are
     writable views of that one buffer: no per-value conversion, no second copy.
     """
-    p = Path(path)
-    if not p.exists():
-        raise WeightsError(f"{p}: no such weights file")
+    p = check_file(path, "caffemodel", WeightsError)
     if is_hdf5(p):
         return StoredWeights({name: [None if a is None else StoredBlob(a, False) for a in blobs]
                               for name, blobs in read_hdf5(p).items()}, hdf5=True)

@@ -60,7 +60,20 @@ def conv_geometry(where: str, p: caffe_pb2.ConvolutionParameter, n: int) -> Geom
         else:
             out[name] = _repeated(where, p, rep, n, default)
     dilation = _repeated(where, p, "dilation", n, 1)
-    return Geometry(out["kernel"], out["stride"], out["pad"], dilation)
+    geometry = Geometry(out["kernel"], out["stride"], out["pad"], dilation)
+    _check_positive(where, "convolution_param", geometry)
+    return geometry
+
+
+def _check_positive(where: str, message: str, g: Geometry) -> None:
+    # base_conv_layer.cpp: "Filter dimensions must be nonzero."; a zero stride or
+    # dilation would divide by zero in Caffe's output-size formula; pad is unsigned there.
+    for name, values, low in (("kernel", g.kernel, 1), ("stride", g.stride, 1),
+                              ("dilation", g.dilation, 1), ("pad", g.pad, 0)):
+        for v in values:
+            if v < low:
+                raise UnsupportedFieldError(
+                    f"{where}: {message} {name} = {v} is not allowed; allowed: {name} >= {low}")
 
 
 def pool_geometry(where: str, p: caffe_pb2.PoolingParameter,
@@ -94,6 +107,7 @@ def pool_geometry(where: str, p: caffe_pb2.PoolingParameter,
             raise UnsupportedFieldError(f"{where}: global_pooling needs pad 0 and stride 1")
     else:
         kernel, pad, stride = pick("kernel", None), pick("pad", 0), pick("stride", 1)
+    _check_positive(where, "pooling_param", Geometry(kernel, stride, pad, (1, 1)))
     for k, pd in zip(kernel, pad):
         if pd >= k:
             raise UnsupportedFieldError(

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from ...errors import NetDefinitionError, ShapeError
 from ..geometry import Geometry, conv_geometry
 from ..registry import CaffeModule, LayerView, register
+from ..shapes import check_shape
 
 
 class CaffeConv(CaffeModule):
@@ -102,6 +103,9 @@ def _conv_module(view: LayerView, transposed: bool) -> CaffeConv:
     channels, groups = shape[axis], p.group
     if p.num_output <= 0:
         raise view.fail("convolution_param.num_output", p.num_output, "a positive count")
+    if groups <= 0:
+        raise view.fail("convolution_param.group", groups, "a positive count that divides "
+                        f"the input channels ({channels}) and num_output ({p.num_output})")
     if channels % groups or p.num_output % groups:
         raise view.error(f"convolution_param.group = {groups} must divide both the input "
                          f"channels ({channels}) and num_output ({p.num_output})", ShapeError)
@@ -109,6 +113,7 @@ def _conv_module(view: LayerView, transposed: bool) -> CaffeConv:
         weight_shape = (channels, p.num_output // groups) + geometry.kernel
     else:
         weight_shape = (p.num_output, channels // groups) + geometry.kernel
+    check_shape(weight_shape, f"layer '{view.name}' ({view.type}): the weight blob")
     cls = CaffeSharedConv if len(view.bottoms) > 1 else CaffeConv
     return cls(weight_shape, p.bias_term, geometry, groups, axis, transposed,
                [p.weight_filler, p.bias_filler])

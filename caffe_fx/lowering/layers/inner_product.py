@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ...errors import ShapeError
 from ..registry import CaffeModule, LayerView, register
+from ..shapes import check_shape
 
 
 class InnerProduct(CaffeModule):
@@ -58,5 +59,6 @@ def inner_product(view: LayerView) -> InnerProduct:
     if p.num_output <= 0:
         raise view.fail("inner_product_param.num_output", p.num_output, "a positive count")
     k = math.prod(shape[axis:])
+    check_shape((k, p.num_output), f"layer '{view.name}' ({view.type}): the weight blob")
     return InnerProduct(k, p.num_output, p.bias_term, axis, p.transpose,
                         [p.weight_filler, p.bias_filler])

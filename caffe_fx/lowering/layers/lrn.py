@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from ...ops import lrn as L
 from ...proto import caffe_pb2
 from ..registry import Call, LayerView, register
+from ..shapes import check_shape
 
 _L = caffe_pb2.LRNParameter
 
@@ -26,6 +27,13 @@ def lrn(view: LayerView) -> Call:
     if p.local_size % 2 != 1:
         raise view.fail("lrn_param.local_size", p.local_size, "odd sizes")
     if p.norm_region == _L.ACROSS_CHANNELS:
+        # LRNLayer::Reshape sizes padded_square_ (C + local_size - 1 channels); our window
+        # sums pad the whole batch so.  A local_size far beyond the channels is refused
+        # here by the blob limit, as Caffe's Blob::Reshape refuses it, before any forward.
+        n, c, h, w = view.input_shapes[0]
+        check_shape((n, c + p.local_size - 1, h, w),
+                    f"layer '{view.name}' (LRN): lrn_param.local_size = {p.local_size} "
+                    "needs a zero-padded window buffer, which")
         if view.tops[0] == view.bottoms[0]:
             return Call(L.lrn_across_channels_inplace, dict(size=p.local_size, alpha=p.alpha,
                                                             beta=p.beta, k=p.k))

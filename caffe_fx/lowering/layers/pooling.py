@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ...errors import ShapeError
 from ...ops import functional as CF
 from ...proto import caffe_pb2
 from ..geometry import pool_geometry
@@ -38,6 +39,7 @@ def pooling(view: LayerView) -> Call:
                                                       pad=[0, 0], ceil=ceil))
         return Call(fn, dict(dim=[-2, -1], keepdim=True))
     kernel, stride, pad = list(g.kernel), list(g.stride), list(g.pad)
+    _check_windows(view, view.input_shapes[0][2:], kernel, stride, pad, ceil)
     torch_agrees = all(pd <= k // 2 and (pd > 0 or k >= s or not ceil)
                        for k, s, pd in zip(kernel, stride, pad))
     if len(view.tops) == 2:
@@ -53,3 +55,26 @@ def pooling(view: LayerView) -> Call:
                                        ceil_mode=ceil))
     return Call(F.avg_pool2d, dict(kernel_size=kernel, stride=stride, padding=pad,
                                    ceil_mode=ceil, count_include_pad=True))
+
+
+def _check_windows(view: LayerView, spatial, kernel, stride, pad, ceil: bool) -> None:
+    """PoolingLayer::Reshape's output size, on the compile-time shape: a kernel beyond the
+    padded input gives a negative size (Caffe's Blob::Reshape CHECK fails); a window
+    starting past the input and its padding (a stride beyond it) would pool nothing
+    (Caffe writes -FLT_MAX there).  Both are refused before anything is allocated."""
+    for axis, (size, k, s, pd) in enumerate(zip(spatial, kernel, stride, pad)):
+        span = size + 2 * pd - k
+        pooled = (-(-span // s) if ceil else span // s) + 1
+        if pd and (pooled - 1) * s >= size + pd:
+            pooled -= 1  # Caffe: the last window must start inside the image
+        name = "hw"[axis] if len(spatial) == 2 else str(axis)
+        if pooled < 1:
+            raise view.error(
+                f"pooling_param kernel {name} = {k} is larger than the padded bottom "
+                f"({size} + 2 * {pd}): the top would have {pooled} rows; allowed: a kernel "
+                "that fits the padded bottom", ShapeError)
+        if (pooled - 1) * s >= size + pd:
+            raise view.error(
+                f"pooling_param stride {name} = {s} puts the last window past the bottom "
+                f"({size} + pad {pd}), where it pools nothing; allowed: stride < "
+                f"{size + pd} for this bottom", ShapeError)

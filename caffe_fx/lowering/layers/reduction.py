@@ -1,10 +1,14 @@
 """Reduction (reduction_param): SUM, ASUM, SUMSQ or MEAN over every axis from `axis` on.
 
 Mirrors src/caffe/layers/reduction_layer.cpp.  The top has the bottom's leading axes
-only, so `axis: 0` gives a 0-axis scalar.
+only, so `axis: 0` gives a 0-axis scalar.  Deliberate difference: MEAN over an empty
+axis is refused at compile (Caffe divides by count 0 and returns NaN).
 """
 from __future__ import annotations
 
+import math
+
+from ...errors import ShapeError
 from ...ops import misc as CM
 from ...proto import caffe_pb2
 from ..registry import Call, LayerView, register
@@ -16,6 +20,14 @@ _R = caffe_pb2.ReductionParameter
 @register("Reduction", params=("reduction_param",), bottoms=1, tops=1)
 def reduction(view: LayerView) -> Call:
     p = view.param.reduction_param
-    axis = canonical_axis(view, p.axis, len(view.input_shapes[0]), "reduction_param.axis")
+    shape = view.input_shapes[0]
+    axis = canonical_axis(view, p.axis, len(shape), "reduction_param.axis")
+    if p.operation == _R.MEAN and math.prod(shape[axis:]) == 0:
+        # ReductionLayer::Reshape divides coeff by count(axis) = 0 (inf), and Forward_cpu
+        # scales the empty sums by it: NaN.  Refused instead (a deliberate difference).
+        raise view.error(f"operation MEAN over axes {list(range(axis, len(shape)))} of a "
+                         f"bottom of shape {list(shape)} averages 0 elements (Caffe gives "
+                         "NaN); allowed: a bottom with at least one element per output",
+                         ShapeError)
     return Call(CM.reduction, dict(operation=_R.ReductionOp.Name(p.operation), axis=axis,
                                    coeff=p.coeff))

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from ...errors import ShapeError
 from ...ops import misc as CM
 from ..registry import IDENTITY, Call, CaffeModule, LayerView, Lowered, register
+from ..shapes import check_shape
 
 
 @register("Silence", bottoms=(1, None), tops=0)
@@ -43,6 +44,8 @@ def dummy_data(view: LayerView) -> Call:
         shapes = [list(s) for s in zip(*cols)]
     else:
         shapes = [list(s.dim) for s in per_top("shape", p.shape)]
+    shapes = [list(check_shape(s, f"layer '{view.name}' (DummyData): dummy_data_param "
+                                  f"shape of top '{top}'")) for s, top in zip(shapes, view.tops)]
     if not p.data_filler:
         kinds, a, b = ["constant"] * n, [0.0] * n, [0.0] * n
     else:
@@ -82,7 +85,9 @@ class Parameter(CaffeModule):
 
 @register("Parameter", params=("parameter_param",), bottoms=0, tops=1)
 def parameter(view: LayerView) -> Parameter:
-    return Parameter(list(view.param.parameter_param.shape.dim))
+    return Parameter(list(check_shape(view.param.parameter_param.shape.dim,
+                                      f"layer '{view.name}' (Parameter): "
+                                      "parameter_param.shape")))
 
 
 @register("BatchReindex", bottoms=2, tops=1)
@@ -99,6 +104,9 @@ def filter_(view: LayerView) -> Call:
         raise view.error(f"has {len(view.bottoms)} bottoms and {len(view.tops)} tops; "
                          "allowed: one top per bottom but the last (the selector)")
     *items, selector = view.input_shapes
+    if not selector:  # FilterLayer::Reshape reads bottom[last]->shape(0)
+        raise view.error("the selector (last bottom) is a 0-axis scalar; allowed: a blob "
+                         "of shape (N,) or (N, 1, ...)", ShapeError)
     if any(d != 1 for d in selector[1:]):
         raise view.error(f"the selector (last bottom) has shape {list(selector)}; every "
                          "axis but the first must be 1", ShapeError)
