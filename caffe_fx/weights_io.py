@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import os
 import re
 import sys
@@ -26,10 +27,12 @@ from torch import fx
 from . import binding, pipeline
 from ._atomic import atomic_path, atomic_write, check_writable
 from .binding import LayerSlots
-from .errors import InputError, MissingDependencyError, WeightsError
+from .errors import CaffeFxError, InputError, MissingDependencyError, WeightsError
+from .frontend.files import check_file
 from .frontend.hdf5 import write_hdf5
 from .frontend.read import NetSource, StoredBlob, describe, read_net, read_weights
 from .frontend.wire import write_caffemodel
+from .lowering.shapes import check_shape, max_blob_elements
 from .proto import caffe_pb2
 
 __all__ = [
@@ -250,6 +253,11 @@ def read_blobs(path: str | os.PathLike, layout: NetLayout | None = None) -> Blob
 
 def read_flat(path: str | os.PathLike, fmt: FormatName) -> dict[str, np.ndarray]:
     p = Path(path)
+    if fmt == "npy":
+        if not p.is_dir():
+            raise WeightsError(f"{p}: not a folder of .npy files")
+    else:
+        p = check_file(p, f"{fmt} weights", WeightsError)
     try:
         if fmt == "pt":
             obj = torch.load(p, map_location="cpu", weights_only=True)
@@ -257,27 +265,99 @@ def read_flat(path: str | os.PathLike, fmt: FormatName) -> dict[str, np.ndarray]
                     isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
                 raise WeightsError(f"{p}: holds a {type(obj).__name__}, not a dict of tensors "
                                    "(a state_dict)")
+            for k, v in obj.items():
+                _check_stored_tensor(v, f"{p}: '{k}'")
             return {k: _as_float32(v, f"{p}: '{k}'") for k, v in obj.items()}
         if fmt == "npz":
+            _check_npz(p)
             with np.load(p, allow_pickle=False) as f:
                 return {k: f[k] for k in f.files}
         if fmt == "npy":
             files = sorted(p.glob("*.npy"))
             if not files:
                 raise WeightsError(f"{p}: a folder without .npy files")
-            return {urllib.parse.unquote(f.name[:-4]): np.load(f, allow_pickle=False)
-                    for f in files}
+            out = {}
+            for f in files:
+                check_file(f, "npy weights", WeightsError)
+                with open(f, "rb") as fh:
+                    _check_npy_header(fh, f.stat().st_size, f"{f}")
+                out[urllib.parse.unquote(f.name[:-4])] = np.load(f, allow_pickle=False)
+            return out
         if fmt == "json":
             return _read_json(p)
         if fmt == "safetensors":
             return _safetensors("numpy").load_file(str(p))
-    except WeightsError:
+    except CaffeFxError:
         raise
     except Exception as e:  # whatever torch.load, numpy, json or zipfile raise
         first = (str(e).strip().splitlines() or [""])[0]  # torch's run over many lines
         raise WeightsError(f"{p}: unreadable {fmt} weights file: "
                            f"{type(e).__name__}: {first}") from e
     raise AssertionError(fmt)
+
+
+def _check_stored_tensor(t: torch.Tensor, where: str) -> None:
+    """A tensor whose elements need more bytes than its storage holds (an expanded,
+    stride-0 tensor saved as such) would be materialised here: refused, so memory stays
+    proportional to what the file stores."""
+    check_shape(tuple(t.shape), where)
+    needed = t.numel() * t.element_size()
+    stored = t.untyped_storage().nbytes()
+    if needed > stored:
+        raise WeightsError(
+            f"{where}: a tensor of shape {list(t.shape)} and strides {list(t.stride())} "
+            f"over a storage of {stored} bytes (an expanded view; its values need "
+            f"{needed}); allowed: tensors that own their values (save t.contiguous())")
+
+
+# Deflate expands data at most ~1032 times; members that claim more are refused, and so
+# are members over 16 MiB expanding more than 100 times (real weights barely compress:
+# such a member is a decompression bomb, not a net).
+_MAX_EXPANSION = 1100
+_LARGE_MEMBER, _MAX_LARGE_EXPANSION = 16 << 20, 100
+
+
+def _check_npz(p: Path) -> None:
+    """The zip directory's declared sizes and each .npy header's shape, checked against
+    the bytes stored before NumPy allocates anything (a deflate bomb, a lying header)."""
+    try:
+        with zipfile.ZipFile(p) as zf:
+            for info in zf.infolist():
+                where = f"{p}: member {info.filename}"
+                ratio = info.file_size / max(info.compress_size, 1)
+                if ratio > _MAX_EXPANSION or (info.file_size > _LARGE_MEMBER
+                                              and ratio > _MAX_LARGE_EXPANSION):
+                    raise WeightsError(
+                        f"{where} declares {info.file_size} bytes from {info.compress_size} "
+                        f"compressed ones ({ratio:.0f} times); allowed: at most "
+                        f"{_MAX_LARGE_EXPANSION} times for members over {_LARGE_MEMBER} "
+                        "bytes (a decompression bomb, or a corrupt .npz)")
+                if info.file_size > max_blob_elements() * 8 + (1 << 20):
+                    raise WeightsError(f"{where} declares {info.file_size} bytes, more than "
+                                       "a blob may hold")
+                if info.filename.endswith(".npy"):
+                    with zf.open(info) as fh:
+                        _check_npy_header(fh, info.file_size, where)
+    except zipfile.BadZipFile as e:
+        raise WeightsError(f"{p}: unreadable npz weights file: {e}") from e
+
+
+def _check_npy_header(fh: IO[bytes], size: int, where: str) -> None:
+    """An .npy header whose shape needs more bytes than the member holds is refused."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+            else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(fh)
+    except (ValueError, SyntaxError, TypeError, OSError) as e:
+        raise WeightsError(f"{where}: not an .npy array: {e}") from e
+    check_shape(shape, where)
+    if dtype.hasobject:
+        raise WeightsError(f"{where}: holds Python objects (a pickle); Caffe blobs hold numbers")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > size:
+        raise WeightsError(f"{where}: its header declares shape {list(shape)} ({needed} bytes) "
+                           f"but it holds {size} bytes")
 
 
 def _read_json(p: Path) -> dict[str, np.ndarray]:

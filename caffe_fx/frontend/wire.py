@@ -106,6 +106,11 @@ def read_caffemodel(path: str | os.PathLike) -> list[WireLayer]:
         raise WeightsError(
             f"{p}: not a valid caffemodel (corrupt): the net definition at byte offset "
             f"{offset} does not parse as a NetParameter ({e})") from e
+    bad = _non_utf8(net, "")
+    if bad is not None:
+        raise WeightsError(
+            f"{p}: {bad[0]} = {bad[1]!r} is not valid UTF-8 text; caffe_fx names layers and "
+            "blobs by text (Python str), so rename it in Caffe (UTF-8) and save the model again")
     if not net.layer and not net.layers:
         raise WeightsError(f"{p}: parses as a NetParameter but holds no layers "
                            f"({len(buf)} bytes); is it a caffemodel?")
@@ -132,6 +137,26 @@ def _read_all(p: Path) -> np.ndarray:
     except OSError as e:
         raise WeightsError(f"{p}: cannot read the caffemodel: {e}") from e
     return buf[:done]
+
+
+def _non_utf8(msg: _message.Message, path: str) -> tuple[str, bytes] | None:
+    """The first string field (e.g. `layer[3].name`) whose bytes are not UTF-8: protobuf
+    hands those over as bytes, which every name lookup downstream would trip over."""
+    from google.protobuf.descriptor import FieldDescriptor as FD
+
+    for fd, value in msg.ListFields():
+        name = f"{path}.{fd.name}" if path else fd.name
+        repeated = fd.is_repeated
+        items = list(value) if repeated else [value]
+        for k, item in enumerate(items):
+            where = f"{name}[{k}]" if repeated else name
+            if fd.type == FD.TYPE_STRING and isinstance(item, bytes):
+                return where, item
+            if fd.type == FD.TYPE_MESSAGE:
+                found = _non_utf8(item, where)
+                if found is not None:
+                    return found
+    return None
 
 
 def _failing_fragment(fragments: list[tuple[int, bytes]]) -> int:
