@@ -1,85 +1,32 @@
-"""`caffe.get_solver` and the solver classes: construction only (train and test nets).
+"""`caffe.get_solver` and the solver classes over the pycaffe facade's Nets.
 
-pycaffe facade.  Mirrors the Solver bindings of python/caffe/_caffe.cpp over
-src/caffe/solver.cpp (Solver::Init, InitTrainNet, InitTestNets), src/caffe/util/
-upgrade_proto.cpp (ReadSolverParamsFromTextFileOrDie) and SGDSolver::GetLearningRate
-(src/caffe/solvers/sgd_solver.cpp).  Training (step, solve, snapshots) is a separate issue.
+pycaffe facade.  Mirrors the Solver bindings of python/caffe/_caffe.cpp (net, test_nets,
+iter, step, solve, restore, snapshot, apply_update, share_weights, add_callback, lr,
+param) over src/caffe/solver.cpp and src/caffe/solvers/*.cpp.  The nets are what
+Solver::InitTrainNet/InitTestNets build, the loop, snapshots and restore are
+caffe_fx.solver's (the same code as caffe_fx.Solver, run on facade Nets), the updates and
+the learning rate caffe_fx.optim's.
 """
 from __future__ import annotations
 
-import math
 import os
-from pathlib import Path
-from typing import Any, NoReturn, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 import numpy as np
+from torch import fx
 
-from ..errors import NetDefinitionError, ProtoError, ProtoUpgradeError, PycaffeNotImplementedError
-from ..frontend.read import parse_text, read_net
+from ..errors import InputError, ProtoError
 from ..proto import caffe_pb2
-from .net import TEST, TRAIN, Net, set_random_seed
-
-# SolverParameter.SolverType (deprecated enum) -> the `type` string (UpgradeSolverType).
-_SOLVER_TYPES = {
-    caffe_pb2.SolverParameter.SGD: "SGD",
-    caffe_pb2.SolverParameter.NESTEROV: "Nesterov",
-    caffe_pb2.SolverParameter.ADAGRAD: "AdaGrad",
-    caffe_pb2.SolverParameter.RMSPROP: "RMSProp",
-    caffe_pb2.SolverParameter.ADADELTA: "AdaDelta",
-    caffe_pb2.SolverParameter.ADAM: "Adam",
-}
-_TRAIN_NET_FIELDS = ("train_net", "train_net_param", "net", "net_param")
-_NOT_TRAINING = ("training (step, solve, restore, snapshot, apply_update, callbacks) is a "
-                 "separate issue of caffe_fx; the solver's nets can be used for forward and "
-                 "backward")
+from ..solver import NetSpec, _Training
+from .net import Net, set_random_seed
 
 
 def read_solver(filename: str | os.PathLike) -> caffe_pb2.SolverParameter:
-    """ReadSolverParamsFromTextFileOrDie: parse, turn the legacy `solver_type` enum into
-    `type`, and default `snapshot_prefix` to the solver file's path without extension."""
-    where = os.fspath(filename)
-    try:
-        text = Path(filename).read_text()
-    except OSError as e:
-        raise ProtoError(f"{where}: cannot read the solver file: {e.strerror}") from e
-    param = cast(caffe_pb2.SolverParameter,
-                 parse_text(text, where, caffe_pb2.SolverParameter()))
-    if param.HasField("solver_type"):
-        if param.HasField("type"):
-            raise ProtoUpgradeError(
-                f"{where}: old solver_type field (enum) and new type field (string) cannot be "
-                f"both specified (solver_type = "
-                f"{caffe_pb2.SolverParameter.SolverType.Name(param.solver_type)}, "
-                f"type = {param.type!r}); keep only type")
-        param.type = _SOLVER_TYPES[param.solver_type]
-        param.ClearField("solver_type")
-    path = Path(where)
-    if not param.HasField("snapshot_prefix"):
-        param.snapshot_prefix = str(path.with_suffix(""))
-    elif Path(param.snapshot_prefix).is_dir():
-        param.snapshot_prefix = str(Path(param.snapshot_prefix) / path.stem)
-    return param
+    """ReadSolverParamsFromTextFileOrDie (caffe_fx.optim.read_solver)."""
+    from ..optim import read_solver as read
 
-
-def _merged_state(phase: int, net_param: caffe_pb2.NetParameter,
-                  extra: caffe_pb2.NetState | None) -> caffe_pb2.NetState:
-    """Solver::InitTrainNet/InitTestNets: phase, then the net's own state, then the
-    solver's train_state/test_state (stages append, phase and level override)."""
-    state = caffe_pb2.NetState(phase=phase)
-    state.MergeFrom(net_param.state)
-    if extra is not None:
-        state.MergeFrom(extra)
-    return state
-
-
-def _make_net(source: str | caffe_pb2.NetParameter, phase: int,
-              extra: caffe_pb2.NetState | None) -> Net:
-    # A file is read (and upgraded) by Net itself, relative to the current folder as
-    # Caffe opens it; only the state is needed from it here.
-    net_param = read_net(source)
-    state = _merged_state(phase, net_param, extra)
-    extra_stages = list(extra.stage) if extra is not None else []
-    return Net(source, state.phase, level=state.level, stages=extra_stages)
+    return read(filename)
 
 
 class SolverParameter:
@@ -110,145 +57,161 @@ class SolverParameter:
         self._param.base_lr = float(value)
 
 
-class Solver:
-    """Solver::Init over a solver prototxt: `net` (TRAIN), `test_nets` (TEST), `iter`."""
+class _NetRunner:
+    """The loop's view of a facade Net: forward()/backward() on the blobs the user (or a
+    data layer) filled; param diffs are the Parameters' .grad, so the optimizer's update
+    values show in `net.params[...][i].diff` as in pycaffe."""
+
+    def __init__(self, net: Net) -> None:
+        self.net = net
+        self.name = net._net.name
+        weights = net.blob_loss_weights
+        self._loss = [(b, float(w)) for b, w in weights.items() if w]
+        self._outputs = [(b, float(weights[b])) for b in net.outputs]
+
+    def graph_module(self) -> fx.GraphModule:
+        return self.net._gm
+
+    def forward(self, backward: bool) -> float:
+        self.net.forward()
+        if backward:
+            self.net.backward()
+        loss = np.float32(0)
+        for b, w in self._loss:
+            loss += np.float32(w) * self.net.blobs[b].data.sum(dtype=np.float32)
+        return float(loss)
+
+    def outputs(self) -> list[tuple[str, np.ndarray, float]]:
+        return [(b, self.net.blobs[b].data.reshape(-1), w) for b, w in self._outputs]
+
+    def clear_param_diffs(self) -> None:
+        self.net.clear_param_diffs()
+
+    def share_from(self, other: Any) -> None:
+        self.net.share_with(cast(_NetRunner, other).net)
+
+    def copy_from(self, path: str) -> None:
+        self.net.copy_from(path)
+
+    def save(self, path: str, hdf5: bool) -> None:
+        if hdf5:
+            self.net.save_hdf5(path)
+        else:
+            self.net.save(path)
+
+    def _param_blobs(self) -> list[Any]:
+        return [b for layer in self.net.layers for b in layer.blobs]
+
+    def before_update(self) -> None:
+        # Host writes to params and diffs (GPU mode: host mirrors) reach the device.
+        if self.net._device.type != "cpu":
+            for blob in self._param_blobs():
+                blob.push()
+                blob.diff_tensor  # noqa: B018  (pushes the host's diff writes)
+
+    def after_update(self) -> None:
+        # The update wrote data and diff on the device: the host mirrors are stale.
+        if self.net._device.type != "cpu":
+            for blob in self._param_blobs():
+                blob._sync_data.written()
+                blob._sync_diff.written()
+
+
+def _make_net(spec: NetSpec, test_index: int) -> _NetRunner:
+    # A file is read (and upgraded) by Net itself, relative to the current folder as
+    # Caffe opens it.
+    return _NetRunner(Net(spec.source, spec.phase, level=spec.level, stages=list(spec.stages)))
+
+
+class Solver(_Training):
+    """Solver::Init over a solver prototxt: `net` (TRAIN), `test_nets` (TEST), `iter`;
+    training as Caffe's Solver (caffe_fx.solver's loop on the facade Nets)."""
+
+    _type = ""  # the update rule of this class (SGDSolver...: pycaffe's class decides)
 
     def __init__(self, filename: str | os.PathLike) -> None:
-        self._where = os.fspath(filename)
+        where = os.fspath(filename)
         param = read_solver(filename)
-        self._param = param
-        self.param = SolverParameter(param)
+        if self._type:
+            param.type = self._type
         if param.random_seed >= 0:
             set_random_seed(param.random_seed)
-        self.net = self._init_train_net()
-        self.test_nets = self._init_test_nets()
-        for spec in param.weights:  # Solver::Init: into the train net and every test net
-            for w in spec.split(","):
-                for net in [self.net, *self.test_nets]:
-                    net.copy_from(w)
-        self.iter = 0
-        self._current_step = 0
+        self._init_training(param, where, _make_net)
+        self.param = SolverParameter(param)
 
-    def _init_train_net(self) -> Net:
-        p = self._param
-        given = [f for f in _TRAIN_NET_FIELDS if p.HasField(f)]
-        if len(given) != 1:
-            raise NetDefinitionError(
-                f"{self._where}: SolverParameter must specify exactly one train net using one "
-                f"of these fields: train_net, train_net_param, net, net_param; given: "
-                f"{given or 'none'}")
-        field = given[0]
-        source = getattr(p, field)
-        return _make_net(source, TRAIN, p.train_state if p.HasField("train_state") else None)
+    @property
+    def net(self) -> Net:
+        return cast(_NetRunner, self._train).net
 
-    def _init_test_nets(self) -> list[Net]:
-        p = self._param
-        generic = p.net_param if p.HasField("net_param") else (
-            p.net if p.HasField("net") else None)
-        sources: list[str | caffe_pb2.NetParameter] = [*p.test_net_param, *p.test_net]
-        if generic is not None:
-            if len(p.test_iter) < len(sources):
-                raise NetDefinitionError(
-                    f"{self._where}: test_iter must be specified for each test network: "
-                    f"{len(sources)} test nets, {len(p.test_iter)} test_iter values")
-            sources += [generic] * (len(p.test_iter) - len(sources))
-        elif len(p.test_iter) != len(sources):
-            raise NetDefinitionError(
-                f"{self._where}: test_iter must be specified for each test network: "
-                f"{len(sources)} test nets, {len(p.test_iter)} test_iter values")
-        if sources and p.test_interval <= 0:
-            raise NetDefinitionError(
-                f"{self._where}: test_interval = {p.test_interval}; it must be > 0 when the "
-                f"solver has test nets")
-        if p.test_state and len(p.test_state) != len(sources):
-            raise NetDefinitionError(
-                f"{self._where}: test_state must be unspecified or specified once per test net "
-                f"({len(sources)} test nets, {len(p.test_state)} test_state entries)")
-        return [_make_net(src, TEST, p.test_state[i] if p.test_state else None)
-                for i, src in enumerate(sources)]
+    @property
+    def test_nets(self) -> list[Net]:
+        return [cast(_NetRunner, r).net for r in self._tests]
 
     def share_weights(self, net: Net) -> None:
         """pycaffe's share_weights: `net` uses the train net's weights."""
         net.share_with(self.net)
 
-    def _not_implemented(self, what: str) -> NoReturn:
-        raise PycaffeNotImplementedError(f"{type(self).__name__}.{what}: {_NOT_TRAINING}")
+    def step(self, iters: int) -> None:
+        """Solver::Step: `iters` iterations; the inputs are what the net's blobs hold (or
+        what its data layers read)."""
+        if iters < 0:
+            raise InputError(f"step({iters}): the number of iterations must be >= 0")
+        self._step(int(iters))
 
-    def step(self, iters: int) -> NoReturn:
-        self._not_implemented(f"step({iters})")
+    def solve(self, resume_file: str | None = None) -> None:
+        """Solver::Solve (max_iter iterations, snapshot, last display and test)."""
+        self._solve(resume_file)
 
-    def solve(self, resume_file: str | None = None) -> NoReturn:
-        self._not_implemented("solve()")
+    def restore(self, state_file: str) -> None:
+        """Solver::Restore from a .solverstate or .solverstate.h5."""
+        self._restore(state_file)
 
-    def restore(self, state_file: str) -> NoReturn:
-        self._not_implemented(f"restore({state_file!r})")
+    def snapshot(self) -> None:
+        """Solver::Snapshot: <prefix>_iter_<N>.caffemodel(.h5) and .solverstate(.h5)."""
+        self._snapshot()
 
-    def snapshot(self) -> NoReturn:
-        self._not_implemented("snapshot()")
+    def apply_update(self) -> None:
+        """SGDSolver::ApplyUpdate on the diffs the params hold; iter does not move."""
+        self._apply_update()
 
-    def apply_update(self) -> NoReturn:
-        self._not_implemented("apply_update()")
-
-    def add_callback(self, *callbacks: Any) -> NoReturn:
-        self._not_implemented("add_callback()")
+    def add_callback(self, on_start: Callable[[], Any] | None,
+                     on_gradients: Callable[[], Any] | None) -> None:
+        """pycaffe's add_callback(on_start, on_gradients): called before each iteration's
+        forward passes and after them, before the update."""
+        self._add_callback(on_start, on_gradients)
 
     def __repr__(self) -> str:
         return f"<caffe_fx.pycaffe.{type(self).__name__} {self._where!r} iter={self.iter}>"
 
 
 class SGDSolver(Solver):
+    _type = "SGD"
+
     @property
     def lr(self) -> float:
         """SGDSolver::GetLearningRate at the current iteration (float32, as Caffe's
-        Dtype); `multistep` advances its step as Caffe's does when read."""
-        p = self._param
-        f = lambda v: float(np.float32(v))  # the proto's float fields
-        base, gamma, power, it = f(p.base_lr), f(p.gamma), f(p.power), self.iter
-        policy = p.lr_policy
-        if policy == "fixed":
-            rate = base
-        elif policy == "step":
-            if p.stepsize <= 0:
-                raise ProtoError(f"{self._where}: lr_policy 'step' needs stepsize > 0; "
-                                 f"stepsize = {p.stepsize}")
-            self._current_step = it // p.stepsize
-            rate = base * math.pow(gamma, self._current_step)
-        elif policy == "exp":
-            rate = base * math.pow(gamma, it)
-        elif policy == "inv":
-            rate = base * math.pow(f(1.0 + gamma * it), -power)
-        elif policy == "multistep":
-            if self._current_step < len(p.stepvalue) and it >= p.stepvalue[self._current_step]:
-                self._current_step += 1
-            rate = base * math.pow(gamma, self._current_step)
-        elif policy == "poly":
-            rate = base * math.pow(f(1.0 - f(it) / f(p.max_iter)), power)
-        elif policy == "sigmoid":
-            rate = base * f(1.0 / f(1.0 + math.exp(f(-gamma * f(it - p.stepsize)))))
-        else:
-            raise ProtoError(f"{self._where}: Unknown learning rate policy: {policy!r}; allowed: "
-                             "fixed, step, exp, inv, multistep, poly, sigmoid")
-        return f(rate)
+        Dtype)."""
+        return self._rate
 
 
 class NesterovSolver(SGDSolver):
-    pass
+    _type = "Nesterov"
 
 
 class AdaGradSolver(SGDSolver):
-    pass
+    _type = "AdaGrad"
 
 
 class RMSPropSolver(SGDSolver):
-    pass
+    _type = "RMSProp"
 
 
 class AdaDeltaSolver(SGDSolver):
-    pass
+    _type = "AdaDelta"
 
 
 class AdamSolver(SGDSolver):
-    pass
+    _type = "Adam"
 
 
 _BY_TYPE: dict[str, type[Solver]] = {
@@ -262,6 +225,6 @@ def get_solver(filename: str | os.PathLike) -> Solver:
     `solver_type`), as SolverRegistry::CreateSolver picks it."""
     kind = read_solver(filename).type
     if kind not in _BY_TYPE:
-        raise ProtoError(f"{os.fspath(filename)}: Unknown solver type: {kind!r} (known types: "
-                         f"{', '.join(sorted(_BY_TYPE))})")
+        raise ProtoError(f"{os.fspath(filename)}: type = {kind!r}: Unknown solver type (known "
+                         f"types: {', '.join(_BY_TYPE)})")
     return _BY_TYPE[kind](filename)

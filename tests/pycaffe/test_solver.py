@@ -1,15 +1,17 @@
 """caffe_fx.pycaffe solvers against real pycaffe (tests/golden/pycaffe_misc/solvers.json,
-tools/make_pycaffe_misc_goldens.py): classes, nets, params, lr; training is not here."""
+tools/make_pycaffe_misc_goldens.py): classes, nets, params, lr.  Training against real
+Caffe is in tests/training/."""
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import caffe_fx.pycaffe as caffe
-from caffe_fx.errors import NetDefinitionError, ProtoUpgradeError, PycaffeNotImplementedError
+from caffe_fx.errors import InputError, NetDefinitionError, ProtoUpgradeError
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "pycaffe_misc"
 SOLVERS = json.loads((GOLDEN / "solvers.json").read_text())
@@ -51,11 +53,31 @@ def test_solver_matches_pycaffe(case: str, in_golden: None) -> None:
     assert [describe(t) for t in s.test_nets] == want["test_nets"]
 
 
-def test_training_is_not_here(in_golden: None) -> None:
+def test_iter_is_read_only_and_callbacks_run_around_the_passes(in_golden: None) -> None:
     s = caffe.get_solver("sgd_solver.prototxt")
-    for call in (lambda: s.step(1), s.solve, lambda: s.restore("x.solverstate"), s.snapshot):
-        with pytest.raises(PycaffeNotImplementedError, match="training .* separate issue"):
-            call()
+    with pytest.raises(AttributeError):
+        s.iter = 7  # type: ignore[misc]  # pycaffe: a read-only property
+    seen: list[tuple[str, int, float]] = []
+    weight = s.net.params["conv1"][0]
+    s.add_callback(lambda: seen.append(("start", s.iter, float(abs(weight.diff).sum()))),
+                   lambda: seen.append(("gradients", s.iter, float(abs(weight.diff).sum()))))
+    s.net.blobs["data"].data[...] = 1.0
+    s.step(2)
+    assert [(w, i) for w, i, _ in seen] == [("start", 0), ("gradients", 0), ("start", 1),
+                                            ("gradients", 1)]
+    assert seen[0][2] == 0 and seen[1][2] > 0  # ClearParamDiffs, then the backward's diffs
+    with pytest.raises(InputError, match="step\\(-1\\)"):
+        s.step(-1)
+
+
+def test_apply_update_does_not_move_iter(in_golden: None) -> None:
+    s = caffe.get_solver("sgd_solver.prototxt")
+    weight = s.net.params["conv1"][0]
+    before = weight.data.copy()
+    weight.diff[...] = 1.0
+    s.apply_update()  # SGD, no momentum or decay: data -= lr * diff
+    assert s.iter == 0
+    np.testing.assert_allclose(weight.data, before - np.float32(s.lr), rtol=0, atol=1e-7)
 
 
 def test_share_weights(in_golden: None) -> None:
@@ -66,10 +88,7 @@ def test_share_weights(in_golden: None) -> None:
     assert (other.params["conv1"][0].data == 3.0).all()
 
 
-def test_step_lr_and_upgrade(in_golden: None) -> None:
-    s = caffe.get_solver("sgd_solver.prototxt")
-    s.iter = 7  # step: base_lr * gamma ^ floor(7 / 3)
-    assert s.lr == pytest.approx(0.05 * 0.25, rel=1e-6)
+def test_upgrade_conflict(in_golden: None) -> None:
     with pytest.raises(ProtoUpgradeError, match="solver_type .* cannot be both specified"):
         caffe.get_solver("bad_solver.prototxt")
 

@@ -1,0 +1,89 @@
+"""Bad solver files fail at construction, before the first iteration, with one error
+naming the file and the field (caffe_fx.Solver and the pycaffe solvers alike)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import caffe_fx
+import caffe_fx.pycaffe as caffe
+from caffe_fx.errors import (
+    DataSourceError,
+    DeviceError,
+    InputError,
+    NetDefinitionError,
+    ProtoError,
+)
+from tests.training._common import batches
+
+BASE = 'base_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 5\n'
+NET = 'net: "tiny.prototxt"\n'
+CASES = {
+    "unknown_type": (NET + 'type: "Momentum"\n', ProtoError,
+                     r"type = 'Momentum': Unknown solver type \(known types: SGD, Nest"),
+    "no_net": ("", NetDefinitionError, r"exactly one train net .*given: none"),
+    "two_train_nets": (NET + 'train_net: "tiny.prototxt"\n', NetDefinitionError,
+                       r"exactly one train net .*given: \['train_net', 'net'\]"),
+    "test_iter_count": (('train_net: "tiny.prototxt"\ntest_net: "tiny.prototxt"\n'
+                         'test_net: "tiny.prototxt"\ntest_iter: 1\ntest_interval: 2\n'),
+                        NetDefinitionError, (r"test_iter must be specified for each test "
+                                             r"network: 2 test nets, 1 test_iter values")),
+    "test_interval": (NET + 'test_iter: 1\n', NetDefinitionError,
+                      r"test_interval = 0; it must be > 0"),
+    "snapshot_folder": (NET + 'snapshot: 2\nsnapshot_prefix: "nowhere/tiny"\n', ProtoError,
+                        r"snapshot_prefix = 'nowhere/tiny': the folder 'nowhere' does not exist"),
+    "average_loss": (NET + 'average_loss: 0\n', ProtoError, r"average_loss = 0; it must be >= 1"),
+    "iter_size": (NET + 'iter_size: 0\n', ProtoError, r"iter_size = 0; it must be >= 1"),
+    "display": (NET + 'display: -1\n', ProtoError, r"display = -1; it must be >= 0"),
+    "data_source": ('net: "hdf5.prototxt"\n', DataSourceError,
+                    r"layer 'data' \(HDF5Data\).*missing_list\.txt"),
+}
+HDF5_NET = """name: "h5"
+layer { name: "data" type: "HDF5Data" top: "data" top: "label"
+  hdf5_data_param { source: "missing_list.txt" batch_size: 4 } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+  inner_product_param { num_output: 3 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+@pytest.mark.parametrize("api", ["solver", "pycaffe"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_solver_is_refused(case: str, api: str, work: Path) -> None:
+    text, error, match = CASES[case]
+    (work / "hdf5.prototxt").write_text(HDF5_NET)
+    path = work / f"{case}.prototxt"
+    path.write_text(BASE + text)
+    feed = batches()
+    with pytest.raises(error, match=match) as got:
+        if api == "solver":
+            caffe_fx.Solver(path, inputs=lambda it: feed[0])
+        else:
+            caffe.get_solver(path)
+    if case != "data_source":  # the data layer's error names the net file and the layer
+        assert str(path) in str(got.value)
+
+
+def test_input_blobs_without_inputs(work: Path) -> None:
+    (work / "s.prototxt").write_text(BASE + NET)
+    with pytest.raises(InputError, match=r"input blob\(s\) \['data', 'label'\] are filled by "
+                       r"no data layer; give them with Solver\(inputs="):
+        caffe_fx.Solver("s.prototxt")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_gpu_mode_without_cuda(work: Path) -> None:
+    (work / "s.prototxt").write_text(BASE + NET + "solver_mode: GPU\ndevice_id: 0\n")
+    with pytest.raises(DeviceError, match=r"s.prototxt: solver_mode = GPU, device_id = 0: CUDA "
+                       "is not available"):
+        caffe_fx.Solver("s.prototxt", inputs=lambda it: {})
+    with pytest.raises(DeviceError, match=r"Solver\(device='cuda'\): CUDA is not available"):
+        caffe_fx.Solver("s.prototxt", device="cuda", inputs=lambda it: {})
+
+
+def test_bad_signal_effect(work: Path) -> None:
+    with pytest.raises(InputError, match=r"on_sigint='quit'.*allowed: 'stop', 'snapshot', "
+                       "'none'"):
+        caffe_fx.Solver("sgd_solver.prototxt", on_sigint="quit")  # type: ignore[arg-type]
