@@ -3,18 +3,23 @@
 A file is written under a temporary name in its own folder, flushed and fsync'ed, then
 renamed over the target with os.replace, so readers see the old file or the whole new
 one, never a torn one.  Caffe itself writes in place (WriteProtoToBinaryFile in
-src/caffe/util/io.cpp); this is the safer behaviour the project asks for.
+src/caffe/util/io.cpp); this is the safer behaviour the project asks for.  Temporary
+names carry the writer's process id (`.<name>.<pid>.<random>.tmp`): a writer killed
+mid-write leaves one behind, and the next write to that target removes it once that
+process is gone.  A system error while writing (a read-only or missing folder that
+cannot be made, a full disk) is a WriteError naming the path.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from .errors import OutputExistsError
+from .errors import CaffeFxError, OutputExistsError, WriteError
 
 
 def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
@@ -29,6 +34,53 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
     return p
 
 
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process: leave its file alone
+    return True
+
+
+def clean_stale(target: Path) -> list[Path]:
+    """Removes temporary files and folders of ours for `target` whose writer is gone."""
+    removed = []
+    prefix = f".{target.name}."
+    with contextlib.suppress(OSError):
+        for entry in target.parent.iterdir():
+            name = entry.name
+            if not (name.startswith(prefix) and name.endswith(".tmp")):
+                continue
+            pid = name[len(prefix):-len(".tmp")].split(".", 1)[0]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+                removed.append(entry)
+    return removed
+
+
+def _prepare(p: Path) -> str:
+    """Makes the target's folder and cleans stale temporaries; the temp-name prefix."""
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(f"{p}: cannot make the folder {p.parent}: {e.strerror or e}") from e
+    clean_stale(p)
+    return f".{p.name}.{os.getpid()}."
+
+
+def _write_error(p: Path, e: OSError) -> WriteError:
+    return WriteError(f"{p}: cannot write it: {e.strerror or e}")
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, *, force: bool = False,
                  text: bool = False) -> Iterator[IO]:
@@ -39,8 +91,11 @@ def atomic_write(path: str | os.PathLike, *, force: bool = False,
     and just before the rename.
     """
     p = check_writable(path, force)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    prefix = _prepare(p)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=p.parent)
+    except OSError as e:
+        raise _write_error(p, e) from e
     try:
         with os.fdopen(fd, "w" if text else "wb") as f:
             yield f
@@ -49,9 +104,11 @@ def atomic_write(path: str | os.PathLike, *, force: bool = False,
         check_writable(p, force)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not isinstance(e, CaffeFxError):
+            raise _write_error(p, e) from e
         raise
     _fsync_dir(p.parent)
 
@@ -61,8 +118,11 @@ def atomic_path(path: str | os.PathLike, *, force: bool = False) -> Iterator[Pat
     """Like atomic_write, for writers that want a file name (h5py, torch.save, numpy):
     yields a temporary path in the target's folder, renamed over `path` on success."""
     p = check_writable(path, force)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    prefix = _prepare(p)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=p.parent)
+    except OSError as e:
+        raise _write_error(p, e) from e
     os.close(fd)
     try:
         yield Path(tmp)
@@ -71,9 +131,41 @@ def atomic_path(path: str | os.PathLike, *, force: bool = False) -> Iterator[Pat
         check_writable(p, force)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not isinstance(e, CaffeFxError):
+            raise _write_error(p, e) from e
+        raise
+    _fsync_dir(p.parent)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """A new folder all at once or not at all: yields a temporary folder next to `path`,
+    renamed to `path` when the body succeeds (removed when it fails).  `path` must not
+    exist (writers that add files to an existing folder replace them one by one)."""
+    p = Path(path)
+    if p.exists() or p.is_symlink():
+        raise OutputExistsError(f"{p}: already exists; a new folder was to be made there")
+    prefix = _prepare(p)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=p.parent))
+    except OSError as e:
+        raise _write_error(p, e) from e
+    try:
+        yield tmp
+        for f in tmp.iterdir():
+            with contextlib.suppress(OSError), open(f, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.chmod(tmp, 0o777 & ~_umask())
+        if p.exists() or p.is_symlink():
+            raise OutputExistsError(f"{p}: appeared while it was written; not replaced")
+        os.rename(tmp, p)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and not isinstance(e, CaffeFxError):
+            raise _write_error(p, e) from e
         raise
     _fsync_dir(p.parent)
 

@@ -11,6 +11,7 @@ skipped, blob counts and shapes checked by Caffe's rules and named in Caffe's wo
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Union
@@ -18,7 +19,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from .errors import WeightsError
+from .errors import UnusedWeightsWarning, WeightsError
 from .frontend.read import StoredBlob, StoredWeights, read_stored
 from .lowering.builder import Built
 from .lowering.fillers import fill
@@ -135,12 +136,14 @@ def fit(stored: StoredWeights, slots: Mapping[str, LayerSlots], where: str
 
 @torch.no_grad()
 def bind(built: Built, net: caffe_pb2.NetParameter, stored: StoredWeights | None,
-         where: str) -> None:
+         where: str, *, strict: bool = False) -> None:
     """compile()'s binding: each module's blobs become the fitted arrays themselves (no
     copy; they were never allocated: the builder leaves them on the meta device), or are
     allocated and filled by Caffe's fillers when the weights lack the layer; ParamSpec
     names then share blobs (Net::AppendParam)."""
     fitted = fit(stored, slots_of(built, net), where) if stored is not None else {}
+    if stored is not None:
+        report_unused(built, net, stored, fitted, where, strict=strict)
     for view, module in built.modules:
         arrays = fitted.get(view.name)
         if type(module).to_empty is not torch.nn.Module.to_empty:
@@ -155,6 +158,31 @@ def bind(built: Built, net: caffe_pb2.NetParameter, stored: StoredWeights | None
     freeze_params(built.modules, net)
     for _, module in built.modules:
         module.blobs_settled()
+
+
+def report_unused(built: Built, net: caffe_pb2.NetParameter, stored: StoredWeights,
+                  fitted: Mapping[str, object], where: str, *, strict: bool = False) -> None:
+    """Nothing silent about weights that do not fit: one UnusedWeightsWarning (a
+    WeightsError with `strict`) listing the net's layers with blobs the weights leave to
+    the fillers and the weights' layers with blobs the net does not have (Caffe's
+    "Ignoring source layer"; layers pruned by outputs= are the net's, so not listed)."""
+    names = {layer.name for layer in net.layer}
+    unfilled = [view.name for view, module in built.modules
+                if module.caffe_blobs and view.name not in fitted]
+    ignored = [name for name, blobs in stored.layers.items() if blobs and name not in names]
+    if not unfilled and not ignored:
+        return
+    parts = []
+    if unfilled:
+        parts.append(f"{len(unfilled)} layer(s) of the net not filled from them (they keep "
+                     f"Caffe's fillers): {', '.join(unfilled)}")
+    if ignored:
+        parts.append(f"{len(ignored)} layer(s) in them the net does not have (Ignoring "
+                     f"source layer): {', '.join(ignored)}")
+    message = f"{where}: the weights do not fit the net: {'; '.join(parts)}"
+    if strict:
+        raise WeightsError(message + " (strict=True)")
+    warnings.warn(message, UnusedWeightsWarning, stacklevel=5)
 
 
 def freeze_params(modules: Sequence[tuple[LayerView, CaffeModule]],

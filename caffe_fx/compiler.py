@@ -33,6 +33,7 @@ def compile(  # noqa: A001  (the public name the design asks for)
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     caffe_proto: str | os.PathLike | None = None,
     trust_python_layers: bool = False,
+    strict: bool = False,
 ) -> fx.GraphModule:
     """Compiles a Caffe net to a torch.fx.GraphModule that computes what Caffe computes.
 
@@ -55,6 +56,9 @@ def compile(  # noqa: A001  (the public name the design asks for)
             imported from sys.path and its layer class set up, as pycaffe does.  Off by
             default, so that compiling a net never runs code it names.  Such a
             GraphModule runs eagerly; its Python layers cannot be scripted or exported.
+        strict: weights that do not fit (a layer of the net with blobs they lack, a layer
+            with blobs they hold that the net lacks) raise WeightsError instead of the
+            one `caffe_fx.errors.UnusedWeightsWarning` that lists them.
 
     Returns:
         A GraphModule taking the input blobs as keyword (or positional, in Caffe's order)
@@ -70,7 +74,7 @@ def compile(  # noqa: A001  (the public name the design asks for)
                            python_layers={} if trust_python_layers else None)
     stored = stored_weights()
     where = _describe_weights(weights)
-    pipeline.in_step("bind", binding.bind, built, prepared.net, stored, where)
+    pipeline.in_step("bind", binding.bind, built, prepared.net, stored, where, strict=strict)
     gm = built.gm
     gm.eval() if prepared.net.state.phase == caffe_pb2.TEST else gm.train()
     return gm

@@ -26,12 +26,15 @@ __all__ = [
     "NetSpecError",
     "NetSpecFieldError",
     "OutputExistsError",
+    "WriteError",
     "MissingDependencyError",
     "ExportError",
     "BlobNameError",
     "DeviceError",
     "PycaffeNotImplementedError",
     "CaffeAliasError",
+    "CaffeFxWarning",
+    "UnusedWeightsWarning",
 ]
 
 
@@ -100,6 +103,11 @@ class OutputExistsError(CaffeFxError, FileExistsError):
     """A file would be overwritten; writers refuse unless asked (`force=True`, `--force`)."""
 
 
+class WriteError(CaffeFxError, OSError):
+    """An output that cannot be written: a read-only or unusable folder, a full disk;
+    names the path and the system's reason."""
+
+
 class MissingDependencyError(CaffeFxError, ImportError):
     """An optional package (onnx, the graphviz `dot` binary, ...) is needed and absent;
     names what to install."""
@@ -137,3 +145,13 @@ class PycaffeNotImplementedError(CaffeFxError, NotImplementedError):
 class CaffeAliasError(CaffeFxError, ImportError):
     """`import caffe` cannot be pointed at caffe_fx.pycaffe: a real `caffe` is already
     imported, or a `caffe.*` submodule the facade does not provide was asked for."""
+
+
+class CaffeFxWarning(UserWarning):
+    """Base class of every warning caffe_fx issues (filter with `warnings.simplefilter`)."""
+
+
+class UnusedWeightsWarning(CaffeFxWarning):
+    """compile() got weights that leave layers of the net unfilled (they keep Caffe's
+    fillers) or hold layers the net does not have (Caffe: "Ignoring source layer");
+    `strict=True` makes it a WeightsError."""

@@ -25,7 +25,7 @@ import torch
 from torch import fx
 
 from . import binding, pipeline
-from ._atomic import atomic_path, atomic_write, check_writable
+from ._atomic import atomic_folder, atomic_path, atomic_write, check_writable
 from .binding import LayerSlots
 from .errors import CaffeFxError, InputError, MissingDependencyError, WeightsError
 from .frontend.files import check_file
@@ -432,7 +432,9 @@ def _write_npy_folder(folder: Path, arrays: Mapping[str, np.ndarray], force: boo
                       prog: Progress) -> None:
     """One `<key>.npy` per blob; a `/` in a key (GoogLeNet's `inception_3a/1x1`) is
     written %2F, and `%` as %25, so file names map back to keys.  Nothing in the folder
-    is deleted; files of these names are replaced only with `force`."""
+    is deleted; files of these names are replaced only with `force`.  A new folder is
+    written whole under a temporary name and renamed (all or nothing); into an existing
+    one, each file is replaced atomically."""
     if folder.exists() and not folder.is_dir():
         check_writable(folder, force=False)
     names = {key: folder / (urllib.parse.quote(key, safe="") + ".npy") for key in arrays}
@@ -440,7 +442,14 @@ def _write_npy_folder(folder: Path, arrays: Mapping[str, np.ndarray], force: boo
         taken = [str(p) for p in names.values() if p.exists()]
         if taken:
             check_writable(taken[0])
-    folder.mkdir(parents=True, exist_ok=True)
+    if not folder.exists():  # a new folder appears whole, or not at all
+        with atomic_folder(folder) as tmp:
+            for key, arr in arrays.items():
+                with open(tmp / names[key].name, "wb") as f:
+                    np.lib.format.write_array(f, arr, allow_pickle=False)
+                prog.advance(arr.nbytes)
+        prog.close()
+        return
     for key, arr in arrays.items():
         with atomic_write(names[key], force=force) as f:
             np.lib.format.write_array(f, arr, allow_pickle=False)

@@ -28,6 +28,7 @@ from ..frontend.graph import Value
 from ..proto import caffe_pb2
 from .naming import Namer
 from .registry import IDENTITY, Call, CaffeModule, LayerSpec, LayerView, check_fields, lookup
+from .shapes import check_net_total, check_shape
 
 # Layers whose tops become the GraphModule's inputs.  Input declares shapes; the data
 # layers read files (LMDB, images, HDF5) that a PyTorch pipeline replaces, so their tops
@@ -97,12 +98,20 @@ def _source_shapes(layer: caffe_pb2.LayerParameter, given: Mapping[str, Sequence
     read: list[tuple[int, ...]] | None = None  # what the data layer's set-up gives
     for j, top in enumerate(layer.top):
         if top in given:
-            shapes.append(tuple(int(d) for d in given[top]))
+            dims = given[top]
+            if isinstance(dims, (str, bytes)) or not hasattr(dims, "__iter__"):
+                raise InputError(f"{where}: input_shapes['{top}'] = {dims!r}; allowed: a "
+                                 "sequence of ints such as (N, C, H, W)")
+            shapes.append(check_shape(list(dims), f"{where}: input_shapes['{top}']"))
         elif declared:
-            shapes.append(tuple(declared[j if len(declared) > 1 else 0].dim))
+            k = j if len(declared) > 1 else 0
+            shapes.append(check_shape(
+                declared[k].dim,
+                f"{where}: layer '{layer.name}' (Input): input_param.shape[{k}]"))
         elif layer.type in DATA_LAYER_TYPES:
             read = read or data_top_shapes(layer, where)
-            shapes.append(read[j])
+            shapes.append(check_shape(read[j], f"{where}: layer '{layer.name}' "
+                                                f"({layer.type}): top '{top}'"))
         else:
             raise InputError(
                 f"{where}: layer '{layer.name}' ({layer.type}) reads its data from files "
@@ -126,6 +135,8 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
                          f"inputs: {sources}")
 
     wanted = list(outputs) if outputs is not None else list(g.graph["outputs"])
+    if not wanted:
+        wanted = _swallowed(g, where)
     missing = [b for b in wanted if b not in blobs]
     if missing:
         raise InputError(f"{where}: outputs={missing} are not blobs of the net "
@@ -155,6 +166,7 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
     meta: dict[str, torch.Tensor] = {}
     info = Lowering(inputs=[], outputs=wanted, blob_shapes={}, layers=[])
     modules: list[tuple[LayerView, CaffeModule]] = []
+    totals: list[tuple[int, ...]] = []  # every blob and parameter, for the per-net limit
 
     for i in sorted(g.nodes):
         attrs = g.nodes[i]
@@ -167,6 +179,7 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
                 node.meta["shape"] = tuple(shape)
                 env[vid] = node
                 meta[vid] = torch.empty(shape, device="meta")
+                totals.append(tuple(shape))
                 info.inputs.append(blob)
             continue
         if i not in needed:
@@ -181,11 +194,19 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
         )
         _check_counts(view, spec, len(attrs["tops"]), where)
         check_fields(view, spec)
+        who = f"{where}: layer '{layer.name}' ({layer.type})"
         try:
             with torch.device("meta"):
                 lowered = spec.fn(view)
         except CaffeFxError as e:
             raise type(e)(f"{where}: {e}") from e
+        except RuntimeError as e:  # torch refusing a blob shape (int64 overflow)
+            raise ShapeError(f"{who}: cannot set up its blobs: {e}") from e
+        if isinstance(lowered, CaffeModule):
+            for attr in lowered.caffe_blobs:
+                blob = getattr(lowered, attr)
+                check_shape(blob.shape, f"{who}: blob '{attr}'")
+                totals.append(tuple(blob.shape))
         info.layers.append(layer.name)
         tops = attrs["tops"]
         if lowered is IDENTITY:
@@ -213,7 +234,11 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
         else:
             raise TypeError(f"{layer.type} lowering returned {type(lowered).__name__}")
         try:
-            result = run(*inputs, **kwargs)
+            if inputs or kind == "call_module":
+                result = run(*inputs, **kwargs)
+            else:  # DummyData: shapes only; the forward makes the values
+                with torch.device("meta"):
+                    result = run(*inputs, **kwargs)
         except CaffeFxError as e:
             raise type(e)(f"{where}: layer '{layer.name}' ({layer.type}): {e}") from e
         except (RuntimeError, ValueError, IndexError) as e:
@@ -240,9 +265,12 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
                 out = graph.create_node("call_function", operator.getitem, (node, j), name=want)
                 _check_name(out, want)
             out.meta["caffe_blob"] = values[vid].blob
-            out.meta["shape"] = tuple(outs[j].shape)
+            out.meta["shape"] = check_shape(tuple(outs[j].shape),
+                                            f"{who}: top '{values[vid].blob}'")
+            totals.append(out.meta["shape"])
             env[vid], meta[vid] = out, outs[j]
 
+    check_net_total(totals, where)
     if any(getattr(m, "nhwc", False) for _, m in modules):
         result_nodes = {b: _contiguous(graph, env[blobs[b]], meta[blobs[b]], node_names)
                         for b in wanted}
@@ -304,6 +332,28 @@ def _param_specs(modules: Sequence[tuple[LayerView, CaffeModule]], names: Mappin
             specs[qualified] = ParamSpecInfo(qualified, view.name, k, values["lr_mult"],
                                              values["decay_mult"], spec.name, owner.name)
     return specs
+
+
+def _swallowed(g: nx.DiGraph, where: str) -> list[str]:
+    """A net whose every blob is consumed (by Silence, as colorization's is) would compile
+    to a module returning nothing: it returns what Silence swallows instead, or, without
+    Silence, refuses saying to name the outputs."""
+    values: dict[str, Value] = g.graph["values"]
+    out: list[str] = []
+    for i in sorted(g.nodes):
+        if g.nodes[i]["layer"].type == "Silence":
+            for vid in g.nodes[i]["bottoms"]:
+                while g.nodes[values[vid].producer]["layer"].type == "Split":
+                    vid = g.nodes[values[vid].producer]["bottoms"][0]  # the split blob's source
+                blob = values[vid].blob
+                if blob is not None and blob not in out:
+                    out.append(blob)
+    if not out:
+        raise InputError(
+            f"{where}: the net has no outputs (every blob is read by a layer, and no layer "
+            "leaves a top unread); pass outputs=[...] naming the blobs to return; blobs: "
+            f"{list(g.graph['blobs'])}")
+    return out
 
 
 def _contiguous(graph: fx.Graph, node: fx.Node, value: torch.Tensor, names: Namer) -> fx.Node:

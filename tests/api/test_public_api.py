@@ -21,7 +21,7 @@ def test_compile_signature():
         "stages: 'Sequence[str]' = (), outputs: 'Sequence[str] | None' = None, "
         "input_shapes: 'Mapping[str, Sequence[int]] | None' = None, "
         "caffe_proto: 'str | os.PathLike | None' = None, "
-        "trust_python_layers: 'bool' = False) -> 'fx.GraphModule'")
+        "trust_python_layers: 'bool' = False, strict: 'bool' = False) -> 'fx.GraphModule'")
 
 
 def test_save_caffemodel_signature():
@@ -37,7 +37,9 @@ def test_error_classes_derive_from_builtins():
     assert issubclass(e.ProtoParseError, ValueError)
     assert issubclass(e.WeightsError, ValueError)
     for name in e.__all__:
-        assert issubclass(getattr(e, name), e.CaffeFxError)
+        cls = getattr(e, name)
+        assert issubclass(cls, e.CaffeFxWarning if issubclass(cls, Warning) else e.CaffeFxError)
+    assert issubclass(e.WriteError, OSError) and issubclass(e.CaffeFxWarning, UserWarning)
 
 
 def test_readme_generated_sections_are_current():

@@ -18,6 +18,7 @@ from ..shapes import check_shape
 
 class InnerProduct(CaffeModule):
     caffe_blobs = ("weight", "bias")
+    __jit_ignored_attributes__ = [*CaffeModule.__jit_ignored_attributes__, "declared"]
 
     def __init__(self, k: int, num_output: int, bias: bool, axis: int, transpose: bool,
                  fillers) -> None:
@@ -32,8 +33,21 @@ class InnerProduct(CaffeModule):
         self.fillers = list(fillers[: len(self.caffe_blobs)])
         self.axis = axis
         self.transpose = transpose
+        self.k = k
+        self.caffe_layer = ""  # set by inner_product(), for the error of a wrong shape
+        self.declared = ()  # the bottom shape the net was set up with
 
     def forward(self, x: Tensor) -> Tensor:
+        count = 1
+        for d in x.shape[self.axis:]:
+            count *= d
+        if x.dim() <= self.axis or count != self.k:
+            if torch.jit.is_scripting():
+                raise RuntimeError(
+                    "layer '" + self.caffe_layer + "' (InnerProduct): the bottom gives "
+                    + str(count) + " values per item from axis " + str(self.axis)
+                    + " on; the weight takes K = " + str(self.k))
+            self._wrong_shape(x)
         x = torch.flatten(x, self.axis)
         weight = self.weight.t() if self.transpose else self.weight
         if x.dim() != 2:
@@ -43,6 +57,17 @@ class InnerProduct(CaffeModule):
         if self.bias is None:
             return torch.mm(weight, x.t()).t().contiguous()
         return torch.addmm(self.bias.unsqueeze(1), weight, x.t()).t().contiguous()
+
+    @torch.jit.unused
+    def _wrong_shape(self, x):  # noqa: ANN001  (TorchScript reads annotations here)
+        # InnerProductLayer::Reshape: CHECK_EQ(K_, new_K) "Input size incompatible with
+        # inner product parameters."  Named here, not as torch's "mat1 and mat2" error.
+        raise ShapeError(
+            f"layer '{self.caffe_layer}' (InnerProduct): bottom of shape {list(x.shape)} "
+            f"gives {math.prod(x.shape[self.axis:])} values per item "
+            f"from axis {self.axis} on; the weight takes K = {self.k} (the net was set up "
+            f"with bottom shape {list(self.declared)}); Caffe: \"Input size incompatible "
+            "with inner product parameters\"")
 
     def extra_repr(self) -> str:
         return f"weight={list(self.weight.shape)}, axis={self.axis}, transpose={self.transpose}"
@@ -60,5 +85,7 @@ def inner_product(view: LayerView) -> InnerProduct:
         raise view.fail("inner_product_param.num_output", p.num_output, "a positive count")
     k = math.prod(shape[axis:])
     check_shape((k, p.num_output), f"layer '{view.name}' ({view.type}): the weight blob")
-    return InnerProduct(k, p.num_output, p.bias_term, axis, p.transpose,
-                        [p.weight_filler, p.bias_filler])
+    module = InnerProduct(k, p.num_output, p.bias_term, axis, p.transpose,
+                          [p.weight_filler, p.bias_filler])
+    module.caffe_layer, module.declared = view.name, tuple(shape)
+    return module
