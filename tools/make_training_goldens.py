@@ -16,6 +16,18 @@ written here, and stores:
   snap_<fmt>/tiny_iter_5.*      Caffe's snapshot at iteration 5 (model + solverstate, the
                                 solverstate's learned_net relative to this folder)
 
+and for BVLC's LeNet and CIFAR-10 quick (read from ../shared/models, rewritten by
+`published()` into the work folder, never stored here: licences):
+
+  lenet/{train,test}_lmdb       synthetic MNIST (class patterns + noise) through Caffe's
+                                convert_mnist_data
+  cifar/{train,test}_lmdb, cifar/mean.binaryproto   synthetic 32x32 PNGs through
+                                convert_imageset and compute_image_mean
+  <kind>.npz / <kind>.json      pycaffe in the chroot, 50 x solver.step(1) from the
+                                weights of `published_init()` (a seeded draw, not stored):
+                                loss, lr per iteration, the last layer's final params,
+                                Caffe's test lines
+
 Developer tool, run by hand (root, for chroot):  sudo python tools/make_training_goldens.py
 """
 from __future__ import annotations
@@ -133,6 +145,161 @@ json.dump({"tests": tests, "snapshots": snaps}, open(out + ".json", "w"), indent
 '''
 
 
+# pycaffe in the chroot for the published nets: argv = folder, solver, iters, out stem,
+# init weights, params to record (layer/i,...).
+PUBLISHED = r'''
+import json, os, re, sys
+folder, solver_file, iters, out, init, wanted = sys.argv[1:7]
+os.chdir(folder)
+os.environ["GLOG_minloglevel"] = "0"
+os.environ["GLOG_logtostderr"] = "1"
+os.dup2(os.open(out + ".log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 2)
+import numpy as np
+import caffe
+caffe.set_mode_cpu()
+solver = caffe.get_solver(solver_file)
+solver.net.copy_from(init)
+losses, lrs = [], []
+for _ in range(int(iters)):
+    lrs.append(float(solver.lr))
+    solver.step(1)
+    losses.append(float(solver.net.blobs["loss"].data))
+result = {"loss": np.array(losses), "lr": np.array(lrs)}
+for key in wanted.split(","):
+    layer, i = key.split("/")
+    result["param/" + key] = solver.net.params[layer][int(i)].data.copy()
+np.savez(out + ".npz", **result)
+sys.stderr.flush()
+tests, current = [], None
+for line in open(out + ".log"):
+    m = re.search(r"Iteration (\d+), Testing net \(#(\d+)\)", line)
+    if m:
+        current = {"iter": int(m.group(1)), "net": int(m.group(2)), "outputs": []}
+        tests.append(current)
+    m = re.search(r"Test net output #(\d+): (\S+) = (\S+)", line)
+    if m and current is not None:
+        current["outputs"].append([m.group(2), float(m.group(3))])
+json.dump({"tests": tests}, open(out + ".json", "w"), indent=1)
+'''
+MODELS = ROOT.parent / "shared" / "models" / "BVLC+caffe" / "examples"
+PUBLISHED_NETS = {  # kind: (solver, net, train batch, test batch, train/test records, params)
+    "lenet": ("mnist/lenet_solver.prototxt", "mnist/lenet_train_test.prototxt", 64, 100,
+              (128, 100), "ip2/0,ip2/1"),
+    "cifar": ("cifar10/cifar10_quick_solver.prototxt",
+              "cifar10/cifar10_quick_train_test.prototxt", 20, 20, (40, 20), "ip2/0,ip2/1"),
+}
+PUBLISHED_ITERS = 50
+
+
+def published(kind: str, work: Path) -> Path:
+    """BVLC's solver and net for `kind`, rewritten into `work` (relative paths; the data
+    in <kind>/, smaller batches, 50 iterations, a test every 25 on one batch, CPU, no
+    snapshots); returns the solver's path."""
+    from google.protobuf import text_format
+
+    from caffe_fx.proto import caffe_pb2
+
+    solver_name, net_name, train_batch, test_batch, _, _ = PUBLISHED_NETS[kind]
+    net = text_format.Merge((MODELS / net_name).read_text(), caffe_pb2.NetParameter())
+    for layer in net.layer:
+        if layer.type != "Data":
+            continue
+        test = any(r.phase == caffe_pb2.TEST for r in layer.include)
+        layer.data_param.source = f"{kind}/{'test' if test else 'train'}_lmdb"
+        layer.data_param.batch_size = test_batch if test else train_batch
+        if layer.transform_param.HasField("mean_file"):
+            layer.transform_param.mean_file = f"{kind}/mean.binaryproto"
+    (work / f"{kind}_train_test.prototxt").write_text(text_format.MessageToString(net))
+    sp = text_format.Merge((MODELS / solver_name).read_text(), caffe_pb2.SolverParameter())
+    sp.net = f"{kind}_train_test.prototxt"
+    del sp.test_iter[:]
+    sp.test_iter.append(1)
+    sp.test_interval, sp.display, sp.max_iter = 25, 10, PUBLISHED_ITERS
+    sp.ClearField("snapshot")
+    sp.snapshot_prefix = f"{kind}/snap"
+    sp.snapshot_after_train = False
+    sp.solver_mode = caffe_pb2.SolverParameter.CPU
+    path = work / f"{kind}_solver.prototxt"
+    path.write_text(text_format.MessageToString(sp))
+    return path
+
+
+def published_init(kind: str, work: Path) -> Path:
+    """Starting weights for the published net: a seeded uniform draw of Xavier's scale
+    (biases 0.01), written to <work>/<kind>_init.caffemodel; the same on every machine."""
+    import contextlib
+
+    import caffe_fx
+
+    with contextlib.chdir(work):  # the net's data paths are relative to it
+        gm = caffe_fx.compile(f"{kind}_train_test.prototxt", phase="train")
+    rs = np.random.RandomState(1234)
+    scale = 1.0 if kind == "lenet" else 0.2  # CIFAR's inputs are unscaled pixels - mean
+    weights = {}
+    for layer, sub in gm.meta["caffe"].modules.items():
+        arrays = []
+        for t in gm.get_submodule(sub).blob_tensors():
+            shape = tuple(t.shape)
+            if len(shape) > 1:
+                bound = scale * np.sqrt(3.0 / int(np.prod(shape[1:])))
+                arrays.append(rs.uniform(-bound, bound, shape).astype(np.float32))
+            else:
+                arrays.append(np.full(shape, 0.01, np.float32))
+        weights[layer] = arrays
+    path = work / f"{kind}_init.caffemodel"
+    caffe_fx.save_caffemodel(path, weights, force=True)
+    return path
+
+
+def _images(kind: str, n: int, rs: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+    """n synthetic images (uint8, N x H x W [x 3]): one smooth pattern per class + noise."""
+    shape = (28, 28) if kind == "lenet" else (32, 32, 3)
+    protos = rs.uniform(0, 1, (10, *shape))
+    for _ in range(3):  # smooth
+        protos = (protos + np.roll(protos, 1, 1) + np.roll(protos, 1, 2)) / 3
+    labels = rs.randint(0, 10, n)
+    noise = rs.normal(0, 25, (n, *shape))
+    images = np.clip(protos[labels] * 255 + noise, 0, 255).astype(np.uint8)
+    return images, labels.astype(np.uint8)
+
+
+def make_published_data(caffe_root: Path, kind: str, work: Path, inside: str) -> None:
+    """<work>/<kind>/{train,test}_lmdb (and cifar's mean.binaryproto) with Caffe's tools."""
+    rs = np.random.RandomState(5 if kind == "lenet" else 6)
+    folder = work / kind
+    folder.mkdir()
+    counts = PUBLISHED_NETS[kind][4]
+
+    def tool(*argv: str) -> None:
+        subprocess.run(["chroot", str(caffe_root), "/usr/bin/env", "-i", "PATH=/usr/bin:/bin",
+                        "GLOG_minloglevel=2", *argv], check=True, capture_output=True)
+
+    for split, n in zip(("train", "test"), counts):
+        images, labels = _images(kind, n, rs)
+        if kind == "lenet":  # the idx files convert_mnist_data reads
+            (folder / f"{split}-images").write_bytes(
+                np.array([2051, n, 28, 28], ">i4").tobytes() + images.tobytes())
+            (folder / f"{split}-labels").write_bytes(
+                np.array([2049, n], ">i4").tobytes() + labels.tobytes())
+            tool("convert_mnist_data", f"{inside}/{kind}/{split}-images",
+                 f"{inside}/{kind}/{split}-labels", f"{inside}/{kind}/{split}_lmdb",
+                 "--backend=lmdb")
+        else:
+            from PIL import Image
+
+            (folder / split).mkdir()
+            lines = []
+            for i, (img, label) in enumerate(zip(images, labels)):
+                Image.fromarray(img).save(folder / split / f"{i:03d}.png")
+                lines.append(f"{i:03d}.png {label}\n")
+            (folder / f"{split}.txt").write_text("".join(lines))
+            tool("convert_imageset", f"{inside}/{kind}/{split}/", f"{inside}/{kind}/{split}.txt",
+                 f"{inside}/{kind}/{split}_lmdb", "--backend=lmdb")
+    if kind == "cifar":
+        tool("compute_image_mean", f"{inside}/{kind}/train_lmdb",
+             f"{inside}/{kind}/mean.binaryproto", "--backend=lmdb")
+
+
 def _inputs() -> dict[str, np.ndarray]:
     rs = np.random.RandomState(2026)
     out = {}
@@ -198,6 +365,27 @@ def main() -> None:
                     p.unlink()
             names += [f"run_{fmt}_solver.prototxt", f"run_{fmt}.npz", f"run_{fmt}.json",
                       f"snap_{fmt}"]
+        (work / "published.py").write_text(PUBLISHED)
+        for kind, spec in PUBLISHED_NETS.items():
+            make_published_data(root, kind, work, inside)
+            published(kind, work)
+            published_init(kind, work)
+            proc = subprocess.run(
+                ["chroot", str(root), "/usr/bin/env", "-i", "PATH=/usr/bin:/bin", "HOME=/root",
+                 "PYTHONDONTWRITEBYTECODE=1", "python3", f"{inside}/published.py", inside,
+                 f"{kind}_solver.prototxt", str(PUBLISHED_ITERS), kind,
+                 f"{kind}_init.caffemodel", spec[5]], capture_output=True, text=True,
+                check=False)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{kind}: real pycaffe failed:\n{proc.stderr[-3000:]}\n"
+                                   f"{(work / f'{kind}.log').read_text()[-3000:]}")
+            keep = ["train_lmdb", "test_lmdb"] + (["mean.binaryproto"] if kind == "cifar" else [])
+            for p in list((work / kind).iterdir()):
+                if p.name not in keep:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+            for db in ("train_lmdb", "test_lmdb"):
+                (work / kind / db / "lock.mdb").unlink(missing_ok=True)
+            names += [kind, f"{kind}.npz", f"{kind}.json"]
         replace_folder(GOLDEN, work, names)
     shutil.rmtree(GOLDEN / "__pycache__", ignore_errors=True)
     print(f"wrote {GOLDEN}")
