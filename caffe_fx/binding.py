@@ -182,7 +182,8 @@ def report_unused(built: Built, net: caffe_pb2.NetParameter, stored: StoredWeigh
     message = f"{where}: the weights do not fit the net: {'; '.join(parts)}"
     if strict:
         raise WeightsError(message + " (strict=True)")
-    warnings.warn(message, UnusedWeightsWarning, stacklevel=5)
+    # report_unused < bind (and its no_grad wrapper) < in_step < compile < the caller
+    warnings.warn(message, UnusedWeightsWarning, stacklevel=6)
 
 
 def freeze_params(modules: Sequence[tuple[LayerView, CaffeModule]],

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_path
-from ..errors import WeightsError
+from ..errors import CaffeFxError, WeightsError
 from ..lowering.shapes import check_shape
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -62,7 +62,10 @@ def read_hdf5(path: str | os.PathLike) -> dict[str, list[np.ndarray | None]]:
                 for i, ds in datasets:
                     blobs[i] = _read_dataset(ds, p)
                 out[name] = blobs
-    except (OSError, KeyError, TypeError) as e:
+    except CaffeFxError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
+        # h5py's errors for a corrupt file (bad heap or B-tree signatures) are RuntimeErrors
         raise WeightsError(f"{p}: unreadable HDF5 caffemodel: {e}") from e
     return out
 

@@ -17,7 +17,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from ..errors import CaffeFxError, UnsupportedFieldError
+from ..errors import CaffeFxError, NetDefinitionError, UnsupportedFieldError
 from ..proto import caffe_pb2
 
 Shape = tuple[int, ...]
@@ -48,7 +48,8 @@ class LayerView:
             f"supported: {allowed}"
         )
 
-    def error(self, message: str, cls: type[CaffeFxError] = CaffeFxError) -> CaffeFxError:
+    def error(self, message: str, cls: type[CaffeFxError] = NetDefinitionError) -> CaffeFxError:
+        """An error naming this layer (a NetDefinitionError unless `cls` says otherwise)."""
         return cls(f"layer '{self.name}' ({self.type}): {message}")
 
     @property
