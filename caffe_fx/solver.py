@@ -419,9 +419,9 @@ class _Training:
     def _rate(self) -> float:
         """GetLearningRate at iter_ (what the next update applies)."""
         self._sync_optimizer()
-        groups = self.optimizer.param_groups
-        return float(groups[0]["lr"]) if groups else float(self.scheduler.get_last_lr()[0]) \
-            if self.scheduler.get_last_lr() else float(self._param.base_lr)
+        if self.optimizer.param_groups:
+            return float(self.optimizer.param_groups[0]["lr"])
+        return float(self.scheduler.rate(self._iter))  # a net without learnable params
 
     def _root(self) -> bool:
         return self._rank == 0

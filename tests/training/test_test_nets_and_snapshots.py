@@ -106,6 +106,22 @@ def test_restore_caffes_snapshot_continues_exactly(fmt: str, api: str, work: Pat
     compare_tests(logged_tests(lines), [t for t in record["tests"] if t["iter"] >= 5])
 
 
+@pytest.mark.parametrize("how", ["solve", "constructor"])
+def test_resume_from_caffes_snapshot(how: str, work: Path) -> None:
+    want, _ = golden("binary")
+    state = "snap_binary/tiny_iter_5.solverstate"
+    if how == "solve":
+        s = make_solver("run_binary_solver.prototxt")
+        s.solve(resume=state)  # Solve(resume_file): restore, then step to max_iter
+    else:
+        s = make_solver("run_binary_solver.prototxt", snapshot=state)  # caffe train -snapshot
+        assert s.iter == 5
+        s.step(7)
+    assert s.iter == 12
+    for k in (k for k in want if k.startswith("param/")):
+        close(solver_params(s)[k], want[k], 1e-4, k)
+
+
 def test_solve_snapshots_at_the_end_and_tests_last(work: Path) -> None:
     s = make_solver("run_binary_solver.prototxt", weights="init.caffemodel")
     with solver_log() as lines:
