@@ -15,6 +15,7 @@ from caffe_fx.errors import (
     InputError,
     NetDefinitionError,
     ProtoError,
+    ShapeError,
 )
 from tests.training._common import batches
 
@@ -39,7 +40,18 @@ CASES = {
     "display": (NET + 'display: -1\n', ProtoError, r"display = -1; it must be >= 0"),
     "data_source": ('net: "hdf5.prototxt"\n', DataSourceError,
                     r"layer 'data' \(HDF5Data\).*missing_list\.txt"),
+    "data_shape": ('net: "crop.prototxt"\n', ShapeError,
+                   r"layer 'mnist' \(Data\): transform_param.crop_size = 40 is larger than the "
+                   r"first record of the LMDB at data_param.source = 'lenet/train_lmdb', 28 x 28"),
 }
+CROP_NET = """name: "crop"
+layer { name: "mnist" type: "Data" top: "data" top: "label"
+  transform_param { crop_size: 40 }
+  data_param { source: "lenet/train_lmdb" batch_size: 4 backend: LMDB } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+  inner_product_param { num_output: 3 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
 HDF5_NET = """name: "h5"
 layer { name: "data" type: "HDF5Data" top: "data" top: "label"
   hdf5_data_param { source: "missing_list.txt" batch_size: 4 } }
@@ -54,6 +66,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
 def test_bad_solver_is_refused(case: str, api: str, work: Path) -> None:
     text, error, match = CASES[case]
     (work / "hdf5.prototxt").write_text(HDF5_NET)
+    (work / "crop.prototxt").write_text(CROP_NET)
     path = work / f"{case}.prototxt"
     path.write_text(BASE + text)
     feed = batches()
@@ -62,7 +75,7 @@ def test_bad_solver_is_refused(case: str, api: str, work: Path) -> None:
             caffe_fx.Solver(path, inputs=lambda it: feed[0])
         else:
             caffe.get_solver(path)
-    if case != "data_source":  # the data layer's error names the net file and the layer
+    if not case.startswith("data_"):  # a data layer's error names the net file and layer
         assert str(path) in str(got.value)
 
 
