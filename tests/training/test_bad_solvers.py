@@ -41,8 +41,8 @@ CASES = {
     "data_source": ('net: "hdf5.prototxt"\n', DataSourceError,
                     r"layer 'data' \(HDF5Data\).*missing_list\.txt"),
     "data_shape": ('net: "crop.prototxt"\n', ShapeError,
-                   r"layer 'mnist' \(Data\): transform_param.crop_size = 40 is larger than the "
-                   r"first record of the LMDB at data_param.source = 'lenet/train_lmdb', 28 x 28"),
+                   (r"layer 'mnist' \(Data\): transform_param.crop_size = 40 is larger than "
+                    r"the first record of the LMDB at data_param.source = 'lenet/train_lmdb'")),
 }
 CROP_NET = """name: "crop"
 layer { name: "mnist" type: "Data" top: "data" top: "label"
