@@ -1,12 +1,14 @@
-"""Caffe's data layers: what they read, for the tops the rest of the net is built on.
+"""Caffe's data layers: their top shapes, and the batches that feed them at runtime.
 
-Beside the lowering stage.  For now this gives the top shapes of Data, ImageData,
-HDF5Data, MemoryData and WindowData as their DataLayerSetUp computes them
-(src/caffe/layers/*data_layer.cpp), so that train/test nets build without
-`input_shapes=`; the layers that load batches will live here too.
+Beside the lowering stage.  top_shapes.py gives the top shapes of Data, ImageData,
+HDF5Data, MemoryData and WindowData as their DataLayerSetUp computes them, so that
+train/test nets build without `input_shapes=`; feed.py reads their batches in Caffe's
+order, transformed as DataTransformer does (src/caffe/layers/*data_layer.cpp,
+src/caffe/data_transformer.cpp), in a background thread.
 """
 from __future__ import annotations
 
+from .feed import DataFeed, open_feed
 from .top_shapes import DATA_LAYER_TYPES, data_top_shapes
 
-__all__ = ["DATA_LAYER_TYPES", "data_top_shapes"]
+__all__ = ["DATA_LAYER_TYPES", "DataFeed", "data_top_shapes", "open_feed"]

@@ -34,10 +34,18 @@ _EXIF_ORIENTATION = 0x0112
 class _Layer:
     """One data layer being shaped, and how its errors read."""
 
-    def __init__(self, layer: caffe_pb2.LayerParameter, where: str) -> None:
+    def __init__(self, layer: caffe_pb2.LayerParameter, where: str,
+                 advise: bool = True) -> None:
         self.layer = layer
         self.where = where
+        self.advise = advise
         self.who = f"{where}: layer '{layer.name}' ({layer.type})"
+
+    def advice(self, lead: str = "; ") -> str:
+        """What to do instead of reading the source: give input_shapes= (only where the
+        shapes are all that is needed, not when the feed reads the batches)."""
+        return f"{lead}give the tops' shapes with input_shapes={self.hint()}" \
+            if self.advise else ""
 
     def hint(self) -> str:
         """input_shapes= for this layer's tops, with the dims Caffe gives them."""
@@ -51,8 +59,8 @@ class _Layer:
         where = "" if os.path.isabs(value) else f"; relative paths are read from the " \
             f"current folder, {os.getcwd()}, as Caffe reads them"
         return DataSourceError(
-            f"{self.who} reads its data from files: {field} = '{value}' {problem}{where}; "
-            f"give the tops' shapes with input_shapes={self.hint()} instead")
+            f"{self.who} reads its data from files: {field} = '{value}' {problem}{where}"
+            f"{self.advice()}{' instead' if self.advise else ''}")
 
     def invalid(self, message: str, cls: type[Exception] = NetDefinitionError) -> Exception:
         return cls(f"{self.who}: {message}")
@@ -63,19 +71,21 @@ class _Layer:
         except ImportError as e:
             raise MissingDependencyError(
                 f"{self.who}: reading {what} needs the '{package}' package, which is not "
-                f"installed (pip install {package}, or pip install 'caffe_fx[data]'); or "
-                f"give the tops' shapes with input_shapes={self.hint()}") from e
+                f"installed (pip install {package}, or pip install 'caffe_fx[data]')"
+                f"{self.advice('; or ')}") from e
 
 
-def data_top_shapes(layer: caffe_pb2.LayerParameter, where: str) -> list[Shape]:
+def data_top_shapes(layer: caffe_pb2.LayerParameter, where: str, *,
+                    advise: bool = True) -> list[Shape]:
     """The shapes Caffe gives the tops of data layer `layer` at set-up, one per top.
 
     `where` names the prototxt in messages.  Relative paths are read from the current
     folder, as Caffe reads them.  Raises DataSourceError when a source cannot be read,
-    NetDefinitionError/ShapeError where Caffe's set-up CHECKs fail."""
+    NetDefinitionError/ShapeError where Caffe's set-up CHECKs fail.  `advise=False`
+    leaves out the advice to give input_shapes= instead (the data feed needs the data)."""
     if layer.type not in _SHAPERS:
         raise ValueError(f"{layer.type} is not one of {sorted(DATA_LAYER_TYPES)}")
-    ctx = _Layer(layer, where)
+    ctx = _Layer(layer, where, advise)
     min_tops, max_tops, shaper = _SHAPERS[layer.type]
     _check_counts(ctx, min_tops, max_tops)
     return shaper(ctx)
@@ -377,8 +387,8 @@ def _open_image(ctx: _Layer, source: str | io.BytesIO, what: str) -> Any:
     try:
         return pil.open(source)
     except (OSError, pil.DecompressionBombError) as e:
-        raise DataSourceError(f"{ctx.who}: {what} cannot be decoded as an image ({e}); give "
-                              f"the tops' shapes with input_shapes={ctx.hint()}") from e
+        raise DataSourceError(f"{ctx.who}: {what} cannot be decoded as an image ({e})"
+                              f"{ctx.advice()}") from e
 
 
 def _oriented_size(image: Any) -> tuple[int, int]:

@@ -1,0 +1,606 @@
+"""The batches Caffe's data layers fill their tops with, read ahead in a background thread.
+
+Beside the lowering stage: a net's data-layer tops are GraphModule inputs, and this feeds
+them.  Mirrors src/caffe/layers/{base_data,data,image_data,hdf5_data,memory_data}_layer.cpp
+and DataTransformer (_transform.py): set-up draws from Caffe's random stream in Caffe's
+order, each batch is the records Caffe reads in its order (cursors wrap, ImageData and
+HDF5Data reshuffle each epoch, DataLayer/HDF5DataLayer::Skip keep offset % world_size ==
+rank in TRAIN), transformed as Caffe transforms them.  Deliberate differences are listed
+in open_feed's docstring and the README.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..errors import (CaffeFxError, DataSourceError, InputArrayError, InputError,
+                      ShapeError, UnsupportedFieldError)
+from ..proto import caffe_pb2
+from . import _images
+from ._rng import MT19937, GlibcRand, caffe_shuffle, random_shuffle
+from ._transform import Transformer
+from .top_shapes import DATA_LAYER_TYPES, _words, data_top_shapes
+
+__all__ = ["DataFeed", "open_feed"]
+
+_LOG = logging.getLogger("caffe_fx.data")
+_RESTART = "Restarting data prefetching from start."
+
+
+def open_feed(net_param: caffe_pb2.NetParameter, *, phase: int, where: str,
+              seed: int | None = None, prefetch: int = 3, rank: int = 0,
+              world_size: int = 1) -> DataFeed | None:
+    """Opens the data layers of `net_param` (already filtered to `phase`, as
+    pipeline.prepare(...).net gives it); None when it has none.
+
+    `seed` is Caffe's random seed (Caffe::set_random_seed, a solver's random_seed): the
+    data layers draw their transformer and shuffle seeds from that stream in net order at
+    set-up, as Caffe's do when no layer before them draws (fillers of earlier layers and
+    earlier nets of the same process are not counted); None seeds from the OS, as Caffe
+    does.  `prefetch` batches are read ahead (Caffe's PREFETCH_COUNT).  In TRAIN, Data and
+    HDF5Data keep the records whose offset % world_size == rank (DataLayer::Skip); TEST
+    keeps all.  Sources are opened and checked here, with Caffe's set-up errors.
+
+    Deliberate differences: HDF5Data's shuffle replays glibc's rand() from a fresh process
+    for each feed (Caffe's stream is process-wide); a later HDF5 file whose trailing dims
+    differ from the first's raises ShapeError (Caffe copies out of bounds); MemoryData is
+    fed by DataFeed.set_memory (MemoryDataLayer::Reset, untransformed); WindowData raises
+    UnsupportedFieldError (its batches are not implemented)."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise InputError(f"{where}: open_feed(rank={rank}, world_size={world_size}); "
+                         f"allowed: world_size >= 1 and 0 <= rank < world_size")
+    if prefetch < 1:
+        raise InputError(f"{where}: open_feed(prefetch={prefetch}); allowed: >= 1")
+    layers = [lp for lp in net_param.layer if lp.type in DATA_LAYER_TYPES]
+    if not layers:
+        return None
+    caffe_rng = MT19937.unseeded() if seed is None else MT19937(seed)
+    glibc = GlibcRand()
+    loaders: list[_Loader] = []
+    try:
+        for lp in layers:
+            ctx = _Context(lp, where, phase, rank, world_size)
+            if lp.type == "WindowData":
+                raise UnsupportedFieldError(f"{ctx.who}: WindowData's batches are not "
+                                            f"implemented by caffe_fx.data (its top shapes "
+                                            f"are); feed its tops as inputs instead")
+            kind = {"Data": _DataLoader, "ImageData": _ImageLoader, "HDF5Data": _HDF5Loader,
+                    "MemoryData": _MemoryLoader}[lp.type]
+            loaders.append(kind(ctx, caffe_rng, glibc))
+    except BaseException:
+        for loader in loaders:
+            loader.close()
+        raise
+    return DataFeed(loaders, prefetch)
+
+
+class _Context:
+    """One data layer being fed: its params, phase, rank and how its errors read."""
+
+    def __init__(self, layer: caffe_pb2.LayerParameter, where: str, phase: int, rank: int,
+                 world_size: int) -> None:
+        self.layer, self.where, self.phase = layer, where, phase
+        self.rank, self.world_size = rank, world_size
+        self.who = f"{where}: layer '{layer.name}' ({layer.type})"
+        self.shapes = data_top_shapes(layer, where, advise=False)
+
+    def keep(self, offset: int) -> bool:
+        """DataLayer::Skip, negated: TEST keeps every record."""
+        return offset % self.world_size == self.rank or self.phase == caffe_pb2.TEST
+
+
+class _Loader:
+    """One data layer: set up in the caller's thread, batches in the feed's worker."""
+
+    threaded = True
+
+    def __init__(self, ctx: _Context, caffe_rng: MT19937, glibc: GlibcRand) -> None:
+        self.ctx = ctx
+        self.tops = list(ctx.layer.top)
+
+    def batch(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Releases what the worker opened (called after the worker stopped)."""
+
+
+# -- Data (LMDB / LevelDB) --------------------------------------------------------------
+
+class _Cursor:
+    """db::Cursor over an LMDB or LevelDB, opened in the thread that reads it."""
+
+    def __init__(self, ctx: _Context) -> None:
+        p = ctx.layer.data_param
+        self.source, self.lmdb = p.source, p.backend == caffe_pb2.DataParameter.LMDB
+        if self.lmdb:
+            import lmdb
+            self._env = lmdb.open(p.source, readonly=True, lock=False, readahead=False)
+            self._txn = self._env.begin(buffers=False)
+            self._cur = self._txn.cursor()
+            self._valid = self._cur.first()
+        else:
+            import plyvel
+            self._db = plyvel.DB(p.source, create_if_missing=False)
+            self._restart()
+
+    def _restart(self) -> None:
+        if self.lmdb:
+            self._valid = self._cur.first()
+        else:
+            self._it = self._db.iterator()
+            self._item = next(self._it, None)
+            self._valid = self._item is not None
+
+    def item(self) -> tuple[bytes, bytes]:
+        if self.lmdb:
+            return bytes(self._cur.key()), bytes(self._cur.value())
+        assert self._item is not None
+        return self._item
+
+    def next(self) -> None:
+        """DataLayer::Next's cursor move: past the last record back to the first."""
+        if self.lmdb:
+            self._valid = self._cur.next()
+        else:
+            self._item = next(self._it, None)
+            self._valid = self._item is not None
+        if not self._valid:
+            _LOG.info(_RESTART)
+            self._restart()
+
+    def close(self) -> None:
+        if self.lmdb:
+            self._txn.abort()
+            self._env.close()
+        else:
+            self._db.close()
+
+
+class _DataLoader(_Loader):
+    """DataLayer: Datums in key order; BaseDataLayer and BasePrefetchingDataLayer each
+    call InitRand, so the transformer's seed is the second draw."""
+
+    def __init__(self, ctx: _Context, caffe_rng: MT19937, glibc: GlibcRand) -> None:
+        super().__init__(ctx, caffe_rng, glibc)
+        layer = ctx.layer
+        self.transform = Transformer(layer.transform_param, ctx.phase, ctx.who)
+        self.transform.init_rand(caffe_rng)
+        self.batch_size = layer.data_param.batch_size
+        cursor = _Cursor(ctx)
+        try:
+            key, value = cursor.item()
+            first = self._record(key, value)
+        finally:
+            cursor.close()
+        self.transform.check(first.shape, self._what(key))
+        self.transform.init_rand(caffe_rng)
+        self.cursor: _Cursor | None = None
+        self.offset = 0
+        tp = layer.transform_param
+        if (tp.force_color or tp.force_gray) and not _parse(value, ctx, key).encoded:
+            _LOG.error("%s: force_color and force_gray only for encoded datum", ctx.who)
+
+    def _what(self, key: bytes) -> str:
+        return f"the record '{key.decode(errors='replace')}' of data_param.source = " \
+               f"'{self.ctx.layer.data_param.source}'"
+
+    def _record(self, key: bytes, value: bytes) -> np.ndarray:
+        """A Datum as (C, H, W): raw bytes (uint8), float_data, or a decoded image."""
+        datum = _parse(value, self.ctx, key)
+        tp = self.ctx.layer.transform_param
+        if datum.encoded:
+            mode = "color" if tp.force_color else "gray" if tp.force_gray else "native"
+            try:
+                return _images.decode(datum.data, mode).transpose(2, 0, 1)
+            except _images.ImageReadError as e:
+                raise DataSourceError(f"{self.ctx.who}: {self._what(key)} cannot be "
+                                      f"decoded as an image ({e})") from e
+        shape = (datum.channels, datum.height, datum.width)
+        count = shape[0] * shape[1] * shape[2]
+        if datum.data:
+            values: np.ndarray = np.frombuffer(datum.data, np.uint8)
+        else:
+            values = np.asarray(datum.float_data, np.float32)
+        if datum.channels <= 0 or values.size != count:
+            raise ShapeError(f"{self.ctx.who}: {self._what(key)} is a Datum of "
+                             f"{shape[0]} x {shape[1]} x {shape[2]} (channels x height x "
+                             f"width) holding {values.size} values; Caffe requires "
+                             f"channels > 0 and one value per element")
+        return values.reshape(shape)
+
+    def batch(self) -> dict[str, np.ndarray]:
+        if self.cursor is None:
+            self.cursor = _Cursor(self.ctx)
+        data: list[np.ndarray] = []
+        labels = np.zeros(self.batch_size, np.float32)
+        for i in range(self.batch_size):
+            while not self.ctx.keep(self.offset):
+                self._next()
+            key, value = self.cursor.item()
+            out = self.transform(self._record(key, value), self._what(key))
+            if data and out.shape != data[0].shape:
+                raise ShapeError(f"{self.ctx.who}: {self._what(key)} transforms to "
+                                 f"{_dims(out.shape)} but the batch's first record to "
+                                 f"{_dims(data[0].shape)}; Caffe requires every record of "
+                                 f"a batch to have the same shape")
+            data.append(out)
+            labels[i] = _parse(value, self.ctx, key).label
+            self._next()
+        batch = {self.tops[0]: np.stack(data)}
+        if len(self.tops) > 1:
+            batch[self.tops[1]] = labels
+        return batch
+
+    def _next(self) -> None:
+        assert self.cursor is not None
+        self.cursor.next()
+        self.offset += 1
+
+    def close(self) -> None:
+        if self.cursor is not None:
+            self.cursor.close()
+            self.cursor = None
+
+
+def _parse(value: bytes, ctx: _Context, key: bytes) -> caffe_pb2.Datum:
+    datum = caffe_pb2.Datum()
+    try:
+        datum.ParseFromString(value)
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and its C variants
+        raise DataSourceError(f"{ctx.who}: the record '{key.decode(errors='replace')}' of "
+                              f"data_param.source = '{ctx.layer.data_param.source}' is not "
+                              f"a Datum ({e})") from e
+    return datum
+
+
+# -- ImageData ----------------------------------------------------------------------------
+
+class _ImageLoader(_Loader):
+    """ImageDataLayer: the list's images in order (shuffled at set-up and each epoch with
+    its own prefetch_rng_), read colour or grey, resized, transformed."""
+
+    def __init__(self, ctx: _Context, caffe_rng: MT19937, glibc: GlibcRand) -> None:
+        super().__init__(ctx, caffe_rng, glibc)
+        p = ctx.layer.image_data_param
+        self.param = p
+        self.transform = Transformer(ctx.layer.transform_param, ctx.phase, ctx.who)
+        self.transform.init_rand(caffe_rng)
+        self.lines = _image_lines(p.source)
+        self.shuffle_rng: MT19937 | None = None
+        if p.shuffle:
+            self.shuffle_rng = MT19937(caffe_rng())
+            caffe_shuffle(self.lines, self.shuffle_rng)
+        self.index = 0
+        if p.rand_skip:
+            skip = caffe_rng() % p.rand_skip
+            if skip >= len(self.lines):
+                raise InputError(f"{ctx.who}: image_data_param.rand_skip = {p.rand_skip} drew "
+                                 f"a skip of {skip} but image_data_param.source = "
+                                 f"'{p.source}' lists {len(self.lines)} images; Caffe: Not "
+                                 f"enough points to skip")
+            self.index = skip
+        first = self._image(self.index)
+        self.transform.check(first.shape, self._what(self.index))
+        self.transform.init_rand(caffe_rng)
+
+    def _what(self, index: int) -> str:
+        return f"the image '{self.param.root_folder}{self.lines[index][0]}'"
+
+    def _image(self, index: int) -> np.ndarray:
+        """ReadImageToCVMat(root_folder + name, new_height, new_width, is_color), (C, H, W)."""
+        p = self.param
+        path = p.root_folder + self.lines[index][0]
+        try:
+            img = _images.decode(path, "color" if p.is_color else "gray")
+        except (_images.ImageReadError, OSError) as e:
+            raise DataSourceError(f"{self.ctx.who}: image_data_param.source = '{p.source}' "
+                                  f"lists the image '{path}', which cannot be read ({e}); "
+                                  f"Caffe: Could not load {self.lines[index][0]}") from e
+        if p.new_height > 0 and p.new_width > 0:
+            img = _images.resize_linear(img, p.new_height, p.new_width)
+        return img.transpose(2, 0, 1)
+
+    def batch(self) -> dict[str, np.ndarray]:
+        data: list[np.ndarray] = []
+        labels = np.zeros(self.param.batch_size, np.float32)
+        for i in range(self.param.batch_size):
+            out = self.transform(self._image(self.index), self._what(self.index))
+            if data and out.shape != data[0].shape:
+                raise ShapeError(f"{self.ctx.who}: {self._what(self.index)} transforms to "
+                                 f"{_dims(out.shape)} but the batch's first image to "
+                                 f"{_dims(data[0].shape)}; Caffe requires every image of a "
+                                 f"batch to have the same shape (set new_height/new_width "
+                                 f"or crop_size)")
+            data.append(out)
+            labels[i] = self.lines[self.index][1]
+            self.index += 1
+            if self.index >= len(self.lines):
+                _LOG.info(_RESTART)
+                self.index = 0
+                if self.shuffle_rng is not None:
+                    caffe_shuffle(self.lines, self.shuffle_rng)
+        return {self.tops[0]: np.stack(data), self.tops[1]: labels}
+
+
+def _image_lines(path: str) -> list[tuple[str, int]]:
+    """std::getline lines, each split at its last space: (name, atoi(label))."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    out = []
+    for line in lines:
+        text = os.fsdecode(line)
+        space = text.rfind(" ")
+        out.append((text[:space] if space >= 0 else text, _atoi(text[space + 1:])))
+    return out
+
+
+def _atoi(text: str) -> int:
+    text = text.lstrip(" \t\n\v\f\r")
+    sign, digits = 1, ""
+    if text[:1] in "+-" and text[:1]:
+        sign, text = (-1 if text[0] == "-" else 1), text[1:]
+    for ch in text:
+        if not ch.isdigit() or not ch.isascii():
+            break
+        digits += ch
+    return sign * int(digits) if digits else 0
+
+
+# -- HDF5Data -----------------------------------------------------------------------------
+
+class _HDF5Loader(_Loader):
+    """HDF5DataLayer: the listed files' rows in order; with shuffle, the file order at
+    set-up and each pass, and the rows at each load and each file's end, by
+    std::random_shuffle (glibc rand())."""
+
+    def __init__(self, ctx: _Context, caffe_rng: MT19937, glibc: GlibcRand) -> None:
+        super().__init__(ctx, caffe_rng, glibc)
+        p = ctx.layer.hdf5_data_param
+        self.param, self.rand = p, glibc
+        with open(p.source, "rb") as f:
+            self.files = list(_words(f))
+        self.order = list(range(len(self.files)))
+        if p.shuffle:
+            random_shuffle(self.order, self.rand)
+        self.current_file = 0
+        self._load(self.files[self.order[0]])
+        self.row = 0
+        self.offset = 0
+
+    def _load(self, path: str) -> None:
+        """LoadHDF5FileData: every top's dataset as float32 (HDF5 converts, as
+        hdf5_load_nd_dataset asks it to)."""
+        import h5py
+
+        p = self.param
+        where = f"the HDF5 file '{path}' (listed in hdf5_data_param.source = '{p.source}')"
+        try:
+            with h5py.File(path, "r") as f:
+                blobs = []
+                for top in self.tops:
+                    if not isinstance(f.get(top), h5py.Dataset):
+                        raise DataSourceError(f"{self.ctx.who}: {where} has no dataset "
+                                              f"'{top}' (each top reads the dataset named "
+                                              f"after it)")
+                    blobs.append(f[top].astype("f4")[()])
+        except OSError as e:
+            raise DataSourceError(f"{self.ctx.who}: {where} cannot be opened ({e}); Caffe: "
+                                  f"Failed opening HDF5 file") from e
+        rows = blobs[0].shape[0] if blobs[0].ndim else 0
+        for top, blob, shape in zip(self.tops, blobs, self.ctx.shapes):
+            if blob.ndim < 1 or blob.shape[0] != rows:
+                raise ShapeError(f"{self.ctx.who}: dataset '{top}' of {where} has shape "
+                                 f"{blob.shape} but '{self.tops[0]}' has {rows} rows; Caffe "
+                                 f"requires every dataset to have as many")
+            if tuple(blob.shape[1:]) != tuple(shape[1:]):
+                raise ShapeError(f"{self.ctx.who}: dataset '{top}' of {where} has rows of "
+                                 f"shape {blob.shape[1:]}, but the first file's give the top "
+                                 f"{tuple(shape)}; every file must have rows of one shape")
+        if rows == 0:
+            raise ShapeError(f"{self.ctx.who}: {where} has no rows")
+        self.blobs = blobs
+        self.perm = list(range(rows))
+        if p.shuffle:
+            random_shuffle(self.perm, self.rand)
+
+    def _next(self) -> None:
+        """HDF5DataLayer::Next."""
+        self.row += 1
+        if self.row == len(self.perm):
+            if len(self.files) > 1:
+                self.current_file += 1
+                if self.current_file == len(self.files):
+                    self.current_file = 0
+                    if self.param.shuffle:
+                        random_shuffle(self.order, self.rand)
+                self._load(self.files[self.order[self.current_file]])
+            self.row = 0
+            if self.param.shuffle:
+                random_shuffle(self.perm, self.rand)
+        self.offset += 1
+
+    def batch(self) -> dict[str, np.ndarray]:
+        out = [np.empty(s, np.float32) for s in self.ctx.shapes]
+        for i in range(self.param.batch_size):
+            while not self.ctx.keep(self.offset):
+                self._next()
+            for arr, blob in zip(out, self.blobs):
+                arr[i] = blob[self.perm[self.row]]
+            self._next()
+        return dict(zip(self.tops, out))
+
+
+# -- MemoryData -----------------------------------------------------------------------------
+
+class _MemoryLoader(_Loader):
+    """MemoryDataLayer after Reset(data, labels): batch_size rows at a time, wrapping."""
+
+    threaded = False
+
+    def __init__(self, ctx: _Context, caffe_rng: MT19937, glibc: GlibcRand) -> None:
+        super().__init__(ctx, caffe_rng, glibc)
+        self.param = ctx.layer.memory_data_param
+        self.arrays: tuple[np.ndarray, np.ndarray] | None = None
+        self.pos = 0
+
+    def reset(self, data: Any, labels: Any) -> None:
+        p, who = self.param, self.ctx.who
+        data = np.ascontiguousarray(data, np.float32)
+        labels = np.ascontiguousarray(labels, np.float32).reshape(-1)
+        chw = (p.channels, p.height, p.width)
+        if data.ndim != 4 or data.shape[1:] != chw:
+            raise InputArrayError(f"{who}: set_memory data has shape {data.shape}; allowed: "
+                                  f"(n, {p.channels}, {p.height}, {p.width}) (memory_data_param)")
+        if data.shape[0] != labels.shape[0] or data.shape[0] % p.batch_size or not len(data):
+            raise InputArrayError(f"{who}: set_memory got {data.shape[0]} rows of data and "
+                                  f"{labels.shape[0]} labels; Caffe requires as many labels as "
+                                  f"rows, a positive multiple of batch_size = {p.batch_size}")
+        self.arrays, self.pos = (data, labels), 0
+
+    def batch(self) -> dict[str, np.ndarray]:
+        if self.arrays is None:
+            raise InputError(f"{self.ctx.who}: MemoryDataLayer needs to be initialized by "
+                             f"calling Reset: call feed.set_memory('{self.ctx.layer.name}', "
+                             f"data, labels) first")
+        data, labels = self.arrays
+        b = self.param.batch_size
+        out = {self.tops[0]: data[self.pos:self.pos + b].copy(),
+               self.tops[1]: labels[self.pos:self.pos + b].copy()}
+        self.pos = (self.pos + b) % len(data)
+        return out
+
+
+# -- the feed -------------------------------------------------------------------------------
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class DataFeed:
+    """The batches of a net's data layers, read ahead by one background thread into a
+    bounded queue (open_feed makes it).  A context manager; close() joins the thread."""
+
+    def __init__(self, loaders: list[_Loader], prefetch: int) -> None:
+        self._loaders = loaders
+        self._threaded = [ld for ld in loaders if ld.threaded]
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=prefetch)
+        self._stop = threading.Event()
+        self._failed: BaseException | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        if self._threaded:
+            self._thread = threading.Thread(target=self._work, name="caffe_fx-data-feed",
+                                            daemon=True)
+            self._thread.start()
+
+    @property
+    def tops(self) -> list[str]:
+        """Every data-layer top, in net order."""
+        return [t for ld in self._loaders for t in ld.tops]
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each top's shape as Caffe's set-up gives it."""
+        return {t: tuple(s) for ld in self._loaders for t, s in zip(ld.tops, ld.ctx.shapes)}
+
+    def set_memory(self, layer: str, data: Any, labels: Any) -> None:
+        """MemoryDataLayer::Reset for the MemoryData layer named `layer`: float32
+        (n, C, H, W) data and n labels, n a multiple of batch_size; batches then cycle."""
+        for ld in self._loaders:
+            if isinstance(ld, _MemoryLoader) and ld.ctx.layer.name == layer:
+                ld.reset(data, labels)
+                return
+        names = [ld.ctx.layer.name for ld in self._loaders if isinstance(ld, _MemoryLoader)]
+        raise InputError(f"set_memory('{layer}'): no MemoryData layer of that name; the "
+                         f"feed's MemoryData layers: {names}")
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item: Any = {t: a for ld in self._threaded for t, a in ld.batch().items()}
+            except BaseException as e:  # noqa: BLE001 - handed to next()
+                item = _Failure(e)
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.05)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, _Failure):
+                return
+
+    def next(self) -> dict[str, np.ndarray]:
+        """The next batch for every data-layer top (float32), as Forward fills them."""
+        if self._closed:
+            raise InputError("DataFeed.next(): the feed is closed")
+        if self._failed is not None:
+            raise self._failed
+        batch: dict[str, np.ndarray] = {}
+        if self._thread is not None:
+            while True:
+                try:
+                    item = self._queue.get(timeout=0.1)
+                    break
+                except queue.Empty:
+                    if not self._thread.is_alive():
+                        raise InputError("DataFeed.next(): the reader thread has stopped")
+            if isinstance(item, _Failure):
+                self._failed = _as_caffe_error(item.error, self._threaded)
+                raise self._failed
+            batch.update(item)
+        for ld in self._loaders:
+            if not ld.threaded:
+                batch.update(ld.batch())
+        return {t: batch[t] for t in self.tops}
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        while True:
+            yield self.next()
+
+    def close(self) -> None:
+        """Stops and joins the reader thread and closes the sources; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for ld in self._loaders:
+            ld.close()
+
+    def __enter__(self) -> DataFeed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+def _as_caffe_error(error: BaseException, loaders: list[_Loader]) -> BaseException:
+    if isinstance(error, CaffeFxError):
+        return error
+    names = ", ".join(f"'{ld.ctx.layer.name}'" for ld in loaders)
+    wrapped = DataSourceError(f"{loaders[0].ctx.where}: reading the next batch of data "
+                              f"layer(s) {names} failed: {type(error).__name__}: {error}")
+    wrapped.__cause__ = error
+    return wrapped
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return " x ".join(str(d) for d in shape)
