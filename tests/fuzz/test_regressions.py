@@ -456,6 +456,21 @@ def test_a_forward_on_the_wrong_shape_names_the_layer():
     assert torch.equal(exported.module()(data=x)["ip1"], ref)
 
 
+def test_a_forward_with_the_wrong_channels_names_the_convolution():
+    gm = caffe_fx.compile(net(layer("c1", "Convolution",
+                                    "convolution_param { num_output: 4 kernel_size: 3 }")))
+    for x in (torch.zeros(1, 4, 8, 8), torch.zeros(3, 8, 8)):
+        with strict_raises(errors.ShapeError, rf"layer 'c1' \(Convolution\): bottom of shape "
+                                              rf"\{list(x.shape)}; the weight takes 4-D "
+                                              r"bottoms with 3 channels at axis 1"):
+            gm(data=x)
+    x = torch.randn(2, 3, 10, 10)  # other batch and image sizes are fine
+    ref = gm(data=x)["c1"]
+    assert ref.shape == (2, 4, 8, 8)
+    assert torch.equal(torch.jit.script(gm)(data=x)["c1"], ref)
+    assert torch.equal(torch.export.export(gm, (), {"data": x}).module()(data=x)["c1"], ref)
+
+
 def test_torch_compile_still_works_with_the_shape_check():
     gm = caffe_fx.compile(net(layer("ip1", "InnerProduct",
                                     "inner_product_param { num_output: 4 }"),

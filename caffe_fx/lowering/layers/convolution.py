@@ -22,6 +22,7 @@ class CaffeConv(CaffeModule):
     """N-D (de)convolution over the axes after `axis`, with one weight for every bottom."""
 
     caffe_blobs = ("weight", "bias")
+    __jit_ignored_attributes__ = [*CaffeModule.__jit_ignored_attributes__, "declared"]
 
     def __init__(self, weight_shape: tuple[int, ...], bias: bool, geometry: Geometry,
                  groups: int, axis: int, transposed: bool, fillers) -> None:
@@ -41,11 +42,23 @@ class CaffeConv(CaffeModule):
         self.axis = axis
         self.transposed = transposed
         self.nhwc = not transposed and len(weight_shape) == 4  # see forward
+        self.channels = weight_shape[0] if transposed else weight_shape[1] * groups
+        self.ndim = axis + len(weight_shape) - 1  # the axes before, channels, spatial
+        self.caffe_layer = ""  # set by _conv_module, for the error of a wrong shape
+        self.declared = ()  # the bottom shape the net was set up with
 
     def forward(self, x: Tensor) -> Tensor:
         return self._one(x)
 
     def _one(self, x: Tensor) -> Tensor:
+        if x.dim() != self.ndim or x.shape[self.axis] != self.channels:
+            if torch.jit.is_scripting():
+                raise RuntimeError(
+                    "layer '" + self.caffe_layer + "' (convolution): the bottom has "
+                    + str(x.dim()) + " axes; the weight needs " + str(self.ndim)
+                    + " axes with " + str(self.channels) + " channels at axis "
+                    + str(self.axis))
+            self._wrong_shape(x)
         lead = x.shape[: self.axis]
         if self.axis != 1:
             x = x.reshape([-1] + list(x.shape[self.axis:]))
@@ -76,6 +89,17 @@ class CaffeConv(CaffeModule):
         if self.axis != 1:
             y = y.reshape(list(lead) + list(y.shape[1:]))
         return y
+
+    @torch.jit.unused
+    def _wrong_shape(self, x):  # noqa: ANN001  (TorchScript reads annotations here)
+        # BaseConvolutionLayer::Reshape: "Input size incompatible with convolution kernel."
+        # Named here, not as torch's "expected input ... to have 3 channels".
+        kind = "Deconvolution" if self.transposed else "Convolution"
+        raise ShapeError(
+            f"layer '{self.caffe_layer}' ({kind}): bottom of shape {list(x.shape)}; the "
+            f"weight takes {self.ndim}-D bottoms with {self.channels} channels at axis "
+            f"{self.axis} (the net was set up with bottom shape {list(self.declared)}); "
+            "Caffe: \"Input size incompatible with convolution kernel\"")
 
     def extra_repr(self) -> str:
         kind = "deconv" if self.transposed else "conv"
@@ -115,8 +139,10 @@ def _conv_module(view: LayerView, transposed: bool) -> CaffeConv:
         weight_shape = (p.num_output, channels // groups) + geometry.kernel
     check_shape(weight_shape, f"layer '{view.name}' ({view.type}): the weight blob")
     cls = CaffeSharedConv if len(view.bottoms) > 1 else CaffeConv
-    return cls(weight_shape, p.bias_term, geometry, groups, axis, transposed,
-               [p.weight_filler, p.bias_filler])
+    module = cls(weight_shape, p.bias_term, geometry, groups, axis, transposed,
+                 [p.weight_filler, p.bias_filler])
+    module.caffe_layer, module.declared = view.name, tuple(shape)
+    return module
 
 
 class CaffeSharedConv(CaffeConv):
