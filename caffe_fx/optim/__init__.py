@@ -11,7 +11,19 @@ from .solvers import SGD, AdaDelta, AdaGrad, Adam, CaffeOptimizer, Nesterov, RMS
 from .state import SolverState, read_solverstate, write_solverstate
 
 __all__ = [
-    "SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam", "CaffeOptimizer",
-    "CaffeLR", "POLICIES", "SOLVER_TYPES", "from_solver", "read_solver",
-    "SolverState", "read_solverstate", "write_solverstate",
+    "POLICIES",
+    "SGD",
+    "SOLVER_TYPES",
+    "AdaDelta",
+    "AdaGrad",
+    "Adam",
+    "CaffeLR",
+    "CaffeOptimizer",
+    "Nesterov",
+    "RMSProp",
+    "SolverState",
+    "from_solver",
+    "read_solver",
+    "read_solverstate",
+    "write_solverstate",
 ]

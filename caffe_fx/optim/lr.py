@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ProtoError
 
-__all__ = ["CaffeLR", "POLICIES"]
+__all__ = ["POLICIES", "CaffeLR"]
 
 POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 
@@ -90,10 +90,10 @@ class CaffeLR(torch.optim.lr_scheduler.LRScheduler):
         _check_policy(policy, gamma=gamma, stepsize=stepsize, where=where)
         self.policy = policy
         self.base_lr = float(base_lr)
-        self._fields: dict[str, Any] = dict(
-            base_lr=float(base_lr), gamma=float(gamma), power=float(power),
-            stepsize=int(stepsize), stepvalue=tuple(int(s) for s in stepvalue),
-            max_iter=int(max_iter), where=where)
+        self._fields: dict[str, Any] = {
+            "base_lr": float(base_lr), "gamma": float(gamma), "power": float(power),
+            "stepsize": int(stepsize), "stepvalue": tuple(int(s) for s in stepvalue),
+            "max_iter": int(max_iter), "where": where}
         self.current_step = 0
         self._after = 0  # current_step_ once rate(last_epoch) has been computed
         super().__init__(optimizer, last_epoch)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import fx
@@ -20,7 +20,7 @@ from ..proto import caffe_pb2
 from .lr import CaffeLR
 from .solvers import SGD, AdaDelta, AdaGrad, Adam, CaffeOptimizer, Nesterov, RMSProp
 
-__all__ = ["read_solver", "from_solver", "SOLVER_TYPES"]
+__all__ = ["SOLVER_TYPES", "from_solver", "read_solver"]
 
 # SolverParameter.SolverType (deprecated enum) -> the `type` string (UpgradeSolverType).
 _LEGACY_TYPES = {
@@ -72,12 +72,12 @@ def _learnable(module: fx.GraphModule, where: str) -> list[tuple[torch.Tensor, f
     if specs is None:
         raise InputError(f"{where}: from_solver needs a GraphModule from caffe_fx.compile() "
                          f"(its meta['caffe'].param_specs); got {type(module).__name__}")
-    out = []
+    out: list[tuple[torch.Tensor, float, float]] = []
     for name, spec in specs.items():
         if spec.owner is not None:
             continue  # a shared blob: its owner is the learnable param
         try:
-            tensor = module.get_parameter(name)
+            tensor: torch.Tensor = module.get_parameter(name)
         except AttributeError:
             tensor = module.get_buffer(name)  # BatchNorm's statistics (lr_mult 0)
         out.append((tensor, spec.lr_mult, spec.decay_mult))
@@ -132,10 +132,10 @@ def from_solver(solver: str | os.PathLike | caffe_pb2.SolverParameter,
         groups.setdefault((lr_mult, decay_mult), []).append(tensor)
     param_groups = [{"params": ps, "lr_mult": lr, "decay_mult": decay}
                     for (lr, decay), ps in groups.items()]
-    common = dict(lr=param.base_lr, weight_decay=param.weight_decay,
-                  regularization=param.regularization_type,
-                  clip_gradients=param.clip_gradients,
-                  iter_size=param.iter_size if iter_size is None else iter_size)
+    common: dict[str, Any] = {"lr": param.base_lr, "weight_decay": param.weight_decay,
+                  "regularization": param.regularization_type,
+                  "clip_gradients": param.clip_gradients,
+                  "iter_size": param.iter_size if iter_size is None else iter_size}
     kind = param.type
     if kind in ("SGD", "Nesterov"):
         opt: CaffeOptimizer = SOLVER_TYPES[kind](param_groups, momentum=param.momentum, **common)

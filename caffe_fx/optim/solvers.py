@@ -16,7 +16,7 @@ import torch
 
 from ..errors import InputError, ProtoError
 
-__all__ = ["CaffeOptimizer", "SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam"]
+__all__ = ["SGD", "AdaDelta", "AdaGrad", "Adam", "CaffeOptimizer", "Nesterov", "RMSProp"]
 
 _REGULARIZATIONS = ("L2", "L1")
 
@@ -175,7 +175,7 @@ class SGD(CaffeOptimizer):
         super().__init__(params, lr, momentum, weight_decay, regularization, clip_gradients,
                          iter_size)
 
-    def _update_value(self, p, diff, group, state, rate):  # noqa: ANN001
+    def _update_value(self, p, diff, group, state, rate):
         h = self._history(state, p)
         h.mul_(_f32(group["momentum"])).add_(diff, alpha=rate)
         diff.copy_(h)
@@ -191,7 +191,7 @@ class Nesterov(CaffeOptimizer):
         super().__init__(params, lr, momentum, weight_decay, regularization, clip_gradients,
                          iter_size)
 
-    def _update_value(self, p, diff, group, state, rate):  # noqa: ANN001
+    def _update_value(self, p, diff, group, state, rate):
         m = _f32(group["momentum"])
         h = self._history(state, p)
         previous = h.clone()
@@ -212,7 +212,7 @@ class AdaGrad(CaffeOptimizer):
         super().__init__(params, lr, momentum, weight_decay, regularization, clip_gradients,
                          iter_size, delta=delta)
 
-    def _update_value(self, p, diff, group, state, rate):  # noqa: ANN001
+    def _update_value(self, p, diff, group, state, rate):
         h = self._history(state, p)
         h.add_(diff * diff)
         diff.div_(h.sqrt().add_(_f32(group["delta"]))).mul_(rate)
@@ -235,7 +235,7 @@ class RMSProp(CaffeOptimizer):
         super().__init__(params, lr, momentum, weight_decay, regularization, clip_gradients,
                          iter_size, delta=delta, rms_decay=rms_decay)
 
-    def _update_value(self, p, diff, group, state, rate):  # noqa: ANN001
+    def _update_value(self, p, diff, group, state, rate):
         decay = _f32(group["rms_decay"])
         h = self._history(state, p)
         h.mul_(decay).add_(diff * diff, alpha=_f32(1.0 - decay))
@@ -255,7 +255,7 @@ class AdaDelta(CaffeOptimizer):
         super().__init__(params, lr, momentum, weight_decay, regularization, clip_gradients,
                          iter_size, delta=delta)
 
-    def _update_value(self, p, diff, group, state, rate):  # noqa: ANN001
+    def _update_value(self, p, diff, group, state, rate):
         m, delta = _f32(group["momentum"]), _f32(group["delta"])
         grads, updates = self._history(state, p), self._history(state, p, "history2")
         grads.mul_(m).add_(diff * diff, alpha=_f32(1.0 - m))
@@ -280,7 +280,7 @@ class Adam(CaffeOptimizer):
         super().__init__(params, lr, momentum, weight_decay, regularization, clip_gradients,
                          iter_size, delta=delta, momentum2=momentum2)
 
-    def _update_value(self, p, diff, group, state, rate):  # noqa: ANN001
+    def _update_value(self, p, diff, group, state, rate):
         b1, b2 = _f32(group["momentum"]), _f32(group["momentum2"])
         t = self.iteration + 1
         # pow(Dtype, int) is a double in C++; the correction is then stored as a Dtype.

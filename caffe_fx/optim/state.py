@@ -50,7 +50,7 @@ def _blob_array(blob: caffe_pb2.BlobProto, where: str, i: int) -> np.ndarray:
     return data.reshape(shape)
 
 
-def _h5py():  # noqa: ANN202
+def _h5py():
     try:
         import h5py
     except ImportError as e:
