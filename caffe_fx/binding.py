@@ -19,7 +19,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from .errors import UnusedWeightsWarning, WeightsError
+from .errors import ShapeError, UnusedWeightsWarning, WeightsError
 from .frontend.read import StoredBlob, StoredWeights, read_stored
 from .lowering.builder import Built
 from .lowering.fillers import fill
@@ -150,7 +150,12 @@ def bind(built: Built, net: caffe_pb2.NetParameter, stored: StoredWeights | None
             module.to_empty(device="cpu")  # it restores state of its own (InfogainLoss's H)
         if arrays is not None:
             _adopt_arrays(module, arrays)
-        materialise(module)
+        try:
+            materialise(module)
+        except RuntimeError as e:  # the allocator refusing (out of memory, RLIMIT_AS)
+            shapes = [list(getattr(module, a).shape) for a in module.caffe_blobs]
+            raise ShapeError(f"{where}: layer '{view.name}' ({view.type}): cannot allocate "
+                             f"its blobs of shapes {shapes}: {str(e).splitlines()[0]}") from e
         if arrays is None:
             for name, filler in zip(module.caffe_blobs, module.fillers):
                 fill(getattr(module, name), filler, f"layer '{view.name}' ({view.type})")

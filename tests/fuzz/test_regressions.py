@@ -492,3 +492,31 @@ def test_committed_fuzzer_finds(path):
         caffe_fx.compile(path, weights)
     except errors.CaffeFxError as e:
         assert type(e) is not errors.CaffeFxError, e
+
+
+def test_blobs_that_cannot_be_allocated_are_a_clear_error():
+    # 2^31-1 weights pass Caffe's INT_MAX check but need 8 GiB: under a 1 GiB address-space
+    # cap the allocator refuses, and compile says which layer and shapes.
+    import subprocess
+    import sys
+    import textwrap
+    code = textwrap.dedent("""
+        import resource
+        from pathlib import Path
+        import caffe_fx
+        vm = [int(l.split()[1]) * 1024 for l in Path("/proc/self/status").read_text()
+              .splitlines() if l.startswith("VmSize")][0]
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), vm + (1 << 30)))
+        try:
+            caffe_fx.compile('layer { name: "data" type: "Input" top: "data" input_param '
+                             '{ shape { dim: 1 dim: 1 } } } layer { name: "ip" type: '
+                             '"InnerProduct" bottom: "data" top: "ip" inner_product_param '
+                             '{ num_output: 2147483647 } }')
+        except caffe_fx.errors.ShapeError as e:
+            print(e)
+        """)
+    root = HERE.parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
+    assert "layer 'ip' (InnerProduct): cannot allocate its blobs of shapes " \
+        "[[2147483647, 1], [2147483647]]" in out.stdout, out.stderr[-2000:]
