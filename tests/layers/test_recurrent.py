@@ -191,3 +191,38 @@ def _net(x="dim: 3 dim: 2 dim: 4", cont="dim: 3 dim: 2", more="", h=5, param="")
 def test_bad_nets_name_layer_field_and_value(net: str, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         caffe_fx.compile(net)
+
+
+LIVE = """force_backward: true
+layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 5 dim: 2 dim: 3 } } }
+layer { name: "cont" type: "Input" top: "cont" input_param { shape { dim: 5 dim: 2 } } }
+layer { name: "xs" type: "Input" top: "xs" input_param { shape { dim: 2 dim: 2 dim: 2 } } }
+layer { name: "lstm" type: "LSTM" bottom: "x" bottom: "cont" bottom: "xs" top: "h"
+        recurrent_param { num_output: 4 } }
+layer { name: "rnn" type: "RNN" bottom: "h" bottom: "cont" top: "o"
+        recurrent_param { num_output: 3 } }
+"""
+
+
+@pytest.mark.oracle
+def test_live_oracle_stacked_lstm_rnn(oracle, tmp_path: Path) -> None:
+    """T = 5, a 3-D static input, LSTM into RNN, the oracle's random weights."""
+    r = np.random.RandomState(3)
+    inputs = {"x": r.randn(5, 2, 3).astype(np.float32), "xs": r.randn(2, 2, 2).astype(np.float32),
+              "cont": np.array([[0, 0], [1, 1], [0, 1], [1, 0], [1, 1]], np.float32)}
+    diffs = {"o": r.randn(5, 2, 3).astype(np.float32)}
+    proto = tmp_path / "net.prototxt"
+    proto.write_text(LIVE)
+    got, _ = oracle(proto, inputs, randomize=5, save_weights=tmp_path / "w.caffemodel",
+                    backward=True, topdiffs=diffs, workdir=tmp_path)
+    gm = caffe_fx.compile(LIVE, weights=tmp_path / "w.caffemodel", outputs=["h", "o"])
+    x = {k: torch.tensor(v, requires_grad=k != "cont") for k, v in inputs.items()}
+    out = gm(**x)
+    check(out["h"].detach().numpy(), got["data/h"], "data of h")
+    check(out["o"].detach().numpy(), got["data/o"], "data of o")
+    out["o"].backward(torch.tensor(diffs["o"]))
+    for k in ("x", "xs"):
+        check(x[k].grad.numpy(), got[f"diff/{k}"], f"diff of {k}")
+    for layer in ("lstm", "rnn"):
+        for i, p in enumerate(gm.get_submodule(layer).blob_tensors()):
+            check(p.grad.numpy(), got[f"pdiff/{layer}/{i}"], f"param diff {layer}/{i}")
