@@ -44,7 +44,11 @@ TRAIN: int = caffe_pb2.TRAIN
 TEST: int = caffe_pb2.TEST
 
 # Caffe::mode() and Caffe::SetDevice: process-wide, as in Caffe.
-_MODE: dict[str, Any] = {"gpu": False, "device": 0}
+_MODE: dict[str, Any] = {"gpu": False, "device": 0, "seed": None}
+
+# Data layers whose Forward the facade runs through caffe_fx.data's feed (MemoryData is
+# fed by set_input_arrays; WindowData's tops stay as set).
+_FED_TYPES = frozenset({"Data", "ImageData", "HDF5Data"})
 
 # Layers whose tops share the bottom's data (Blob::ShareData in their Forward/Reshape).
 _SHARING_TYPES = frozenset({"Split", "Flatten", "Reshape"})
@@ -69,8 +73,10 @@ def set_device(device_id: int) -> None:
 
 
 def set_random_seed(seed: int) -> None:
-    """Caffe::set_random_seed: seeds the generator the fillers (and Dropout) draw from."""
+    """Caffe::set_random_seed: seeds the generator the fillers (and Dropout) draw from,
+    and the random streams (crop, mirror, shuffle) of the data layers of Nets made after."""
     torch.manual_seed(seed)
+    _MODE["seed"] = int(seed)
 
 
 def layer_type_list() -> list[str]:
@@ -185,6 +191,7 @@ class Net:
         self._chained = False  # _values hold one autograd graph of the whole net
         self._device = torch.device("cpu")
         self._memory: list[Any] | None = None  # MemoryData: [data, labels, position]
+        self._feed, self._fed_at = self._open_feed()
         # Layer::SetLossWeights: a loss top's diff holds its loss weight, the seed of backward.
         for layer in net.layer:
             for top, w in zip(layer.top, top_loss_weights(layer)):
@@ -389,6 +396,8 @@ class Net:
                         f"the blob of shape {list(target.shape)}: {e}") from e
         if self._memory is not None and start_ind == 0:
             self._feed_memory()
+        if self._feed is not None and start_ind <= self._fed_at <= end_ind:
+            self._feed_data()
         if self._current_key() != self._key_of(self._gm.meta["caffe"]):
             self.reshape()  # Layer::Forward reshapes first, so forward() follows new inputs
         if start_ind == 0 and end_ind == len(self.layers) - 1:
@@ -477,7 +486,7 @@ class Net:
         for i in range(start, end + 1):
             layer = self._net.layer[i]
             if layer.type in SOURCE_TYPES:
-                continue  # data layers read files caffe_fx does not read: blobs stay as set
+                continue  # data layers: forward() set their tops (the feed, MemoryData)
             need = plan.bottom_need_backward[i]
             bottoms = [self._leaf(b, need[j]) for j, b in enumerate(layer.bottom)]
             node = nodes.get(layer.name)
@@ -635,6 +644,25 @@ class Net:
                 "set_input_arrays(): first dimensions of input arrays must be a multiple of "
                 f"batch size {p.batch_size}; got {data.shape[0]}")
         self._memory = [data, labels, 0]
+
+    def _open_feed(self) -> tuple[Any, int]:
+        """Net::Init sets the data layers up: their sources are opened (and checked) now,
+        and read ahead from then on.  (The feed, the index of the first fed layer.)"""
+        fed = [i for i, lp in enumerate(self._net.layer) if lp.type in _FED_TYPES]
+        if not fed:
+            return None, -1
+        from ..data import open_feed
+
+        sub = caffe_pb2.NetParameter()
+        sub.layer.extend(self._net.layer[i] for i in fed)
+        feed = open_feed(sub, phase=self._net.state.phase, where=self._where,
+                         seed=_MODE["seed"])
+        return feed, fed[0]
+
+    def _feed_data(self) -> None:
+        """The data layers' Forward: their tops take the next prefetched batch."""
+        for top, value in self._feed.next().items():
+            self.blobs[top].set_data(torch.from_numpy(value))
 
     def _feed_memory(self) -> None:
         """MemoryDataLayer::Forward: the tops show the next batch; labels (batch, 1, 1, 1)."""
