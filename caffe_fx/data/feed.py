@@ -500,8 +500,11 @@ class DataFeed:
         self._closed = False
         self._thread: threading.Thread | None = None
         if self._threaded:
-            self._thread = threading.Thread(target=self._work, name="caffe_fx-data-feed",
-                                            daemon=True)
+            # the worker holds the loaders and the queue, not the feed: a feed nobody
+            # holds is collected, and its __del__ stops the worker
+            self._thread = threading.Thread(
+                target=_work, args=(self._threaded, self._queue, self._stop),
+                name="caffe_fx-data-feed", daemon=True)
             self._thread.start()
 
     @property
@@ -524,21 +527,6 @@ class DataFeed:
         names = [ld.ctx.layer.name for ld in self._loaders if isinstance(ld, _MemoryLoader)]
         raise InputError(f"set_memory('{layer}'): no MemoryData layer of that name; the "
                          f"feed's MemoryData layers: {names}")
-
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            try:
-                item: Any = {t: a for ld in self._threaded for t, a in ld.batch().items()}
-            except BaseException as e:  # noqa: BLE001 - handed to next()
-                item = _Failure(e)
-            while not self._stop.is_set():
-                try:
-                    self._queue.put(item, timeout=0.05)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(item, _Failure):
-                return
 
     def next(self) -> dict[str, np.ndarray]:
         """The next batch for every data-layer top (float32), as Forward fills them."""
@@ -590,6 +578,23 @@ class DataFeed:
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+def _work(loaders: list[_Loader], out: queue.Queue[Any], stop: threading.Event) -> None:
+    """The reader thread: whole batches into the bounded queue until stopped or failed."""
+    while not stop.is_set():
+        try:
+            item: Any = {t: a for ld in loaders for t, a in ld.batch().items()}
+        except BaseException as e:  # noqa: BLE001 - handed to next()
+            item = _Failure(e)
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.05)
+                break
+            except queue.Full:
+                continue
+        if isinstance(item, _Failure):
+            return
 
 
 def _as_caffe_error(error: BaseException, loaders: list[_Loader]) -> BaseException:
