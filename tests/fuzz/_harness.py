@@ -299,9 +299,11 @@ def run(seed: int, n: int, kinds: tuple[str, ...] = KINDS, out=sys.stdout) -> in
     number of failures."""
     import torch
 
-    import caffe_fx  # noqa: F401  (imported once, before the forks)
+    import caffe_fx  # imported once, before the forks
 
     torch.set_num_threads(1)
+    for text in SEED_NETS:  # lazy imports (torch._dynamo for some meta ops) happen here,
+        caffe_fx.compile(text)  # once, not in every child under its time cap
     failures = 0
     with tempfile.TemporaryDirectory(prefix="caffe_fx_fuzz_") as tmp:
         work = Path(tmp)
