@@ -16,6 +16,8 @@ weights), then runs Caffe's own binary on it and stores
   caffe_train.txt, caffe_train_iter2.txt   `caffe train -solver S -weights init.caffemodel`
                              from "Solving" on
   trained.caffemodel, trained_iter2.caffemodel      the weights Caffe trained
+  solver_snap4.prototxt, snap/resume_iter_4.*       a run snapshotting at iteration 4
+  caffe_resume.txt, trained_resume.caffemodel       `caffe train -snapshot` from it
 
 Developer tool, run by hand (root, for chroot):  sudo python tools/make_cli_goldens.py
 """
@@ -34,7 +36,8 @@ GOLDEN = ROOT / "tests" / "golden" / "cli"
 NAMES = ("hdf5", "train_list.txt", "test_list.txt", "net.prototxt", "time_net.prototxt",
          "init.caffemodel", "solver.prototxt", "solver_iter2.prototxt", "caffe_time.txt",
          "caffe_test.txt", "caffe_train.txt", "caffe_train_iter2.txt", "trained.caffemodel",
-         "trained_iter2.caffemodel")
+         "trained_iter2.caffemodel", "solver_snap4.prototxt", "snap", "caffe_resume.txt",
+         "trained_resume.caffemodel")
 
 # Runs inside the chroot (Python 3.9).
 INNER = r'''
@@ -95,9 +98,10 @@ with open("net.prototxt", "w") as f:
     f.write(NET)
 with open("time_net.prototxt", "w") as f:
     f.write(TIME_NET)
-for name, k in (("solver", 1), ("solver_iter2", 2)):
+for name, k in (("solver", 1), ("solver_iter2", 2), ("solver_snap4", 1)):
     with open(name + ".prototxt", "w") as f:
-        f.write(SOLVER % (k, "snap/" + name))
+        f.write(SOLVER % (k, "snap/" + ("resume" if name == "solver_snap4" else name))
+                + ("snapshot: 4\n" if name == "solver_snap4" else ""))
 os.makedirs("snap")
 
 import caffe
@@ -129,6 +133,17 @@ for name, out in (("solver", "caffe_train.txt"), ("solver_iter2", "caffe_train_i
                "init.caffemodel")
 os.rename("snap/solver_iter_8.caffemodel", "trained.caffemodel")
 os.rename("snap/solver_iter2_iter_8.caffemodel", "trained_iter2.caffemodel")
+caffe_tool("/dev/null", "Solving", "train", "-solver", "solver_snap4.prototxt", "-weights",
+           "init.caffemodel")
+for name in os.listdir("snap"):
+    if not name.startswith("resume_iter_4."):
+        os.remove("snap/" + name)
+caffe_tool("caffe_resume.txt", "Solving", "train", "-solver", "solver_snap4.prototxt",
+           "-snapshot", "snap/resume_iter_4.solverstate")
+os.rename("snap/resume_iter_8.caffemodel", "trained_resume.caffemodel")
+for name in os.listdir("snap"):
+    if not name.startswith("resume_iter_4."):
+        os.remove("snap/" + name)
 '''
 
 
