@@ -169,6 +169,22 @@ def test_script_and_export_give_the_same_values(case: str, tmp_path: Path) -> No
         check(got[b].detach().numpy(), want[b], f"exported {b}")
 
 
+@pytest.mark.parametrize("case", ["lstm_cont_fractional", "rnn"])
+def test_torch_compile_gives_caffes_diffs(case: str, tmp_path: Path) -> None:
+    meta, g = load(case)
+    gm = compile_golden(meta, g, tmp_path)
+    inputs = {k[6:]: torch.tensor(v, requires_grad=k != "input/cont")
+              for k, v in g.items() if k.startswith("input/")}
+    top = meta["layers"][-1]["tops"][0]
+    out = torch.compile(gm, backend="aot_eager", fullgraph=True)(**inputs)
+    check(out[top].detach().numpy(), g[f"data/{top}"], f"data of {top}")
+    out[top].backward(torch.tensor(g[f"topdiff/{top}"]))
+    layer = meta["layers"][-1]["name"]
+    for i, p in enumerate(gm.get_submodule(layer).blob_tensors()):
+        check(p.grad.numpy(), g[f"pdiff/{layer}/{i}"], f"param diff {layer}/{i}")
+    check(inputs["x"].grad.numpy(), g["diff/x"], "diff of x")
+
+
 NET = """
 layer {{ name: "x" type: "Input" top: "x" input_param {{ shape {{ {x} }} }} }}
 layer {{ name: "cont" type: "Input" top: "cont" input_param {{ shape {{ {cont} }} }} }}
