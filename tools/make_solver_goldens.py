@@ -84,7 +84,7 @@ CASES = {
     "adam_hdf5_l1": ("basic", ('type: "Adam" base_lr: 0.01 momentum: 0.9 lr_policy: "fixed" '
                      'weight_decay: 0.01 regularization_type: "L1" snapshot_format: HDF5')),
 }
-RESUME = ("rmsprop_multistep", "adadelta_poly_groups", "adam_sigmoid_groups")
+RESUME = ("rmsprop_multistep", "adadelta_poly_groups", "adam_sigmoid_groups", "adam_hdf5_l1")
 
 # Runs inside the chroot: restore OUR iter-6 solverstate, step 6 more as cmd_solve does.
 RESUMER = '''\
@@ -95,7 +95,7 @@ os.chdir(sys.argv[1])
 case = sys.argv[2]
 caffe.set_mode_cpu()
 solver = caffe.get_solver(case + ".solver.prototxt")
-solver.restore(case + "_ours_iter_6.solverstate")
+solver.restore(sys.argv[3])
 assert solver.iter == 6, solver.iter
 arrays = dict(np.load("inputs.npz"))
 for it in range(6, ITERS):
@@ -126,8 +126,9 @@ def make_inputs() -> dict[str, np.ndarray]:
     return out
 
 
-def ours_for_caffe(work: Path, case: str) -> None:
-    """caffe_fx trains iterations 0..5 and snapshots as Caffe would."""
+def ours_for_caffe(work: Path, case: str) -> str:
+    """caffe_fx trains iterations 0..5 and snapshots as Caffe would (HDF5 where the case
+    asks for it); returns the solverstate's name."""
     sys.path.insert(0, str(ROOT))
     from caffe_fx import save_caffemodel
     from caffe_fx.optim import SolverState, write_solverstate
@@ -137,9 +138,12 @@ def ours_for_caffe(work: Path, case: str) -> None:
     _train.run(gm, opt, sched, dict(np.load(work / "inputs.npz")), 0, 6)
     model = f"{case}_ours_iter_6.caffemodel"
     save_caffemodel(work / model, gm, work / f"{CASES[case][0]}.prototxt")
-    write_solverstate(work / f"{case}_ours_iter_6.solverstate", SolverState(
+    hdf5 = "HDF5" in CASES[case][1]
+    name = f"{case}_ours_iter_6.solverstate" + (".h5" if hdf5 else "")
+    write_solverstate(work / name, SolverState(
         iter=opt.iteration, current_step=sched.current_step, learned_net=model,
-        history=[h.numpy() for h in opt.history()]))
+        history=[h.numpy() for h in opt.history()]), hdf5=hdf5)
+    return name
 
 
 def main(argv: list[str]) -> None:
@@ -165,12 +169,12 @@ def main(argv: list[str]) -> None:
             if w0.name not in keep:
                 keep.append(w0.name)
             if case in RESUME:
-                keep.append(f"{case}_iter_6.caffemodel")
+                keep.append(f"{case}_iter_6.caffemodel{h5}")
         (work / "resume.py").write_text(RESUMER)
         for case in RESUME:
-            ours_for_caffe(work, case)
-            run_in_chroot(args.caffe_root, f"{inside}/resume.py", [inside, case])
-            keep += [f"{case}_ours_iter_6.solverstate", f"{case}_ours_iter_6.caffemodel",
+            state = ours_for_caffe(work, case)
+            run_in_chroot(args.caffe_root, f"{inside}/resume.py", [inside, case, state])
+            keep += [state, f"{case}_ours_iter_6.caffemodel",
                      f"{case}_resumed.npz"]
         replace_folder(GOLDEN, work, keep)
     total = sum(p.stat().st_size for p in GOLDEN.iterdir())

@@ -96,7 +96,8 @@ def _read_hdf5(where: str) -> SolverState:
             return SolverState(
                 iter=int(np.asarray(f["iter"][()]).reshape(-1)[0]),
                 current_step=int(np.asarray(f["current_step"][()]).reshape(-1)[0]),
-                learned_net=learned.decode() if isinstance(learned, bytes) else str(learned),
+                learned_net=(learned.decode() if isinstance(learned, bytes)
+                             else str(learned)).rstrip("\0"),
                 history=[np.asarray(hist[n][()], dtype=np.float32) for n in names])
     except OSError as e:
         raise WeightsError(f"{where}: cannot read the HDF5 solver state: {e}") from e
@@ -116,7 +117,10 @@ def write_solverstate(path: str | os.PathLike, state: SolverState, *, hdf5: bool
             # hdf5_save_int / hdf5_save_string (src/caffe/util/hdf5.cpp): a 1-element int
             # dataset, a scalar string dataset.
             f.create_dataset("iter", data=np.array([state.iter], dtype=np.int32))
-            f.create_dataset("learned_net", data=np.bytes_(state.learned_net.encode()))
+            # H5LTmake_dataset_string stores the terminating NUL, and Caffe's
+            # hdf5_load_string relies on it.
+            name = state.learned_net.encode()
+            f.create_dataset("learned_net", data=np.array(name, dtype=f"S{len(name) + 1}"))
             f.create_dataset("current_step", data=np.array([state.current_step], dtype=np.int32))
             group = f.create_group("history")
             for i, a in enumerate(arrays):

@@ -4,11 +4,13 @@ params and the history blobs of Caffe's solverstate, for every solver type and l
 and resuming across the two implementations in both directions."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from caffe_fx.optim import read_solverstate, write_solverstate
+from caffe_fx.optim import SolverState, read_solverstate, write_solverstate
 from tests.optim._train import GOLDEN, params_of, run, start
 
 CASES = sorted(p.name.split(".")[0] for p in GOLDEN.glob("*.solver.prototxt"))
@@ -22,9 +24,15 @@ def close(got: np.ndarray, want: np.ndarray, tol: float, what: str) -> None:
     assert err <= tol, f"{what}: relative error {err:.3g} > {tol}"
 
 
-def state_file(case: str, it: int) -> str:
-    h5 = GOLDEN / f"{case}_iter_{it}.solverstate.h5"
-    return str(h5 if h5.exists() else GOLDEN / f"{case}_iter_{it}.solverstate")
+def state_file(case: str, it: int, who: str = "") -> Path:
+    """Caffe's (or with who="_ours", our) solverstate; HDF5 for the HDF5 case."""
+    h5 = GOLDEN / f"{case}{who}_iter_{it}.solverstate.h5"
+    return h5 if h5.exists() else GOLDEN / f"{case}{who}_iter_{it}.solverstate"
+
+
+def model_file(case: str, it: int) -> Path:
+    h5 = GOLDEN / f"{case}_iter_{it}.caffemodel.h5"
+    return h5 if h5.exists() else GOLDEN / f"{case}_iter_{it}.caffemodel"
 
 
 def check_against(case: str, gm: torch.fx.GraphModule, opt, it: int) -> None:
@@ -78,8 +86,8 @@ def test_groups_follow_param_specs() -> None:
 
 @pytest.mark.parametrize("case", RESUME)
 def test_we_resume_from_caffe_solverstate(case: str) -> None:
-    gm, opt, sched = start(case, weights=GOLDEN / f"{case}_iter_6.caffemodel")
-    state = read_solverstate(GOLDEN / f"{case}_iter_6.solverstate")
+    gm, opt, sched = start(case, weights=model_file(case, 6))
+    state = read_solverstate(state_file(case, 6))
     opt.load_history(state.history)
     opt.iteration = state.iter
     sched.restore(state.iter, state.current_step)
@@ -97,11 +105,11 @@ def test_caffe_resumes_from_our_solverstate(case: str, tmp_path) -> None:
         close(resumed[key], whole[key], 1e-4, f"{case} {key}")
     gm, opt, sched = start(case)
     run(gm, opt, sched, INPUTS, 0, 6)
-    given = read_solverstate(GOLDEN / f"{case}_ours_iter_6.solverstate")
-    from caffe_fx.optim import SolverState
-    path = write_solverstate(tmp_path / "ours.solverstate", SolverState(
+    given_path = state_file(case, 6, "_ours")
+    given = read_solverstate(given_path)
+    path = write_solverstate(tmp_path / given_path.name, SolverState(
         iter=opt.iteration, current_step=sched.current_step, learned_net=given.learned_net,
-        history=[h.numpy() for h in opt.history()]))
+        history=[h.numpy() for h in opt.history()]), hdf5=given_path.suffix == ".h5")
     ours = read_solverstate(path)
     assert (ours.iter, ours.current_step, ours.learned_net) == \
         (given.iter, given.current_step, given.learned_net)
