@@ -108,6 +108,13 @@ def _hdf5(batch: int, params: str = "") -> str:
             f'  hdf5_data_param {{ source: "data_feed/hdf5.txt" batch_size: {batch} {params}}} }}\n')
 
 
+def _window(batch: int, params: str, transform: str) -> str:
+    return ('layer { name: "data" type: "WindowData" top: "data" top: "label"\n'
+            f'  window_data_param {{ source: "data/windows.txt" root_folder: "data/" '
+            f'batch_size: {batch} fg_threshold: 0.5 bg_threshold: 0.5 {params}}}\n'
+            f'  transform_param {{ {transform} }} }}\n')
+
+
 RGB = "data/db/rgb_lmdb"
 MEAN = 'mean_file: "data_feed/mean.binaryproto"'
 PNG = "data/db/rgba_png_lmdb"
@@ -154,6 +161,14 @@ CASES: dict[str, tuple[str, int, int, int, int, str]] = {
     "hdf5": ("test", -1, 1, 0, 3, _hdf5(4)),
     "hdf5_shuffle": ("train", -1, 1, 0, 5, _hdf5(4, "shuffle: true ")),
     "hdf5_rank1_of_2": ("train", -1, 2, 1, 3, _hdf5(3)),
+    "window_warp": ("train", 4, 1, 0, 3, _window(
+        4, "fg_fraction: 0.5 scale: 0.5 ", "crop_size: 6 mirror: true mean_value: 10 "
+        "mean_value: 20 mean_value: 30")),
+    "window_context_square": ("train", 8, 1, 0, 3, _window(
+        4, "fg_fraction: 0.25 context_pad: 1 crop_mode: \"square\" ",
+        f"crop_size: 6 mirror: true {MEAN}")),
+    "window_test_context": ("test", 3, 1, 0, 2, _window(
+        3, "fg_fraction: 0.7 context_pad: 2 ", "crop_size: 7")),
     # Nets Caffe refuses at set-up: errors.json keeps its abort line.
     "err_mean_file_shape": ("test", -1, 1, 0, 1, _data(
         "data/db/gray_small_leveldb", "LEVELDB", 2, MEAN)),

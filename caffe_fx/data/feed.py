@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import (CaffeFxError, DataSourceError, InputArrayError, InputError,
-                      ShapeError, UnsupportedFieldError)
+                      ShapeError)
 from ..proto import caffe_pb2
 from . import _images
 from ._rng import MT19937, GlibcRand, caffe_shuffle, random_shuffle
@@ -50,8 +50,9 @@ def open_feed(net_param: caffe_pb2.NetParameter, *, phase: int, where: str,
     Deliberate differences: HDF5Data's shuffle replays glibc's rand() from a fresh process
     for each feed (Caffe's stream is process-wide); a later HDF5 file whose trailing dims
     differ from the first's raises ShapeError (Caffe copies out of bounds); MemoryData is
-    fed by DataFeed.set_memory (MemoryDataLayer::Reset, untransformed); WindowData raises
-    UnsupportedFieldError (its batches are not implemented)."""
+    fed by DataFeed.set_memory (MemoryDataLayer::Reset, untransformed); WindowData with
+    cache_images reads the files instead of caching them (same pixels), and a window
+    file naming an unreadable image raises (Caffe logs and leaves the batch part-filled)."""
     if world_size < 1 or not 0 <= rank < world_size:
         raise InputError(f"{where}: open_feed(rank={rank}, world_size={world_size}); "
                          f"allowed: world_size >= 1 and 0 <= rank < world_size")
@@ -66,12 +67,8 @@ def open_feed(net_param: caffe_pb2.NetParameter, *, phase: int, where: str,
     try:
         for lp in layers:
             ctx = _Context(lp, where, phase, rank, world_size)
-            if lp.type == "WindowData":
-                raise UnsupportedFieldError(f"{ctx.who}: WindowData's batches are not "
-                                            f"implemented by caffe_fx.data (its top shapes "
-                                            f"are); feed its tops as inputs instead")
             kind = {"Data": _DataLoader, "ImageData": _ImageLoader, "HDF5Data": _HDF5Loader,
-                    "MemoryData": _MemoryLoader}[lp.type]
+                    "MemoryData": _MemoryLoader, "WindowData": _WindowLoader}[lp.type]
             loaders.append(kind(ctx, caffe_rng, glibc))
     except BaseException:
         for loader in loaders:
@@ -438,6 +435,129 @@ class _HDF5Loader(_Loader):
                 arr[i] = blob[self.perm[self.row]]
             self._next()
         return dict(zip(self.tops, out))
+
+
+# -- WindowData -----------------------------------------------------------------------------
+
+class _WindowLoader(_Loader):
+    """WindowDataLayer: batch_size - fg windows drawn from the background windows, then
+    fg = batch_size * fg_fraction from the foreground ones, each by one draw of its own
+    prefetch_rng_ (and one more for mirror); the window (grown by context_pad, squared
+    with crop_mode "square", clipped to the image) warped to crop_size with cv::resize."""
+
+    def __init__(self, ctx: _Context, caffe_rng: MT19937, glibc: GlibcRand) -> None:
+        super().__init__(ctx, caffe_rng, glibc)
+        p, tp = ctx.layer.window_data_param, ctx.layer.transform_param
+        self.param, self.crop = p, tp.crop_size
+        transform = Transformer(tp, ctx.phase, ctx.who)  # unused by load_batch, but drawn
+        transform.init_rand(caffe_rng)
+        self.rng = MT19937(caffe_rng()) if (tp.mirror or tp.crop_size) else None
+        self.images: list[str] = []
+        self.fg: list[tuple[int, int, int, int, int, int]] = []
+        self.bg: list[tuple[int, int, int, int, int, int]] = []
+        with open(p.source, "rb") as f:
+            words = _words(f)
+            for hashtag in words:
+                index = int(next(words))
+                self.images.append(p.root_folder + next(words))
+                for _ in range(3):
+                    next(words)
+                for _ in range(int(next(words))):
+                    label, overlap = int(next(words)), np.float32(next(words))
+                    box = tuple(int(next(words)) for _ in range(4))
+                    if overlap >= np.float32(p.fg_threshold):
+                        if label <= 0:
+                            raise InputError(f"{ctx.who}: window_data_param.source = "
+                                             f"'{p.source}' has a foreground window of "
+                                             f"label {label}; Caffe requires labels > 0")
+                        self.fg.append((index, label, *box))
+                    elif overlap < np.float32(p.bg_threshold):
+                        self.bg.append((index, 0, *box))
+        for kind, windows in (("foreground", self.fg), ("background", self.bg)):
+            if not windows:
+                raise InputError(f"{ctx.who}: window_data_param.source = '{p.source}' has no "
+                                 f"{kind} windows (fg_threshold = {p.fg_threshold}, "
+                                 f"bg_threshold = {p.bg_threshold}); Caffe needs some of each")
+        self.mean = transform.mean
+        self.mean_values = np.broadcast_to(transform.mean_values, (ctx.shapes[0][1],)) \
+            if len(transform.mean_values) else None
+        transform.init_rand(caffe_rng)
+
+    def _image(self, index: int) -> np.ndarray:
+        path = self.images[index]
+        try:
+            return _images.decode(path, "color")
+        except (_images.ImageReadError, OSError) as e:
+            raise DataSourceError(f"{self.ctx.who}: window_data_param.source = "
+                                  f"'{self.param.source}' names the image '{path}', which "
+                                  f"cannot be read ({e}); Caffe: Could not open or find "
+                                  f"file {path}") from e
+
+    def batch(self) -> dict[str, np.ndarray]:
+        p, crop = self.param, self.crop
+        assert self.rng is not None
+        n, channels = p.batch_size, self.ctx.shapes[0][1]
+        data = np.zeros((n, channels, crop, crop), np.float32)
+        labels = np.zeros(n, np.float32)
+        num_fg = int(np.float32(n) * np.float32(p.fg_fraction))
+        item = 0
+        for windows, count in ((self.bg, n - num_fg), (self.fg, num_fg)):
+            for _ in range(count):
+                index, label, x1, y1, x2, y2 = windows[self.rng() % len(windows)]
+                mirror = bool(self.ctx.layer.transform_param.mirror) and self.rng() % 2 == 1
+                img = self._image(index)
+                if img.shape[2] != channels:
+                    raise ShapeError(f"{self.ctx.who}: '{self.images[index]}' has "
+                                     f"{img.shape[2]} channels, the top {channels}")
+                rows, cols = img.shape[:2]
+                size_h = size_w = crop
+                pad_h = pad_w = 0
+                if p.context_pad > 0 or p.crop_mode == "square":
+                    f32 = np.float32
+                    context = f32(crop) / f32(crop - 2 * p.context_pad)
+                    half_h, half_w = f32((y2 - y1 + 1) / 2.0), f32((x2 - x1 + 1) / 2.0)
+                    cx, cy = f32(x1) + half_w, f32(y1) + half_h
+                    if p.crop_mode == "square":
+                        half_h = half_w = max(half_h, half_w)
+                    x1, x2 = _round(cx - half_w * context), _round(cx + half_w * context)
+                    y1, y2 = _round(cy - half_h * context), _round(cy + half_h * context)
+                    unclipped_h, unclipped_w = y2 - y1 + 1, x2 - x1 + 1
+                    pad_x1, pad_y1 = max(0, -x1), max(0, -y1)
+                    pad_x2, pad_y2 = max(0, x2 - cols + 1), max(0, y2 - rows + 1)
+                    x1, x2, y1, y2 = x1 + pad_x1, x2 - pad_x2, y1 + pad_y1, y2 - pad_y2
+                    scale_x, scale_y = f32(crop) / f32(unclipped_w), f32(crop) / f32(unclipped_h)
+                    size_w = _round(f32(x2 - x1 + 1) * scale_x)
+                    size_h = _round(f32(y2 - y1 + 1) * scale_y)
+                    pad_h = _round(f32(pad_y1) * scale_y)
+                    pad_w = _round(f32(pad_x2 if mirror else pad_x1) * scale_x)
+                    size_h = min(size_h, crop - pad_h)
+                    size_w = min(size_w, crop - pad_w)
+                if not (0 <= x1 <= x2 < cols and 0 <= y1 <= y2 < rows):
+                    raise ShapeError(f"{self.ctx.who}: the window ({x1}, {y1}, {x2}, {y2}) of "
+                                     f"'{self.images[index]}' is outside its {rows} x {cols} "
+                                     f"pixels")
+                warped = _images.resize_linear(img[y1:y2 + 1, x1:x2 + 1], size_h, size_w)
+                if mirror:
+                    warped = warped[:, ::-1]
+                pixels = warped.transpose(2, 0, 1).astype(np.float32)
+                window = (slice(None), slice(pad_h, pad_h + size_h),
+                          slice(pad_w, pad_w + size_w))
+                if self.mean is not None:
+                    off = (self.mean.shape[2] - crop) // 2
+                    pixels -= self.mean[:, off + pad_h:off + pad_h + size_h,
+                                        off + pad_w:off + pad_w + size_w]
+                elif self.mean_values is not None:
+                    pixels -= self.mean_values[:, None, None]
+                data[item][window] = pixels * np.float32(p.scale)
+                labels[item] = label
+                item += 1
+        return {self.tops[0]: data, self.tops[1]: labels}
+
+
+def _round(x: np.float32) -> int:
+    """C's round(): halves away from zero."""
+    v = float(x)
+    return int(np.floor(abs(v) + 0.5)) * (1 if v >= 0 else -1)
 
 
 # -- MemoryData -----------------------------------------------------------------------------

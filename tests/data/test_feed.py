@@ -21,7 +21,7 @@ from google.protobuf import text_format
 
 from caffe_fx.data import open_feed
 from caffe_fx.errors import (DataSourceError, InputArrayError, InputError,
-                             NetDefinitionError, ShapeError, UnsupportedFieldError)
+                             NetDefinitionError, ShapeError)
 from caffe_fx.proto import caffe_pb2
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -204,10 +204,14 @@ def test_memory_data(golden: Path) -> None:
     np.testing.assert_array_equal(got[2]["data"], data[:2])  # wraps, as Forward does
 
 
-def test_no_data_layers_and_window_data(golden: Path) -> None:
+def test_no_data_layers(golden: Path) -> None:
     assert open_feed(_net('layer { name: "i" type: "Input" top: "x" input_param { shape { '
                           'dim: 1 } } }'), phase=caffe_pb2.TEST, where="n") is None
-    window = (GOLDEN / "data" / "nets" / "window_data.prototxt").read_text()
-    shutil.copy(GOLDEN / "data" / "windows.txt", "windows.txt")
-    with pytest.raises(UnsupportedFieldError, match=r"WindowData's batches are not implemented"):
-        open_feed(_net(window), phase=caffe_pb2.TRAIN, where="n")
+
+
+def test_window_data_needs_both_kinds_of_window(golden: Path) -> None:
+    text = (GOLDEN / "data_feed" / "nets" / "window_warp.prototxt").read_text()
+    net = _net(text.replace("bg_threshold: 0.5", "bg_threshold: 0.05"))
+    with pytest.raises(InputError, match=r"layer 'data' \(WindowData\): window_data_param."
+                       r"source = 'data/windows.txt' has no background windows"):
+        open_feed(net, phase=caffe_pb2.TRAIN, where="n")
