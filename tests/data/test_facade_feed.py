@@ -28,7 +28,7 @@ def golden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("case", ["lmdb_train_crop_mirror_mean_file",
+@pytest.mark.parametrize("case", ["lmdb_train_crop_mirror_mean_file", "window_warp",
                                   "image_train_shuffle_crop_mirror", "hdf5_shuffle"])
 def test_forward_fills_data_blobs_as_caffe(golden: Path, case: str) -> None:
     c = CASES[case]
