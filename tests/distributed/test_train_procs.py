@@ -1,0 +1,63 @@
+"""`caffe-fx train --procs 2` (gloo): Caffe's multi-GPU semantics on two CPU processes.
+
+Each rank reads the HDF5 rows HDF5DataLayer::Skip gives it (rows r, r+2, ...), gradients
+are averaged, rank 0 alone logs, tests and snapshots.  A step then sees the 8 rows that one
+process with `iter_size: 2` sees in two passes, so after 8 iterations the weights equal
+that run's within 1e-5 (ours, tests/cli's golden net), and real Caffe's iter_size 2 run's
+within 1e-4 (tests/golden/cli/trained_iter2.caffemodel).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from caffe_fx.cli import main
+from tests.cli.test_train import GOLDEN, assert_weights, workdir
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def train_cli(work: Path, *argv: str, launcher: tuple[str, ...] = ()) -> list[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, *launcher, "-m", "caffe_fx", "train", *argv],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.splitlines()
+
+
+def test_two_processes_train_as_iter_size_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    single = workdir(tmp_path / "single")
+    monkeypatch.chdir(single)
+    assert main(["train", "-solver", "solver_iter2.prototxt", "-weights", "init.caffemodel"]) == 0
+    capsys.readouterr()
+    multi = workdir(tmp_path / "multi")
+    out = train_cli(multi, "-solver", "solver.prototxt", "-weights", "init.caffemodel",
+                    "--procs", "2")
+    assert out[0] == "Use CPU: 2 processes (gloo)"
+    # rank 0 alone logs and tests: each line once
+    assert out.count("Iteration 0, Testing net (#0)") == 1
+    assert out.count("Optimization Done.") == 2  # Solve's and caffe train's, as Caffe
+    assert sorted(os.listdir(multi / "snap")) == ["solver_iter_8.caffemodel",
+                                                  "solver_iter_8.solverstate"]
+    got = multi / "snap" / "solver_iter_8.caffemodel"
+    assert_weights(got, single / "snap" / "solver_iter2_iter_8.caffemodel", 1e-5)
+    assert_weights(got, GOLDEN / "trained_iter2.caffemodel", 1e-4)
+    # the test net is not split among ranks: its last scores are the iter_size 2 run's
+    want = (GOLDEN / "caffe_train_iter2.txt").read_text().splitlines()
+    assert out[-4:-2] == want[-4:-2]
+
+
+@pytest.mark.slow
+def test_torchrun_joins_from_the_environment(tmp_path: Path) -> None:
+    work = workdir(tmp_path)
+    out = train_cli(work, "-solver", "solver.prototxt", "-weights", "init.caffemodel",
+                    launcher=("-m", "torch.distributed.run", "--standalone",
+                              "--nproc_per_node", "2"))
+    assert out.count("Iteration 0, Testing net (#0)") == 1
+    assert_weights(work / "snap" / "solver_iter_8.caffemodel",
+                   GOLDEN / "trained_iter2.caffemodel", 1e-4)
