@@ -9,8 +9,9 @@ Writes tests/golden/recurrent/<case>.npz in the layout of
 tools/make_layer_backward_goldens.py: `input/`, `topdiff/`, `data/`, `diff/`,
 `param/`, `pdiff/`, `meta` (the oracle's, plus prototxt, phase, case) and `caffemodel`
 (the weights file Caffe wrote, as bytes).  `carry_<lstm|rnn>.npz`: real pycaffe
-(tools/_chroot.py) runs two forwards in a row without expose_hidden, to record the
-hidden state RecurrentLayer::Forward_cpu carries from one into the next.
+(tools/_chroot.py) runs four forwards in a row without expose_hidden (3, 3, 2, 3
+streams), to record the hidden state RecurrentLayer::Forward_cpu carries from one into
+the next, also across reshapes.
 """
 from __future__ import annotations
 
@@ -198,7 +199,12 @@ net = caffe.Net(work + "/net.prototxt", caffe.TRAIN)
 out = {}
 for k, v in np.load(work + "/in.npz").items():
     out["input/" + k] = v
-for step in (0, 1):
+for step in range(int(sys.argv[4])):
+    for k in ("x", "cont"):
+        value = out["input/%s@%d" % (k, step)]
+        if net.blobs[k].data.shape != value.shape:
+            net.blobs[k].reshape(*value.shape)
+    net.reshape()
     for k in ("x", "cont"):
         net.blobs[k].data[...] = out["input/%s@%d" % (k, step)]
     net.forward()
@@ -222,17 +228,23 @@ def make_carry(case: CarryCase) -> str:
     r = np.random.RandomState(_seed("carry", case.name))
     second = CONT.copy()
     second[0] = [1, 0, 1]  # streams 0 and 2 continue from the first call's last step
-    inputs = {"x@0": r.standard_normal((T, N, 2, 3)).astype(np.float32), "cont@0": CONT,
-              "x@1": r.standard_normal((T, N, 2, 3)).astype(np.float32), "cont@1": second}
+    # then 2 streams (Caffe's h_T blob keeps its first 2 * H values), then 3 again (the
+    # blob's capacity still holds stream 2 of the second call)
+    conts = [CONT, second, second[:, :2], second]
+    inputs = {}
+    for k, cont in enumerate(conts):
+        inputs[f"x@{k}"] = r.standard_normal((T, cont.shape[1], 2, 3)).astype(np.float32)
+        inputs[f"cont@{k}"] = np.ascontiguousarray(cont)
     with chroot_workdir(CAFFE_ROOT, "recurrent-") as (here, inside):
         (here / "net.prototxt").write_text(text)
         np.savez(here / "in.npz", **inputs)
         (here / "carry.py").write_text(_CARRY_SCRIPT)
-        run_in_chroot(CAFFE_ROOT, f"{inside}/carry.py", [inside, top, layer])
+        run_in_chroot(CAFFE_ROOT, f"{inside}/carry.py", [inside, top, layer, str(len(conts))])
         with np.load(here / "out.npz") as f:
             record = {k: f[k] for k in f.files}
     record["meta"] = np.array(json.dumps({"case": case.name, "prototxt": text,
-                                          "phase": "train", "top": top, "layer": layer}))
+                                          "phase": "train", "top": top, "layer": layer,
+                                          "steps": len(conts)}))
     return write_golden(GOLDEN, case.name, record)
 
 

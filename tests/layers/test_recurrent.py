@@ -99,23 +99,22 @@ def test_caffe_gives_hidden_inputs_and_cont_no_diff() -> None:
 
 @pytest.mark.parametrize("case", ["carry_lstm", "carry_rnn"])
 def test_state_carries_into_the_next_forward(case: str) -> None:
+    """Four calls of 3, 3, 2 and 3 streams, each starting from the last one's h_T (c_T)
+    as Caffe's blob holds it: the first N streams, the capacity keeping the rest."""
     meta, g = load(case)
     layer, top = meta["layer"], meta["top"]
     weights = {layer: [g[k] for k in sorted(k for k in g if k.startswith(f"param/{layer}/"))]}
     gm = caffe_fx.compile(meta["prototxt"], weights=weights)
-    step = [{k: torch.tensor(g[f"input/{k}@{s}"]) for k in ("x", "cont")} for s in (0, 1)]
+    steps = [{k: torch.tensor(g[f"input/{k}@{s}"]) for k in ("x", "cont")}
+             for s in range(meta["steps"])]
     with torch.no_grad():
-        first = gm(**step[0])[top].numpy()
-        second = gm(**step[1])[top].numpy()
-        check(first, g[f"data/{top}@0"], "first forward")
-        check(second, g[f"data/{top}@1"], "second forward (carried state)")
+        for s, inputs in enumerate(steps):
+            check(gm(**inputs)[top].numpy(), g[f"data/{top}@{s}"], f"forward {s}")
         gm.get_submodule(layer).reset_state()  # back to Caffe's first forward
-        check(gm(**step[0])[top].numpy(), g[f"data/{top}@0"], "after reset_state()")
-    # the carried state matters here: a fresh start differs on the continued streams
-    fresh = caffe_fx.compile(meta["prototxt"], weights=weights)
-    with torch.no_grad():
-        restart = fresh(**step[1])[top].numpy()
-    assert relative_error(restart, g[f"data/{top}@1"]) > 1e-3
+        check(gm(**steps[0])[top].numpy(), g[f"data/{top}@0"], "after reset_state()")
+        # the carried state matters here: a fresh start differs on the continued streams
+        fresh = caffe_fx.compile(meta["prototxt"], weights=weights)
+        assert relative_error(fresh(**steps[1])[top].numpy(), g[f"data/{top}@1"]) > 1e-3
 
 
 @pytest.mark.parametrize("case", ["lstm_static_expose", "rnn", "lstm_stack_net"])
