@@ -215,3 +215,33 @@ def test_window_data_needs_both_kinds_of_window(golden: Path) -> None:
     with pytest.raises(InputError, match=r"layer 'data' \(WindowData\): window_data_param."
                        r"source = 'data/windows.txt' has no background windows"):
         open_feed(net, phase=caffe_pb2.TRAIN, where="n")
+
+
+@pytest.mark.oracle
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["lmdb_train_crop_mirror_mean_file",
+                                  "image_train_shuffle_crop_mirror", "window_warp"])
+def test_other_seeds_equal_live_caffe(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seeds the goldens do not hold: real pycaffe runs now, in the reference chroot."""
+    from tools import make_data_feed_goldens as gen
+    from tools._chroot import chroot_workdir
+
+    root = Path("/opt/caffe-ref")
+    if not (root / "usr/bin/caffe").exists():
+        pytest.skip("needs the reference Caffe chroot at /opt/caffe-ref")
+    c, seed = CASES[case], 424242
+    with chroot_workdir(root, "data_feed_live_") as (work, inside):
+        for name in ("data", "data_feed"):
+            shutil.copytree(GOLDEN / name, work / name)
+        (work / "record.py").write_text(gen.RECORD)
+        proc = gen._python(str(root), [f"{inside}/record.py", inside, case, c["phase"],
+                                       str(seed), "1", "0", "3", f"{inside}/out.npz"])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        with np.load(work / "out.npz") as f:
+            want = {k: f[k] for k in f.files}
+        monkeypatch.chdir(work)
+        with open_feed(_case(case), phase=PHASES[c["phase"]], where=case, seed=seed) as feed:
+            for i in range(3):
+                got = feed.next()
+                for top in c["tops"]:
+                    np.testing.assert_array_equal(got[top], want[f"{case}/{i}/{top}"])
