@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from . import errors
-    from .compiler import compile  # noqa: A004
+    from .compiler import compile
     from .lowering.registry import supported_layers
     from .solver import Solver
     from .weights_io import save_caffemodel
 
-__all__ = ["compile", "errors", "save_caffemodel", "supported_layers", "__version__"]
+__all__ = ["Solver", "__version__", "compile", "errors", "save_caffemodel", "supported_layers"]
 __version__ = "0.1.0"
 
 # Public name -> (module, attribute; None for the module itself).

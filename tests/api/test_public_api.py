@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_all_is_the_documented_surface():
     assert sorted(caffe_fx.__all__) == [
-        "__version__", "compile", "errors", "save_caffemodel", "supported_layers"]
+        "Solver", "__version__", "compile", "errors", "save_caffemodel", "supported_layers"]
 
 
 def test_compile_signature():
