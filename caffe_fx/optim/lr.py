@@ -33,7 +33,7 @@ def _check_policy(policy: str, *, gamma: float, stepsize: int, where: str) -> No
         raise ProtoError(f"{where}: lr_policy {policy!r} needs stepsize > 0; "
                          f"stepsize = {stepsize}")
     if policy != "fixed" and policy != "poly" and _f32(gamma) < 0:
-        raise ProtoError(f"{where}: lr_policy {policy!r} needs gamma >= 0; gamma = {gamma}")
+        raise ProtoError(f"{where}: lr_policy {policy!r} needs gamma >= 0; gamma = {np.float32(gamma)}")
 
 
 def learning_rate(policy: str, it: int, current_step: int, *, base_lr: float,

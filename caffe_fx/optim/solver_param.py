@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import fx
 
@@ -84,6 +85,11 @@ def _learnable(module: fx.GraphModule, where: str) -> list[tuple[torch.Tensor, f
     return out
 
 
+def _show(value: float) -> str:
+    """A float32 field as the prototxt spelled it (0.9, not 0.8999999761581421)."""
+    return str(np.float32(value))
+
+
 def _check(param: caffe_pb2.SolverParameter, where: str) -> None:
     """The CHECKs of Solver::Init and the solver constructors that concern the update."""
     if param.type not in SOLVER_TYPES:
@@ -93,10 +99,10 @@ def _check(param: caffe_pb2.SolverParameter, where: str) -> None:
         raise ProtoError(f"{where}: regularization_type = {param.regularization_type!r}: "
                          "Unknown regularization type; allowed: 'L2', 'L1'")
     if param.type in ("AdaGrad", "RMSProp") and param.momentum != 0:
-        raise ProtoError(f"{where}: momentum = {param.momentum}: Momentum cannot be used with "
+        raise ProtoError(f"{where}: momentum = {_show(param.momentum)}: Momentum cannot be used with "
                          f"{param.type} (type = {param.type!r}); it must be 0")
     if param.type == "RMSProp" and not 0 <= param.rms_decay < 1:
-        raise ProtoError(f"{where}: rms_decay = {param.rms_decay}; RMSProp needs "
+        raise ProtoError(f"{where}: rms_decay = {_show(param.rms_decay)}; RMSProp needs "
                          "0 <= rms_decay < 1")
     if param.iter_size < 1:
         raise ProtoError(f"{where}: iter_size = {param.iter_size}; it must be >= 1")
