@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tools._chroot import chroot_workdir, replace_folder  # noqa: E402
+from tools._chroot import chroot_workdir, replace_folder
 
 GOLDEN = ROOT / "tests" / "golden"
 TARGET = GOLDEN / "data_feed"

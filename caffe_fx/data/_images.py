@@ -35,7 +35,8 @@ def decode(data: bytes | str, mode: str) -> np.ndarray:
             if mode != "native" and jpeg:
                 if mode == "gray":
                     image.draft("L", image.size)  # libjpeg's own JCS_GRAYSCALE output
-                image = ImageOps.exif_transpose(image) if _turned(image) else image
+                if _turned(image):
+                    image = ImageOps.exif_transpose(image)  # type: ignore[assignment]
             image.load()
             return _channels(image, mode, jpeg)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
@@ -88,7 +89,7 @@ def resize_linear(img: np.ndarray, height: int, width: int) -> np.ndarray:
     per axis the source coordinate (d + 0.5) * scale - 0.5, clamped at the borders, its
     weights as 11-bit fixed point; the horizontal pass in ints, the vertical one as
     OpenCV's SIMD kernel rounds it, ((b0*(s0>>4))>>16 + (b1*(s1>>4))>>16 + 2) >> 2."""
-    src_h, src_w, channels = img.shape
+    src_h, src_w, _ = img.shape
     xs, xw = _linear_taps(src_w, width, border_weights=True)
     ys, yw = _linear_taps(src_h, height, border_weights=False)
     s = img.astype(np.int64)

@@ -22,9 +22,10 @@ class MT19937:
     seeding gives the very same state, so its raw draws are boost's."""
 
     def __init__(self, seed: int) -> None:
-        key, pos = np.random.RandomState(seed & _U32).get_state()[1:3]
+        state: Any = np.random.RandomState(seed & _U32).get_state(legacy=True)
         self._bits = np.random.MT19937()
-        self._bits.state = {"bit_generator": "MT19937", "state": {"key": key, "pos": pos}}
+        self._bits.state = {"bit_generator": "MT19937",
+                            "state": {"key": state[1], "pos": state[2]}}
 
     def __call__(self) -> int:
         """One raw 32-bit draw, rng() in C++."""

@@ -10,6 +10,7 @@ in open_feed's docstring and the README.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -19,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import (CaffeFxError, DataSourceError, InputArrayError, InputError,
-                      ShapeError)
+from ..errors import CaffeFxError, DataSourceError, InputArrayError, InputError, ShapeError
 from ..proto import caffe_pb2
 from . import _images
 from ._rng import MT19937, GlibcRand, caffe_shuffle, random_shuffle
@@ -250,7 +250,7 @@ def _parse(value: bytes, ctx: _Context, key: bytes) -> caffe_pb2.Datum:
     datum = caffe_pb2.Datum()
     try:
         datum.ParseFromString(value)
-    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and its C variants
+    except Exception as e:
         raise DataSourceError(f"{ctx.who}: the record '{key.decode(errors='replace')}' of "
                               f"data_param.source = '{ctx.layer.data_param.source}' is not "
                               f"a Datum ({e})") from e
@@ -464,15 +464,15 @@ class _WindowLoader(_Loader):
                     next(words)
                 for _ in range(int(next(words))):
                     label, overlap = int(next(words)), np.float32(next(words))
-                    box = tuple(int(next(words)) for _ in range(4))
+                    x1, y1, x2, y2 = (int(next(words)) for _ in range(4))
                     if overlap >= np.float32(p.fg_threshold):
                         if label <= 0:
                             raise InputError(f"{ctx.who}: window_data_param.source = "
                                              f"'{p.source}' has a foreground window of "
                                              f"label {label}; Caffe requires labels > 0")
-                        self.fg.append((index, label, *box))
+                        self.fg.append((index, label, x1, y1, x2, y2))
                     elif overlap < np.float32(p.bg_threshold):
-                        self.bg.append((index, 0, *box))
+                        self.bg.append((index, 0, x1, y1, x2, y2))
         for kind, windows in (("foreground", self.fg), ("background", self.bg)):
             if not windows:
                 raise InputError(f"{ctx.who}: window_data_param.source = '{p.source}' has no "
@@ -694,10 +694,8 @@ class DataFeed:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # at interpreter shutdown
             self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
 
 
 def _work(loaders: list[_Loader], out: queue.Queue[Any], stop: threading.Event) -> None:

@@ -20,8 +20,13 @@ import pytest
 from google.protobuf import text_format
 
 from caffe_fx.data import open_feed
-from caffe_fx.errors import (DataSourceError, InputArrayError, InputError,
-                             NetDefinitionError, ShapeError)
+from caffe_fx.errors import (
+    DataSourceError,
+    InputArrayError,
+    InputError,
+    NetDefinitionError,
+    ShapeError,
+)
 from caffe_fx.proto import caffe_pb2
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -93,14 +98,14 @@ def test_ranks_partition_the_records(golden: Path) -> None:
 # -- errors ------------------------------------------------------------------------------
 
 REFUSED = {
-    "err_mean_file_shape": (ShapeError, r"layer 'data' \(Data\): transform_param.mean_file = "
+    "err_mean_file_shape": (ShapeError, (r"layer 'data' \(Data\): transform_param.mean_file = "
                             r"'data_feed/mean.binaryproto' holds a 3 x 12 x 10 mean but the "
                             r"record '.*' of data_param.source = 'data/db/gray_small_leveldb' "
-                            r"is 1 x 6 x 5; Caffe requires the same channels, height and width"),
-    "err_mean_file_missing": (DataSourceError, r"transform_param.mean_file = 'data_feed/nope."
-                              r"binaryproto' cannot be opened \(No such file or directory\)"),
-    "err_mean_value_count": (NetDefinitionError, r"transform_param has 2 mean_value for the "
-                             r"record .* with 3 channels; Caffe requires 1 or one per channel"),
+                            r"is 1 x 6 x 5; Caffe requires the same channels, height and width")),
+    "err_mean_file_missing": (DataSourceError, (r"transform_param.mean_file = 'data_feed/nope."
+                              r"binaryproto' cannot be opened \(No such file or directory\)")),
+    "err_mean_value_count": (NetDefinitionError, (r"transform_param has 2 mean_value for the "
+                             r"record .* with 3 channels; Caffe requires 1 or one per channel")),
 }
 
 
@@ -166,11 +171,11 @@ def test_records_of_different_shapes_in_a_batch(golden: Path) -> None:
     env.close()
     net = _net('layer { name: "d" type: "Data" top: "data" data_param { source: '
                '"mixed_lmdb" backend: LMDB batch_size: 2 } }')
-    with open_feed(net, phase=caffe_pb2.TEST, where="n.prototxt") as feed:
-        with pytest.raises(ShapeError, match=r"the record '00000001' of data_param.source = "
+    with open_feed(net, phase=caffe_pb2.TEST, where="n.prototxt") as feed, \
+            pytest.raises(ShapeError, match=r"the record '00000001' of data_param.source = "
                            r"'mixed_lmdb' transforms to 1 x 5 x 4 but the batch's first "
                            r"record to 1 x 4 x 4"):
-            feed.next()
+        feed.next()
 
 
 def test_hdf5_files_of_different_row_shapes(golden: Path) -> None:
@@ -181,10 +186,10 @@ def test_hdf5_files_of_different_row_shapes(golden: Path) -> None:
     Path("h5.txt").write_text("a.h5\nb.h5\n")
     net = _net('layer { name: "d" type: "HDF5Data" top: "data" hdf5_data_param { '
                'source: "h5.txt" batch_size: 3 } }')
-    with open_feed(net, phase=caffe_pb2.TEST, where="n.prototxt") as feed:
-        with pytest.raises(ShapeError, match=r"dataset 'data' of the HDF5 file 'b.h5' .* has "
+    with open_feed(net, phase=caffe_pb2.TEST, where="n.prototxt") as feed, \
+            pytest.raises(ShapeError, match=r"dataset 'data' of the HDF5 file 'b.h5' .* has "
                            r"rows of shape \(4,\), but the first file's give the top \(3, 3\)"):
-            feed.next()
+        feed.next()
 
 
 def test_memory_data(golden: Path) -> None:
