@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tools._chroot import chroot_workdir, replace_folder, run_in_chroot  # noqa: E402
+from tools._chroot import chroot_workdir, replace_folder, run_in_chroot
 
 GOLDEN = ROOT / "tests" / "golden" / "cli"
 NAMES = ("hdf5", "train_list.txt", "test_list.txt", "net.prototxt", "time_net.prototxt",

@@ -11,7 +11,7 @@ import argparse
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, cast
 
 from ..errors import DeviceError, InputError
 
@@ -175,7 +175,8 @@ def load_net(model: str, weights: str | None, *, phase: str, level: int,
 
     prepared = pipeline.prepare(model, phase=phase, level=level, stages=stage)
     net = prepared.net
-    gm = compile(model, weights, phase=phase, level=level, stages=stage).to(device)
+    gm = compile(model, weights, phase=cast(Literal["train", "test"], phase), level=level,
+                 stages=stage).to(device)
     weights_by_top: dict[str, float] = {}
     for layer in net.layer:
         for top, w in zip(layer.top, top_loss_weights(layer)):

@@ -17,8 +17,16 @@ from collections import defaultdict
 from typing import Any
 
 from ._common import add_debug
-from ._tool import add_gpu_option, add_phase_option, caffe_option, device_for, g, load_net
-from ._tool import parse_gpus, stages
+from ._tool import (
+    add_gpu_option,
+    add_phase_option,
+    caffe_option,
+    device_for,
+    g,
+    load_net,
+    parse_gpus,
+    stages,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +51,7 @@ class _LayerTimes:
     charged to its Caffe layer (getitem/contiguous nodes to the layer they read)."""
 
     def __init__(self, gm: Any, net: Any, sync: Any) -> None:
-        import torch.fx as fx
+        from torch import fx
 
         producer = {top: layer.name for layer in net.layer for top in layer.top}
         self.layer_of: dict[str, str] = {}
@@ -76,12 +84,12 @@ class _LayerTimes:
                 return out
 
         self._interpreter = Timed(gm)
+        self._placeholders = [n.meta.get("caffe_blob", n.target) for n in gm.graph.nodes
+                              if n.op == "placeholder"]
 
     def run(self, inputs: dict[str, Any]) -> Any:
-        placeholders = [n for n in self._interpreter.module.graph.nodes if n.op == "placeholder"]
         self._owner = {}
-        return self._interpreter.run(
-            *(inputs[n.meta.get("caffe_blob", n.target)] for n in placeholders))
+        return self._interpreter.run(*(inputs[b] for b in self._placeholders))
 
     def _claim(self, out: Any, layer: str) -> None:
         """The autograd functions made by this node (before in-place writers rebase the
@@ -90,7 +98,7 @@ class _LayerTimes:
 
         tensors = [out] if isinstance(out, torch.Tensor) else \
             [t for t in (out if isinstance(out, (tuple, list)) else ()) if isinstance(t, torch.Tensor)]
-        stack = [t.grad_fn for t in tensors if t.grad_fn is not None]
+        stack: list[Any] = [t.grad_fn for t in tensors if t.grad_fn is not None]
         while stack:
             fn = stack.pop()
             if fn is None or fn in self._owner:

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def train_cli(work: Path, *argv: str, launcher: tuple[str, ...] = ()) -> list[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, *launcher, "-m", "caffe_fx", "train", *argv],
-                          cwd=work, env=env, capture_output=True, text=True, timeout=400)
+                          cwd=work, env=env, capture_output=True, text=True, timeout=400,
+                          check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.splitlines()
 
