@@ -88,6 +88,17 @@ def _device() -> torch.device:
     return torch.device("cuda", _MODE["device"]) if _MODE["gpu"] else torch.device("cpu")
 
 
+def _carry_layer_state(old: fx.GraphModule, new: fx.GraphModule) -> None:
+    """State a layer keeps between forwards (RNN/LSTM's last hidden state) survives a
+    reshape that switches GraphModules, as Caffe's layer objects do."""
+    names = new.meta["caffe"].modules
+    for layer, name in old.meta["caffe"].modules.items():
+        module = new.get_submodule(names[layer]) if layer in names else None
+        take = getattr(module, "carry_state_from", None)
+        if take is not None:
+            take(old.get_submodule(name))
+
+
 def _vjp(roots: Sequence[torch.Tensor], seeds: Sequence[torch.Tensor],
          tensors: Sequence[torch.Tensor]) -> dict[int, torch.Tensor | None]:
     """{id(t): gradient} for the tensors that require grad, from roots seeded with seeds;
@@ -246,6 +257,8 @@ class Net:
             gm, modules = self._build(dict(zip(self._sources, key)))
             self._adopt(modules)
             self._gms[key] = gm
+        if self._gms[key] is not self._gm:
+            _carry_layer_state(self._gm, self._gms[key])
         self._gm = self._gms[key]
         info: Lowering = self._gm.meta["caffe"]
         for name, blob in self.blobs.items():
