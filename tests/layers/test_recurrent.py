@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import caffe_fx
+import caffe_fx.pycaffe as caffe
 from caffe_fx.errors import NetDefinitionError, ShapeError, UnsupportedFieldError
 from tests.golden.harness import relative_error
 from tests.pycaffe.golden_nets import net_from_golden
@@ -115,6 +116,24 @@ def test_state_carries_into_the_next_forward(case: str) -> None:
         # the carried state matters here: a fresh start differs on the continued streams
         fresh = caffe_fx.compile(meta["prototxt"], weights=weights)
         assert relative_error(fresh(**steps[1])[top].numpy(), g[f"data/{top}@1"]) > 1e-3
+
+
+@pytest.mark.parametrize("case", ["carry_lstm", "carry_rnn"])
+def test_pycaffe_facade_carries_state_across_reshapes(case: str, tmp_path: Path) -> None:
+    meta, g = load(case)
+    proto = tmp_path / "net.prototxt"
+    proto.write_text(meta["prototxt"])
+    net = caffe.Net(str(proto), caffe.TRAIN)
+    for i, blob in enumerate(net.params[meta["layer"]]):
+        blob.data[...] = g[f"param/{meta['layer']}/{i}"]
+    for s in range(meta["steps"]):
+        for k in ("x", "cont"):
+            net.blobs[k].reshape(*g[f"input/{k}@{s}"].shape)
+        net.reshape()
+        for k in ("x", "cont"):
+            net.blobs[k].data[...] = g[f"input/{k}@{s}"]
+        net.forward()
+        check(net.blobs[meta["top"]].data, g[f"data/{meta['top']}@{s}"], f"forward {s}")
 
 
 @pytest.mark.parametrize("case", ["lstm_static_expose", "rnn", "lstm_stack_net"])

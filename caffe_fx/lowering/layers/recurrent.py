@@ -64,12 +64,16 @@ class _Recurrent(CaffeModule):
             for name in self._states:
                 getattr(self, name).zero_()
 
-    def _extra(self) -> str:
-        return ""
+    @torch.jit.unused
+    def carry_state_from(self, other: _Recurrent) -> None:
+        """Takes over `other`'s carried state (the pycaffe facade, when a reshape switches
+        to another GraphModule of the same net: Caffe's layer keeps its blobs)."""
+        for name in self._states:
+            self._buffers[name] = other._buffers[name]
 
     def extra_repr(self) -> str:
         shapes = [f"{b}={list(getattr(self, b).shape)}" for b in self.caffe_blobs]
-        return ", ".join(shapes + [f"num_output={self.num_output}"]) + self._extra()
+        return ", ".join(shapes + [f"num_output={self.num_output}"])
 
 
 def _read_state(state: Tensor, n: int, hidden: int) -> Tensor:
