@@ -70,3 +70,14 @@ def test_test_phase_and_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
     assert "-iterations 0: must be at least 1" in capsys.readouterr().err
     assert main(["time", "-model", str(GOLDEN / "nope.prototxt")]) == 1
     assert "nope.prototxt" in capsys.readouterr().err
+
+
+def test_data_layers_read_their_feed(capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(GOLDEN)  # the HDF5Data net's list and files are relative to it
+    got = ours(capsys, "-model", "net.prototxt", "-iterations", "2")
+    # TRAIN phase: HDF5Data (batch 4) -> ip -> loss; the first batch's loss is not zero's ln 3
+    assert not got[1].startswith("Initial loss: 1.09861")
+    assert [x.split("\t")[0].strip() for x in got if "\tforward:" in x] == ["data", "ip", "loss"]
+    data_forward = next(x for x in got if x.startswith("      data\tforward: "))
+    assert float(data_forward.split()[2]) > 0

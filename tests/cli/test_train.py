@@ -130,3 +130,24 @@ def test_help_is_fast_and_lists_the_commands() -> None:
     for name in ("train", "test", "time"):
         assert name in proc.stdout
     assert "import time:" in proc.stderr and " torch\n" not in proc.stderr
+
+
+def test_progress_line_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.chdir(workdir(tmp_path))
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    assert main(["train", "-solver", "solver.prototxt", "-weights", "init.caffemodel",
+                 "-iterations", "3"]) == 0
+    shown = term.getvalue()
+    assert "\r\033[Kiter 0/3  loss 0  lr 0.1  " in shown
+    assert re.search(r"\r\033\[Kiter 2/3  loss \S+  lr 0.1  \d+\.\d\d it/s", shown)
+    assert shown.endswith("\r\033[K")  # cleared before the last lines
+    assert "\r" not in capsys.readouterr().out  # the log itself stays clean
