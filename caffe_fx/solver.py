@@ -390,6 +390,11 @@ class _Training:
             for w in spec.split(","):
                 for runner in [self._train, *self._tests]:
                     runner.copy_from(w)
+        if self._world_size > 1:  # NCCL::Broadcast: every solver starts from the root's blobs
+            from .distributed import broadcast_parameters
+
+            gm = self._train.graph_module()
+            broadcast_parameters([*gm.parameters(), *gm.buffers()])
         self.optimizer, self.scheduler = from_solver(param, self._train.graph_module())
         self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self._callbacks: list[tuple[Callable[[], Any] | None, Callable[[], Any] | None]] = []

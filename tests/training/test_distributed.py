@@ -1,7 +1,8 @@
 """Two processes over torch.distributed (gloo, CPU): gradients are averaged after the
 iter_size passes and before the update, so two ranks fed the same batches train exactly
 as one process does, i.e. as `caffe-oracle solve` (tests/golden/training/sgd.npz); fed
-different batches they still hold the same params after every update."""
+different batches they still hold the same params after every update.  Only rank 0 loads
+the starting weights: the others get them by the broadcast at construction."""
 from __future__ import annotations
 
 import json
@@ -23,7 +24,8 @@ dist.init_process_group("gloo", init_method="file://" + store, rank=rank, world_
 from tests.training._common import batches, run_solver, solver_params, make_solver
 feed = batches()
 import caffe_fx
-s = caffe_fx.Solver("sgd_solver.prototxt", device="cpu", weights="init.caffemodel",
+s = caffe_fx.Solver("sgd_solver.prototxt", device="cpu",
+                    weights="init.caffemodel" if rank == 0 else None,  # rank 1: its fillers
                     inputs=lambda it: feed[(it + (0 if same else rank)) % 3])
 losses, lrs = run_solver(s, 12)
 out = {"loss": losses, "params": {k: v.tolist() for k, v in solver_params(s).items()}}
