@@ -151,3 +151,36 @@ def test_progress_line_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert re.search(r"\r\033\[Kiter 2/3  loss \S+  lr 0.1  \d+\.\d\d it/s", shown)
     assert shown.endswith("\r\033[K")  # cleared before the last lines
     assert "\r" not in capsys.readouterr().out  # the log itself stays clean
+
+
+@pytest.mark.parametrize("effect", ["stop", "none"])
+def test_sigint_effect(tmp_path: Path, effect: str) -> None:
+    """`-sigint_effect stop`: Ctrl-C snapshots and stops, exit 0, as `caffe train`; with
+    `none` the signal is ignored and the run reaches -iterations."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    work = workdir(tmp_path)
+    iters = "200000" if effect == "stop" else "60"
+    env = dict(os.environ, PYTHONPATH=str(GOLDEN.parents[2]))
+    proc = subprocess.Popen([sys.executable, "-m", "caffe_fx", "train", "-solver",
+                             "solver.prototxt", "-weights", "init.caffemodel",
+                             "-iterations", iters, "-sigint_effect", effect],
+                            cwd=work, env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        if line.startswith("Iteration 2, lr"):
+            proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 0
+    snaps = sorted(os.listdir(work / "snap"))
+    if effect == "stop":
+        assert "Optimization stopped early." in lines
+        assert len(snaps) == 2 and snaps[0].startswith("solver_iter_")
+        assert int(snaps[0].split("_")[-1].split(".")[0]) < 1000
+    else:
+        assert lines[-1] == "Optimization Done."
+        assert snaps == ["solver_iter_60.caffemodel", "solver_iter_60.solverstate"]
