@@ -9,6 +9,12 @@ what is allowed.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextvars import ContextVar
+
+# Who is calling, so that advice in a message is spelled as that caller can follow it:
+# "python" (compile()'s keyword arguments: input_shapes=, trust_python_layers=) or "cli"
+# (the caffe-fx command line sets it while a subcommand runs: --input-shape ...).
+CALLER: ContextVar[str] = ContextVar("caffe_fx_caller", default="python")
 
 __all__ = [
     "CaffeFxError",

@@ -17,7 +17,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from ..errors import DataSourceError, MissingDependencyError, NetDefinitionError, ShapeError
+from ..errors import CALLER, DataSourceError, MissingDependencyError, NetDefinitionError, ShapeError
 from ..proto import caffe_pb2
 
 Shape = tuple[int, ...]
@@ -44,16 +44,35 @@ class _Layer:
     def advice(self, lead: str = "; ") -> str:
         """What to do instead of reading the source: give input_shapes= (only where the
         shapes are all that is needed, not when the feed reads the batches)."""
-        return f"{lead}give the tops' shapes with input_shapes={self.hint()}" \
-            if self.advise else ""
+        if not self.advise:
+            return ""
+        if CALLER.get() == "cli":
+            flags = " ".join(f"--input-shape {t}={','.join(d)}" for t, d in self.hint_dims())
+            return f"{lead}give the tops' shapes with {flags}"
+        return f"{lead}give the tops' shapes with input_shapes={self.hint()}"
 
     def hint(self) -> str:
-        """input_shapes= for this layer's tops, with the dims Caffe gives them."""
-        def dims(j: int) -> str:
-            if self.layer.type == "HDF5Data":
-                return "(N, ...)"
-            return "(N, C, H, W)" if j == 0 else "(N,)"
-        return "{" + ", ".join(f"'{t}': {dims(j)}" for j, t in enumerate(self.layer.top)) + "}"
+        """input_shapes= for this layer's tops, with the dims the prototxt fixes."""
+        return "{" + ", ".join(f"'{t}': ({', '.join(d)}{',' if len(d) == 1 else ''})"
+                               for t, d in self.hint_dims()) + "}"
+
+    def hint_dims(self) -> list[tuple[str, list[str]]]:
+        """Every top with its dims: the batch_size and crop_size (or ImageData's
+        new_height x new_width) the prototxt sets, letters for what the source holds."""
+        layer, kind = self.layer, self.layer.type
+        param = {"Data": layer.data_param, "ImageData": layer.image_data_param,
+                 "HDF5Data": layer.hdf5_data_param, "WindowData": layer.window_data_param,
+                 "MemoryData": layer.memory_data_param}.get(kind)
+        batch = str(param.batch_size) if param is not None and param.batch_size > 0 else "N"
+        if kind == "HDF5Data":
+            return [(t, [batch, "..."]) for t in layer.top]
+        crop = layer.transform_param.crop_size
+        height, width = ("H", "W") if not crop else (str(crop), str(crop))
+        if kind == "ImageData" and not crop and layer.image_data_param.new_height:
+            height = str(layer.image_data_param.new_height)
+            width = str(layer.image_data_param.new_width)
+        return [(t, [batch, "C", height, width] if j == 0 else [batch])
+                for j, t in enumerate(layer.top)]
 
     def unreadable(self, field: str, value: str, problem: str) -> DataSourceError:
         where = "" if os.path.isabs(value) else f"; relative paths are read from the " \

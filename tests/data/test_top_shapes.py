@@ -30,8 +30,8 @@ REFUSED = {
     "err_lmdb_missing": (DataSourceError, r"layer 'data' \(Data\) reads its data from files: "
                          r"data_param.source = 'db/nope_lmdb' does not exist \(data_param."
                          r"backend = LMDB\); relative paths are read from the current folder, "
-                         r".*, as Caffe reads them; give the tops' shapes with input_shapes=\{'data': \(N, C, H, W\), "
-                         r"'label': \(N,\)\} instead"),
+                         r".*, as Caffe reads them; give the tops' shapes with input_shapes=\{'data': \(2, C, H, W\), "
+                         r"'label': \(2,\)\} instead"),
     "err_leveldb_missing": (DataSourceError, r"data_param.source = 'db/nope_leveldb' does not "
                             r"exist \(data_param.backend = LEVELDB\)"),
     "err_crop_too_big": (ShapeError, r"layer 'data' \(Data\): transform_param.crop_size = 11 "
@@ -50,7 +50,7 @@ REFUSED = {
     "err_image_one_top": (NetDefinitionError, r"layer 'data' \(ImageData\): has 1 tops; "
                           r"allowed: exactly 2"),
     "err_hdf5_list_missing": (DataSourceError, r"hdf5_data_param.source = 'hdf5/nope.txt' "
-                              r"cannot be opened.*input_shapes=\{'data': \(N, \.\.\.\)\}"),
+                              r"cannot be opened.*input_shapes=\{'data': \(2, \.\.\.\)\}"),
     "err_hdf5_no_dataset": (DataSourceError, r"lists first 'hdf5/train0.h5', which has no "
                             r"dataset 'nope' \(each top reads the dataset named after it; it "
                             r"has: \['data', 'extra', 'label'\]\)"),

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Protocol
 
-from ...errors import NetDefinitionError, UnsupportedFieldError
+from ...errors import CALLER, NetDefinitionError, UnsupportedFieldError
 from ...proto import caffe_pb2
 from ..registry import CaffeModule, LayerView, register
 
@@ -63,10 +63,14 @@ def refuse_untrusted(net: caffe_pb2.NetParameter, where: str) -> None:
     if python:
         names = ", ".join(f"'{layer.name}' (python_param.module = "
                           f"'{layer.python_param.module}')" for layer in python)
-        raise UnsupportedFieldError(
-            f"{where}: Python layers {names} run user code, which compile() never does "
-            "unless told: pass trust_python_layers=True, or use caffe_fx.pycaffe.Net "
-            "(which imports them, as pycaffe does)")
+        if CALLER.get() == "cli":
+            how = ("which caffe-fx never runs; to trust them, load the net in Python: "
+                   "caffe_fx.compile(NET, trust_python_layers=True) or caffe_fx.pycaffe.Net "
+                   "(both import python_param.module from sys.path, as pycaffe does)")
+        else:
+            how = ("which compile() never does unless told: pass trust_python_layers=True, "
+                   "or use caffe_fx.pycaffe.Net (which imports them, as pycaffe does)")
+        raise UnsupportedFieldError(f"{where}: Python layers {names} run user code, {how}")
 
 
 def _import_class(view: LayerView) -> type:
