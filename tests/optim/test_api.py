@@ -47,7 +47,7 @@ def test_multistep_state_and_resume() -> None:
     # current_step: Caffe's current_step_ before the rate of that iteration is computed
     assert seen == [(0, 1.0, 0), (1, 1.0, 0), (2, 0.5, 0), (3, 0.25, 1), (4, 0.25, 2)]
     saved = sched.state_dict()
-    opt2, sched2 = schedule()
+    _, sched2 = schedule()
     sched2.load_state_dict(saved)
     assert (sched2.last_epoch, sched2.current_step) == (5, 2)
     opt3, sched3 = schedule()
