@@ -10,6 +10,8 @@ data-layer top after each forward, and for each error case the line Caffe aborte
   nets/<case>.prototxt     one net per case; paths are relative to tests/golden/
   mean.binaryproto         compute_image_mean data/db/rgb_lmdb
   mnist_lmdb/ mnist/       convert_mnist_data's LMDB and the idx files it read
+  float_lmdb/              Datums of float_data (no Caffe tool writes them: written here
+                           with the lmdb package, then read by Caffe)
   hdf5.txt                 an HDF5 list naming data/hdf5/train{0,1}.h5
   cases.json               per case: phase, seed, solver count/rank, forwards, tops
   batches.npz              '<case>/<forward>/<top>' -> the top's data after that forward
@@ -37,8 +39,8 @@ from tools._chroot import chroot_workdir, replace_folder
 
 GOLDEN = ROOT / "tests" / "golden"
 TARGET = GOLDEN / "data_feed"
-MADE = ("nets", "mean.binaryproto", "mnist_lmdb", "mnist", "hdf5.txt", "cases.json",
-        "batches.npz", "errors.json")
+MADE = ("nets", "mean.binaryproto", "mnist_lmdb", "mnist", "float_lmdb", "hdf5.txt",
+        "cases.json", "batches.npz", "errors.json")
 
 # Runs inside the chroot (Python 3.9), in a folder laid out as tests/golden/ is.
 SETUP = r'''
@@ -132,6 +134,8 @@ CASES: dict[str, tuple[str, int, int, int, int, str]] = {
         "data/db/gray_small_leveldb", "LEVELDB", 2, "scale: 0.1 mean_value: 7")),
     "mnist_train_crop": ("train", 3, 1, 0, 3, _data(
         "data_feed/mnist_lmdb", "LMDB", 3, "scale: 0.00390625 crop_size: 4")),
+    "float_train_crop_mirror": ("train", 6, 1, 0, 2, _data(
+        "data_feed/float_lmdb", "LMDB", 2, "crop_size: 2 mirror: true scale: 2 mean_value: 0.5")),
     "lmdb_rank1_of_2": ("train", -1, 2, 1, 3, _data(RGB, "LMDB", 2)),
     "lmdb_rank0_of_2": ("train", -1, 2, 0, 2, _data(RGB, "LMDB", 2)),
     "lmdb_test_rank1_of_2": ("test", -1, 2, 1, 2, _data(RGB, "LMDB", 2)),
@@ -179,6 +183,24 @@ CASES: dict[str, tuple[str, int, int, int, int, str]] = {
 }
 
 
+def _float_lmdb(path: Path) -> None:
+    import lmdb
+
+    sys.path.insert(0, str(ROOT))
+    from caffe_fx.proto import caffe_pb2
+
+    r = np.random.RandomState(20261203)
+    env = lmdb.open(str(path), map_size=1 << 20, subdir=True)
+    with env.begin(write=True) as txn:
+        for i in range(3):
+            values = r.randn(2, 3, 4).astype(np.float32)
+            datum = caffe_pb2.Datum(channels=2, height=3, width=4, label=i + 5,
+                                    float_data=values.ravel().tolist())
+            txn.put(f"{i:08d}".encode(), datum.SerializeToString())
+    env.close()
+    (path / "lock.mdb").unlink(missing_ok=True)
+
+
 def _abort_line(stderr: str) -> str:
     lines = [ln.split("] ", 1)[-1] for ln in stderr.splitlines() if re.match(r"F\d{4} ", ln)]
     return (lines or stderr.strip().splitlines()[-1:] or ["no output"])[0].strip()
@@ -206,6 +228,7 @@ def main() -> None:
         for case, (*_, text) in CASES.items():
             (work / "data_feed" / "nets" / f"{case}.prototxt").write_text(
                 f'name: "{case}"\n{text}')
+        _float_lmdb(work / "data_feed" / "float_lmdb")
         (work / "setup.py").write_text(SETUP)
         (work / "record.py").write_text(RECORD)
         proc = _python(args.caffe_root, [f"{inside}/setup.py", inside])
@@ -233,8 +256,8 @@ def main() -> None:
                            "tops": tops}
             print(case, {t: got[f"{case}/0/{t}"].shape for t in tops}, flush=True)
         feed = work / "data_feed"
-        for junk in ("lock.mdb",):
-            (feed / "mnist_lmdb" / junk).unlink(missing_ok=True)
+        for db in ("mnist_lmdb", "float_lmdb"):  # Caffe's lock file is not the data
+            (feed / db / "lock.mdb").unlink(missing_ok=True)
         np.savez_compressed(feed / "batches.npz", **batches)
         (feed / "cases.json").write_text(json.dumps(cases, indent=1, sort_keys=True) + "\n")
         (feed / "errors.json").write_text(json.dumps(errors, indent=1, sort_keys=True) + "\n")
