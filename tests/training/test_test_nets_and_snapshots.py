@@ -135,17 +135,9 @@ def test_solve_snapshots_at_the_end_and_tests_last(work: Path) -> None:
     assert any(line.startswith("Iteration 12, loss = ") for line in lines)
 
 
-# caffe_fx.optim.write_solverstate stores learned_net as a NULLPAD string of exactly its
-# length; Caffe's hdf5_load_string (src/caffe/util/hdf5.cpp) reads `size` bytes into a
-# C string and needs H5LTmake_dataset_string's NUL-terminated size + 1 (Caffe's own file:
-# |S36 NULLTERM), so it opens a garbled path.  Engineer "optim" owns the fix.
-_NUL = pytest.mark.xfail(strict=True, reason="optim.write_solverstate(hdf5=True): learned_net "
-                         "without the NUL terminator Caffe's hdf5_load_string needs")
-
-
 @pytest.mark.oracle
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["binary", pytest.param("hdf5", marks=_NUL)])
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_caffe_continues_from_our_snapshot(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
     sys.path.insert(0, str(ROOT_TOOLS.parent))
     from tools._chroot import chroot_workdir
