@@ -11,7 +11,8 @@ tools/make_layer_backward_goldens.py: `input/`, `topdiff/`, `data/`, `diff/`,
 (the weights file Caffe wrote, as bytes).  `carry_<lstm|rnn>.npz`: real pycaffe
 (tools/_chroot.py) runs four forwards in a row without expose_hidden (3, 3, 2, 3
 streams), to record the hidden state RecurrentLayer::Forward_cpu carries from one into
-the next, also across reshapes.
+the next, also across reshapes.  `solve_lstm_stack_net.npz`: `caffe-oracle solve`, 6 SGD
+iterations of the stacked net from Caffe's filled start.
 """
 from __future__ import annotations
 
@@ -181,8 +182,8 @@ def make(case: Case) -> str:
     return write_golden(GOLDEN, case.name, record)
 
 
-def _run(cmd: list[str]) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+def _run(cmd: list[str], cwd: Path | None = None) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=cwd)
     if proc.returncode != 0:
         raise RuntimeError(f"caffe-oracle failed:\n{proc.stderr[-2000:]}")
 
@@ -248,9 +249,56 @@ def make_carry(case: CarryCase) -> str:
     return write_golden(GOLDEN, case.name, record)
 
 
+SOLVER = """net: "net.prototxt"
+base_lr: 0.5
+momentum: 0.9
+weight_decay: 0.001
+lr_policy: "fixed"
+max_iter: 6
+display: 0
+snapshot_after_train: false
+random_seed: 1
+"""
+
+
+@dataclass(frozen=True)
+class SolveCase:
+    name: str
+    net: str  # the Case whose net and inputs it trains
+
+
+def make_solve(case: SolveCase) -> str:
+    """6 SGD iterations (momentum, weight decay) with `caffe-oracle solve`: the loss of
+    each, the start (`init`, Caffe's fillers) and the final params."""
+    net = next(c for c in CASES if c.name == case.net)
+    inputs = _inputs(net)
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        (t / "net.prototxt").write_text(net.prototxt)
+        (t / "solver.prototxt").write_text(SOLVER)
+        np.savez(t / "in.npz", **inputs)
+        _run([str(ORACLE), "solve", str(t / "solver.prototxt"), "--iters", "6",
+              "--inputs", str(t / "in.npz"), "--out", str(t / "out.npz"), "--seed", "1",
+              "--save-init", str(t / "w0.caffemodel")], cwd=t)  # net: relative to it
+        with np.load(t / "out.npz") as f:
+            got = {k: f[k] for k in f.files if k != "meta"}
+        record = {f"input/{k}": v for k, v in inputs.items()}
+        record.update(got)
+        record["init"] = np.frombuffer((t / "w0.caffemodel").read_bytes(), np.uint8)
+    record["meta"] = np.array(json.dumps({"case": case.name, "prototxt": net.prototxt,
+                                          "solver": SOLVER, "iters": 6}))
+    return write_golden(GOLDEN, case.name, record)
+
+
 def main() -> None:
     carry = [CarryCase("carry_lstm", "LSTM"), CarryCase("carry_rnn", "RNN")]
-    generate(CASES + carry, lambda c: make_carry(c) if isinstance(c, CarryCase) else make(c))
+    solve = [SolveCase("solve_lstm_stack_net", "lstm_stack_net")]
+
+    def make_any(c: Case | CarryCase | SolveCase) -> str:
+        if isinstance(c, CarryCase):
+            return make_carry(c)
+        return make_solve(c) if isinstance(c, SolveCase) else make(c)
+    generate(CASES + carry + solve, make_any)
 
 
 if __name__ == "__main__":

@@ -260,3 +260,25 @@ def test_live_oracle_stacked_lstm_rnn(oracle, tmp_path: Path) -> None:
     for layer in ("lstm", "rnn"):
         for i, p in enumerate(gm.get_submodule(layer).blob_tensors()):
             check(p.grad.numpy(), got[f"pdiff/{layer}/{i}"], f"param diff {layer}/{i}")
+
+
+def test_caffe_fx_solver_trains_as_caffe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """6 SGD iterations (momentum, weight decay) of the stacked LSTM net through
+    caffe_fx.Solver from Caffe's own start: each loss and the final params (1e-4)."""
+    meta, g = load("solve_lstm_stack_net")
+    monkeypatch.chdir(tmp_path)  # the solver's `net:` is relative, as in Caffe
+    Path("net.prototxt").write_text(meta["prototxt"])
+    Path("solver.prototxt").write_text(meta["solver"])
+    Path("w0.caffemodel").write_bytes(g["init"].tobytes())
+    feed = {k[6:]: v for k, v in g.items() if k.startswith("input/")}
+    solver = caffe_fx.Solver("solver.prototxt", weights="w0.caffemodel", inputs=lambda it: feed)
+    losses = []
+    for _ in range(meta["iters"]):
+        solver.step(1)
+        losses.append(solver.smoothed_loss)  # average_loss 1: this iteration's loss
+    assert relative_error(np.array(losses), g["loss"]) <= 1e-4, (losses, g["loss"])
+    for key in (k for k in g if k.startswith("param/")):
+        _, layer, i = key.split("/")
+        module = solver.net.get_submodule(solver.net.meta["caffe"].modules[layer])
+        got = module.blob_tensors()[int(i)].detach().numpy()
+        assert relative_error(got, g[key]) <= 1e-4, key
