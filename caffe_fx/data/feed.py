@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import CaffeFxError, DataSourceError, InputArrayError, InputError, ShapeError
 from ..proto import caffe_pb2
 from . import _images
+from ._db import Cursor
 from ._rng import MT19937, GlibcRand, caffe_shuffle, random_shuffle
 from ._transform import Transformer
 from .top_shapes import DATA_LAYER_TYPES, _words, data_top_shapes
@@ -110,54 +111,13 @@ class _Loader:
 
 # -- Data (LMDB / LevelDB) --------------------------------------------------------------
 
-class _Cursor:
-    """db::Cursor over an LMDB or LevelDB, opened in the thread that reads it."""
+def _cursor(ctx: _Context) -> Cursor:
+    """The layer's database, opened in the thread that reads it."""
+    p = ctx.layer.data_param
 
-    def __init__(self, ctx: _Context) -> None:
-        p = ctx.layer.data_param
-        self.source, self.lmdb = p.source, p.backend == caffe_pb2.DataParameter.LMDB
-        if self.lmdb:
-            import lmdb
-            self._env = lmdb.open(p.source, readonly=True, lock=False, readahead=False)
-            self._txn = self._env.begin(buffers=False)
-            self._cur = self._txn.cursor()
-            self._valid = self._cur.first()
-        else:
-            import plyvel
-            self._db = plyvel.DB(p.source, create_if_missing=False)
-            self._restart()
-
-    def _restart(self) -> None:
-        if self.lmdb:
-            self._valid = self._cur.first()
-        else:
-            self._it = self._db.iterator()
-            self._item = next(self._it, None)
-            self._valid = self._item is not None
-
-    def item(self) -> tuple[bytes, bytes]:
-        if self.lmdb:
-            return bytes(self._cur.key()), bytes(self._cur.value())
-        assert self._item is not None
-        return self._item
-
-    def next(self) -> None:
-        """DataLayer::Next's cursor move: past the last record back to the first."""
-        if self.lmdb:
-            self._valid = self._cur.next()
-        else:
-            self._item = next(self._it, None)
-            self._valid = self._item is not None
-        if not self._valid:
-            _LOG.info(_RESTART)
-            self._restart()
-
-    def close(self) -> None:
-        if self.lmdb:
-            self._txn.abort()
-            self._env.close()
-        else:
-            self._db.close()
+    def fail(problem: str, cause: Exception) -> Exception:
+        return DataSourceError(f"{ctx.who}: data_param.source = '{p.source}' {problem}")
+    return Cursor(p.source, p.backend, fail)
 
 
 class _DataLoader(_Loader):
@@ -170,7 +130,7 @@ class _DataLoader(_Loader):
         self.transform = Transformer(layer.transform_param, ctx.phase, ctx.who)
         self.transform.init_rand(caffe_rng)
         self.batch_size = layer.data_param.batch_size
-        cursor = _Cursor(ctx)
+        cursor = _cursor(ctx)
         try:
             key, value = cursor.item()
             first = self._record(key, value)
@@ -178,7 +138,7 @@ class _DataLoader(_Loader):
             cursor.close()
         self.transform.check(first.shape, self._what(key))
         self.transform.init_rand(caffe_rng)
-        self.cursor: _Cursor | None = None
+        self.cursor: Cursor | None = None
         self.offset = 0
         tp = layer.transform_param
         if (tp.force_color or tp.force_gray) and not _parse(value, ctx, key).encoded:
@@ -214,7 +174,7 @@ class _DataLoader(_Loader):
 
     def batch(self) -> dict[str, np.ndarray]:
         if self.cursor is None:
-            self.cursor = _Cursor(self.ctx)
+            self.cursor = _cursor(self.ctx)
         data: list[np.ndarray] = []
         labels = np.zeros(self.batch_size, np.float32)
         for i in range(self.batch_size):
@@ -237,7 +197,8 @@ class _DataLoader(_Loader):
 
     def _next(self) -> None:
         assert self.cursor is not None
-        self.cursor.next()
+        if not self.cursor.next():
+            _LOG.info(_RESTART)
         self.offset += 1
 
     def close(self) -> None:

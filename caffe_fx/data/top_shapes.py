@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 
 from ..errors import CALLER, DataSourceError, MissingDependencyError, NetDefinitionError, ShapeError
 from ..proto import caffe_pb2
+from ._db import Cursor
 
 Shape = tuple[int, ...]
 
@@ -138,48 +139,18 @@ def _first_record(ctx: _Layer) -> tuple[bytes, str]:
     if not os.path.exists(p.source):
         raise ctx.unreadable("data_param.source", p.source,
                              f"does not exist (data_param.backend = {backend})")
-    if p.backend == caffe_pb2.DataParameter.LMDB:
-        value = _lmdb_first(ctx, ctx.need("lmdb", "lmdb", what))
-    else:
-        value = _leveldb_first(ctx, ctx.need("plyvel", "plyvel", what))
+    module, package = ("lmdb", "lmdb") if p.backend == caffe_pb2.DataParameter.LMDB \
+        else ("plyvel", "plyvel")
+    ctx.need(module, package, what)
+    cursor = Cursor(p.source, p.backend, lambda problem, _: ctx.unreadable(
+        "data_param.source", p.source, problem))
+    try:
+        value = cursor.item()[1] if cursor.valid else None
+    finally:
+        cursor.close()
     if value is None:
         raise ctx.unreadable("data_param.source", p.source, f"is an empty {backend}")
     return value, what
-
-
-def _lmdb_first(ctx: _Layer, lmdb: Any) -> bytes | None:
-    # Caffe opens MDB_RDONLY; without the lock file nothing is written to the folder.
-    source = ctx.layer.data_param.source
-    try:
-        env = lmdb.open(source, readonly=True, lock=False, readahead=False)
-    except lmdb.Error as e:
-        raise ctx.unreadable("data_param.source", source,
-                             f"cannot be opened as an LMDB ({e})") from e
-    try:
-        with env.begin() as txn:
-            cursor = txn.cursor()
-            return bytes(cursor.value()) if cursor.first() else None
-    except lmdb.Error as e:
-        raise ctx.unreadable("data_param.source", source, f"cannot be read ({e})") from e
-    finally:
-        env.close()
-
-
-def _leveldb_first(ctx: _Layer, plyvel: Any) -> bytes | None:
-    # LevelDB has no read-only open: like Caffe's, this one may recover the log and take
-    # the LOCK file, so a database that a running Caffe holds is refused.
-    source = ctx.layer.data_param.source
-    try:
-        db = plyvel.DB(source, create_if_missing=False)
-    except plyvel.Error as e:
-        raise ctx.unreadable("data_param.source", source,
-                             f"cannot be opened as a LevelDB ({e})") from e
-    try:
-        return next(db.iterator(include_key=False), None)
-    except plyvel.Error as e:
-        raise ctx.unreadable("data_param.source", source, f"cannot be read ({e})") from e
-    finally:
-        db.close()
 
 
 def _datum_shape(ctx: _Layer, datum: caffe_pb2.Datum, what: str) -> Shape:
