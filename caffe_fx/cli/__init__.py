@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from ..errors import CaffeFxError
+from ..errors import CALLER, CaffeFxError
 
 # Subcommand name -> module in this package.  Modules are imported lazily so that
 # `caffe-fx --help` stays fast.
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module in COMMANDS.items():
+    for module in COMMANDS.values():
         try:
             mod = importlib.import_module(f"{__name__}.{module}")
         except ModuleNotFoundError as e:
@@ -57,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_list.insert(args_list.index(first), "convert")
     parser = build_parser()
     args = parser.parse_args(args_list)
+    token = CALLER.set("cli")  # advice in messages names this command line's flags
     try:
         return int(args.run(args) or 0)
     except CaffeFxError as e:
@@ -67,3 +68,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("caffe-fx: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        CALLER.reset(token)

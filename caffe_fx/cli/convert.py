@@ -12,8 +12,6 @@ import os
 import sys
 from pathlib import Path
 
-from .. import weights_io as wio
-
 EPILOG = """\
 output format (from OUT):
   .pt/.pth          a dict of tensors (torch.load(OUT, weights_only=True))
@@ -56,6 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def default_output(model: str) -> str:
+    from .. import weights_io as wio
+
     if wio.input_format(model) in wio.LAYER_FORMATS:
         return model.rstrip("/" + os.sep) + ".pt"
     p = Path(model.rstrip("/" + os.sep))
@@ -68,6 +68,8 @@ def default_output(model: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import weights_io as wio  # torch: not needed for --help
+
     model = args.model
     wio.input_format(model)  # a missing input is named before anything else
     out = args.output or default_output(model)

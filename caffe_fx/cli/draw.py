@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 from .._atomic import atomic_write
-from ..drawing import RANKDIRS, RENDERED_FORMATS, net_to_dot, render
 from ..errors import InputError
 from ._common import add_debug
 
 TEXT_FORMATS = ("dot", "gv")
+# drawing.RANKDIRS, spelled here so that --help does not import torch (a test checks).
+RANKDIRS = ("LR", "TB", "BT", "RL")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..drawing import RENDERED_FORMATS, net_to_dot, render  # torch: not for --help
+
     out = args.output
     fmt = "dot" if out == "-" else Path(out).suffix.lower().lstrip(".")
     if fmt not in TEXT_FORMATS + RENDERED_FORMATS:

@@ -14,15 +14,18 @@ import logging
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
-import torch
-from torch import fx
+from typing import TYPE_CHECKING
 
 from .._atomic import atomic_path, check_writable
-from ..compiler import compile
 from ..errors import ExportError, InputError, MissingDependencyError
 from ._common import add_net_arguments, input_shapes
+
+if TYPE_CHECKING:
+    import torch
+    from torch import fx
+
+# torch, numpy and the compiler are imported inside the functions that use them, so that
+# `caffe-fx export --help` answers without them.
 
 FORMATS = {".pt2": "torch.export", ".onnx": "ONNX", ".ts": "TorchScript"}
 # float32 programs that reorder or fuse ops may differ by rounding; more is a bug.
@@ -44,12 +47,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="out.pt2, out.onnx or out.ts")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--outputs", metavar="BLOB1,BLOB2", type=_blob_list, default=None,
+                   help="the blobs the program returns (Caffe's names; default: the net's "
+                        "outputs); what they do not need is left out")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random check input (default: 0)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..compiler import compile
+
     out = Path(args.output)
     suffix = out.suffix.lower()
     if suffix not in FORMATS:
@@ -59,10 +69,13 @@ def run(args: argparse.Namespace) -> int:
     if suffix == ".onnx":
         _require_onnx()
     gm = compile(args.prototxt, args.weights, phase=args.phase,
-                 input_shapes=input_shapes(args))
+                 input_shapes=input_shapes(args), outputs=args.outputs)
     inputs = random_inputs(gm, args.seed)
     with torch.no_grad():
         want = gm(**inputs)
+    if not want:  # never write a program that computes nothing
+        raise ExportError(f"{args.prototxt}: the net has no outputs to export; name the "
+                          "blobs to return with --outputs BLOB1,BLOB2")
     writer = {".pt2": _export_pt2, ".onnx": _export_onnx, ".ts": _export_ts}[suffix]
     with atomic_path(out, force=args.force) as tmp:
         got = writer(gm, inputs, tmp)
@@ -75,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
 def random_inputs(gm: fx.GraphModule, seed: int) -> dict[str, torch.Tensor]:
     """One standard-normal tensor per input, keyed by the forward's argument names."""
+    import torch
+
     shapes = gm.meta["caffe"].blob_shapes
     g = torch.Generator().manual_seed(seed)
     return {n.target: torch.randn(shapes[n.meta["caffe_blob"]], generator=g)
@@ -84,6 +99,8 @@ def random_inputs(gm: fx.GraphModule, seed: int) -> dict[str, torch.Tensor]:
 def compare(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor],
             what: str) -> dict[str, float]:
     """Max abs diff per output; raises ExportError when an output differs."""
+    import torch
+
     if list(got) != list(want):
         raise ExportError(f"the {what} program returns {list(got)}; expected {list(want)}")
     diffs = {}
@@ -102,6 +119,8 @@ def compare(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor],
 
 def _export_pt2(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
                 path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     ep = _guard("torch.export", lambda: torch.export.export(gm, (), inputs))
     # Open files, not names: torch.export wants a name ending in .pt2, and the
     # temporary file's does not.
@@ -115,6 +134,8 @@ def _export_pt2(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
 
 def _export_ts(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
                path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     def script() -> torch.jit.ScriptModule:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -131,6 +152,9 @@ def _export_ts(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
 
 def _export_onnx(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
                  path: Path) -> dict[str, torch.Tensor]:
+    import numpy as np
+    import torch
+
     def run_exporter() -> None:
         # The exporter reports its progress on stdout; keep the command's output clean.
         log = logging.getLogger("torch.onnx")
@@ -151,20 +175,39 @@ def _export_onnx(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
     except ImportError:
         from onnx.reference import ReferenceEvaluator
 
-        values = ReferenceEvaluator(str(path)).run(None, feed)
+        # The reference evaluator is slow and does not run every program (a top-k
+        # Accuracy over 1000 classes fails inside numpy); say what to install.
+        values = _guard("ONNX", lambda: ReferenceEvaluator(str(path)).run(None, feed),
+                        doing="check with onnx's reference evaluator",
+                        hint=" (onnxruntime is not installed; with pip install onnxruntime "
+                             "it runs the check instead)")
     else:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        values = session.run(None, feed)
+        def run_session() -> list:
+            session = onnxruntime.InferenceSession(str(path),
+                                                   providers=["CPUExecutionProvider"])
+            return session.run(None, feed)
+
+        values = _guard("ONNX", run_session, doing="check with onnxruntime")
     names = list(gm.meta["caffe"].outputs)
     return {k: torch.from_numpy(np.asarray(v)) for k, v in zip(names, values)}
 
 
-def _guard(what: str, fn: Callable):
+def _guard(what: str, fn: Callable, doing: str = "export", hint: str = ""):
+    """fn(), with whatever the exporter or runtime raises (many types) as one ExportError
+    line naming the step that failed; nothing is written then."""
     try:
         return fn()
-    except Exception as e:  # the exporters raise many types; name the path that failed
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ExportError(f"{what} export failed: {type(e).__name__}: {first}") from e
+    except Exception as e:
+        first = str(e).strip().splitlines()[0].rstrip(".") if str(e).strip() else "no message"
+        raise ExportError(f"{what} {doing} failed: {type(e).__name__}: {first}{hint}; "
+                          "nothing was written") from e
+
+
+def _blob_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r} names no blob; expected e.g. prob,fc7")
+    return names
 
 
 def _require_onnx() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..summary import format_table, summarize
 from ._common import add_net_arguments, input_shapes
 
 
@@ -23,6 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..summary import format_table, summarize  # torch: not needed for --help
+
     shapes = input_shapes(args)
     summary = summarize(args.prototxt, phase=args.phase, input_shapes=shapes)
     print(format_table(summary))
