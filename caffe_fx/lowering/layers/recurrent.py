@@ -1,7 +1,8 @@
 """RNN, LSTM (recurrent_param) and LSTMUnit: Caffe's recurrent layers, unrolled in time.
 
 Mirrors src/caffe/layers/{recurrent,rnn,lstm,lstm_unit}_layer.cpp.  Bottoms in Caffe's
-order: x (T, N, ...), cont (T, N) (0 starts a new sequence: the hidden state is
+order: x (T, N, ...; at least 3 axes, D = count from axis 2), cont (T, N) (0 starts a
+new sequence: the hidden state is
 multiplied by cont), an optional static input x_static (N, ...), and with
 `expose_hidden` h0 (and c0 for LSTM), each (1, N, num_output); tops h (RNN: o) of shape
 (T, N, num_output), then with `expose_hidden` hT (and cT), (1, N, num_output).
@@ -16,7 +17,8 @@ As in Caffe: no gradient reaches cont, nor h0/c0 (the unrolled net shares only t
 data), and the diffs of the hT/cT tops are ignored (their data is shared, not their
 diff); without `expose_hidden` each call starts from the h_T (c_T) the previous call
 ended with (zeros at first, as after `reset_state()`, Caffe's RecurrentLayer::Reset),
-RecurrentLayer::Forward_cpu's copy.  Unlike Caffe, T may change between calls (Caffe
+RecurrentLayer::Forward_cpu's copy, kept across a change of N as Caffe's blob keeps it
+(the first N * H values of its capacity).  Unlike Caffe, T may change between calls (Caffe
 fixes it at set-up); `debug_info` (logging of the unrolled net) has no effect.
 """
 from __future__ import annotations
