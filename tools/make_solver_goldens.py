@@ -1,7 +1,8 @@
 """Regenerates tests/golden/solvers/: real Caffe's training runs for caffe_fx.optim.
 
 For each case (every solver type, every lr_policy, L1/L2, iter_size 2, clip_gradients,
-param groups through lr_mult 0 / decay_mult 2 / a shared param / bias lr_mult 2), runs
+param groups through lr_mult 0 / decay_mult 2 / a shared param / bias lr_mult 2, and
+BatchNorm, whose statistics are learnable blobs of lr_mult 0 with AdaGrad history), runs
 `caffe-oracle solve CASE.solver.prototxt --iters 12` on two tiny nets with Input layers
 fed from inputs.npz; keeps the per-iteration loss and lr, the final params (CASE.npz),
 the starting weights (<net>_w0.caffemodel) and the solverstates Caffe snapshots at
@@ -58,6 +59,17 @@ layer {{ name: "ipb" type: "InnerProduct" bottom: "conv1" top: "ipb"
 layer {{ name: "sum" type: "Eltwise" bottom: "ipa" bottom: "ipb" top: "sum" }}
 layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "sum" bottom: "label" top: "loss" }}
 ''',
+    "bn": 'name: "bn"\n' + _INPUT + f'''\
+layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param {{ num_output: 4 kernel_size: 3 bias_term: false
+    weight_filler {{ type: "gaussian" std: 0.3 }} }} }}
+layer {{ name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" }}
+layer {{ name: "scale1" type: "Scale" bottom: "conv1" top: "conv1"
+  scale_param {{ bias_term: true }} }}
+layer {{ name: "ip1" type: "InnerProduct" bottom: "conv1" top: "ip1"
+  inner_product_param {{ num_output: 3 {_FILL} }} }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip1" bottom: "label" top: "loss" }}
+''',
 }
 # case -> (net, solver fields)
 CASES = {
@@ -77,6 +89,8 @@ CASES = {
     "adam_sigmoid_groups": ("groups", ('type: "Adam" base_lr: 0.01 momentum: 0.9 momentum2: 0.999 '
                             'delta: 1e-8 lr_policy: "sigmoid" gamma: 0.5 stepsize: 6 '
                             'weight_decay: 0.01')),
+    "adagrad_batchnorm": ("bn", ('type: "AdaGrad" base_lr: 0.05 lr_policy: "fixed" '
+                                 'weight_decay: 0.01')),
     "sgd_iter_size2": ("basic", ('type: "SGD" base_lr: 0.1 momentum: 0.9 lr_policy: "fixed" '
                        'iter_size: 2 weight_decay: 0.01')),
     "sgd_clip": ("basic", ('type: "SGD" base_lr: 0.1 momentum: 0.9 lr_policy: "fixed" '

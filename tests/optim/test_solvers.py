@@ -115,3 +115,16 @@ def test_caffe_resumes_from_our_solverstate(case: str, tmp_path) -> None:
         (given.iter, given.current_step, given.learned_net)
     for a, b in zip(ours.history, given.history, strict=True):
         close(a, b, 1e-5, f"{case} history")
+
+
+def test_batchnorm_statistics_are_learnable_blobs_of_lr_mult_0() -> None:
+    """Caffe keeps BatchNorm's mean/variance/factor in learnable_params_ (lr_mult 0):
+    they have AdaGrad history (from weight decay), so from_solver must keep them."""
+    gm, opt, _ = start("adagrad_batchnorm")
+    names = {id(t): n for n, t in [*gm.named_parameters(), *gm.named_buffers()]}
+    order = [names[id(p)] for p in opt.param_order]
+    assert order == ["conv1.weight", "bn1.mean", "bn1.variance", "bn1.scale_factor",
+                     "scale1.weight", "scale1.bias", "ip1.weight", "ip1.bias"]
+    caffe = read_solverstate(state_file("adagrad_batchnorm", 12)).history
+    assert all(np.abs(caffe[i]).max() > 0 for i in (1, 2, 3))
+    assert {(g["lr_mult"], len(g["params"])) for g in opt.param_groups} == {(0.0, 3), (1.0, 5)}
