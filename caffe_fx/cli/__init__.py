@@ -32,7 +32,8 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="caffe-fx",
-        description="Caffe models to PyTorch: convert weights, inspect, export and draw nets.",
+        description="Caffe models to PyTorch: convert weights, inspect, export and draw nets, "
+                    "and train, test and time them as Caffe's `caffe` tool does.",
     )
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback on errors")
