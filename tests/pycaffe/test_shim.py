@@ -281,10 +281,16 @@ def test_pip_install_puts_the_pth_into_site_packages(editable, tmp_path):
                     ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", PTH.name):
         shutil.copy(ROOT / name, src / name)
-    venv = tmp_path / "venv"  # pip and setuptools come from this environment
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages",
-                    str(venv)], check=True)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python_ = str(venv / "bin" / "python")
+    # pip and setuptools come from this environment (the test extra's setuptools, which
+    # builds wheels without `wheel`), not from whatever the base interpreter holds, which
+    # is what --system-site-packages would give a venv made from inside a venv.
+    nested = subprocess.run([python_, "-c", PURELIB], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    Path(nested, "_outer_environment.pth").write_text(
+        "".join(f"{p}\n" for p in site.getsitepackages()))
     proc = subprocess.run([python_, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
                            "--quiet", *(["-e"] if editable else []), str(src)],
                           capture_output=True, text=True, check=False)
