@@ -250,3 +250,12 @@ def test_other_seeds_equal_live_caffe(case: str, monkeypatch: pytest.MonkeyPatch
                 got = feed.next()
                 for top in c["tops"]:
                     np.testing.assert_array_equal(got[top], want[f"{case}/{i}/{top}"])
+
+
+def test_restart_is_logged_as_caffe_logs_it(golden: Path, caplog: pytest.LogCaptureFixture
+                                            ) -> None:
+    with caplog.at_level("INFO", logger="caffe_fx.data"), \
+            open_feed(_case("lmdb_one_top"), phase=caffe_pb2.TEST, where="n") as feed:
+        feed.next()
+        feed.next()  # 3 records in batches of 2: the cursor wrapped
+    assert "Restarting data prefetching from start." in caplog.messages
