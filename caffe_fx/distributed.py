@@ -157,15 +157,29 @@ def _entry(index: int, fn: Callable[..., Any], world: int, port: int,
 
 
 def launch(fn: Callable[..., Any], nprocs: int, *, devices: Sequence[int] | None = None,
-           args: tuple = ()) -> None:
+           args: tuple = ()) -> list[int]:
     """Runs `fn(rank, world_size, device, *args)` in `nprocs` new processes joined in one
     process group: gloo on the CPU, or NCCL with process i on CUDA device `devices[i]`.
-    `fn` must be importable (a module-level function).  Raises
-    torch.multiprocessing's ProcessRaisedException / ProcessExitedException when a
-    process fails."""
+    `fn` must be importable (a module-level function).  Waits for every process (none is
+    killed when another fails, so the root can finish writing a snapshot) and returns
+    their exit codes, rank order.  SIGINT is left to the processes meanwhile: each acts on
+    it as its solver's effect says."""
+    import signal
+    import threading
+
     import torch.multiprocessing as mp
 
     if devices is not None and len(devices) != nprocs:
         raise ValueError(f"launch: {nprocs} processes for {len(devices)} devices")
-    mp.spawn(_entry, args=(fn, nprocs, _free_port(), list(devices) if devices else None,
-                           args), nprocs=nprocs, join=True)
+    ctx = mp.start_processes(_entry, args=(fn, nprocs, _free_port(),
+                                           list(devices) if devices else None, args),
+                             nprocs=nprocs, join=False, start_method="spawn")
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        for process in ctx.processes:
+            process.join()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+    return [int(p.exitcode) if p.exitcode is not None else 1 for p in ctx.processes]

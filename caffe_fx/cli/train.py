@@ -91,23 +91,18 @@ def run(args: argparse.Namespace) -> int:
           f"Use CPU: {world} processes (gloo)", flush=True)
     worker_args = argparse.Namespace(**{k: v for k, v in vars(args).items()
                                         if k not in ("run", "_parser")})
-    try:
-        distributed.launch(_worker, world, devices=gpus or None, args=(worker_args,))
-    except Exception as e:  # a process failed; it printed its own error line
-        import torch.multiprocessing as mp
-
-        if isinstance(e, mp.ProcessExitedException):
-            return e.exit_code if e.exit_code in (1, 130) else 1
-        if isinstance(e, mp.ProcessRaisedException):
-            print(f"caffe-fx train: error: a training process failed:\n{e}", file=sys.stderr)
-            return 1
-        raise
-    return 0
+    codes = distributed.launch(_worker, world, devices=gpus or None, args=(worker_args,))
+    if codes[0] == 0 and any(codes[1:]):
+        # the root finished (or stopped on a signal, snapshot written); a rank blocked in
+        # a collective the root no longer joins ends with an error: the run is the root's
+        print(f"caffe-fx train: rank 0 finished; the other processes exited with {codes[1:]}",
+              file=sys.stderr)
+    return codes[0] if codes[0] in (0, 1, 130) else 1
 
 
 def _worker(rank: int, world: int, device: Any, args: argparse.Namespace) -> None:
-    """One spawned process: a caffe_fx error or an interrupt ends it with the CLI's code
-    (rank 0 prints the line), so the launcher can report it."""
+    """One spawned process: ends with the CLI's exit code (0, 1 for a caffe_fx error or a
+    failure, 130 interrupted); rank 0 prints the error line, others a short one."""
     from ..errors import CaffeFxError
 
     try:
@@ -120,6 +115,12 @@ def _worker(rank: int, world: int, device: Any, args: argparse.Namespace) -> Non
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as e:
+        if rank == 0 or getattr(args, "debug", False):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"caffe-fx train: rank {rank}: {first}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 class _Progress:
@@ -191,9 +192,13 @@ def _train(rank: int, world: int, device: Any, args: argparse.Namespace) -> None
             print("Use CPU." if device is None or device.type == "cpu"
                   else f"Using GPUs {device.index}", flush=True)
         weights = [w for w in args.weights.split(",") if w] or None
+        # Only the root acts on signals, as only Caffe's root solver has the action
+        # function; the others would snapshot over its files or stop out of step.
+        root = rank == 0
         solver = Solver(_solver_param(args), weights=weights,
                         device=device if device is not None or world > 1 else None,
-                        on_sigint=args.sigint_effect, on_sighup=args.sighup_effect)
+                        on_sigint=args.sigint_effect if root else "none",
+                        on_sighup=args.sighup_effect if root else "none")
         try:
             if args.snapshot:
                 if rank == 0:

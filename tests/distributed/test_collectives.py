@@ -17,7 +17,7 @@ LAUNCH = """
 import sys
 from caffe_fx import distributed
 from tests.distributed._workers import collectives
-distributed.launch(collectives, 2, args=(sys.argv[1],))
+sys.exit(max(distributed.launch(collectives, 2, args=(sys.argv[1],))))
 """
 
 

@@ -62,3 +62,27 @@ def test_torchrun_joins_from_the_environment(tmp_path: Path) -> None:
     assert out.count("Iteration 0, Testing net (#0)") == 1
     assert_weights(work / "snap" / "solver_iter_8.caffemodel",
                    GOLDEN / "trained_iter2.caffemodel", 1e-4)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_root_with_a_snapshot(tmp_path: Path) -> None:
+    """Ctrl-C reaches every process of the group: the root snapshots and stops (its
+    -sigint_effect), the others end with it, and the run exits 0 as the root did."""
+    import signal
+
+    work = workdir(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "caffe_fx", "train", "-solver",
+                             "solver.prototxt", "-weights", "init.caffemodel", "--procs", "2",
+                             "-iterations", "1000000"], cwd=work, start_new_session=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("Iteration 4, lr"):
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    rest, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert "Optimization stopped early." in rest.splitlines()
+    snaps = sorted(os.listdir(work / "snap"))
+    assert len(snaps) == 2 and all(s.startswith("solver_iter_") for s in snaps)
