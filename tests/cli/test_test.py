@@ -11,15 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import caffe_fx.data
 from caffe_fx.cli import main
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "cli"
 NUMBER = re.compile(r"-?\d+(\.\d+)?(e[-+]\d+)?")
-
-needs_feed = pytest.mark.skipif(not hasattr(caffe_fx.data, "open_feed"),
-                                reason="caffe_fx.data.open_feed (the batch reader) is not built yet")
-
 
 def assert_lines_match(got: list[str], want: list[str]) -> None:
     assert [NUMBER.sub("#", x) for x in got] == [NUMBER.sub("#", x) for x in want]
@@ -28,7 +23,6 @@ def assert_lines_match(got: list[str], want: list[str]) -> None:
             assert float(x[0]) == pytest.approx(float(y[0]), rel=1e-5, abs=1e-6), (a, b)
 
 
-@needs_feed
 def test_scores_are_caffes(capsys: pytest.CaptureFixture[str],
                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(GOLDEN)  # the net's HDF5 list and files are relative to it
@@ -40,7 +34,6 @@ def test_scores_are_caffes(capsys: pytest.CaptureFixture[str],
     assert_lines_match(got[1:], want)
 
 
-@needs_feed
 def test_gflags_spellings(capsys: pytest.CaptureFixture[str],
                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(GOLDEN)
