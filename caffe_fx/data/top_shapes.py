@@ -425,7 +425,7 @@ def _tokens(ctx: _Layer, field: str, path: str) -> Generator[str, None, None]:
     """The whitespace-separated words of a file, read as `ifstream >> string` reads them,
     a chunk at a time."""
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 - _words closes it
     except OSError as e:
         raise ctx.unreadable(field, path, f"cannot be opened ({e.strerror or e})") from e
     return _words(f)

@@ -17,8 +17,13 @@ import pytest
 
 import caffe_fx
 import caffe_fx.pycaffe as caffe
-from caffe_fx.errors import (DataSourceError, InputError, MissingDependencyError,
-                             NetDefinitionError, ShapeError)
+from caffe_fx.errors import (
+    DataSourceError,
+    InputError,
+    MissingDependencyError,
+    NetDefinitionError,
+    ShapeError,
+)
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "data"
 SHAPES = json.loads((GOLDEN / "shapes.json").read_text())
@@ -27,42 +32,42 @@ CASES = [(case, phase) for case, phases in SHAPES.items() for phase in phases]
 
 # Each net Caffe refuses: what caffe_fx raises (Caffe's own line is in errors.json).
 REFUSED = {
-    "err_lmdb_missing": (DataSourceError, r"layer 'data' \(Data\) reads its data from files: "
+    "err_lmdb_missing": (DataSourceError, (r"layer 'data' \(Data\) reads its data from files: "
                          r"data_param.source = 'db/nope_lmdb' does not exist \(data_param."
                          r"backend = LMDB\); relative paths are read from the current folder, "
                          r".*, as Caffe reads them; give the tops' shapes with input_shapes=\{'data': \(2, C, H, W\), "
-                         r"'label': \(2,\)\} instead"),
-    "err_leveldb_missing": (DataSourceError, r"data_param.source = 'db/nope_leveldb' does not "
-                            r"exist \(data_param.backend = LEVELDB\)"),
-    "err_crop_too_big": (ShapeError, r"layer 'data' \(Data\): transform_param.crop_size = 11 "
+                         r"'label': \(2,\)\} instead")),
+    "err_leveldb_missing": (DataSourceError, (r"data_param.source = 'db/nope_leveldb' does not "
+                            r"exist \(data_param.backend = LEVELDB\)")),
+    "err_crop_too_big": (ShapeError, (r"layer 'data' \(Data\): transform_param.crop_size = 11 "
                          r"is larger than the first record of the LMDB at data_param.source = "
-                         r"'db/rgb_lmdb', 12 x 10 \(height x width\)"),
+                         r"'db/rgb_lmdb', 12 x 10 \(height x width\)")),
     "err_encoded_force_both": (NetDefinitionError, r"force_color and force_gray are both set"),
-    "err_image_list_empty": (DataSourceError, r"image_data_param.source = 'lists/empty.txt' "
-                             r"is empty \(Caffe: File is empty\)"),
-    "err_image_list_missing": (DataSourceError, r"image_data_param.source = 'lists/nope.txt' "
-                               r"cannot be opened \(No such file or directory\)"),
-    "err_image_missing": (DataSourceError, r"image_data_param.source = 'lists/missing.txt' "
-                          r"lists first the image 'images/nope.png', which cannot be read"),
-    "err_image_new_height_only": (NetDefinitionError, r"layer 'data' \(ImageData\): image_data"
+    "err_image_list_empty": (DataSourceError, (r"image_data_param.source = 'lists/empty.txt' "
+                             r"is empty \(Caffe: File is empty\)")),
+    "err_image_list_missing": (DataSourceError, (r"image_data_param.source = 'lists/nope.txt' "
+                               r"cannot be opened \(No such file or directory\)")),
+    "err_image_missing": (DataSourceError, (r"image_data_param.source = 'lists/missing.txt' "
+                          r"lists first the image 'images/nope.png', which cannot be read")),
+    "err_image_new_height_only": (NetDefinitionError, (r"layer 'data' \(ImageData\): image_data"
                                   r"_param.new_height = 5 and new_width = 0: Caffe requires "
-                                  r"both set \(> 0\) or neither"),
-    "err_image_one_top": (NetDefinitionError, r"layer 'data' \(ImageData\): has 1 tops; "
-                          r"allowed: exactly 2"),
-    "err_hdf5_list_missing": (DataSourceError, r"hdf5_data_param.source = 'hdf5/nope.txt' "
-                              r"cannot be opened.*input_shapes=\{'data': \(2, \.\.\.\)\}"),
-    "err_hdf5_no_dataset": (DataSourceError, r"lists first 'hdf5/train0.h5', which has no "
+                                  r"both set \(> 0\) or neither")),
+    "err_image_one_top": (NetDefinitionError, (r"layer 'data' \(ImageData\): has 1 tops; "
+                          r"allowed: exactly 2")),
+    "err_hdf5_list_missing": (DataSourceError, (r"hdf5_data_param.source = 'hdf5/nope.txt' "
+                              r"cannot be opened.*input_shapes=\{'data': \(2, \.\.\.\)\}")),
+    "err_hdf5_no_dataset": (DataSourceError, (r"lists first 'hdf5/train0.h5', which has no "
                             r"dataset 'nope' \(each top reads the dataset named after it; it "
-                            r"has: \['data', 'extra', 'label'\]\)"),
-    "err_hdf5_rows": (ShapeError, r"dataset 'label' of 'hdf5/rows.h5' has 4 rows but 'data' "
-                      r"has 5"),
-    "err_hdf5_transform": (NetDefinitionError, r"layer 'data' \(HDF5Data\): transform_param "
-                           r"is set, but HDF5Data does not transform data"),
-    "err_memory_zero_channels": (NetDefinitionError, r"memory_data_param batch_size = 5, "
+                            r"has: \['data', 'extra', 'label'\]\)")),
+    "err_hdf5_rows": (ShapeError, (r"dataset 'label' of 'hdf5/rows.h5' has 4 rows but 'data' "
+                      r"has 5")),
+    "err_hdf5_transform": (NetDefinitionError, (r"layer 'data' \(HDF5Data\): transform_param "
+                           r"is set, but HDF5Data does not transform data")),
+    "err_memory_zero_channels": (NetDefinitionError, (r"memory_data_param batch_size = 5, "
                                  r"channels = 0, height = 3, width = 4; Caffe requires all "
-                                 r"four specified and positive"),
-    "err_window_no_crop": (NetDefinitionError, r"layer 'data' \(WindowData\): transform_param."
-                           r"crop_size = 0; WindowData crops .* requires it > 0"),
+                                 r"four specified and positive")),
+    "err_window_no_crop": (NetDefinitionError, (r"layer 'data' \(WindowData\): transform_param."
+                           r"crop_size = 0; WindowData crops .* requires it > 0")),
 }
 
 
