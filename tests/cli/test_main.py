@@ -152,8 +152,9 @@ layer { name: "sil" type: "Silence" bottom: "conv" bottom: "conv2" }
 
 
 def test_export_outputs_picks_the_blobs(capsys, tmp_path):
-    import caffe_fx
     import torch
+
+    import caffe_fx
 
     net = tmp_path / "s.prototxt"
     net.write_text(SILENCED_NET)
