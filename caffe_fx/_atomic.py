@@ -6,8 +6,8 @@ one, never a torn one.  Caffe itself writes in place (WriteProtoToBinaryFile in
 src/caffe/util/io.cpp); this is the safer behaviour the project asks for.  Temporary
 names carry the writer's process id (`.<name>.<pid>.<random>.tmp`): a writer killed
 mid-write leaves one behind, and the next write to that target removes it once that
-process is gone.  A system error while writing (a read-only or missing folder that
-cannot be made, a full disk) is a WriteError naming the path.
+process is gone.  A system error while writing (a read-only or missing folder, a full
+disk) is a WriteError naming the path.
 """
 from __future__ import annotations
 
@@ -68,11 +68,13 @@ def clean_stale(target: Path) -> list[Path]:
 
 
 def _prepare(p: Path) -> str:
-    """Makes the target's folder and cleans stale temporaries; the temp-name prefix."""
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise WriteError(f"{p}: cannot make the folder {p.parent}: {e.strerror or e}") from e
+    """Checks the target's folder and cleans stale temporaries; the temp-name prefix.
+    A missing folder is an error, not made: a mistyped path must not grow folders."""
+    folder = p.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise WriteError(f"{p}: cannot write it: the folder {folder} {what}; make it first "
+                         "or write somewhere else")
     clean_stale(p)
     return f".{p.name}.{os.getpid()}."
 

@@ -171,3 +171,14 @@ def test_export_outputs_picks_the_blobs(capsys, tmp_path):
                                    str(tmp_path / "t.pt2"), "--outputs", "nope"])
     assert line.startswith("caffe-fx export: error: ") and "'nope'" in line
     assert not (tmp_path / "t.pt2").exists()
+
+
+def test_writing_into_a_missing_folder_is_one_line(capsys, tmp_path):
+    """Issue #12: a missing output folder is one line and exit 1; no folder is made."""
+    weights = ROOT / "tests" / "golden" / "convert" / "small.caffemodel"
+    target = tmp_path / "missing" / "w.pt"
+    assert main(["convert", str(weights), "-o", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"caffe-fx convert: error: {target}: cannot write it: the folder "
+                   f"{target.parent} does not exist; make it first or write somewhere else\n")
+    assert not target.parent.exists()

@@ -346,14 +346,18 @@ def test_save_into_a_read_only_folder(tmp_path):
         ro.chmod(0o700)
 
 
-def test_save_where_the_folder_cannot_be_made(tmp_path):
+def test_save_into_a_missing_folder_is_an_error(tmp_path):
+    """Issue #12: a missing output folder is a caffe_fx error, never a folder made from a
+    mistyped path; nothing is left behind."""
     gm = caffe_fx.compile(IP)
     (tmp_path / "file").write_text("x")
-    with strict_raises(errors.WriteError, r"cannot make the folder .*file/sub"):
+    with strict_raises(errors.WriteError, r"the folder .*file/sub does not exist"):
         caffe_fx.save_caffemodel(tmp_path / "file" / "sub" / "w.caffemodel", gm)
-    # a missing folder that can be made is made
-    out = caffe_fx.save_caffemodel(tmp_path / "new" / "w.caffemodel", gm)
-    assert out.exists()
+    with strict_raises(errors.WriteError, r"the folder .*new does not exist; make it first"):
+        caffe_fx.save_caffemodel(tmp_path / "new" / "w.caffemodel", gm)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    (tmp_path / "new").mkdir()
+    assert caffe_fx.save_caffemodel(tmp_path / "new" / "w.caffemodel", gm).exists()
 
 
 def test_stale_temporaries_of_a_dead_writer_are_cleaned(tmp_path):
