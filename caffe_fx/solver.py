@@ -26,7 +26,7 @@ import torch
 from torch import fx
 
 from . import binding, pipeline
-from .errors import DeviceError, InputError, NetDefinitionError, ProtoError
+from .errors import CALLER, DeviceError, InputError, NetDefinitionError, ProtoError
 from .frontend.read import read_net
 from .proto import caffe_pb2
 
@@ -162,8 +162,10 @@ def resolve_device(device: str | torch.device | None, param: caffe_pb2.SolverPar
         what = f"Solver(device={device!r})"
     if dev.type == "cuda":
         if not torch.cuda.is_available():
+            fix = ("set `solver_mode: CPU` in the solver file" if CALLER.get() == "cli"
+                   and device is None else "use device='cpu'")
             raise DeviceError(f"{what}: CUDA is not available on this machine (no CUDA device "
-                              "or a CPU-only torch build); use device='cpu'")
+                              f"or a CPU-only torch build); {fix}")
         index = dev.index or 0
         if index >= torch.cuda.device_count():
             raise DeviceError(f"{what}: no CUDA device {index}; allowed: 0 to "

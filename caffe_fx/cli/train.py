@@ -189,8 +189,15 @@ def _train(rank: int, world: int, device: Any, args: argparse.Namespace) -> None
         log.setLevel(logging.WARNING)
     try:
         if rank == 0 and world == 1:
-            print("Use CPU." if device is None or device.type == "cpu"
-                  else f"Using GPUs {device.index}", flush=True)
+            # tools/caffe.cpp: without -gpu, the solver file's solver_mode GPU (device_id)
+            # picks the device; "Use CPU." only when it is the CPU.
+            from ..optim import read_solver
+            from ..solver import resolve_device
+            param = _solver_param(args)
+            used = resolve_device(device, read_solver(param) if isinstance(param, str)
+                                  else param, args.solver)
+            print("Use CPU." if used.type == "cpu" else f"Using GPUs {used.index}",
+                  flush=True)
         weights = [w for w in args.weights.split(",") if w] or None
         # Only the root acts on signals, as only Caffe's root solver has the action
         # function; the others would snapshot over its files or stop out of step.

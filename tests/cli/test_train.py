@@ -184,3 +184,22 @@ def test_sigint_effect(tmp_path: Path, effect: str) -> None:
     else:
         assert lines[-1] == "Optimization Done."
         assert snaps == ["solver_iter_60.caffemodel", "solver_iter_60.solverstate"]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_solver_mode_gpu_without_cuda_says_how_in_solver_file_terms(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """As tools/caffe.cpp, no -gpu lets the file's `solver_mode: GPU` pick the device; on a
+    machine without CUDA that is one line naming the file's fields and the fix, and "Use
+    CPU." is not printed first."""
+    monkeypatch.chdir(workdir(tmp_path))
+    text = Path("solver.prototxt").read_text()
+    Path("gpu_solver.prototxt").write_text(text + "\nsolver_mode: GPU\ndevice_id: 0\n")
+    assert main(["train", "-solver", "gpu_solver.prototxt"]) == 1
+    captured = capsys.readouterr()
+    assert "Use CPU." not in captured.out
+    assert captured.err == (
+        "caffe-fx train: error: gpu_solver.prototxt: solver_mode = GPU, device_id = 0: CUDA is "
+        "not available on this machine (no CUDA device or a CPU-only torch build); set "
+        "`solver_mode: CPU` in the solver file\n")
