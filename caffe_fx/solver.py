@@ -26,6 +26,7 @@ import torch
 from torch import fx
 
 from . import binding, pipeline
+from .data.top_shapes import READS_BATCHES
 from .errors import CALLER, DeviceError, InputError, NetDefinitionError, ProtoError
 from .frontend.read import read_net
 from .proto import caffe_pb2
@@ -259,8 +260,12 @@ class _GraphRunner:
         self.output_names = [b for b in outs if b not in automatic]
         self.weights = loss_weights(prepared.net)
         wanted = outs + [b for b in self.weights if b not in outs]
-        built = pipeline.lower(prepared, outputs=wanted,
-                               python_layers={} if trust_python_layers else None)
+        token = READS_BATCHES.set(True)  # its data layers are read, not given shapes
+        try:
+            built = pipeline.lower(prepared, outputs=wanted,
+                                   python_layers={} if trust_python_layers else None)
+        finally:
+            READS_BATCHES.reset(token)
         binding.bind(built, prepared.net, None, self.where)
         self.slots = binding.slots_of(built, prepared.net)
         gm = built.gm

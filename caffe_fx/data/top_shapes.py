@@ -13,6 +13,7 @@ import io
 import os
 from collections.abc import Callable, Generator
 from types import ModuleType
+from contextvars import ContextVar
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -28,6 +29,11 @@ DATA_LAYER_TYPES = frozenset({"Data", "ImageData", "HDF5Data", "MemoryData", "Wi
 # EXIF orientations that turn the image a quarter: OpenCV (4.x, which Caffe links) applies
 # them when it decodes JPEGs to colour or grey (imread, imdecode with flags 0 or 1), not
 # when it decodes them unchanged (imdecode(-1), DecodeDatumToCVMatNative).
+# True while a net that reads its batches is built (the pycaffe facade's Net, caffe_fx.Solver):
+# their callers cannot give shapes instead, so data-layer errors do not suggest
+# input_shapes= (or the CLI's --input-shape) there.
+READS_BATCHES: ContextVar[bool] = ContextVar("caffe_fx_reads_batches", default=False)
+
 _QUARTER_TURNS = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION = 0x0112
 
@@ -39,7 +45,7 @@ class _Layer:
                  advise: bool = True) -> None:
         self.layer = layer
         self.where = where
-        self.advise = advise
+        self.advise = advise and not READS_BATCHES.get()
         self.who = f"{where}: layer '{layer.name}' ({layer.type})"
 
     def advice(self, lead: str = "; ") -> str:

@@ -20,6 +20,7 @@ import torch
 from torch import fx
 
 from .. import binding, pipeline
+from ..data.top_shapes import READS_BATCHES
 from ..errors import (
     BlobNameError,
     DeviceError,
@@ -218,9 +219,13 @@ class Net:
 
     def _build(self, shapes: Mapping[str, Sequence[int]] | None
                ) -> tuple[fx.GraphModule, list[tuple[LayerView, CaffeModule]]]:
-        built = pipeline.lower(
-            self._prepared, input_shapes=shapes, outputs=list(self._graph.graph["blobs"]),
-            python_layers=self._python_layers)  # type: ignore[arg-type]
+        token = READS_BATCHES.set(True)  # its data layers are read, not given shapes
+        try:
+            built = pipeline.lower(
+                self._prepared, input_shapes=shapes, outputs=list(self._graph.graph["blobs"]),
+                python_layers=self._python_layers)  # type: ignore[arg-type]
+        finally:
+            READS_BATCHES.reset(token)
         gm, modules = built.gm, list(built.modules)
         if self._net.state.phase == caffe_pb2.TEST:
             gm.eval()

@@ -77,6 +77,17 @@ def test_bad_solver_is_refused(case: str, api: str, work: Path) -> None:
             caffe.get_solver(path)
     if not case.startswith("data_"):  # a data layer's error names the net file and layer
         assert str(path) in str(got.value)
+    # The solvers read their batches: no advice to give shapes instead, which they don't take.
+    assert "input_shapes" not in str(got.value) and "--input-shape" not in str(got.value)
+
+
+def test_only_compile_suggests_input_shapes_for_a_missing_source(work: Path) -> None:
+    (work / "hdf5.prototxt").write_text(HDF5_NET)
+    with pytest.raises(DataSourceError) as got:
+        caffe.Net(str(work / "hdf5.prototxt"), caffe.TRAIN)
+    assert "missing_list.txt" in str(got.value) and "input_shapes" not in str(got.value)
+    with pytest.raises(DataSourceError, match=r"give the tops' shapes with input_shapes=\{"):
+        caffe_fx.compile(work / "hdf5.prototxt", phase="train")
 
 
 def test_input_blobs_without_inputs(work: Path) -> None:
