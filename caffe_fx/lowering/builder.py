@@ -25,6 +25,8 @@ from torch import fx, nn
 from ..errors import (CaffeFxError, InputError, NetDefinitionError, ShapeError,
                       UnsupportedLayerError)
 from ..frontend.graph import Value
+from ..ops.eltwise import eltwise_add
+from ..ops.shape import caffe_concat
 from ..proto import caffe_pb2
 from .naming import Namer
 from .registry import IDENTITY, Call, CaffeModule, LayerSpec, LayerView, check_fields, lookup
@@ -379,7 +381,7 @@ def _relu_in_place(gm: fx.GraphModule) -> None:
         if not isinstance(src, fx.Node) or len(src.users) != 1:
             continue
         if src.op == "call_module" or (src.op == "call_function"
-                                       and src.target in (torch.add, torch.cat)):
+                                       and src.target in (torch.add, eltwise_add, caffe_concat)):
             node.target = torch.relu_
 
 

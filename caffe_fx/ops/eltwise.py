@@ -13,11 +13,39 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ._shape_check import dims, wrong_shape
 from .caffe_grad import caffe_grad
 
 
+def _same_shapes(xs: List[Tensor], layer: str) -> None:
+    # EltwiseLayer::Reshape: CHECK(bottom[0]->shape() == bottom[i]->shape()).
+    for i in range(1, len(xs)):
+        if xs[i].shape != xs[0].shape:
+            wrong_shape(layer, "Eltwise", "bottom[" + str(i) + "] of shape " + dims(xs[i])
+                        + " does not match bottom[0] of shape " + dims(xs[0])
+                        + " (all bottoms must have the same shape, no broadcasting)",
+                        "bottom[0]->shape() == bottom[i]->shape()")
+
+
 @torch.fx.wrap
-def eltwise_sum(xs: List[Tensor], coeff: List[float]) -> Tensor:
+def eltwise_add(a: Tensor, b: Tensor, layer: str = "") -> Tensor:
+    """Two bottoms, SUM without coefficients: torch.add after Caffe's shape check."""
+    if a.shape != b.shape:
+        _same_shapes([a, b], layer)
+    return torch.add(a, b)
+
+
+@torch.fx.wrap
+def eltwise_mul(a: Tensor, b: Tensor, layer: str = "") -> Tensor:
+    """Two bottoms, PROD: torch.mul after Caffe's shape check."""
+    if a.shape != b.shape:
+        _same_shapes([a, b], layer)
+    return torch.mul(a, b)
+
+
+@torch.fx.wrap
+def eltwise_sum(xs: List[Tensor], coeff: List[float], layer: str = "") -> Tensor:
+    _same_shapes(xs, layer)
     y = xs[0] * coeff[0]
     for i in range(1, len(xs)):
         y = y + xs[i] * coeff[i]
@@ -25,7 +53,8 @@ def eltwise_sum(xs: List[Tensor], coeff: List[float]) -> Tensor:
 
 
 @torch.fx.wrap
-def eltwise_prod(xs: List[Tensor]) -> Tensor:
+def eltwise_prod(xs: List[Tensor], layer: str = "") -> Tensor:
+    _same_shapes(xs, layer)
     y = xs[0] * xs[1]
     for i in range(2, len(xs)):
         y = y * xs[i]
@@ -70,7 +99,8 @@ class CaffeEltwiseMax(torch.autograd.Function):
 
 
 @torch.fx.wrap
-def eltwise_max(xs: List[Tensor]) -> Tensor:
+def eltwise_max(xs: List[Tensor], layer: str = "") -> Tensor:
+    _same_shapes(xs, layer)
     if not torch.jit.is_scripting():
         if caffe_grad(*xs):
             return CaffeEltwiseMax.apply(*xs)

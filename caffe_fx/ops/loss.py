@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ._shape_check import dims, wrong_shape
 from .caffe_grad import caffe_grad
 
 # TorchScript cannot read module-level floats, so the two clamps are written inline:
@@ -27,6 +28,25 @@ def _numel(shape: List[int]) -> int:
     for d in shape:
         n *= d
     return n
+
+
+def _first_dims(x: Tensor, label: Tensor, layer: str, kind: str) -> None:
+    # LossLayer::Reshape: CHECK_EQ(bottom[0]->shape(0), bottom[1]->shape(0)).
+    if x.shape[0] != label.shape[0]:
+        wrong_shape(layer, kind, "bottoms of shape " + dims(x) + " and " + dims(label)
+                    + " differ in the first dimension",
+                    "The data and label should have the same first dimension.")
+
+
+def _label_count(x: Tensor, label: Tensor, axis: int, layer: str, kind: str) -> None:
+    # SoftmaxWithLoss/InfogainLoss/Accuracy::Reshape: CHECK_EQ(outer_num_ * inner_num_,
+    # bottom[1]->count()).
+    want = _numel(x.shape[:axis]) * _numel(x.shape[axis + 1:])
+    if want != label.numel():
+        wrong_shape(layer, kind, "label of shape " + dims(label) + " holds "
+                    + str(label.numel()) + " values; the prediction of shape " + dims(x)
+                    + " with axis " + str(axis) + " needs outer * inner = " + str(want),
+                    "Number of labels must match number of predictions")
 
 
 def _valid(label: Tensor, ignore_label: Optional[int]) -> Tuple[Tensor, Tensor]:
@@ -115,17 +135,19 @@ class CaffeSoftmaxLoss(torch.autograd.Function):
 
 @torch.fx.wrap
 def softmax_loss(x: Tensor, label: Tensor, axis: int, ignore_label: Optional[int],
-                 normalization: str) -> Tensor:
+                 normalization: str, layer: str = "") -> Tensor:
     """SoftmaxWithLoss (softmax_loss_layer.cpp):
     -sum_valid log(max(p_label, FLT_MIN)) / normalizer."""
-    loss, _ = softmax_loss_with_prob(x, label, axis, ignore_label, normalization)
+    loss, _ = softmax_loss_with_prob(x, label, axis, ignore_label, normalization, layer)
     return loss
 
 
 @torch.fx.wrap
 def softmax_loss_with_prob(x: Tensor, label: Tensor, axis: int, ignore_label: Optional[int],
-                           normalization: str) -> Tuple[Tensor, Tensor]:
+                           normalization: str, layer: str = "") -> Tuple[Tensor, Tensor]:
     """SoftmaxWithLoss with its second top, the softmax probabilities."""
+    _first_dims(x, label, layer, "SoftmaxWithLoss")
+    _label_count(x, label, axis, layer, "SoftmaxWithLoss")
     if not torch.jit.is_scripting():
         if caffe_grad(x):
             return CaffeSoftmaxLoss.apply(x, label, axis, ignore_label, normalization)
@@ -134,10 +156,11 @@ def softmax_loss_with_prob(x: Tensor, label: Tensor, axis: int, ignore_label: Op
 
 @torch.fx.wrap
 def infogain_loss(x: Tensor, label: Tensor, infogain: Tensor, axis: int,
-                  ignore_label: Optional[int], normalization: str) -> Tensor:
+                  ignore_label: Optional[int], normalization: str, layer: str = "") -> Tensor:
     """InfogainLoss (infogain_loss_layer.cpp): softmax over `axis`, then
     -sum_valid sum_l H[label, l] log(max(p_l, 1e-20)) / normalizer."""
-    loss, _ = infogain_loss_with_prob(x, label, infogain, axis, ignore_label, normalization)
+    loss, _ = infogain_loss_with_prob(x, label, infogain, axis, ignore_label, normalization,
+                                      layer)
     return loss
 
 
@@ -172,8 +195,10 @@ class CaffeInfogainLoss(torch.autograd.Function):
 
 @torch.fx.wrap
 def infogain_loss_with_prob(x: Tensor, label: Tensor, infogain: Tensor, axis: int,
-                            ignore_label: Optional[int], normalization: str
-                            ) -> Tuple[Tensor, Tensor]:
+                            ignore_label: Optional[int], normalization: str,
+                            layer: str = "") -> Tuple[Tensor, Tensor]:
+    _first_dims(x, label, layer, "InfogainLoss")
+    _label_count(x, label, axis, layer, "InfogainLoss")
     if not torch.jit.is_scripting():
         if caffe_grad(x):
             return CaffeInfogainLoss.apply(x, label, infogain, axis, ignore_label,
@@ -199,9 +224,14 @@ def _infogain_loss(x: Tensor, label: Tensor, infogain: Tensor, axis: int,
 
 @torch.fx.wrap
 def sigmoid_cross_entropy_loss(x: Tensor, target: Tensor, ignore_label: Optional[int],
-                               normalization: str) -> Tensor:
+                               normalization: str, layer: str = "") -> Tensor:
     """SigmoidCrossEntropyLoss (sigmoid_cross_entropy_loss_layer.cpp), in Caffe's stable
     form -(x (t - [x >= 0]) - log(1 + exp(x - 2 x [x >= 0]))), summed over valid items."""
+    _first_dims(x, target, layer, "SigmoidCrossEntropyLoss")
+    if x.numel() != target.numel():
+        wrong_shape(layer, "SigmoidCrossEntropyLoss", "bottoms of shape " + dims(x) + " and "
+                    + dims(target) + " differ in count",
+                    "SIGMOID_CROSS_ENTROPY_LOSS layer inputs must have the same count.")
     t = target.detach().reshape(x.shape).to(x.dtype)  # no diff for the target
     pos = (x >= 0).to(x.dtype)
     term = -(x * (t - pos) - torch.log(1 + torch.exp(x - 2 * x * pos)))
@@ -212,8 +242,12 @@ def sigmoid_cross_entropy_loss(x: Tensor, target: Tensor, ignore_label: Optional
 
 
 @torch.fx.wrap
-def euclidean_loss(a: Tensor, b: Tensor) -> Tensor:
+def euclidean_loss(a: Tensor, b: Tensor, layer: str = "") -> Tensor:
     """EuclideanLoss (euclidean_loss_layer.cpp): sum((a - b)^2) / N / 2."""
+    _first_dims(a, b, layer, "EuclideanLoss")
+    if _numel(a.shape[1:]) != _numel(b.shape[1:]):
+        wrong_shape(layer, "EuclideanLoss", "bottoms of shape " + dims(a) + " and " + dims(b)
+                    + " differ in count(1)", "Inputs must have the same dimension.")
     d = a - b.reshape(a.shape)
     return (d * d).sum() / a.shape[0] / 2
 
@@ -348,18 +382,20 @@ def _accuracy(x: Tensor, label: Tensor, axis: int, top_k: int, ignore_label: Opt
 
 
 @torch.fx.wrap
-def accuracy(x: Tensor, label: Tensor, axis: int, top_k: int, ignore_label: Optional[int]
-             ) -> Tensor:
+def accuracy(x: Tensor, label: Tensor, axis: int, top_k: int, ignore_label: Optional[int],
+             layer: str = "") -> Tensor:
     """Accuracy (accuracy_layer.cpp): the fraction of non-ignored positions whose label has
     fewer than top_k other classes scoring >= it; 0 when nothing counts."""
+    _label_count(x, label, axis, layer, "Accuracy")
     acc, _, _, _ = _accuracy(x, label, axis, top_k, ignore_label)
     return acc
 
 
 @torch.fx.wrap
 def accuracy_per_class(x: Tensor, label: Tensor, axis: int, top_k: int,
-                       ignore_label: Optional[int]) -> Tuple[Tensor, Tensor]:
+                       ignore_label: Optional[int], layer: str = "") -> Tuple[Tensor, Tensor]:
     """Accuracy with its second top: per class, correct / occurrences (0 if absent)."""
+    _label_count(x, label, axis, layer, "Accuracy")
     acc, correct, valid, idx = _accuracy(x, label, axis, top_k, ignore_label)
     classes = x.shape[axis]
     hits = torch.zeros(classes, dtype=x.dtype, device=x.device)

@@ -90,7 +90,7 @@ def softmax_with_loss(view: LayerView) -> Call:
     lp = view.param.loss_param
     fn = ops.softmax_loss if ntops == 1 else ops.softmax_loss_with_prob
     return Call(fn, dict(axis=axis, ignore_label=_ignore_label(lp),
-                         normalization=_normalization(lp, lp.normalization)))
+                         normalization=_normalization(lp, lp.normalization), layer=view.name))
 
 
 @register("EuclideanLoss", params=("loss_param",), bottoms=2, tops=1, auto_top=True,
@@ -101,7 +101,7 @@ def euclidean_loss(view: LayerView) -> Call:
     _require(view, _count(a, 1) == _count(b, 1),
              f"bottoms of shape {list(a)} and {list(b)} differ in count(1) (Inputs must "
              "have the same dimension)")
-    return Call(ops.euclidean_loss)
+    return Call(ops.euclidean_loss, dict(layer=view.name))
 
 
 @register("SigmoidCrossEntropyLoss", params=("loss_param",), bottoms=2, tops=1,
@@ -115,7 +115,8 @@ def sigmoid_cross_entropy_loss(view: LayerView) -> Call:
     lp = view.param.loss_param
     return Call(ops.sigmoid_cross_entropy_loss, dict(
         ignore_label=_ignore_label(lp),
-        normalization=_normalization(lp, caffe_pb2.LossParameter.BATCH_SIZE)))
+        normalization=_normalization(lp, caffe_pb2.LossParameter.BATCH_SIZE),
+        layer=view.name))
 
 
 @register("HingeLoss", params=("hinge_loss_param", "loss_param"), bottoms=2, tops=1,
@@ -158,9 +159,10 @@ class InfogainLoss(CaffeModule):
     from the file's values whenever the module is materialised."""
 
     def __init__(self, infogain: np.ndarray, axis: int, ignore_label: int | None,
-                 normalization: str) -> None:
+                 normalization: str, layer: str = "") -> None:
         super().__init__()
         self._values = infogain
+        self.caffe_layer = layer  # for the error of a forward on the wrong shape
         self.register_buffer("infogain", torch.empty(infogain.shape), persistent=False)
         self.axis, self.ignore_label, self.normalization = axis, ignore_label, normalization
 
@@ -172,7 +174,7 @@ class InfogainLoss(CaffeModule):
 
     def forward(self, x: Tensor, label: Tensor) -> Tensor:
         return ops.infogain_loss(x, label, self.infogain, self.axis, self.ignore_label,
-                                 self.normalization)
+                                 self.normalization, self.caffe_layer)
 
 
 class InfogainLossWithProb(InfogainLoss):
@@ -180,7 +182,8 @@ class InfogainLossWithProb(InfogainLoss):
 
     def forward(self, x: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         return ops.infogain_loss_with_prob(x, label, self.infogain, self.axis,
-                                           self.ignore_label, self.normalization)
+                                           self.ignore_label, self.normalization,
+                                           self.caffe_layer)
 
 
 def _read_infogain(view: LayerView, source: str) -> np.ndarray:
@@ -206,7 +209,7 @@ def infogain_loss(view: LayerView) -> Call | InfogainLoss:
     axis = _class_axis(view, ip.axis, "infogain_loss_param.axis")
     classes = view.input_shapes[0][axis]
     kwargs = dict(axis=axis, ignore_label=_ignore_label(lp),
-                  normalization=_normalization(lp, lp.normalization))
+                  normalization=_normalization(lp, lp.normalization), layer=view.name)
     if len(view.input_shapes) == 3:
         h = _count(view.input_shapes[2])
     elif ip.HasField("source"):
@@ -234,4 +237,4 @@ def accuracy(view: LayerView) -> Call:
              "be less than or equal to the number of classes)")
     ignore = p.ignore_label if p.HasField("ignore_label") else None
     fn = ops.accuracy if len(view.tops) == 1 else ops.accuracy_per_class
-    return Call(fn, dict(axis=axis, top_k=p.top_k, ignore_label=ignore))
+    return Call(fn, dict(axis=axis, top_k=p.top_k, ignore_label=ignore, layer=view.name))

@@ -90,7 +90,7 @@ def scale(view: LayerView) -> CaffeModule | Call:
     axis, operand = _span(view, "scale_param.axis", "scale_param.num_axes", p.axis, p.num_axes)
     two = len(view.bottoms) == 2
     if two and not p.bias_term:
-        return Call(CS.axis_mul, dict(axis=axis))
+        return Call(CS.axis_mul, dict(axis=axis, layer=view.name))
     filler = p.filler
     if not p.HasField("filler"):
         filler = caffe_pb2.FillerParameter(type="constant", value=1.0)
@@ -103,5 +103,5 @@ def bias(view: LayerView) -> CaffeModule | Call:
     p = view.param.bias_param
     axis, operand = _span(view, "bias_param.axis", "bias_param.num_axes", p.axis, p.num_axes)
     if len(view.bottoms) == 2:
-        return Call(CS.axis_add, dict(axis=axis))
+        return Call(CS.axis_add, dict(axis=axis, layer=view.name))
     return ScaleBias(None, operand, axis, [p.filler])

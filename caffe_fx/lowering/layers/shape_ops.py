@@ -43,7 +43,7 @@ def concat(view: LayerView) -> Lowered:
                              f"{[list(t) for t in shapes]}", ShapeError)
     if len(shapes) == 1:
         return IDENTITY  # Caffe's top shares the one bottom's data
-    return Call(torch.cat, dict(dim=axis), packed=True)
+    return Call(CS.caffe_concat, dict(dim=axis, layer=view.name), packed=True)
 
 
 @register("Slice", params=("slice_param",), bottoms=1, tops=(1, None))
@@ -66,8 +66,8 @@ def slice_(view: LayerView) -> Lowered:  # trailing _: `slice` is a builtin
     if n == 1:
         return IDENTITY  # Caffe's top shares the bottom's data
     if points:
-        return Call(torch.tensor_split, dict(indices=points, dim=axis))
-    return Call(torch.tensor_split, dict(sections=n, dim=axis))
+        return Call(CS.caffe_slice, dict(dim=axis, points=points, sections=0, layer=view.name))
+    return Call(CS.caffe_slice, dict(dim=axis, points=[], sections=n, layer=view.name))
 
 
 @register("Split", bottoms=1, tops=(1, None), inplace_ok=False)
@@ -115,7 +115,7 @@ def reshape(view: LayerView) -> Call:
     if (-1 in dims and (known == 0 or span % known)) or (-1 not in dims and known != span):
         raise view.error(f"reshape_param.shape {dims} does not fit axes {start} to {end} "
                          f"of the bottom {list(shape)}", ShapeError)
-    return Call(CS.caffe_reshape, dict(start=start, end=end, dims=dims))
+    return Call(CS.caffe_reshape, dict(start=start, end=end, dims=dims, layer=view.name))
 
 
 @register("Crop", params=("crop_param",), bottoms=2, tops=1)
@@ -139,7 +139,7 @@ def crop(view: LayerView) -> Call:
         if shape[axis + i] - off < ref[axis + i]:
             raise view.error(f"crop of size {ref[axis + i]} at offset {off} does not fit "
                              f"axis {axis + i} of size {shape[axis + i]}", ShapeError)
-    return Call(CS.caffe_crop, dict(axis=axis, offsets=offsets))
+    return Call(CS.caffe_crop, dict(axis=axis, offsets=offsets, layer=view.name))
 
 
 @register("Tile", params=("tile_param",), bottoms=1, tops=1)
