@@ -44,14 +44,16 @@ def net_to_dot(
     rankdir: str = "LR",
     label_edges: bool = True,
     stages: Sequence[str] = (),
+    caffe_proto: str | os.PathLike | None = None,
 ) -> str:
     """DOT text of the net.  `phase` None draws every layer (draw_net.py's ALL);
     "train"/"test" keeps the layers Caffe's NetState rules keep for that phase (the
-    pipeline's first pass, on Net::Net's NetState: the file's own, with `stages` added)."""
+    pipeline's first pass, on Net::Net's NetState: the file's own, with `stages` added).
+    `caffe_proto`: a fork's caffe.proto, as compile() takes it."""
     if rankdir not in RANKDIRS:
         raise ValueError(f"rankdir = {rankdir!r}; allowed: {', '.join(RANKDIRS)}")
     where = describe(prototxt)
-    net = read_net(prototxt)
+    net = read_net(prototxt, caffe_proto)
     if phase is not None:
         net = pipeline.run_passes(pipeline.with_state(net, phase, 0, stages), where,
                                   (filter_phase,))

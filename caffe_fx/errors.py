@@ -25,6 +25,7 @@ __all__ = [
     "NetDefinitionError",
     "UnsupportedLayerError",
     "UnsupportedFieldError",
+    "UnsupportedNetError",
     "ShapeError",
     "InputError",
     "InputArrayError",
@@ -84,6 +85,16 @@ class UnsupportedLayerError(CaffeFxError, NotImplementedError):
 
 class UnsupportedFieldError(CaffeFxError, NotImplementedError):
     """A layer field or value caffe_fx does not implement (never silently ignored)."""
+
+
+class UnsupportedNetError(UnsupportedLayerError, UnsupportedFieldError, ProtoParseError):
+    """Every problem of one net at once, of several kinds: fields no schema knows, layer
+    types caffe_fx cannot lower, fields a layer does not read, Python layers not
+    trusted.  Caught by an `except` for any of those kinds."""
+
+    def __init__(self, message: str, layers: Iterable[tuple[str, str]] = ()):
+        self.layers = list(layers)
+        CaffeFxError.__init__(self, message)
 
 
 class ShapeError(CaffeFxError, ValueError):

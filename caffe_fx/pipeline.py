@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import networkx as nx
 
-from .errors import CaffeFxError, InputError
+from .errors import CaffeFxError, InputError, UnsupportedFieldError
 from .frontend.graph import build_graph
 from .frontend.read import NetSource, describe, read_net
 from .lowering.builder import SOURCE_TYPES, Built, build
@@ -200,18 +200,24 @@ class Prepared:
     proto: caffe_pb2.NetParameter  # after PASSES: what Net::ToProto writes
     net: caffe_pb2.NetParameter  # after every pass (top-less loss layers' tops named)
     graph: nx.DiGraph  # frontend/graph.py's DAG of `net`
+    # Fields no schema knows (skipped when read); lower() reports them with the net's
+    # other problems, in one error.
+    problems: tuple[str, ...] = ()
 
 
 def prepare(prototxt: NetSource, *, phase: str | int = "test", level: int = 0,
             stages: Sequence[str] = (), caffe_proto: str | os.PathLike | None = None,
             ) -> Prepared:
-    """read_net -> with_state -> PASSES -> build_graph."""
+    """read_net -> with_state -> PASSES -> build_graph.  Fields no schema knows are kept
+    in `problems` (lower() raises them with the rest); use the result only through lower()
+    or after checking that `problems` is empty."""
     where = describe(prototxt)
-    source = with_state(read_net(prototxt, caffe_proto), phase, level, stages)
+    unknown: list[str] = []
+    source = with_state(read_net(prototxt, caffe_proto, unknown=unknown), phase, level, stages)
     proto = run_passes(source, where, PROTO_PASSES)
     net = run_passes(proto, where, PASSES[len(PROTO_PASSES):])
     graph = in_step("build_graph", build_graph, net, where, auto_tops=auto_tops)
-    return Prepared(where, source, proto, net, graph)
+    return Prepared(where, source, proto, net, graph, tuple(unknown))
 
 
 def lower(prepared: Prepared, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
@@ -221,13 +227,17 @@ def lower(prepared: Prepared, *, input_shapes: Mapping[str, Sequence[int]] | Non
     `python_layers`: None refuses Python layers by name; a dict trusts them (they are
     imported and set up once each, kept in it across rebuilds)."""
     if python_layers is None:
-        in_step("build", refuse_untrusted, prepared.net, prepared.where)
+        try:
+            refuse_untrusted(prepared.net, prepared.where)
+            untrusted = None
+        except UnsupportedFieldError as e:  # reported with the net's other problems
+            untrusted = str(e)
         built = in_step("build", build, prepared.graph, input_shapes=input_shapes,
-                         outputs=outputs)
+                        outputs=outputs, read_problems=prepared.problems, untrusted=untrusted)
     else:
         with trusted(python_layers):
             built = in_step("build", build, prepared.graph, input_shapes=input_shapes,
-                             outputs=outputs)
+                            outputs=outputs, read_problems=prepared.problems)
     if _checking():
         check_built(built, prepared.graph)
     return built

@@ -125,10 +125,11 @@ class NetLayout:
     keys: dict[str, tuple[str, int]]  # state_dict key -> (layer, blob index)
 
 
-def net_layout(prototxt: NetSource, phase: str = "test") -> NetLayout:
+def net_layout(prototxt: NetSource, phase: str = "test",
+               caffe_proto: str | os.PathLike | None = None) -> NetLayout:
     """Runs the compiler's pipeline on meta tensors (no filler, no allocation) to learn
     each layer's submodule, blob names and shapes, exactly as compile() names them."""
-    prepared = pipeline.prepare(prototxt, phase=phase)
+    prepared = pipeline.prepare(prototxt, phase=phase, caffe_proto=caffe_proto)
     built = pipeline.lower(prepared)
     layers = {name: slots for name, slots in binding.slots_of(built, prepared.net).items()
               if slots.attrs}

@@ -1,6 +1,6 @@
-"""Arguments the `info`, `export` and `draw` subcommands share.
+"""Arguments the `info`, `export`, `convert` and `draw` subcommands share.
 
-`--input-shape BLOB=N,C,H,W` (repeatable), `--phase`, and `--debug` accepted after the
+`--input-shape BLOB=N,C,H,W` (repeatable), `--phase`, `--caffe-proto` and `--debug` accepted after the
 subcommand as well as before it (the pycaffe tools, python/caffe/draw_net.py and
 tools/caffe.cpp, take their options after the command too).
 """
@@ -37,7 +37,14 @@ def add_net_arguments(p: argparse.ArgumentParser, *, weights: str | None) -> Non
                    metavar="BLOB=DIMS", dest="input_shape",
                    help="shape of an input blob, e.g. data=1,3,224,224 (repeatable); "
                         "overrides the Input layer's, required for data layers")
+    add_caffe_proto(p)
     add_debug(p)
+
+
+def add_caffe_proto(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--caffe-proto", metavar="CAFFE.proto", default=None, dest="caffe_proto",
+                   help="a fork's caffe.proto, for nets with fields that neither Caffe nor the "
+                        "forks caffe-fx bundles define (needs grpcio-tools or protoc)")
 
 
 def add_debug(p: argparse.ArgumentParser) -> None:

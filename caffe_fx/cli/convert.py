@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from ._common import add_caffe_proto
+
 EPILOG = """\
 output format (from OUT):
   .pt/.pth          a dict of tensors (torch.load(OUT, weights_only=True))
@@ -50,6 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--phase", choices=("train", "test"), default="test",
                    help="the phase used to build NET (default: test)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    add_caffe_proto(p)
     p.set_defaults(run=run)
 
 
@@ -76,13 +79,18 @@ def run(args: argparse.Namespace) -> int:
     fmt = wio.output_format(out)
     if fmt != "npy":
         wio.check_writable(out, args.force)  # refuse before the (long) read
-    layout = wio.net_layout(args.prototxt, args.phase) if args.prototxt else None
+    net = args.prototxt
+    if net and args.caffe_proto:  # read once with the fork's schema, by name
+        from ..frontend.read import read_net
+
+        net = read_net(args.prototxt, args.caffe_proto)
+    layout = wio.net_layout(net, args.phase) if net else None
     blobs = wio.read_blobs(model, layout)
     if args.layers:
         blobs = wio.select_layers(blobs, args.layers.split(","), model)
     total = sum(b.array.nbytes for bl in blobs.values() for b in bl)
     progress = wio.Progress(total, f"writing {out}")
-    count, skipped = wio.write_blobs(out, blobs, fmt, layout=layout, prototxt=args.prototxt,
+    count, skipped = wio.write_blobs(out, blobs, fmt, layout=layout, prototxt=net,
                                      force=args.force, progress=progress)
     if skipped:
         print(f"caffe-fx convert: note: skipped {len(skipped)} layer(s) that "

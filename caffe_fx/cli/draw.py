@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .._atomic import atomic_write
 from ..errors import InputError
-from ._common import add_debug
+from ._common import add_caffe_proto, add_debug
 
 TEXT_FORMATS = ("dot", "gv")
 # drawing.RANKDIRS, spelled here so that --help does not import torch (a test checks).
@@ -36,6 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-edge-labels", dest="label_edges", action="store_false",
                    help="leave num_output / batch size off the edges")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    add_caffe_proto(p)
     add_debug(p)
     p.set_defaults(run=run)
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             f"{out}: cannot tell the format from the extension '.{fmt}'; allowed: "
             f"{', '.join('.' + f for f in TEXT_FORMATS + RENDERED_FORMATS)}")
     dot = net_to_dot(args.prototxt, phase=args.phase, rankdir=args.rankdir,
-                     label_edges=args.label_edges)
+                     label_edges=args.label_edges, caffe_proto=args.caffe_proto)
     if out == "-":
         sys.stdout.write(dot)
         return 0

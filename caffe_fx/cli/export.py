@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if suffix == ".onnx":
         _require_onnx()
     gm = compile(args.prototxt, args.weights, phase=args.phase,
-                 input_shapes=input_shapes(args), outputs=args.outputs)
+                 input_shapes=input_shapes(args), outputs=args.outputs,
+                 caffe_proto=args.caffe_proto)
     inputs = random_inputs(gm, args.seed)
     with torch.no_grad():
         want = gm(**inputs)

@@ -25,14 +25,16 @@ def run(args: argparse.Namespace) -> int:
     from ..summary import format_table, summarize  # torch: not needed for --help
 
     shapes = input_shapes(args)
-    summary = summarize(args.prototxt, phase=args.phase, input_shapes=shapes)
+    summary = summarize(args.prototxt, phase=args.phase, input_shapes=shapes,
+                        caffe_proto=args.caffe_proto)
     print(format_table(summary))
     if args.weights is not None:
         from ..compiler import compile
         from ..frontend.read import read_stored
 
         # compile() copies every matching layer's blobs and raises if one does not fit.
-        compile(args.prototxt, args.weights, phase=args.phase, input_shapes=shapes)
+        compile(args.prototxt, args.weights, phase=args.phase, input_shapes=shapes,
+                caffe_proto=args.caffe_proto)
         stored = read_stored(args.weights).layers
         with_blobs = [r.name for r in summary.rows if r.params]
         found = [n for n in with_blobs if n in stored]

@@ -42,38 +42,93 @@ def _is_path(s: str) -> bool:
     return "\n" not in s and "{" not in s and not re.match(r"^\s*\w+\s*:", s)
 
 
-def parse_text(text: str, where: str, message: _message.Message | None = None) -> _message.Message:
-    """Text-format protobuf with errors as `file:line:column: what`."""
+def parse_text(text: str, where: str, message: _message.Message | None = None,
+               unknown: list[str] | None = None) -> _message.Message:
+    """Text-format protobuf with errors as `file:line:column: what`.
+
+    Every field the schema lacks is found in one parse: with `unknown` given they are
+    appended to it (`file:line:column: Message has no field 'name'`) and skipped; without
+    it, one ProtoParseError lists them all."""
     msg = message if message is not None else caffe_pb2.NetParameter()
+    found: list[str] = []
     try:
-        text_format.Merge(text, msg)
+        _LenientParser(found, where).merge(text, msg)
     except text_format.ParseError as e:
-        line, col = getattr(e, "_line", None), getattr(e, "_column", None)
-        detail = str(e)
-        m = re.match(r"^(\d+):(\d+) : (.*)$", detail, re.S)
-        if m:
-            line, col, detail = int(m.group(1)), int(m.group(2)), m.group(3)
-        loc = f"{where}:{line}:{col}" if line is not None else where
-        raise ProtoParseError(f"{loc}: {detail}") from e
+        raise ProtoParseError(_located(e, where)) from e
+    if found and unknown is None:
+        raise ProtoParseError(unknown_fields_message(where, found))
+    if unknown is not None:
+        unknown.extend(found)
     return msg
 
 
-def read_net(source: NetSource, caffe_proto: str | os.PathLike | None = None
-             ) -> caffe_pb2.NetParameter:
+def unknown_fields_message(where: str, found: list[str]) -> str:
+    return (f"{where}: {len(found)} field(s) that neither Caffe's schema nor the forks "
+            "caffe_fx bundles (caffe_fx/proto/dialects.proto) define:\n"
+            + "\n".join(f"  {line}" for line in found)
+            + "\nA net written for another fork: pass its caffe.proto as caffe_proto= "
+            "(the CLI's --caffe-proto)")
+
+
+def _located(e: text_format.ParseError, where: str) -> str:
+    line, col = getattr(e, "_line", None), getattr(e, "_column", None)
+    detail = str(e)
+    m = re.match(r"^(\d+):(\d+) : (.*)$", detail, re.S)
+    if m:
+        line, col, detail = int(m.group(1)), int(m.group(2)), m.group(3)
+    loc = f"{where}:{line}:{col}" if line is not None else where
+    return f"{loc}: {detail}"
+
+
+class _LenientParser(text_format._Parser):  # type: ignore[misc]  # noqa: SLF001
+    """protobuf's text parser, skipping (and recording) fields the schema lacks.
+
+    protobuf calls _SkipFieldContents exactly for a field it does not know when
+    allow_unknown_field is set; the record names where and in which message."""
+
+    def __init__(self, found: list[str], where: str) -> None:
+        super().__init__(allow_unknown_extension=False, allow_field_number=False,
+                         allow_unknown_field=True)
+        self._found = found
+        self._where = where
+        self._skipping = False  # inside an unknown field's braces: not recorded again
+
+    def merge(self, text: str, msg: _message.Message) -> None:
+        self.MergeLines(text.split("\n"), msg)
+
+    def _SkipFieldContents(self, tokenizer, field_name, immediate_message_type):  # noqa: N802
+        if self._skipping:
+            return super()._SkipFieldContents(tokenizer, field_name, immediate_message_type)
+        self._found.append(f"{self._where}:{tokenizer._previous_line + 1}:"  # noqa: SLF001
+                           f"{tokenizer._previous_column + 1}: {immediate_message_type} "
+                           f"has no field '{field_name}'")
+        self._skipping = True
+        try:
+            return super()._SkipFieldContents(tokenizer, field_name, immediate_message_type)
+        finally:
+            self._skipping = False
+
+
+def read_net(source: NetSource, caffe_proto: str | os.PathLike | None = None,
+             unknown: list[str] | None = None) -> caffe_pb2.NetParameter:
     """A prototxt path, a prototxt string or a NetParameter -> upgraded NetParameter.
 
     The caller's message is never modified.  Legacy V0/V1 nets are upgraded as Caffe's
     file readers do (a NetParameter given directly is upgraded too, for convenience).
-    `caffe_proto` names a fork's caffe.proto to parse the text with (fork_proto.py).
+    Text is read with the bundled schema, which has the fork fields of dialects.proto;
+    `caffe_proto` names another fork's caffe.proto to parse it with (fork_proto.py), whose
+    fields are then carried over by name.  Fields neither schema knows are all reported
+    in one ProtoParseError, or, with `unknown` given, appended to it and skipped (the
+    pipeline reports them with the net's other problems).
     """
     where = describe(source)
     if caffe_proto is not None and not isinstance(source, _message.Message):
-        from .fork_proto import fork_net_parameter
+        from .fork_proto import carry_by_name, fork_net_parameter
 
         fork = parse_text(_read_text(source, where),
                           where, fork_net_parameter(os.fspath(caffe_proto))())
         net = caffe_pb2.NetParameter()
-        net.ParseFromString(fork.SerializeToString())
+        carry_by_name(fork, net, where, os.fspath(caffe_proto))
         return upgrade_net(net, where)
     if isinstance(source, caffe_pb2.NetParameter):
         net = caffe_pb2.NetParameter()
@@ -85,7 +140,7 @@ def read_net(source: NetSource, caffe_proto: str | os.PathLike | None = None
             "(NetParameter().ParseFromString(msg.SerializeToString()) converts it)")
     else:
         text = _read_text(source, where)
-        net = parse_text(text, where)
+        net = parse_text(text, where, unknown=unknown)
     return upgrade_net(net, where)
 
 

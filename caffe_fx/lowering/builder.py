@@ -22,14 +22,16 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from ..errors import (CaffeFxError, InputError, NetDefinitionError, ShapeError,
-                      UnsupportedLayerError)
+from ..errors import (CaffeFxError, InputError, NetDefinitionError, ProtoParseError, ShapeError,
+                      UnsupportedFieldError, UnsupportedLayerError, UnsupportedNetError)
 from ..frontend.graph import Value
+from ..frontend.read import unknown_fields_message
 from ..ops.eltwise import eltwise_add
 from ..ops.shape import caffe_concat
 from ..proto import caffe_pb2
 from .naming import Namer
-from .registry import IDENTITY, Call, CaffeModule, LayerSpec, LayerView, check_fields, lookup
+from .registry import (IDENTITY, Call, CaffeModule, LayerSpec, LayerView, check_fields,
+                       field_problems, lookup)
 from .shapes import check_net_total, check_shape
 
 # Layers whose tops become the GraphModule's inputs.  Input declares shapes; the data
@@ -123,7 +125,12 @@ def _source_shapes(layer: caffe_pb2.LayerParameter, given: Mapping[str, Sequence
 
 
 def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
-          outputs: Sequence[str] | None = None) -> Built:
+          outputs: Sequence[str] | None = None, read_problems: Sequence[str] = (),
+          untrusted: str | None = None) -> Built:
+    """The fx graph of the layer DAG `g`.  `read_problems` (fields no schema knows, from
+    the frontend) and `untrusted` (the refusal of Python layers the caller did not trust)
+    are reported with the net's other problems, all in one error, before anything is
+    set up."""
     where = g.graph["source"]
     given = dict(input_shapes or {})
     values: dict[str, Value] = g.graph["values"]
@@ -154,12 +161,7 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
         if spec is not None and spec.side_effects:
             needed |= {i} | nx.ancestors(g, i)
 
-    # Every unsupported type that the outputs need, all at once, before anything runs.
-    unknown = [(g.nodes[i]["layer"].name, g.nodes[i]["layer"].type) for i in sorted(needed)
-               if g.nodes[i]["layer"].type not in SOURCE_TYPES
-               and lookup(g.nodes[i]["layer"].type) is None]
-    if unknown:
-        raise UnsupportedLayerError(unknown, where)
+    _check_support(g, needed, where, read_problems, untrusted)
 
     graph = fx.Graph()
     root = nn.Module()
@@ -334,6 +336,48 @@ def _param_specs(modules: Sequence[tuple[LayerView, CaffeModule]], names: Mappin
             specs[qualified] = ParamSpecInfo(qualified, view.name, k, values["lr_mult"],
                                              values["decay_mult"], spec.name, owner.name)
     return specs
+
+
+def _check_support(g: nx.DiGraph, needed: set[int], where: str,
+                   read_problems: Sequence[str], untrusted: str | None) -> None:
+    """Every problem that stops the net from lowering, at once: unknown fields, types the
+    outputs need that caffe_fx cannot lower, fields a layer does not read, untrusted
+    Python layers.  One kind raises its own class (as each check alone would); several
+    raise an UnsupportedNetError naming them all."""
+    layers = [g.nodes[i]["layer"] for i in sorted(needed)
+              if g.nodes[i]["layer"].type not in SOURCE_TYPES]
+    unknown = [(layer.name, layer.type) for layer in layers if lookup(layer.type) is None]
+    fields: list[str] = []
+    for layer in layers:
+        spec = lookup(layer.type)
+        if spec is not None and layer.type != "Python":
+            view = LayerView(layer.name, layer.type, tuple(layer.bottom), tuple(layer.top),
+                             layer, 0, ())
+            fields += field_problems(view, spec)
+    kinds = [bool(read_problems), bool(unknown), bool(fields), untrusted is not None]
+    if sum(kinds) == 0:
+        return
+    if sum(kinds) == 1:
+        if read_problems:
+            raise ProtoParseError(unknown_fields_message(where, list(read_problems)))
+        if unknown:
+            raise UnsupportedLayerError(unknown, where)
+        if fields:
+            raise UnsupportedFieldError(f"{where}: " + f"\n{where}: ".join(fields))
+        raise UnsupportedFieldError(str(untrusted))
+    parts = []
+    if read_problems:
+        parts.append(unknown_fields_message(where, list(read_problems)))
+    if unknown:
+        parts.append(str(UnsupportedLayerError(unknown, where)))
+    if fields:
+        parts.append(f"{where}: fields the layers do not read:\n"
+                     + "\n".join(f"  {line}" for line in fields))
+    if untrusted is not None:
+        parts.append(untrusted)
+    raise UnsupportedNetError(
+        f"{where}: {sum(kinds)} kinds of problems stop this net:\n" + "\n".join(
+            f"({i}) {part}" for i, part in enumerate(parts, 1)), unknown)
 
 
 def _swallowed(g: nx.DiGraph, where: str) -> list[str]:

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..errors import CaffeFxError, NetDefinitionError, UnsupportedFieldError
 from ..proto import caffe_pb2
+from ..proto.dialect_fields import FORK_FIELDS
 
 Shape = tuple[int, ...]
 
@@ -136,7 +137,9 @@ def register(
     """Registers `fn` for `caffe_type`; refuses duplicates.
 
     `bottoms`/`tops`: an exact count, a (min, max) pair (max None = unbounded), or
-    None for no check.  `params`: LayerParameter fields the function handles.
+    None for no check.  `params`: LayerParameter fields the function handles, and, as
+    dotted paths ("dropout_param.scale_train"), the fork fields (dialects.proto) inside
+    them that it handles; any other fork field set in them is refused (check_fields).
     """
 
     def bounds(spec: int | tuple[int, int | None] | None) -> tuple[int, int | None]:
@@ -150,7 +153,7 @@ def register(
         if caffe_type in _REGISTRY:
             raise RuntimeError(f"layer type {caffe_type!r} registered twice")
         for p in params:
-            if p not in caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name:
+            if _field_at(p) is None:
                 raise RuntimeError(f"{caffe_type}: {p!r} is not a LayerParameter field")
         bmin, bmax = bounds(bottoms)
         tmin, tmax = bounds(tops)
@@ -180,15 +183,61 @@ def supported_layers() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _field_at(path: str) -> Any:
+    """The FieldDescriptor of a dotted path from LayerParameter, or None."""
+    desc: Any = caffe_pb2.LayerParameter.DESCRIPTOR
+    fd = None
+    for part in path.split("."):
+        if desc is None or part not in desc.fields_by_name:
+            return None
+        fd = desc.fields_by_name[part]
+        desc = fd.message_type
+    return fd
+
+
+def _fork_note(fd: Any) -> str:
+    fork = FORK_FIELDS.get(fd.full_name)
+    return f" (a field of the fork {fork[0]})" if fork else ""
+
+
+def field_problems(view: LayerView, spec: LayerSpec) -> list[str]:
+    """Every field set in the prototxt that the layer function does not read: a
+    LayerParameter field outside `spec.params`, or a fork field (dialects.proto) inside
+    one that the layer does not declare.  One line per field, naming the layer."""
+    who = f"layer '{view.name}' ({view.type})"
+    reads = [p for p in spec.params if "." not in p]
+    out: list[str] = []
+    for fd, value in view.param.ListFields():
+        if fd.name in GENERIC_FIELDS:
+            continue
+        if fd.name not in spec.params:
+            out.append(f"{who}: field {fd.name}{_fork_note(fd)} is set but has no meaning "
+                       f"for this layer type; fields it reads: {', '.join(reads) or 'none'}")
+            continue
+        out += _fork_subfields(who, fd.name, value, spec)
+    return out
+
+
+def _fork_subfields(who: str, path: str, msg: Any, spec: LayerSpec) -> list[str]:
+    out: list[str] = []
+    if not hasattr(msg, "ListFields"):
+        return out
+    for fd, value in msg.ListFields():
+        here = f"{path}.{fd.name}"
+        if fd.full_name in FORK_FIELDS and here not in spec.params:
+            out.append(f"{who}: {here} = {value}{_fork_note(fd)} is not supported by "
+                       f"caffe_fx's {spec.type}; allowed: leave it unset")
+        elif fd.message_type is not None:
+            for v in (value if fd.is_repeated else [value]):
+                out += _fork_subfields(who, here, v, spec)
+    return out
+
+
 def check_fields(view: LayerView, spec: LayerSpec) -> None:
     """A field set in the prototxt that the layer function does not read is an error."""
-    for fd, _ in view.param.ListFields():
-        if fd.name not in GENERIC_FIELDS and fd.name not in spec.params:
-            raise UnsupportedFieldError(
-                f"layer '{view.name}' ({view.type}): field {fd.name} is set but has no "
-                f"meaning for this layer type; fields it reads: "
-                f"{', '.join(spec.params) or 'none'}"
-            )
+    problems = field_problems(view, spec)
+    if problems:
+        raise UnsupportedFieldError("\n".join(problems))
 
 
 _LOADED = False
