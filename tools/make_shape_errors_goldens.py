@@ -79,6 +79,18 @@ CASES = {
                         {"x": [2, 3], "y": [3, 3]}),
     "euclidean_count": (_layer("l", "EuclideanLoss", "x y"), {"x": [2, 3], "y": [2, 3]},
                         {"x": [2, 3], "y": [2, 4]}),
+    "hinge_first": (_layer("l", "HingeLoss", "x y"), {"x": [2, 3], "y": [2]},
+                    {"x": [2, 3], "y": [3]}),
+    "mlogistic_first": (_layer("l", "MultinomialLogisticLoss", "x y"), {"x": [2, 3], "y": [2]},
+                        {"x": [2, 3], "y": [3]}),
+    "mlogistic_label": (_layer("l", "MultinomialLogisticLoss", "x y"), {"x": [2, 3], "y": [2]},
+                        {"x": [2, 3], "y": [2, 2]}),
+    "contrastive_first": (_layer("l", "ContrastiveLoss", "a b s"),
+                          {"a": [2, 3, 1, 1], "b": [2, 3, 1, 1], "s": [2]},
+                          {"a": [2, 3, 1, 1], "b": [3, 3, 1, 1], "s": [2]}),
+    "contrastive_channels": (_layer("l", "ContrastiveLoss", "a b s"),
+                             {"a": [2, 3, 1, 1], "b": [2, 3, 1, 1], "s": [2]},
+                             {"a": [2, 3, 1, 1], "b": [2, 4, 1, 1], "s": [2]}),
 }
 
 

@@ -253,10 +253,11 @@ def euclidean_loss(a: Tensor, b: Tensor, layer: str = "") -> Tensor:
 
 
 @torch.fx.wrap
-def hinge_loss(x: Tensor, label: Tensor, squared: bool) -> Tensor:
+def hinge_loss(x: Tensor, label: Tensor, squared: bool, layer: str = "") -> Tensor:
     """HingeLoss (hinge_loss_layer.cpp): the label's score (an index into each sample's
     flattened count/N values) is negated, then max(0, 1 + t), L1 sum or L2 sum of squares,
     divided by N."""
+    _first_dims(x, label, layer, "HingeLoss")
     num = x.shape[0]
     flat = x.reshape(num, -1)
     sign = torch.ones_like(flat)
@@ -301,9 +302,16 @@ class CaffeContrastiveLoss(torch.autograd.Function):
 
 @torch.fx.wrap
 def contrastive_loss(a: Tensor, b: Tensor, sim: Tensor, margin: float,
-                     legacy_version: bool) -> Tensor:
+                     legacy_version: bool, layer: str = "") -> Tensor:
     """ContrastiveLoss (contrastive_loss_layer.cpp): d^2 = |a_n - b_n|^2; similar pairs
     add d^2, dissimilar max(margin - d, 0)^2 (legacy: max(margin - d^2, 0)); sum / N / 2."""
+    _first_dims(a, b, layer, "ContrastiveLoss")
+    # LayerSetUp's checks, which Caffe's Reshape does not repeat (it would read past the
+    # blobs): the two bottoms are (N, C, 1, 1) of one shape.
+    if a.dim() < 2 or a.shape != b.shape or a.numel() != a.shape[0] * a.shape[1]:
+        wrong_shape(layer, "ContrastiveLoss", "bottoms of shape " + dims(a) + " and "
+                    + dims(b) + " are not two (N, C, 1, 1) blobs of one shape",
+                    "bottom[0]->channels() == bottom[1]->channels()")
     if not torch.jit.is_scripting():
         if caffe_grad(a, b):
             return CaffeContrastiveLoss.apply(a, b, sim, margin, legacy_version)
@@ -346,9 +354,13 @@ class CaffeMultinomialLogisticLoss(torch.autograd.Function):
 
 
 @torch.fx.wrap
-def multinomial_logistic_loss(prob: Tensor, label: Tensor) -> Tensor:
+def multinomial_logistic_loss(prob: Tensor, label: Tensor, layer: str = "") -> Tensor:
     """MultinomialLogisticLoss (multinomial_logistic_loss_layer.cpp):
     -sum_n log(max(p[n, label_n], 1e-20)) / N, p viewed as (N, count/N)."""
+    _first_dims(prob, label, layer, "MultinomialLogisticLoss")
+    if label.numel() != label.shape[0]:  # Reshape: label channels, height, width all 1
+        wrong_shape(layer, "MultinomialLogisticLoss", "label of shape " + dims(label)
+                    + " is not one value per sample", "bottom[1]->channels() == 1")
     if not torch.jit.is_scripting():
         if caffe_grad(prob):
             return CaffeMultinomialLogisticLoss.apply(prob, label)

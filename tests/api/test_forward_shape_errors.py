@@ -104,6 +104,39 @@ def test_loss_first_dimensions_must_match(kind):
            f'first dimension; Caffe: "{FIRST}"')
 
 
+@pytest.mark.parametrize("kind", ["HingeLoss", "MultinomialLogisticLoss"])
+def test_index_label_losses_first_dimensions_must_match(kind):
+    gm = caffe_fx.compile(_net({"x": (2, 3), "y": (2,)}, _layer("l", kind, ["x", "y"])))
+    _check(gm, dict(x=torch.rand(4, 3), y=torch.zeros(4)),
+           dict(x=torch.rand(2, 3), y=torch.zeros(3)),
+           f"layer 'l' ({kind}): bottoms of shape [2, 3] and [3] differ in the first "
+           f'dimension; Caffe: "{FIRST}"')
+
+
+def test_multinomial_logistic_label_is_one_value_per_sample():
+    gm = caffe_fx.compile(_net({"x": (2, 3), "y": (2,)},
+                               _layer("l", "MultinomialLogisticLoss", ["x", "y"])))
+    _check(gm, dict(x=torch.rand(4, 3), y=torch.zeros(4)),
+           dict(x=torch.rand(2, 3), y=torch.zeros(2, 2)),
+           "layer 'l' (MultinomialLogisticLoss): label of shape [2, 2] is not one value per "
+           'sample; Caffe: "bottom[1]->channels() == 1"')
+
+
+def test_contrastive_pairs_must_match():
+    gm = caffe_fx.compile(_net({"a": (2, 3, 1, 1), "b": (2, 3, 1, 1), "s": (2,)},
+                               _layer("l", "ContrastiveLoss", ["a", "b", "s"])))
+    good = dict(a=torch.randn(4, 3, 1, 1), b=torch.randn(4, 3, 1, 1), s=torch.zeros(4))
+    _check(gm, good, dict(a=torch.randn(2, 3, 1, 1), b=torch.randn(2, 4, 1, 1),
+                          s=torch.zeros(2)),
+           "layer 'l' (ContrastiveLoss): bottoms of shape [2, 3, 1, 1] and [2, 4, 1, 1] are "
+           'not two (N, C, 1, 1) blobs of one shape; Caffe: '
+           '"bottom[0]->channels() == bottom[1]->channels()"')
+    _check(gm, good, dict(a=torch.randn(2, 3, 1, 1), b=torch.randn(3, 3, 1, 1),
+                          s=torch.zeros(2)),
+           "layer 'l' (ContrastiveLoss): bottoms of shape [2, 3, 1, 1] and [3, 3, 1, 1] "
+           f'differ in the first dimension; Caffe: "{FIRST}"')
+
+
 def test_sigmoid_cross_entropy_counts_must_match():
     gm = caffe_fx.compile(_net({"x": (2, 3), "y": (2, 3)},
                                _layer("l", "SigmoidCrossEntropyLoss", ["x", "y"])))

@@ -124,7 +124,8 @@ def sigmoid_cross_entropy_loss(view: LayerView) -> Call:
 def hinge_loss(view: LayerView) -> Call:
     _loss_setup(view)
     norm = view.param.hinge_loss_param.norm
-    return Call(ops.hinge_loss, dict(squared=norm == caffe_pb2.HingeLossParameter.L2))
+    return Call(ops.hinge_loss, dict(squared=norm == caffe_pb2.HingeLossParameter.L2,
+                                     layer=view.name))
 
 
 @register("ContrastiveLoss", params=("contrastive_loss_param", "loss_param"), bottoms=3,
@@ -139,7 +140,8 @@ def contrastive_loss(view: LayerView) -> Call:
              f"bottoms of shape {[list(s) for s in (a, b, sim)]}; allowed: (N, C, 1, 1) "
              "twice and a similarity of shape (N, 1, 1, 1), trailing 1s optional")
     p = view.param.contrastive_loss_param
-    return Call(ops.contrastive_loss, dict(margin=p.margin, legacy_version=p.legacy_version))
+    return Call(ops.contrastive_loss, dict(margin=p.margin, legacy_version=p.legacy_version,
+                                           layer=view.name))
 
 
 @register("MultinomialLogisticLoss", params=("loss_param",), bottoms=2, tops=1,
@@ -150,7 +152,7 @@ def multinomial_logistic_loss(view: LayerView) -> Call:
     _require(view, len(label) <= 4 and label[1:] == (1,) * len(label[1:]),
              f"label of shape {list(label)}; allowed: one label per sample, (N, 1, 1, 1) "
              "with trailing 1s optional")
-    return Call(ops.multinomial_logistic_loss)
+    return Call(ops.multinomial_logistic_loss, dict(layer=view.name))
 
 
 class InfogainLoss(CaffeModule):
