@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...ops import neuron as N
+from ...ops import rcnn as R
 from ...proto import caffe_pb2
 from ..registry import IDENTITY, Call, CaffeModule, LayerView, Lowered, register
 
@@ -170,11 +171,19 @@ def swish(view: LayerView) -> Call:
     return Call(N.swish, dict(beta=view.param.swish_param.beta, **_in_place(view)))
 
 
-@register("Dropout", params=("dropout_param",), bottoms=1, tops=1)
+@register("Dropout", params=("dropout_param", "dropout_param.scale_train"), bottoms=1, tops=1)
 def dropout(view: LayerView) -> Lowered:
     ratio = view.param.dropout_param.dropout_ratio
     if not 0 <= ratio < 1:
         raise view.fail("dropout_param.dropout_ratio", ratio, "0 <= ratio < 1")
+    if not view.param.dropout_param.scale_train:
+        # The R-CNN forks' scale_train: false (rbgirshick/caffe-fast-rcnn faster-rcnn,
+        # ppengtang/caffe dropout_layer.cpp): TRAIN keeps x unscaled, TEST scales by
+        # 1 / scale_, with scale_ = 1 / (1 - ratio) rounded to float, then 1 / scale_ too.
+        if view.is_train:
+            return Call(R.dropout_unscaled, dict(ratio=ratio))
+        factor = float(_f32(1.0 / float(_f32(1.0 / (1.0 - float(_f32(ratio)))))))
+        return IDENTITY if factor == 1.0 else Call(R.dropout_test_scale, dict(factor=factor))
     if not view.is_train:
         return IDENTITY
     return Call(F.dropout, dict(p=ratio, training=True))
