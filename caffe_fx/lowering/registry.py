@@ -9,7 +9,9 @@ Mirrors Caffe's LayerRegistry (src/caffe/layer_factory.cpp).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Union
@@ -165,8 +167,50 @@ def register(
 
 
 def lookup(caffe_type: str) -> LayerSpec | None:
+    """The spec lowering `caffe_type`: a per-call one (compile(layers=...)) first, then
+    one registered by caffe_fx.register_layer, then the built-in one."""
+    _load_layers()
+    overlay = _OVERLAY.get()
+    if overlay is not None and caffe_type in overlay:
+        return overlay[caffe_type]
+    return _USER.get(caffe_type) or _REGISTRY.get(caffe_type)
+
+
+# User layers (caffe_fx/layers.py): registered for the process, and per call.  Kept apart
+# from _REGISTRY so that a built-in type a user overrides comes back when unregistered.
+_USER: dict[str, LayerSpec] = {}
+_OVERLAY: ContextVar[Mapping[str, LayerSpec] | None] = ContextVar(
+    "caffe_fx_layer_overlay", default=None)
+
+
+def builtin(caffe_type: str) -> LayerSpec | None:
+    """The built-in spec of `caffe_type`, whatever users registered over it."""
     _load_layers()
     return _REGISTRY.get(caffe_type)
+
+
+def user_spec(spec: LayerSpec) -> None:
+    """Registers a user's layer for the process (replacing any earlier user spec)."""
+    _USER[spec.type] = spec
+
+
+def drop_user_spec(caffe_type: str) -> LayerSpec | None:
+    return _USER.pop(caffe_type, None)
+
+
+@contextmanager
+def overlaid(specs: Mapping[str, LayerSpec] | None) -> Iterator[None]:
+    """Inside, lookup() answers from `specs` first (compile()'s `layers=`)."""
+    if not specs:
+        yield
+        return
+    merged = dict(_OVERLAY.get() or {})
+    merged.update(specs)
+    token = _OVERLAY.set(MappingProxyType(merged))
+    try:
+        yield
+    finally:
+        _OVERLAY.reset(token)
 
 
 def auto_tops(caffe_type: str) -> int:
@@ -180,7 +224,7 @@ def auto_tops(caffe_type: str) -> int:
 def supported_layers() -> list[str]:
     """The Caffe layer types caffe_fx can lower, sorted as caffe.layer_type_list() is."""
     _load_layers()
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(_USER) | set(_OVERLAY.get() or ()))
 
 
 def _field_at(path: str) -> Any:
