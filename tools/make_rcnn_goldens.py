@@ -5,8 +5,10 @@
 Needs root and ../shared/caffe-oracle with its `oicr` overlay (CAFFE_ORACLE_FORK=oicr):
 WeightedSoftmaxWithLoss, GlobalSumPooling, MulticlassCrossEntropyLoss,
 MulticlassSigmoidCrossEntropyLoss and Dropout's scale_train have CPU code there.
-SmoothL1Loss has none in any fork we can run (Forward_cpu is NOT_IMPLEMENTED): its tests
-use a NumPy reference of the .cu instead (tests/layers/test_smooth_l1_loss.py).
+SmoothL1Loss's R-CNN forms have none in any fork we can run (Forward_cpu is
+NOT_IMPLEMENTED): tests/layers/test_smooth_l1_loss.py models the .cu in NumPy instead.  The
+2-bottom form, the same in every fork, is also checked against weiliu89/caffe's (SSD) CPU
+code (CAFFE_ORACLE_FORK=ssd), which takes exactly 2 bottoms.
 
 Each case is one layer fed from legacy `input:` fields (the fork has no Input layer) with
 `force_backward: true`, seeded inputs and, for non-loss tops, seeded top diffs; pycaffe's
@@ -43,6 +45,7 @@ class Case:
     diff_of: tuple[str, ...]  # the inputs Caffe differentiates (force_backward)
     phase: str = "test"
     topdiffs: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # non-loss tops
+    fork: str = "oicr"  # CAFFE_ORACLE_FORK
 
 
 def prototxt(case: Case, shapes: Mapping[str, tuple[int, ...]]) -> str:
@@ -65,6 +68,7 @@ def make(case: Case) -> str:
     GOLDEN.mkdir(parents=True, exist_ok=True)
     net = GOLDEN / f".{case.name}.prototxt"
     net.write_text(text)
+    os.environ["CAFFE_ORACLE_FORK"] = case.fork
     try:
         got, meta = run_oracle(net, inputs, phase=case.phase, backward=True, topdiffs=diffs,
                                workdir=GOLDEN)
@@ -173,6 +177,13 @@ CASES = [
     Case("msce_overflow", MSCE, _LOSS2 + " loss_weight: 2",  # exp(100) overflows float
          {"data": const([[-100.0, 0.5, 3.0], [2.0, -1.0, 0.0]]),
           "label": const([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])}, ("data",)),
+    Case("sl1_two_bottoms_ssd", "SmoothL1Loss", 'bottom: "pred" bottom: "target" top: "loss"',
+         {"pred": normal(4, 6, scale=1.5), "target": normal(4, 6, scale=1.5)},
+         ("pred", "target"), fork="ssd"),
+    Case("sl1_two_bottoms_4d_ssd", "SmoothL1Loss",
+         'bottom: "pred" bottom: "target" top: "loss" loss_weight: 2',
+         {"pred": normal(2, 3, 2, 2, scale=1.5), "target": normal(2, 3, 2, 2, scale=1.5)},
+         ("pred", "target"), fork="ssd"),
     Case("dropout_unscaled_test", "Dropout",
          'bottom: "data" top: "out" dropout_param { dropout_ratio: 0.3 scale_train: false }',
          {"data": normal(2, 3, 4)}, ("data",), topdiffs={"out": (2, 3, 4)}),
@@ -189,5 +200,4 @@ CASES = [
 
 
 if __name__ == "__main__":
-    os.environ["CAFFE_ORACLE_FORK"] = "oicr"
     generate(CASES, make)

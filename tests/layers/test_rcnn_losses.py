@@ -1,8 +1,10 @@
 """ppengtang/caffe's (OICR) layers against the fork run for real: WeightedSoftmaxWithLoss,
 GlobalSumPooling, MulticlassCrossEntropyLoss, MulticlassSigmoidCrossEntropyLoss and TEST
-Dropout with scale_train (goldens: tools/make_rcnn_goldens.py).  Forward tops and the
-input diffs, the latter from plain autograd on compile()'s output; the fork's inf and nan
-(p = 1 in MulticlassCrossEntropyLoss, exp overflow in the sigmoid one) are matched too."""
+Dropout with scale_train; the 2-bottom SmoothL1Loss against weiliu89/caffe's (SSD) CPU code
+(goldens: tools/make_rcnn_goldens.py).  Forward tops and the input diffs, the latter from
+plain autograd on compile()'s output; the fork's inf and nan (p = 1 in
+MulticlassCrossEntropyLoss, exp overflow in the sigmoid one) are matched too.  Then the
+published OICR and py-faster-rcnn nets' own layer definitions, from ../shared/models."""
 from __future__ import annotations
 
 import warnings
@@ -156,3 +158,65 @@ def test_goldens_are_reproduced_by_the_fork(tmp_path: Path, monkeypatch) -> None
     for k in old:
         if k.startswith(("data/", "diff/")):
             np.testing.assert_array_equal(new[k], old[k])
+
+
+def _published(models: Path, rel: str) -> caffe_pb2.NetParameter:
+    path = models / rel
+    if not path.exists():
+        pytest.skip(f"needs {path}")
+    return text_format.Parse(path.read_text(), caffe_pb2.NetParameter())
+
+
+def _alone(net: caffe_pb2.NetParameter, names: list[str],
+           shapes: dict[str, tuple[int, ...]]) -> str:
+    """Those layers of a published net, fed from Input layers of the given shapes."""
+    text = "".join(f'layer {{ name: "{b}" type: "Input" top: "{b}" input_param {{ shape {{ '
+                   + " ".join(f"dim: {d}" for d in s) + " } } }\n" for b, s in shapes.items())
+    for layer in net.layer:
+        if layer.name in names:
+            text += "layer {\n" + text_format.MessageToString(layer) + "}\n"
+    return text
+
+
+def test_oicr_losses_as_published(shared_models: Path) -> None:
+    """OICR's midn loss (GlobalSumPooling into MulticlassCrossEntropyLoss) and its
+    WeightedSoftmaxWithLoss with propagate_down 1 0 0, read from ../shared/models."""
+    net = _published(shared_models, "ppengtang+oicr/models/VGG16/train.prototxt")
+    text = _alone(net, ["global_pool", "loss_midn", "loss_oicr"],
+                  {"midn_prob": (5, 20), "labels": (1, 20), "ic_score": (5, 21),
+                   "labels_ic": (5,), "cls_loss_weights": (5,)})
+    gm = caffe_fx.compile(text, phase="train")
+    r = np.random.RandomState(3)
+    p = torch.from_numpy((r.rand(5, 20) / 5).astype(np.float32)).requires_grad_(True)
+    y = torch.from_numpy((r.rand(1, 20) < 0.3).astype(np.float32))
+    s = torch.from_numpy(r.randn(5, 21).astype(np.float32)).requires_grad_(True)
+    lab = torch.tensor([0.0, 3.0, 20.0, 7.0, 0.0])
+    w = torch.tensor([0.5, 0.9, 0.0, 0.7, 1.0])
+    out = gm(midn_prob=p, labels=y, ic_score=s, labels_ic=lab, cls_loss_weights=w)
+    # float64 models of the two Forward_cpu
+    q = np.clip(p.detach().numpy().astype(np.float64).sum(0), 1e-10, 1)
+    t = y.numpy()[0]
+    midn = -(t * np.log(q) + (1 - t) * np.log(1 - q)).sum()
+    z = s.detach().numpy().astype(np.float64)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    oicr = -(w.numpy() * logp[np.arange(5), lab.numpy().astype(int)]).sum() / 4  # 4 w > 0
+    assert abs(out["loss_midn"].item() - midn) <= 1e-5 * abs(midn)
+    assert abs(out["loss_oicr"].item() - oicr) <= 1e-5 * abs(oicr)
+    (out["loss_midn"] + out["loss_oicr"]).backward()
+    dq = (q - t) / (20 * q * (1 - q))  # the fork's backward, broadcast by the sum pooling
+    np.testing.assert_allclose(p.grad.numpy(), np.broadcast_to(dq, (5, 20)), rtol=1e-5)
+    assert s.grad is not None
+
+
+def test_zf_dropout_scale_train_as_published(shared_models: Path) -> None:
+    """py-faster-rcnn's ZF test net: drop6 has scale_train: false, so TEST halves fc6."""
+    net = _published(shared_models,
+                     "rbgirshick+py-faster-rcnn/models/pascal_voc/ZF/faster_rcnn_end2end/"
+                     "test.prototxt")
+    drop = next(layer for layer in net.layer if layer.type == "Dropout")
+    assert not drop.dropout_param.scale_train
+    gm = caffe_fx.compile(_alone(net, [drop.name], {drop.bottom[0]: (2, 8)}),
+                          outputs=[drop.top[0]])
+    x = torch.full((2, 8), 4.0)
+    out = gm(**{drop.bottom[0]: x})[drop.top[0]]
+    torch.testing.assert_close(out, x * (1 - drop.dropout_param.dropout_ratio))

@@ -159,3 +159,40 @@ def test_script_and_export_give_the_same_values(nbottoms: int) -> None:
         exported = torch.export.export(gm, (), x).module()(**x)["loss"]
     torch.testing.assert_close(scripted, ours, rtol=0, atol=0)
     torch.testing.assert_close(exported, ours, rtol=0, atol=0)
+
+
+def _published_layer(models, rel: str, name: str):
+    from google.protobuf import text_format
+
+    from caffe_fx.proto import caffe_pb2
+    path = models / rel
+    if not path.exists():
+        pytest.skip(f"needs {path}")
+    net = text_format.Parse(path.read_text(), caffe_pb2.NetParameter())
+    return next(layer for layer in net.layer if layer.name == name)
+
+
+@pytest.mark.parametrize("rel, name, sigma", [
+    ("rbgirshick+fast-rcnn/models/CaffeNet/train.prototxt", "loss_bbox", 1.0),
+    ("rbgirshick+py-faster-rcnn/models/pascal_voc/VGG_CNN_M_1024/faster_rcnn_end2end/"
+     "train.prototxt", "rpn_loss_bbox", 3.0),
+    ("rbgirshick+py-faster-rcnn/models/pascal_voc/VGG_CNN_M_1024/faster_rcnn_end2end/"
+     "train.prototxt", "loss_bbox", 1.0),
+])
+def test_published_layers(shared_models, rel: str, name: str, sigma: float) -> None:
+    """The nets' own SmoothL1Loss layers (read from ../shared/models), fed alone."""
+    from google.protobuf import text_format
+    layer = _published_layer(shared_models, rel, name)
+    shape = (2, 36, 3, 4) if name.startswith("rpn") else (4, 84)
+    b = _inputs(len(layer.bottom), shape, seed=11)
+    text = "".join(f'layer {{ name: "{n}" type: "Input" top: "{n}" input_param {{ shape {{ '
+                   + " ".join(f"dim: {d}" for d in shape) + " } } }\n" for n in layer.bottom)
+    gm = caffe_fx.compile(text + "layer {\n" + text_format.MessageToString(layer) + "}\n",
+                          phase="train")
+    x = {n: torch.from_numpy(v).requires_grad_(True) for n, v in zip(layer.bottom, b)}
+    out = gm(**x)[layer.top[0]]
+    out.backward()
+    loss, d0, _ = reference(b, sigma)
+    assert abs(out.item() - loss) <= 1e-5 * abs(loss)
+    np.testing.assert_allclose(x[layer.bottom[0]].grad.numpy(), d0, rtol=0,
+                               atol=1e-5 * np.abs(d0).max())
