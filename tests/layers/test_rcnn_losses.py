@@ -17,7 +17,7 @@ import torch
 from google.protobuf import text_format
 
 import caffe_fx
-from caffe_fx.errors import ShapeError
+from caffe_fx.errors import NetDefinitionError, ShapeError
 from caffe_fx.proto import caffe_pb2
 from tests.golden.harness import relative_error
 
@@ -140,6 +140,14 @@ def test_multiclass_loss_refuses_spatial_bottoms() -> None:
 def test_global_sum_pooling_refuses_one_axis() -> None:
     text = _net('layer { name: "gsp" type: "GlobalSumPooling" bottom: "x" top: "y" }', x=(5,))
     with pytest.raises(ShapeError, match=r"layer 'gsp' \(GlobalSumPooling\).*at least 2 axes"):
+        caffe_fx.compile(text)
+
+
+def test_global_sum_pooling_refuses_in_place() -> None:
+    """The top is (1, ...): Caffe's in-place GlobalSumPooling would zero item 0 first."""
+    text = _net('layer { name: "gsp" type: "GlobalSumPooling" bottom: "x" top: "x" }', x=(3, 2))
+    with pytest.raises(NetDefinitionError, match=r"layer 'gsp' \(GlobalSumPooling\) cannot "
+                                                 r"work in place"):
         caffe_fx.compile(text)
 
 

@@ -70,7 +70,7 @@ def weighted_softmax_with_loss(view: LayerView) -> Call:
         normalization=_normalization(lp, lp.normalization), layer=view.name))
 
 
-@register("GlobalSumPooling", bottoms=1, tops=1)
+@register("GlobalSumPooling", bottoms=1, tops=1, inplace_ok=False)
 def global_sum_pooling(view: LayerView) -> Call:
     if len(view.input_shapes[0]) < 2:
         raise view.error(f"bottom of shape {list(view.input_shapes[0])}; allowed: at least "
