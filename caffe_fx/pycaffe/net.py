@@ -282,6 +282,8 @@ class Net:
                 for top in layer.top:
                     blob = self.blobs[top]
                     if blob is not bottom:
+                        if layer.type == "Split" and blob.shape != bottom.shape:
+                            blob.reshape(*bottom.shape)  # SplitLayer::Reshape: ReshapeLike
                         blob.share_data(bottom)
                         if layer.type != "Split":
                             blob.share_diff(bottom)

@@ -1,0 +1,334 @@
+"""examples/oicr: OICR's own scripts train and test VGG_M on caffe_fx (issue #10).
+
+The slow test copies ../shared/clients/oicr (ppengtang/oicr, Python 2) to a temporary
+folder, ports it with examples/oicr/port.py, writes a tiny synthetic VOC 2007 and random
+"pretrained" weights (examples/oicr/synthetic_voc.py), then runs the checkout's
+tools/train_net.py (models/VGG_M/solver.prototxt and train.prototxt, a few iterations on
+the CPU) and tools/test_net.py on its snapshot (detections and the mAP of OICR's
+voc_eval.py; CorLoc of dis_eval.py on trainval).  The one change to the checkout's files
+besides the port: the copy's solver.prototxt displays every iteration (display: 1), so
+that each iteration's losses are logged.
+
+The fast tests pin what the port and the facade need: the NumPy stand-ins of the Cython
+modules against the .pyx loops (written out in float64 here), and a Python data layer
+whose tops change shape at every forward, read twice (Split) and backpropagated.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "oicr"
+OICR = ROOT.parent / "shared" / "clients" / "oicr"
+sys.path.insert(0, str(EXAMPLE / "utils"))
+from cython_bbox import bbox_overlaps  # noqa: E402
+from cython_nms import nms  # noqa: E402
+
+sys.path.remove(str(EXAMPLE / "utils"))
+
+
+# -- the NumPy stand-ins of lib/utils/*.pyx --------------------------------------------
+
+def bbox_pyx(boxes: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """bbox.pyx's loops, line by line, in Python floats (its DTYPE_t is float64)."""
+    out = np.zeros((len(boxes), len(query)))
+    for k, q in enumerate(query):
+        area = (q[2] - q[0] + 1) * (q[3] - q[1] + 1)
+        for n, b in enumerate(boxes):
+            iw = min(b[2], q[2]) - max(b[0], q[0]) + 1
+            if iw > 0:
+                ih = min(b[3], q[3]) - max(b[1], q[1]) + 1
+                if ih > 0:
+                    ua = (b[2] - b[0] + 1) * (b[3] - b[1] + 1) + area - iw * ih
+                    out[n, k] = iw * ih / ua
+    return out
+
+
+def nms_pyx(dets: np.ndarray, thresh: float) -> list[int]:
+    """nms.pyx's loops, line by line, in float32 as its np.float32_t variables."""
+    f = np.float32
+    x1, y1, x2, y2, s = (dets[:, k].astype(f) for k in range(5))
+    areas = (x2 - x1 + f(1)) * (y2 - y1 + f(1))
+    order = s.argsort()[::-1]
+    suppressed = [False] * len(dets)
+    keep = []
+    for a in range(len(dets)):
+        i = order[a]
+        if suppressed[i]:
+            continue
+        keep.append(int(i))
+        for b in range(a + 1, len(dets)):
+            j = order[b]
+            if suppressed[j]:
+                continue
+            w = max(f(0), min(x2[i], x2[j]) - max(x1[i], x1[j]) + f(1))
+            h = max(f(0), min(y2[i], y2[j]) - max(y1[i], y1[j]) + f(1))
+            inter = f(w * h)
+            if f(inter / (areas[i] + areas[j] - inter)) >= f(thresh):
+                suppressed[j] = True
+    return keep
+
+
+def random_boxes(rng: np.random.Generator, n: int) -> np.ndarray:
+    xy = rng.uniform(0, 60, (n, 2)).round()
+    wh = rng.uniform(-3, 40, (n, 2)).round()  # some empty boxes too
+    return np.hstack([xy, xy + wh])
+
+
+def test_bbox_overlaps_is_bbox_pyx() -> None:
+    rng = np.random.default_rng(1)
+    boxes, query = random_boxes(rng, 40), random_boxes(rng, 7)
+    got = bbox_overlaps(boxes, query)
+    assert got.dtype == np.float64 and got.shape == (40, 7)
+    np.testing.assert_allclose(got, bbox_pyx(boxes, query), rtol=1e-15, atol=0)
+    assert bbox_overlaps(boxes, np.zeros((0, 4))).shape == (40, 0)
+
+
+@pytest.mark.parametrize("thresh", [0.3, 0.5])
+def test_nms_is_nms_pyx(thresh: float) -> None:
+    rng = np.random.default_rng(2)
+    boxes = random_boxes(rng, 60)
+    boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2])
+    dets = np.hstack([boxes, rng.uniform(0, 1, (60, 1))]).astype(np.float32)
+    dets[5] = dets[4]  # an identical box: overlap 1, suppressed
+    assert nms(dets, thresh) == nms_pyx(dets, thresh)
+    assert nms(np.zeros((0, 5), np.float32), thresh) == []
+
+
+# -- a Python data layer whose tops change shape, through a Split, backward ------------
+
+DATA_LAYER = '''
+import caffe_fx.pycaffe as caffe
+import numpy as np
+
+
+class Batches(caffe.Layer):
+    """Each forward: x (n, 3) and t (n, 2), n = 2, 5, 3, ... (a RoIDataLayer in small)."""
+
+    def setup(self, bottom, top):
+        self.k = 0
+        top[0].reshape(1, 3)
+        top[1].reshape(1, 2)
+
+    def forward(self, bottom, top):
+        n = (2, 5, 3)[self.k % 3]
+        self.k += 1
+        rng = np.random.default_rng(self.k)
+        for blob, width in zip(top, (3, 2)):
+            blob.reshape(n, width)
+            blob.data[...] = rng.uniform(-1, 1, (n, width))
+
+    def reshape(self, bottom, top):
+        pass
+
+    def backward(self, top, propagate_down, bottom):
+        pass
+'''
+
+NET = '''
+layer { name: "data" type: "Python" top: "x" top: "t"
+        python_param { module: "oicr_batches" layer: "Batches" } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "ip"
+        inner_product_param { num_output: 2
+          weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "loss_a" type: "EuclideanLoss" bottom: "ip" bottom: "t" top: "loss_a" }
+layer { name: "loss_b" type: "EuclideanLoss" bottom: "ip" bottom: "t" top: "loss_b"
+        loss_weight: 0.5 }
+'''
+
+
+def test_python_data_layer_tops_change_shape_through_a_split(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As OICR's RoIDataLayer: the rois and labels tops take a new shape at each forward
+    and feed several layers (Caffe inserts Splits); forward and backward follow each
+    shape.  Expected values: EuclideanLoss = sum((a - b)^2) / 2n, d/da = (a - b) / n
+    (euclidean_loss_layer.cpp), in float64."""
+    import caffe_fx.pycaffe as caffe
+
+    (tmp_path / "oicr_batches.py").write_text(DATA_LAYER)
+    (tmp_path / "net.prototxt").write_text(NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        net = caffe.Net(str(tmp_path / "net.prototxt"), caffe.TRAIN)
+        w = net.params["ip"][0].data.astype(np.float64)
+        bias = net.params["ip"][1].data.astype(np.float64)
+        for n in (2, 5, 3, 2):
+            net.clear_param_diffs()
+            net.forward()
+            net.backward()
+            x, t = net.blobs["x"].data.astype(np.float64), net.blobs["t"].data.astype(np.float64)
+            assert x.shape == (n, 3) and net.blobs["ip"].shape == (n, 2)
+            ip = x @ w.T + bias
+            loss = ((ip - t) ** 2).sum() / (2 * n)
+            assert math.isclose(float(net.blobs["loss_a"].data), loss, rel_tol=1e-5)
+            assert math.isclose(float(net.blobs["loss_b"].data), loss, rel_tol=1e-5)
+            d_ip = 1.5 * (ip - t) / n
+            np.testing.assert_allclose(net.blobs["ip"].diff, d_ip, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(net.params["ip"][0].diff, d_ip.T @ x, rtol=1e-5,
+                                       atol=1e-6)
+            np.testing.assert_allclose(net.params["ip"][1].diff, d_ip.sum(0), rtol=1e-5,
+                                       atol=1e-6)
+    finally:
+        sys.modules.pop("oicr_batches", None)
+
+
+# -- OICR end to end ----------------------------------------------------------------
+
+def _missing() -> str | None:
+    if not OICR.is_dir():
+        return f"needs the OICR checkout at {OICR}"
+    for module, package in (("cv2", "opencv-python-headless"), ("easydict", "easydict"),
+                            ("scipy", "scipy"), ("yaml", "PyYAML"), ("PIL", "pillow")):
+        try:
+            __import__(module)
+        except ImportError:
+            return f"OICR needs {module}: pip install {package}"
+    from caffe_fx.lowering.registry import lookup
+
+    for layer in ("ROIPooling", "MulticlassCrossEntropyLoss", "WeightedSoftmaxWithLoss",
+                  "GlobalSumPooling"):
+        if lookup(layer) is None:
+            return f"caffe_fx does not lower {layer} yet"
+    return None
+
+
+TRAIN_ITERS = 4
+# Small images: the synthetic ones are 160 x 120; OICR's cfg scales them (shorter side).
+CFG = ["TRAIN.SCALES", "(120,)", "TRAIN.MAX_SIZE", "200",
+       "TEST.SCALES", "(120,)", "TEST.MAX_SIZE", "200"]
+
+
+def _run(args: list[str], cwd: Path, log: Path) -> str:
+    env = dict(os.environ, PYTHONWARNINGS="ignore", CAFFE_FX_OICR_DEVICE="cpu")
+    env.pop("CAFFE_FX_AS_CAFFE", None)  # the drop-in module is what makes `caffe` ours
+    done = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, check=False, timeout=900)
+    out = done.stdout + done.stderr
+    log.write_text(out)
+    if done.returncode != 0:
+        raise AssertionError(f"{' '.join(args[:1])} failed ({done.returncode}):\n{out[-6000:]}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def oicr(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    why = _missing()
+    if why:
+        pytest.skip(why)
+    work = tmp_path_factory.mktemp("oicr")
+    root = work / "oicr"
+    shutil.copytree(OICR, root)
+    logs = work / "logs"
+    logs.mkdir()
+    port = _run([str(EXAMPLE / "port.py"), str(root)], ROOT, logs / "port.log")
+    data = _run([str(EXAMPLE / "synthetic_voc.py"), str(root), "--trainval", "4", "--test", "3",
+                 "--weights", "models/VGG_M/test.prototxt:data/vgg_m_random.caffemodel"],
+                root, logs / "data.log")
+    solver = root / "models" / "VGG_M" / "solver.prototxt"
+    text = solver.read_text()
+    assert "\ndisplay: 20\n" in text
+    solver.write_text(text.replace("\ndisplay: 20\n", "\ndisplay: 1\n"))
+    train = _run(["tools/train_net.py", "--gpu", "0", "--solver", str(solver.relative_to(root)),
+                  "--weights", "data/vgg_m_random.caffemodel", "--iters", str(TRAIN_ITERS),
+                  "--set", *CFG], root, logs / "train.log")
+    model = root / "output" / "default" / "voc_2007_trainval" / \
+        f"vgg_m_oicr_iter_{TRAIN_ITERS}.caffemodel"
+    test = _run(["tools/test_net.py", "--gpu", "0", "--def", "models/VGG_M/test.prototxt",
+                 "--net", str(model), "--imdb", "voc_2007_test", "--set", *CFG],
+                root, logs / "test.log")
+    corloc = _run(["tools/test_net.py", "--gpu", "0", "--def", "models/VGG_M/test.prototxt",
+                   "--net", str(model), "--imdb", "voc_2007_trainval", "--set", *CFG],
+                  root, logs / "corloc.log")
+    return dict(root=root, port=port, data=data, train=train, test=test, corloc=corloc,
+                model=model)
+
+
+def _losses(log: str) -> list[dict[str, float]]:
+    """Each displayed iteration's `Train net output #k: name = value` lines."""
+    iters: list[dict[str, float]] = []
+    for line in log.splitlines():
+        if re.match(r"Iteration \d+ \(", line):
+            iters.append({})
+        m = re.match(r"\s+Train net output #\d+: (\w+) = (\S+)", line)
+        if m:
+            iters[-1][m.group(1)] = float(m.group(2))
+    return iters
+
+
+@pytest.mark.slow
+def test_port_makes_the_checkout_python3(oicr: dict) -> None:
+    root = oicr["root"]
+    assert "imports caffe_fx_oicr first" in oicr["port"]
+    for script in ("train_net.py", "test_net.py"):
+        first = next(line for line in (root / "tools" / script).read_text().splitlines()
+                     if line.startswith(("import ", "from ")))
+        assert first.startswith("import caffe_fx_oicr")
+    assert (root / "lib" / "utils" / "cython_bbox.py").is_file()
+    again = subprocess.run([sys.executable, str(EXAMPLE / "port.py"), str(root)],
+                           capture_output=True, text=True, check=False)
+    assert again.returncode == 0 and "already ported" in again.stdout
+
+
+@pytest.mark.slow
+def test_train_net_runs_vgg_m_and_the_loss_falls(oicr: dict) -> None:
+    log = oicr["train"]
+    assert "running on the CPU" in log
+    iters = _losses(log)
+    names = {"loss_midn", "loss_oicr", "loss_oicr1", "loss_oicr2"}
+    assert len(iters) == TRAIN_ITERS and all(set(it) == names for it in iters), iters
+    totals = [sum(it.values()) for it in iters]
+    assert all(math.isfinite(v) for it in iters for v in it.values()), iters
+    assert sum(totals[-2:]) < sum(totals[:2]), totals
+    assert iters[-1]["loss_midn"] < iters[0]["loss_midn"], iters
+    assert oicr["model"].is_file()
+    assert f"Wrote snapshot to: {oicr['model']}" in log
+
+
+@pytest.mark.slow
+def test_test_net_detects_and_evaluates(oicr: dict) -> None:
+    from scipy.io import loadmat
+
+    root = oicr["root"]
+    out = root / "output" / "default" / "voc_2007_test" / oicr["model"].stem
+    with open(out / "detections.pkl", "rb") as f:
+        all_boxes = pickle.load(f)
+    with open(out / "detections_all.pkl", "rb") as f:
+        every = pickle.load(f)
+    proposals = loadmat(root / "data" / "selective_search_data" / "voc_2007_test.mat")
+    counts = [len(b) for b in proposals["boxes"].ravel()]
+    assert len(all_boxes) == 20 and all(len(per) == 3 for per in all_boxes)
+    for per_class in all_boxes:
+        for dets, n in zip(per_class, counts):
+            assert dets.ndim == 2 and dets.shape[1] == 5 and 0 < len(dets) <= min(n, 100)
+            assert np.isfinite(dets).all()
+    for scores, boxes, n in zip(every["scores_all"], every["boxes_all"], counts):
+        assert scores.shape == (n, 20) and boxes.shape == (n, 80)
+        # The mean of three softmaxes over 21 classes, less the background column.
+        assert (scores >= 0).all() and (scores.sum(1) <= 1 + 1e-5).all()
+    m = re.search(r"^Mean AP = (\S+)$", oicr["test"], re.M)
+    assert m, oicr["test"][-3000:]
+    aps = {c: float(v) for c, v in re.findall(r"^AP for (\w+) = (\S+)$", oicr["test"], re.M)}
+    assert len(aps) == 20 and all(0 <= v <= 1 for v in aps.values())
+    assert math.isclose(float(m.group(1)), np.mean(list(aps.values())), abs_tol=1e-4)
+    # Classes without a test object score 0 (voc_eval's recall divides by npos = 0).
+    assert all(v == 0 for c, v in aps.items() if c not in ("car", "dog"))
+    with open(out / "car_pr.pkl", "rb") as f:
+        assert set(pickle.load(f)) == {"rec", "prec", "ap"}
+
+
+@pytest.mark.slow
+def test_test_net_on_trainval_gives_corloc(oicr: dict) -> None:
+    m = re.search(r"^Mean CorLoc = (\S+)$", oicr["corloc"], re.M)
+    assert m, oicr["corloc"][-3000:]
+    assert 0 <= float(m.group(1)) <= 1
