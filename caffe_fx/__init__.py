@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from . import errors
     from .compiler import compile
+    from .layers import register_layer
     from .lowering.registry import supported_layers
     from .solver import Solver
     from .weights_io import save_caffemodel
 
-__all__ = ["Solver", "__version__", "compile", "errors", "save_caffemodel", "supported_layers"]
+__all__ = ["Solver", "__version__", "compile", "errors", "register_layer", "save_caffemodel",
+           "supported_layers"]
 __version__ = "0.1.0"
 
 # Public name -> (module, attribute; None for the module itself).
@@ -30,6 +32,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "errors": (".errors", None),
     "save_caffemodel": (".weights_io", "save_caffemodel"),
     "supported_layers": (".lowering.registry", "supported_layers"),
+    "register_layer": (".layers", "register_layer"),
     "Solver": (".solver", "Solver"),
 }
 

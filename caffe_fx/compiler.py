@@ -33,6 +33,7 @@ def compile(  # noqa: A001  (the public name the design asks for)
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     caffe_proto: str | os.PathLike | None = None,
     trust_python_layers: bool = False,
+    layers: Mapping[str, Callable[[dict], Any]] | None = None,
     strict: bool = False,
 ) -> fx.GraphModule:
     """Compiles a Caffe net to a torch.fx.GraphModule that computes what Caffe computes.
@@ -56,6 +57,15 @@ def compile(  # noqa: A001  (the public name the design asks for)
             imported from sys.path and its layer class set up, as pycaffe does.  Off by
             default, so that compiling a net never runs code it names.  Such a
             GraphModule runs eagerly; its Python layers cannot be scripted or exported.
+            Python layers without bottoms (data layers) are never imported: their tops
+            become inputs, whose shapes input_shapes= gives, as for Data layers.
+        layers: {layer type: factory}, caffemodel2pytorch's `modules=`: each layer of a
+            type named here (or a Python layer whose python_param.layer is named) is
+            made by `factory(param)`, `param` being the layer's `*_param` as a dict; the
+            factory returns an nn.Module, a function of the bottoms, an autograd.Function
+            class or a pycaffe Layer object (caffe_fx/layers.py).  For this call only;
+            caffe_fx.register_layer registers a type for the process.  Naming a built-in
+            type replaces it, with a LayerOverrideWarning.
         strict: weights that do not fit (a layer of the net with blobs they lack, a layer
             with blobs they hold that the net lacks) raise WeightsError instead of the
             one `caffe_fx.errors.UnusedWeightsWarning` that lists them.
@@ -65,13 +75,16 @@ def compile(  # noqa: A001  (the public name the design asks for)
         arguments and returning {blob name: tensor}.  `gm.meta["caffe"]` holds the
         input/output names and every blob's shape.
     """
+    from .layers import layers_overlay
+
     stored_weights = _read_weights_meanwhile(weights)  # the disk works while we build
     # A loss layer without a top gets Caffe's "(automatic)" blob: an output here, so that
     # a training loop can call backward on it.
-    prepared = pipeline.prepare(prototxt, phase=phase, level=level, stages=stages,
-                                caffe_proto=caffe_proto)
-    built = pipeline.lower(prepared, input_shapes=input_shapes, outputs=outputs,
-                           python_layers={} if trust_python_layers else None)
+    with layers_overlay(layers):
+        prepared = pipeline.prepare(prototxt, phase=phase, level=level, stages=stages,
+                                    caffe_proto=caffe_proto)
+        built = pipeline.lower(prepared, input_shapes=input_shapes, outputs=outputs,
+                               python_layers={} if trust_python_layers else None)
     stored = stored_weights()
     where = _describe_weights(weights)
     pipeline.in_step("bind", binding.bind, built, prepared.net, stored, where, strict=strict)

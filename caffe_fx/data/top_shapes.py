@@ -11,14 +11,15 @@ from __future__ import annotations
 import importlib
 import io
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping, Sequence
 from types import ModuleType
 from contextvars import ContextVar
 from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from ..errors import CALLER, DataSourceError, MissingDependencyError, NetDefinitionError, ShapeError
+from ..errors import (CALLER, DataSourceError, InputError, MissingDependencyError,
+                      NetDefinitionError, ShapeError)
 from ..proto import caffe_pb2
 from ._db import Cursor
 
@@ -115,6 +116,36 @@ def data_top_shapes(layer: caffe_pb2.LayerParameter, where: str, *,
     min_tops, max_tops, shaper = _SHAPERS[layer.type]
     _check_counts(ctx, min_tops, max_tops)
     return shaper(ctx)
+
+
+# -- Python data layers (OICR's RoIDataLayer, FCN's VOCSegDataLayer) -----------------------
+
+def python_top_shapes(layer: caffe_pb2.LayerParameter, given: Mapping[str, Sequence[int]],
+                      where: str) -> list[Sequence[int]]:
+    """The shapes of a Python layer without bottoms, whose tops become inputs: only the
+    caller knows them (its setup/reshape would run user code), so every top must be in
+    `given`; one InputError names every missing top, as the caller would write it."""
+    who = f"{where}: layer '{layer.name}' (Python, python_param.module = " \
+          f"'{layer.python_param.module}', layer = '{layer.python_param.layer}')"
+    for top in layer.top:
+        dims = given.get(top)
+        if dims is not None and (isinstance(dims, (str, bytes)) or not hasattr(dims, "__iter__")):
+            raise InputError(f"{where}: input_shapes['{top}'] = {dims!r}; allowed: a "
+                             "sequence of ints such as (N, C, H, W)")
+    missing = [top for top in layer.top if top not in given]
+    if missing:
+        if READS_BATCHES.get():
+            how = "caffe_fx.pycaffe.Net runs it instead (as pycaffe does)"
+        elif CALLER.get() == "cli":
+            how = "give them with " + " ".join(f"--input-shape {t}=N,C,H,W" for t in missing)
+        else:
+            how = "give them with input_shapes={" + ", ".join(
+                f"'{t}': (N, ...)" for t in missing) + "}"
+        raise InputError(
+            f"{who} is a data layer written in Python, which caffe_fx does not run here: its "
+            f"tops become inputs, and the shapes of {', '.join(repr(t) for t in missing)} are "
+            f"not given; {how}")
+    return [given[top] for top in layer.top]
 
 
 # -- Data (LMDB / LevelDB) ---------------------------------------------------------------

@@ -30,6 +30,7 @@ from ..ops.eltwise import eltwise_add
 from ..ops.shape import caffe_concat
 from ..proto import caffe_pb2
 from .naming import Namer
+from .layers.python import is_python_source
 from .registry import (IDENTITY, Call, CaffeModule, LayerSpec, LayerView, check_fields,
                        field_problems, lookup)
 from .shapes import check_net_total, check_shape
@@ -41,6 +42,12 @@ SOURCE_TYPES = frozenset({
     "Input", "Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "AnnotatedData",
     "DenseImageData", "ImageLabelmapData",
 })
+
+
+def is_source(layer: caffe_pb2.LayerParameter) -> bool:
+    """Whether the layer's tops become inputs: a type of SOURCE_TYPES, or a Python layer
+    without bottoms (a data layer: its code is not imported; the facade runs it instead)."""
+    return layer.type in SOURCE_TYPES or is_python_source(layer)
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,10 @@ class Built:
 
 def _source_shapes(layer: caffe_pb2.LayerParameter, given: Mapping[str, Sequence[int]],
                    where: str) -> list[tuple[int, ...]]:
+    if layer.type == "Python":  # a Python data layer: every top's shape is given
+        from ..data.top_shapes import python_top_shapes
+        return [check_shape(list(dims), f"{where}: input_shapes['{top}']")
+                for top, dims in zip(layer.top, python_top_shapes(layer, given, where))]
     shapes = []
     declared = list(layer.input_param.shape) if layer.type == "Input" else []
     if declared and len(declared) not in (1, len(layer.top)):
@@ -136,7 +147,7 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
     values: dict[str, Value] = g.graph["values"]
     blobs: dict[str, str] = g.graph["blobs"]
 
-    sources = [b for i in g.nodes if g.nodes[i]["layer"].type in SOURCE_TYPES
+    sources = [b for i in g.nodes if is_source(g.nodes[i]["layer"])
                for b in g.nodes[i]["layer"].top]
     bad = sorted(set(given) - set(sources))
     if bad:
@@ -175,7 +186,7 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
     for i in sorted(g.nodes):
         attrs = g.nodes[i]
         layer: caffe_pb2.LayerParameter = attrs["layer"]
-        if layer.type in SOURCE_TYPES:
+        if is_source(layer):
             shapes = _source_shapes(layer, given, where)
             for vid, shape in zip(attrs["tops"], shapes):
                 blob = values[vid].blob
@@ -345,7 +356,7 @@ def _check_support(g: nx.DiGraph, needed: set[int], where: str,
     Python layers.  One kind raises its own class (as each check alone would); several
     raise an UnsupportedNetError naming them all."""
     layers = [g.nodes[i]["layer"] for i in sorted(needed)
-              if g.nodes[i]["layer"].type not in SOURCE_TYPES]
+              if not is_source(g.nodes[i]["layer"])]
     unknown = [(layer.name, layer.type) for layer in layers if lookup(layer.type) is None]
     fields: list[str] = []
     for layer in layers:

@@ -32,7 +32,9 @@ from ..errors import (
 from ..frontend.hdf5 import is_hdf5, write_hdf5
 from ..frontend.read import NetSource, read_stored
 from ..lowering.builder import SOURCE_TYPES, Built, Lowering
+from ..layers import layers_overlay
 from ..lowering.expose import alias, expose_values
+from ..lowering.layers.python import python_sources
 from ..lowering.registry import CaffeModule, LayerView, lookup, supported_layers
 from ..passes.name_automatic_tops import automatic_blobs
 from ..proto import caffe_pb2
@@ -152,7 +154,10 @@ class Net:
 
     def __init__(self, network_file: NetSource, *args: Any, phase: int | None = None,
                  level: int = 0, stages: Sequence[str] | None = None,
-                 weights: str | os.PathLike | None = None) -> None:
+                 weights: str | os.PathLike | None = None,
+                 layers: Mapping[str, Any] | None = None) -> None:
+        """`layers`: compile()'s mapping {layer type: factory(param)} (caffe_fx/layers.py),
+        for this net; caffe_fx.register_layer registers types for every net."""
         rest = list(args)
         if rest and isinstance(rest[0], (str, os.PathLike)):  # Net(file, weights, phase)
             if weights is not None:
@@ -169,8 +174,10 @@ class Net:
         if phase is None:
             raise InputError("Net(network_file, phase, ...): phase is required; allowed: "
                              "caffe.TRAIN, caffe.TEST")
-        prepared = pipeline.prepare(network_file, phase=phase, level=level,
-                                    stages=stages or ())
+        self._layers = dict(layers) if layers else None
+        with layers_overlay(self._layers, "Net(layers=...)"):
+            prepared = pipeline.prepare(network_file, phase=phase, level=level,
+                                        stages=stages or ())
         where = self._where = prepared.where
         self._prepared = prepared
         self._proto = prepared.proto  # what save() writes, as Net::ToProto does
@@ -220,10 +227,13 @@ class Net:
     def _build(self, shapes: Mapping[str, Sequence[int]] | None
                ) -> tuple[fx.GraphModule, list[tuple[LayerView, CaffeModule]]]:
         token = READS_BATCHES.set(True)  # its data layers are read, not given shapes
-        try:
-            built = pipeline.lower(
-                self._prepared, input_shapes=shapes, outputs=list(self._graph.graph["blobs"]),
-                python_layers=self._python_layers)  # type: ignore[arg-type]
+        try:  # Python data layers run their code, as in pycaffe
+            with layers_overlay(self._layers, "Net(layers=...)", warn=False), \
+                    python_sources(False):
+                built = pipeline.lower(
+                    self._prepared, input_shapes=shapes,
+                    outputs=list(self._graph.graph["blobs"]),
+                    python_layers=self._python_layers)  # type: ignore[arg-type]
         finally:
             READS_BATCHES.reset(token)
         gm, modules = built.gm, list(built.modules)

@@ -178,14 +178,21 @@ class _Runtime:
     def set_up(self, view: LayerView, cls: type) -> PythonLayerModule:
         """Layer::SetUp: the object made with the LayerParameter, param_str and phase
         set, then setup and reshape on zero bottoms of the view's shapes."""
+        with torch.device("cpu"):
+            layer = cls(view.param)
+        return self.set_up_object(view, layer)
+
+    def set_up_object(self, view: LayerView, layer: Any) -> PythonLayerModule:
+        """Layer::SetUp of a layer object already made (a `layers=` factory's result, as
+        caffemodel2pytorch's modules= allows): param_str and phase set, setup, reshape."""
         p = view.param.python_param
         bottom = [Blob(np.zeros(s, np.float32)) for s in view.input_shapes]
         with torch.device("cpu"):
-            layer = cls(view.param)
             if not isinstance(getattr(layer, "blobs", None), BlobVec):
                 layer.blobs = BlobVec()  # a subclass that skipped Layer.__init__
-            layer.param_str = p.param_str
-            layer.param_str_ = p.param_str  # the name rbgirshick's caffe-fast-rcnn fork sets
+            if view.param.HasField("python_param") or not getattr(layer, "param_str", ""):
+                layer.param_str = p.param_str
+                layer.param_str_ = p.param_str  # the name rbgirshick's caffe-fast-rcnn fork sets
             layer.phase = int(view.phase)
             tops = [Blob(np.zeros((0,), np.float32)) for _ in view.tops]
             layer.setup(bottom, tops)

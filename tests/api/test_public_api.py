@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_all_is_the_documented_surface():
     assert sorted(caffe_fx.__all__) == [
-        "Solver", "__version__", "compile", "errors", "save_caffemodel", "supported_layers"]
+        "Solver", "__version__", "compile", "errors", "register_layer", "save_caffemodel",
+        "supported_layers"]
 
 
 def test_compile_signature():
@@ -21,7 +22,9 @@ def test_compile_signature():
         "stages: 'Sequence[str]' = (), outputs: 'Sequence[str] | None' = None, "
         "input_shapes: 'Mapping[str, Sequence[int]] | None' = None, "
         "caffe_proto: 'str | os.PathLike | None' = None, "
-        "trust_python_layers: 'bool' = False, strict: 'bool' = False) -> 'fx.GraphModule'")
+        "trust_python_layers: 'bool' = False, "
+        "layers: 'Mapping[str, Callable[[dict], Any]] | None' = None, "
+        "strict: 'bool' = False) -> 'fx.GraphModule'")
 
 
 def test_save_caffemodel_signature():

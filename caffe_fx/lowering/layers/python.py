@@ -12,10 +12,12 @@ runtime to `set_runtime` here (the lowering never imports the facade).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+import importlib.util
+import sys
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Protocol
+from typing import Any, Protocol
 
 from ...errors import CALLER, NetDefinitionError, UnsupportedFieldError
 from ...proto import caffe_pb2
@@ -32,6 +34,10 @@ class Runtime(Protocol):
 
     def reshape(self, module: CaffeModule, view: LayerView) -> CaffeModule:
         """Net::Reshape: the same layer object reshapes to the view's bottom shapes."""
+        ...
+
+    def set_up_object(self, view: LayerView, layer: Any) -> CaffeModule:
+        """Layer::SetUp of an object already made (param_str and phase set, setup, reshape)."""
         ...
 
 
@@ -57,9 +63,48 @@ def trusted(layers: dict[str, CaffeModule]) -> Iterator[None]:
         _TRUSTED.reset(token)
 
 
+# Whether Python layers without bottoms (data layers: OICR's RoIDataLayer, FCN's
+# VOCSegDataLayer) become inputs, as Data layers do: in compile() and the CLI, yes (their
+# code is never imported); caffe_fx.pycaffe's Net sets it off and runs them, as pycaffe does.
+PYTHON_SOURCES: ContextVar[bool] = ContextVar("caffe_fx_python_sources", default=True)
+
+
+def is_python_source(layer: caffe_pb2.LayerParameter) -> bool:
+    """A Python layer without bottoms, while such layers become inputs."""
+    return layer.type == "Python" and not layer.bottom and PYTHON_SOURCES.get()
+
+
+@contextmanager
+def python_sources(on: bool) -> Iterator[None]:
+    token = PYTHON_SOURCES.set(on)
+    try:
+        yield
+    finally:
+        PYTHON_SOURCES.reset(token)
+
+
+# python_param.layer names that compile(layers=...) maps to a factory: those layers are
+# the caller's code, not python_param.module's, so trust is not asked for them.
+_MAPPED: ContextVar[frozenset[str]] = ContextVar("caffe_fx_mapped_python", default=frozenset())
+
+
+@contextmanager
+def mapped_classes(names: Iterable[str]) -> Iterator[None]:
+    token = _MAPPED.set(_MAPPED.get() | frozenset(names))
+    try:
+        yield
+    finally:
+        _MAPPED.reset(token)
+
+
 def refuse_untrusted(net: caffe_pb2.NetParameter, where: str) -> None:
-    """Every Python layer of the net at once, when the caller did not trust them."""
-    python = [layer for layer in net.layer if layer.type == "Python"]
+    """Every Python layer of the net at once, when the caller did not trust them (data
+    layers that become inputs, and layers compile(layers=...) maps by class, excepted:
+    nothing of python_param.module runs)."""
+    mapped = _MAPPED.get()
+    python = [layer for layer in net.layer
+              if layer.type == "Python" and not is_python_source(layer)
+              and layer.python_param.layer not in mapped]
     if python:
         names = ", ".join(f"'{layer.name}' (python_param.module = "
                           f"'{layer.python_param.module}')" for layer in python)
@@ -76,7 +121,7 @@ def refuse_untrusted(net: caffe_pb2.NetParameter, where: str) -> None:
 def _import_class(view: LayerView) -> type:
     p = view.param.python_param
     try:
-        module = importlib.import_module(p.module)
+        module = _import_with_caffe(p.module)
     except ImportError as e:
         raise NetDefinitionError(
             f"layer '{view.name}' (Python): python_param.module = '{p.module}' cannot be "
@@ -87,6 +132,43 @@ def _import_class(view: LayerView) -> type:
             f"layer '{view.name}' (Python): python_param.layer = '{p.layer}' is not defined "
             f"in module '{p.module}' ({getattr(module, '__file__', '?')})")
     return cls
+
+
+def _import_with_caffe(name: str) -> Any:
+    """import_module(name); a module that does `import caffe` where no `caffe` can be
+    imported gets caffe_fx.pycaffe under that name (caffe_fx.pycaffe.install(), which
+    stays for the process: the layer's methods may import caffe again).  A real pycaffe
+    on sys.path, or a `caffe` already imported, is never shadowed."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name != "caffe" or "caffe" in sys.modules or _findable("caffe"):
+            raise
+    from ...pycaffe import shim  # the facade, as `caffe`
+
+    shim.install()
+    return importlib.import_module(name)
+
+
+def _findable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def set_up_layer(view: LayerView, cls: type | None = None, obj: Any = None) -> CaffeModule:
+    """A pycaffe-style layer (a class, or an object already made) set up on the runtime:
+    once per layer name in a trusted build (rebuilds reshape the same object), else anew."""
+    layers = _TRUSTED.get()
+    module = layers.get(view.name) if layers is not None else None
+    runtime = _runtime(view)
+    if module is not None:
+        return runtime.reshape(module, view)
+    module = runtime.set_up(view, cls) if obj is None else runtime.set_up_object(view, obj)
+    if layers is not None:
+        layers[view.name] = module
+    return module
 
 
 def _runtime(view: LayerView) -> Runtime:
@@ -110,11 +192,6 @@ def python(view: LayerView) -> CaffeModule:
             f"'{p.layer}': Python layers run only in caffe_fx.pycaffe.Net, which imports the "
             "module and runs the layer's code, or in caffe_fx.compile(..., "
             "trust_python_layers=True)")
-    module = layers.get(view.name)
-    if module is None:
-        cls = _import_class(view)
-        module = _runtime(view).set_up(view, cls)
-        layers[view.name] = module
-    else:
-        module = _runtime(view).reshape(module, view)
-    return module
+    if view.name in layers:
+        return set_up_layer(view)
+    return set_up_layer(view, _import_class(view))
