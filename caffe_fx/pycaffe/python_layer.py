@@ -125,6 +125,10 @@ class PythonLayerModule(CaffeModule):
             outs = list(_PythonLayerFunction.apply(self.live, *bottoms))
         else:
             outs = _run_forward(self.live, bottoms)[1]
+            if not bottoms and torch.is_grad_enabled():
+                # A data layer in the facade: its tops start the autograd graph, as an
+                # Input's do, so that force_backward gives the layers after it diffs.
+                outs = [o.requires_grad_() for o in outs]
         if not outs:
             return None
         return outs[0] if len(outs) == 1 else tuple(outs)
