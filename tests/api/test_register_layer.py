@@ -345,3 +345,33 @@ def test_wrong_number_of_outputs_names_the_layer(tmp_path):
 def test_unregistering_an_unknown_type_is_an_error():
     with pytest.raises(errors.InputError, match=r"no user layer of type 'Nope'"):
         unregister_layer("Nope")
+
+
+# --------------------------------------------------------------------------- torch tooling
+
+def _three_kinds(tmp_path: Path):
+    caffe_fx.register_layer("ChannelAffine", ChannelAffine, params=())
+    caffe_fx.register_layer("ClampST", ClampStraightThrough, params=())
+    caffe_fx.register_layer("SignedPower", signed_power, params=("power_param",))
+    body = AFFINE + ('layer { name: "cl" type: "ClampST" bottom: "aff" top: "cl" }\n'
+                     'layer { name: "sp" type: "SignedPower" bottom: "cl" top: "sp" '
+                     'power_param { power: 3 } }\n')
+    return caffe_fx.compile(net(tmp_path, body), caffemodel(tmp_path, {"aff": [W, B]}))
+
+
+def test_user_layers_export(tmp_path):
+    gm = _three_kinds(tmp_path)
+    x = torch.from_numpy(X)
+    want = np.clip(X * W[None, :, None, None] + B[None, :, None, None], -1, 1) ** 3
+    exported = torch.export.export(gm, (), {"data": x})
+    np.testing.assert_allclose(exported.module()(data=x)["sp"].detach().numpy(), want,
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_user_layers_torch_compile(tmp_path):
+    gm = _three_kinds(tmp_path)
+    x = torch.from_numpy(X)
+    want = np.clip(X * W[None, :, None, None] + B[None, :, None, None], -1, 1) ** 3
+    np.testing.assert_allclose(torch.compile(gm)(data=x)["sp"].detach().numpy(), want,
+                               rtol=1e-5, atol=1e-6)

@@ -7,7 +7,11 @@ the trust: compile(trust_python_layers=True) and caffe_fx.pycaffe's Net build in
 The layer object, the Blobs its code reads and writes and the module that runs it belong
 to caffe_fx.pycaffe (python_layer.py): user layers are written against pycaffe's
 caffe.Layer and caffe.Blob, so importing one imports caffe_fx.pycaffe, which hands its
-runtime to `set_runtime` here (the lowering never imports the facade).
+runtime to `set_runtime` here (the lowering never imports the facade).  A layer module
+that does `import caffe` where no caffe is importable gets caffe_fx.pycaffe under that
+name (pycaffe/shim.py's install()).  Python layers without bottoms are data layers: in
+compile() and the CLI their tops become inputs (builder.is_source) and nothing is
+imported; caffe_fx.pycaffe's Net runs them (python_sources(False)).
 """
 from __future__ import annotations
 
