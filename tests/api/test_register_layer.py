@@ -239,6 +239,20 @@ def test_decorator_form_and_several_tops(tmp_path):
     assert "SplitSign" in caffe_fx.supported_layers()
 
 
+def test_a_loss_layer_gets_an_automatic_top_and_loss_weight_one(tmp_path):
+    caffe_fx.register_layer("SquareSum", lambda layer, x: (x * x).sum() / 2, params=(),
+                            bottoms=1, is_loss=True)
+    body = 'layer { name: "loss" type: "SquareSum" bottom: "data" }\n'
+    gm = caffe_fx.compile(net(tmp_path, body))
+    (name,) = gm.meta["caffe"].outputs
+    np.testing.assert_allclose(float(gm(data=torch.from_numpy(X))[name]),
+                               float((X.astype(np.float64) ** 2).sum() / 2), rtol=1e-5)
+    n = caffe.Net(net(tmp_path, body), caffe.TRAIN)
+    n.forward(data=X)
+    n.backward()  # the loss top's diff is its loss weight, 1, as Layer::SetLossWeights sets
+    np.testing.assert_allclose(n.blobs["data"].diff, X, rtol=1e-6)
+
+
 # --------------------------------------------------------------------------- overriding
 
 def test_overriding_a_builtin_warns_and_unregister_brings_it_back(tmp_path):

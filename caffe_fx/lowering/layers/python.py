@@ -69,13 +69,20 @@ def trusted(layers: dict[str, CaffeModule]) -> Iterator[None]:
 
 # Whether Python layers without bottoms (data layers: OICR's RoIDataLayer, FCN's
 # VOCSegDataLayer) become inputs, as Data layers do: in compile() and the CLI, yes (their
-# code is never imported); caffe_fx.pycaffe's Net sets it off and runs them, as pycaffe does.
+# code is never imported); caffe_fx.pycaffe's Net and caffe_fx.Solver run them, as pycaffe
+# does (they read their batches).
 PYTHON_SOURCES: ContextVar[bool] = ContextVar("caffe_fx_python_sources", default=True)
 
 
 def is_python_source(layer: caffe_pb2.LayerParameter) -> bool:
-    """A Python layer without bottoms, while such layers become inputs."""
-    return layer.type == "Python" and not layer.bottom and PYTHON_SOURCES.get()
+    """A Python layer without bottoms, while such layers become inputs: not where the net
+    reads its own batches (caffe_fx.pycaffe.Net, caffe_fx.Solver: READS_BATCHES), whose
+    trusted Python data layers run as pycaffe runs them."""
+    if layer.type != "Python" or layer.bottom or not PYTHON_SOURCES.get():
+        return False
+    from ...data.top_shapes import READS_BATCHES
+
+    return not READS_BATCHES.get()
 
 
 @contextmanager
