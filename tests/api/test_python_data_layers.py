@@ -230,3 +230,25 @@ def test_oicr_roi_data_layer_tops_are_inputs(tmp_path):
     assert info.inputs == ["data", "rois", "labels"]
     assert info.blob_shapes["conv5"][:2] == (1, 512)
     assert "roi_data_layer" not in sys.modules
+
+
+def test_a_trusted_solver_runs_python_data_layers(tmp_path, monkeypatch):
+    """caffe_fx.Solver reads its batches: a trusted Python data layer runs in it (as in
+    pycaffe's solver) instead of asking for shapes."""
+    module = TOY_DATA.replace("import caffe\n", "import caffe_fx.pycaffe as caffe\n") \
+        .replace("top[1].reshape(self.n)", "top[1].reshape(self.n, 1)") \
+        .replace("np.arange(self.n)\n", "np.arange(self.n)[:, None]\n")
+    (tmp_path / "toy_solver_data.py").write_text(module)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "toy_solver_data", raising=False)
+    body = (DATA.replace("toy_data_layer", "toy_solver_data")
+            + 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+              'inner_product_param { num_output: 1 } }\n'
+              'layer { name: "loss" type: "EuclideanLoss" bottom: "fc" bottom: "label" }\n')
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(f'net: "{write(tmp_path, body)}"\nbase_lr: 0.1\nlr_policy: "fixed"\n'
+                      'max_iter: 1\ndisplay: 0\n')
+    s = caffe_fx.Solver(str(solver), trust_python_layers=True)
+    s.step(1)
+    assert "toy_solver_data" in sys.modules
+    sys.modules.pop("toy_solver_data")
