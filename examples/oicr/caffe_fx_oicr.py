@@ -9,6 +9,9 @@ scripts and a plain caffe_fx.pycaffe does not, this module adds:
 - `caffe.set_mode_gpu()`, which OICR calls unconditionally, uses CUDA when torch has it and
   otherwise falls back to the CPU with one line on stderr (caffe_fx.pycaffe itself refuses
   GPU mode without CUDA).  CAFFE_FX_OICR_DEVICE=cpu keeps the CPU even where CUDA exists.
+- CAFFE_FX_OICR_SEED=N seeds NumPy's global generator (RoIDataLayer's shuffle and
+  sampling) and caffe.set_random_seed (fillers, Dropout) at import, for repeatable runs:
+  OICR's train_net.py, unlike Fast R-CNN's, seeds neither.
 - The solver's log lines (glog's `Iteration N, loss = ...` on stderr) are printed, as
   glog prints them, unless GLOG_minloglevel is 1 or more.
 """
@@ -19,7 +22,7 @@ import os
 import sys
 
 import caffe_fx.pycaffe as _pycaffe
-from caffe_fx.errors import DeviceError
+from caffe_fx.errors import DeviceError, InputError
 
 caffe = _pycaffe.install()  # sys.modules["caffe"] is caffe_fx.pycaffe from here on
 
@@ -74,3 +77,21 @@ def _show_solver_log() -> None:
 
 
 _show_solver_log()
+
+
+def _seed() -> None:
+    value = os.environ.get("CAFFE_FX_OICR_SEED", "").strip()
+    if not value:
+        return
+    try:
+        seed = int(value)
+    except ValueError:
+        raise InputError(f"CAFFE_FX_OICR_SEED={value!r} is not understood; allowed: an "
+                          "integer (or unset)") from None
+    import numpy as np
+
+    np.random.seed(seed)
+    _pycaffe.set_random_seed(seed)
+
+
+_seed()

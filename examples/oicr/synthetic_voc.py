@@ -66,10 +66,11 @@ def _proposals(rng: np.random.Generator, width: int, height: int,
 
 
 def write(root: str | Path, trainval: int = 4, test: int = 3, width: int = 160,
-          height: int = 120, classes: Sequence[str] = ("car", "dog"), jittered: int = 6,
+          height: int = 120, classes: Sequence[str] = ("car", "dog", "person"), jittered: int = 6,
           random: int = 20, seed: int = 0) -> dict[str, list[str]]:
     """Writes the data set under root/data; returns {"trainval": ids, "test": ids}.
-    Each image holds one or two objects of `classes` (each image's classes differ)."""
+    Each image holds two objects (one if `classes` has one) of consecutive classes, one in
+    each half, so every image has as many labels (the MIDN loss has one scale)."""
     from PIL import Image
     from scipy.io import savemat
 
@@ -91,8 +92,7 @@ def write(root: str | Path, trainval: int = 4, test: int = 3, width: int = 160,
             index = f"{n:06d}"
             ids.append(index)
             pixels = rng.integers(90, 150, (height, width, 3)).astype(np.uint8)
-            k = 1 + (n % 2) if len(classes) > 1 else 1
-            names = [classes[(n + j) % len(classes)] for j in range(k)]
+            names = [classes[(n + j) % len(classes)] for j in range(min(2, len(classes)))]
             objects = []
             for j, name in enumerate(names):
                 w = int(rng.integers(width // 4, width // 2))
@@ -116,22 +116,36 @@ def write(root: str | Path, trainval: int = 4, test: int = 3, width: int = 160,
     return splits
 
 
-def random_caffemodel(prototxt: str | Path, out: str | Path, seed: int = 0) -> Path:
-    """Synthetic "pretrained" weights for the net of prototxt (OICR's test.prototxt holds
-    every layer with weights but the MIDN branch, whose gaussian fillers the train net
-    draws): He-normal weights (std sqrt(2 / fan_in)), zero biases, saved as a caffemodel
-    by caffe_fx.pycaffe (the layers without fillers would otherwise start at zero)."""
+def random_caffemodel(prototxt: str | Path, out: str | Path, seed: int = 0,
+                      pixel_scale: float = 64.0) -> Path:
+    """Synthetic "ImageNet-pretrained" weights for the net of prototxt, saved as a
+    caffemodel by caffe_fx.pycaffe: the layers without a weight_filler (those an ImageNet
+    model supplies: VGG_M's conv1-5, fc6, fc7; Caffe's default filler would leave them at
+    zero) get He-normal weights (std sqrt(2 / fan_in)) and zero biases; the first of them
+    is divided by pixel_scale (the inputs are pixels less the mean), so activations stay
+    near unit scale.  The layers with fillers keep the draws of their fillers."""
     import caffe_fx.pycaffe as caffe
+    from caffe_fx.proto import caffe_pb2
+    from google.protobuf import text_format
 
+    param = caffe_pb2.NetParameter()
+    text_format.Merge(Path(prototxt).read_text(), param)
+    filled = {lp.name for lp in param.layer
+              for p in (lp.convolution_param, lp.inner_product_param)
+              if p.HasField("weight_filler")}
     net = caffe.Net(str(prototxt), caffe.TEST)
     rng = np.random.default_rng(seed)
-    for blobs in net.params.values():
+    first = True
+    for name, blobs in net.params.items():
+        if name in filled:
+            continue
         weight = blobs[0].data
         fan_in = int(np.prod(weight.shape[1:])) or 1
-        weight[...] = rng.standard_normal(weight.shape, dtype=np.float32) * np.float32(
-            np.sqrt(2.0 / fan_in))
+        std = np.sqrt(2.0 / fan_in) / (pixel_scale if first else 1.0)
+        weight[...] = rng.standard_normal(weight.shape, dtype=np.float32) * np.float32(std)
         for bias in blobs[1:]:
             bias.data[...] = 0
+        first = False
     net.save(str(out))
     return Path(out)
 
