@@ -15,7 +15,8 @@ It returns one tensor per top (a tuple for several).  `compile(layers=...)` and
 `caffe_fx.pycaffe.Net(..., layers=...)` take the shape of caffemodel2pytorch's
 `modules=`: {type: factory}, each factory called with the layer's `*_param` as a dict
 (caffemodel2pytorch's `param`, with its "inplace" key) and returning a module, a function
-of the bottoms, an autograd.Function class, or a pycaffe Layer object.  A "Python" layer
+of the bottoms, an autograd.Function class (`Fn.apply(*bottoms)`: no layer argument
+there, as caffemodel2pytorch calls them), or a pycaffe Layer object.  A "Python" layer
 is also matched by its python_param.layer, as caffemodel2pytorch matches it.
 
 Blobs: the module's parameters, in `named_parameters()` order (registration order: a
@@ -26,6 +27,7 @@ initial values (there is no Caffe filler to use).
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -63,7 +65,7 @@ def register_layer(caffe_type: str, impl: Any = None, *, params: Sequence[str] |
     Args:
         impl: a torch.nn.Module subclass, an autograd.Function subclass, a function or a
             pycaffe Layer class (the module docstring says how each is called).
-        params: the LayerParameter fields the layer reads (say "norm_param"); any other
+        params: the LayerParameter fields the layer reads (say "power_param"); any other
             field set in a prototxt is an error naming it.  Default: every field.
         bottoms, tops: an exact count or a (min, max) pair, checked with Caffe's words.
         is_loss: top 0 gets loss_weight 1 unless the prototxt says otherwise, and a
@@ -168,16 +170,15 @@ def _factory_lowering(key: str, factory: Factory, where: str) -> Callable[[Layer
     def lower(view: LayerView) -> Any:
         made = _made(view, lambda: factory(param_dict(view)))
         kind = _kind(made)
-        if kind in ("module_object",):
+        if all(callable(getattr(made, m, None)) for m in ("setup", "reshape", "forward")) \
+                and not isinstance(made, (type, nn.Module)):
+            return _pycaffe(view, obj=made)  # a pycaffe Layer object
+        if kind == "module_object":
             return UserModule(view, made)
         if kind == "function_class":
             return FunctionModule(view, made.apply)
-        if kind == "function" and type(made).__name__.endswith("Layer"):
-            return _pycaffe(view, obj=made)  # caffemodel2pytorch's test for a Python layer
         if kind == "function":
             return FunctionModule(view, made)
-        if all(callable(getattr(made, m, None)) for m in ("setup", "reshape", "forward")):
-            return _pycaffe(view, obj=made)
         raise view.error(f"{where}: layers['{key}'] returned {made!r}; allowed: an "
                          "nn.Module, a function of the bottoms, an autograd.Function class, "
                          "or a pycaffe Layer object", NetDefinitionError)
@@ -225,7 +226,6 @@ class _Hidden:
         self.module = module
 
     def __deepcopy__(self, memo: dict) -> _Hidden:
-        import copy
         return _Hidden(copy.deepcopy(self.module, memo))
 
 
