@@ -96,6 +96,28 @@ class Built:
     modules: tuple[tuple[LayerView, CaffeModule], ...]
 
 
+def _all_source_shapes(g: nx.DiGraph, given: Mapping[str, Sequence[int]], where: str
+                       ) -> dict[int, list[tuple[int, ...]]]:
+    """The shapes of every input and data layer's tops; the shapes missing or wrong in
+    several such layers are reported in one error."""
+    out: dict[int, list[tuple[int, ...]]] = {}
+    errors: list[CaffeFxError] = []
+    for i in sorted(g.nodes):
+        layer = g.nodes[i]["layer"]
+        if is_source(layer):
+            try:
+                out[i] = _source_shapes(layer, given, where)
+            except CaffeFxError as e:
+                errors.append(e)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        if all(isinstance(e, InputError) for e in errors):
+            raise InputError("\n".join(str(e) for e in errors))
+        raise NetDefinitionError("\n".join(str(e) for e in errors))
+    return out
+
+
 def _source_shapes(layer: caffe_pb2.LayerParameter, given: Mapping[str, Sequence[int]],
                    where: str) -> list[tuple[int, ...]]:
     if layer.type == "Python":  # a Python data layer: every top's shape is given
@@ -183,11 +205,12 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
     modules: list[tuple[LayerView, CaffeModule]] = []
     totals: list[tuple[int, ...]] = []  # every blob and parameter, for the per-net limit
 
+    source_shapes = _all_source_shapes(g, given, where)
     for i in sorted(g.nodes):
         attrs = g.nodes[i]
         layer: caffe_pb2.LayerParameter = attrs["layer"]
         if is_source(layer):
-            shapes = _source_shapes(layer, given, where)
+            shapes = source_shapes[i]
             for vid, shape in zip(attrs["tops"], shapes):
                 blob = values[vid].blob
                 node = _placeholder(graph, node_names, blob)

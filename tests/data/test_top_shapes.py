@@ -282,3 +282,18 @@ def test_data_layer_takes_no_bottoms(in_golden: Path) -> None:
     with pytest.raises(NetDefinitionError, match=r"layer 'd' \(MemoryData\): has 1 bottoms; "
                                                  r"a data layer takes none"):
         caffe_fx.compile("net.prototxt")
+
+
+def test_every_data_layer_without_shapes_is_named_in_one_error(tmp_path: Path) -> None:
+    net = f"""
+layer {{ name: "d1" type: "Data" top: "data" top: "label"
+        data_param {{ source: "{tmp_path / 'absent_db'}" batch_size: 4 }} }}
+layer {{ name: "d2" type: "HDF5Data" top: "d2" top: "l2"
+        hdf5_data_param {{ source: "{tmp_path / 'absent_list.txt'}" batch_size: 2 }} }}
+layer {{ name: "c" type: "Concat" bottom: "label" bottom: "l2" top: "c" }}
+"""
+    with pytest.raises(InputError) as e:
+        caffe_fx.compile(net)
+    message = str(e.value)
+    assert "layer 'd1' (Data)" in message and "'data': (4, C, H, W)" in message
+    assert "layer 'd2' (HDF5Data)" in message and "absent_list.txt" in message
