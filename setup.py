@@ -18,17 +18,28 @@ from setuptools.command.build_py import build_py
 from setuptools.command.editable_wheel import editable_wheel
 
 PTH = Path(__file__).resolve().parent / "caffe_fx_as_caffe.pth"
+# The custom ops' CUDA sources (kernels/*.cu), shipped as caffe_fx/kernels/ and found there
+# by caffe_fx/ops/_cuda_kernels.py (in a source checkout, it reads kernels/ itself).
+KERNELS = sorted((Path(__file__).resolve().parent / "kernels").glob("*.cu"))
 
 
 class BuildPyWithPth(build_py):
-    """Copies the .pth into the root of build_lib, which becomes site-packages."""
+    """Copies the .pth into the root of build_lib, which becomes site-packages, and the
+    CUDA sources into caffe_fx/kernels/."""
 
     def run(self) -> None:
         super().run()
         self.copy_file(str(PTH), str(Path(self.build_lib, PTH.name)), preserve_mode=False)
+        self.mkpath(str(Path(self.build_lib, "caffe_fx", "kernels")))
+        for src in KERNELS:
+            self.copy_file(str(src), str(self._kernel_out(src)), preserve_mode=False)
+
+    def _kernel_out(self, src: Path) -> Path:
+        return Path(self.build_lib, "caffe_fx", "kernels", src.name)
 
     def get_outputs(self, include_bytecode: bool = True) -> list[str]:
-        return [*super().get_outputs(include_bytecode), str(Path(self.build_lib, PTH.name))]
+        return [*super().get_outputs(include_bytecode), str(Path(self.build_lib, PTH.name)),
+                *(str(self._kernel_out(src)) for src in KERNELS)]
 
 
 def add_to_wheel(wheel: Path, name: str, data: bytes) -> None:

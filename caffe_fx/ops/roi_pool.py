@@ -208,8 +208,9 @@ def _forward_float32(x: Tensor, batch: Tensor, hs: Tensor, he: Tensor, ws: Tenso
 
 def _forward_padded(x: Tensor, batch: Tensor, hs: Tensor, he: Tensor, ws: Tensor, we: Tensor
                     ) -> Tuple[Tensor, Tensor]:
-    """Max and argmax by gathering each bin padded to the largest bin (float64 and the
-    other dtypes; small inputs).  torch.max returns the first maximum's index."""
+    """Max and argmax by gathering each bin padded to the largest bin (float64, as a
+    check of the float32 kernel and for gradcheck).  torch.max returns the first
+    maximum's index."""
     n, c, h, w = x.shape
     r, ph_, pw_ = hs.shape[0], hs.shape[1], ws.shape[1]
     top = torch.empty((r, c, ph_, pw_), dtype=x.dtype)
@@ -253,11 +254,14 @@ def _forward_cpu(features: Tensor, rois: Tensor, pooled_h: int, pooled_w: int,
                  spatial_scale: float, layer: str) -> Tuple[Tensor, Tensor]:
     n, c, h, w = features.shape
     batch = check_rois(rois, n, layer)
-    hs, he, ws, we = roi_bins(rois, features.dtype, pooled_h, pooled_w, spatial_scale, h, w)
+    # Caffe's Dtype is float or double: half precision features get float32 bins.
+    geometry = torch.float64 if features.dtype == torch.float64 else torch.float32
+    hs, he, ws, we = roi_bins(rois, geometry, pooled_h, pooled_w, spatial_scale, h, w)
     x = features.contiguous()
-    if x.dtype == torch.float32:
-        return _forward_float32(x, batch, hs, he, ws, we)
-    return _forward_padded(x, batch, hs, he, ws, we)
+    if x.dtype == torch.float64:
+        return _forward_padded(x, batch, hs, he, ws, we)
+    top, argmax = _forward_float32(x.float(), batch, hs, he, ws, we)  # float16 is exact in it
+    return top.to(x.dtype), argmax
 
 
 def _backward_cpu(grad: Tensor, rois: Tensor, argmax: Tensor, batch: int, channels: int,
