@@ -12,6 +12,8 @@ import types
 from pathlib import Path
 
 import pytest
+
+from caffe_fx.proto.dialect_fields import FORK_FIELDS
 import torch
 from google.protobuf import text_format
 
@@ -63,7 +65,16 @@ def test_script_fails_as_real_pycaffe(name):
 
 
 def test_param_name_dict_matches_pycaffe():
-    assert net_spec.param_name_dict() == json.loads((GOLDEN / "param_names.json").read_text())
+    """BVLC pycaffe's, plus what a fork's pycaffe adds for the fork parameters caffe_fx
+    bundles (caffe_fx/proto/dialects.proto): ROIPooling -> roi_pooling, as
+    caffe-fast-rcnn's net_spec names it."""
+    ours = net_spec.param_name_dict()
+    bvlc = json.loads((GOLDEN / "param_names.json").read_text())
+    assert {k: v for k, v in ours.items() if k in bvlc} == bvlc
+    forks = {name.split(".")[-1].removesuffix("_param") for name in FORK_FIELDS
+             if name.startswith("caffe.LayerParameter.")}
+    assert sorted(ours[k] for k in set(ours) - set(bvlc)) == sorted(forks)
+    assert ours["ROIPooling"] == "roi_pooling" and ours["SmoothL1Loss"] == "smooth_l1_loss"
 
 
 def test_bottom_that_is_not_a_top_names_layer_and_value():
