@@ -12,12 +12,11 @@ import types
 from pathlib import Path
 
 import pytest
-
-from caffe_fx.proto.dialect_fields import FORK_FIELDS
 import torch
 from google.protobuf import text_format
 
 import caffe_fx
+from caffe_fx.proto.dialect_fields import FORK_FIELDS
 from caffe_fx.errors import NetSpecError, NetSpecFieldError
 from caffe_fx.proto import caffe_pb2
 from caffe_fx.pycaffe import net_spec
