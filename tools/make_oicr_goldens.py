@@ -82,8 +82,20 @@ OICR_LAYERS = (("midn_prob", "labels_ic", "cls_loss_weights"),
                ("ic_prob1", "labels_ic2", "cls_loss_weights2"))
 
 
-def oracle_net(train_prototxt: str | os.PathLike) -> str:
-    """OICR's train net with its Python layers as legacy inputs and ratio-0 Dropout."""
+def input_shapes(image: tuple[int, ...] = IMAGE, rois: int = NUM_ROIS
+                 ) -> dict[str, tuple[int, ...]]:
+    """The Python layers' tops, fed as inputs, with their shapes."""
+    shapes = dict(INPUT_SHAPES, data=tuple(image), rois=(rois, 5))
+    for _, labels_ic, weights in OICR_LAYERS:
+        shapes[labels_ic] = shapes[weights] = (rois,)
+    return shapes
+
+
+def oracle_net(train_prototxt: str | os.PathLike,
+               shapes: Mapping[str, tuple[int, ...]] = INPUT_SHAPES,
+               dropout: bool = False) -> str:
+    """OICR's train net with its Python layers as legacy inputs of these shapes, and
+    Dropout at ratio 0 unless `dropout` (the benchmark keeps OICR's 0.5)."""
     net = caffe_pb2.NetParameter()
     text_format.Merge(Path(train_prototxt).read_text(), net)
     fed = []
@@ -92,15 +104,15 @@ def oracle_net(train_prototxt: str | os.PathLike) -> str:
         if layer.type == "Python":
             fed += list(layer.top)
             continue
-        if layer.type == "Dropout":
+        if layer.type == "Dropout" and not dropout:
             layer.dropout_param.dropout_ratio = 0.0
         keep.append(layer)
-    assert sorted(fed) == sorted(INPUT_SHAPES), fed
+    assert sorted(fed) == sorted(shapes), fed
     del net.layer[:]
     net.layer.extend(keep)
     for blob in fed:
         net.input.append(blob)
-        net.input_shape.add().dim.extend(INPUT_SHAPES[blob])
+        net.input_shape.add().dim.extend(shapes[blob])
     return text_format.MessageToString(net)
 
 
