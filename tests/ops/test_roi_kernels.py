@@ -1,0 +1,102 @@
+"""kernels/roi_pool.cu and kernels/psroi_pool.cu: they compile (nvcc -ptx), the loader of
+caffe_fx/ops/_cuda_kernels.py finds them in this checkout and in an installed wheel, and a
+CUDA tensor without CuPy gets a MissingDependencyError.  The numbers of the CUDA kernels
+are checked on a GPU by tests/layers/test_roi_pooling.py and test_psroi_pooling.py."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from caffe_fx.errors import MissingDependencyError
+from caffe_fx.ops import _cuda_kernels
+
+ROOT = Path(__file__).resolve().parents[2]
+KERNELS = {
+    "roi_pool": ["roi_pool_forward_float32", "roi_pool_backward_float32",
+                 "roi_pool_forward_float64", "roi_pool_backward_float64"],
+    "psroi_pool": ["psroi_pool_forward_float32", "psroi_pool_backward_float32",
+                   "psroi_pool_forward_float64", "psroi_pool_backward_float64"],
+}
+
+
+@pytest.mark.parametrize("stem", sorted(KERNELS))
+def test_kernel_compiles_to_ptx(stem: str, tmp_path: Path) -> None:
+    nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc"
+                                    if Path("/usr/local/cuda/bin/nvcc").exists() else None)
+    if nvcc is None:
+        pytest.skip("needs nvcc (the CUDA toolkit)")
+    out = tmp_path / f"{stem}.ptx"
+    proc = subprocess.run([nvcc, "-ptx", "-std=c++11", str(_cuda_kernels.kernel_path(stem)),
+                           "-o", str(out)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    ptx = out.read_text()
+    for name in KERNELS[stem]:  # extern "C": unmangled entry points for RawModule
+        assert f".entry {name}(" in ptx, f"{stem}.cu has no kernel {name}"
+    if stem == "psroi_pool":
+        assert "fma.rn.f32" in ptx  # the bin edges' one rounding
+
+
+def test_loader_finds_the_checkouts_sources() -> None:
+    for stem in KERNELS:
+        path = _cuda_kernels.kernel_path(stem)
+        assert path.read_text() == (ROOT / "kernels" / f"{stem}.cu").read_text()
+    with pytest.raises(FileNotFoundError, match=r"nope.cu not found"):
+        _cuda_kernels.kernel_path("nope")
+
+
+def test_cuda_without_cupy_is_a_missing_dependency(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
+    with pytest.raises(MissingDependencyError, match=r"need CuPy: pip install 'caffe_fx\[cuda\]'"):
+        _cuda_kernels._cupy()
+
+
+FIND = """
+import caffe_fx, json
+from caffe_fx.ops import _cuda_kernels
+print(json.dumps([caffe_fx.__file__] + [str(_cuda_kernels.kernel_path(s)) for s in
+                 ("roi_pool", "psroi_pool")]))
+"""
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_kernels(tmp_path: Path) -> None:
+    """`pip wheel` of a copy of this checkout holds caffe_fx/kernels/*.cu, and caffe_fx
+    imported from the unpacked wheel (no checkout around it) finds them there."""
+    import json
+
+    src = tmp_path / "src"  # a copy, so that the build writes nothing into this checkout
+    shutil.copytree(ROOT / "caffe_fx", src / "caffe_fx",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "kernels", src / "kernels")
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md",
+                 "caffe_fx_as_caffe.pth"):
+        shutil.copy(ROOT / name, src / name)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                           "--no-build-isolation", "--quiet", str(src), "-w",
+                           str(tmp_path / "dist")], capture_output=True, text=True,
+                          check=False, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = (tmp_path / "dist").glob("caffe_fx-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        for stem in KERNELS:
+            assert f"caffe_fx/kernels/{stem}.cu" in names
+            assert z.read(f"caffe_fx/kernels/{stem}.cu") == \
+                (ROOT / "kernels" / f"{stem}.cu").read_bytes()
+        z.extractall(tmp_path / "site")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    run = subprocess.run([sys.executable, "-c", FIND], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, check=False)
+    assert run.returncode == 0, run.stderr
+    package, *sources = (Path(p) for p in json.loads(run.stdout))
+    site = (tmp_path / "site").resolve()
+    assert package.resolve().is_relative_to(site)
+    for stem, path in zip(("roi_pool", "psroi_pool"), sources):
+        assert path.resolve() == site / "caffe_fx" / "kernels" / f"{stem}.cu"
