@@ -193,6 +193,51 @@ def test_python_data_layer_tops_change_shape_through_a_split(
         sys.modules.pop("oicr_batches", None)
 
 
+# -- the drop-in module ---------------------------------------------------------------
+
+DROP_IN = """
+import json, sys
+import caffe_fx_oicr
+import caffe
+import caffe_fx.pycaffe
+from caffe_fx.pycaffe import net
+caffe.set_mode_gpu()
+caffe.set_device(0)
+print(json.dumps({"facade": caffe is caffe_fx.pycaffe, "gpu": net._MODE["gpu"],
+                  "np": __import__("numpy").random.randint(1 << 30)}))
+"""
+
+
+def _drop_in(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("CAFFE_FX_AS_CAFFE", "CAFFE_FX_OICR_DEVICE", "CAFFE_FX_OICR_SEED")}
+    return subprocess.run([sys.executable, "-c", DROP_IN], cwd=EXAMPLE, env={**full, **env},
+                          capture_output=True, text=True, check=False, timeout=300)
+
+
+def test_drop_in_module_gives_the_facade_and_a_cpu_fallback() -> None:
+    import json
+
+    import torch
+
+    done = _drop_in({"CAFFE_FX_OICR_DEVICE": "cpu", "CAFFE_FX_OICR_SEED": "7"})
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.splitlines()[-1])
+    assert got["facade"] is True and got["gpu"] is False
+    assert got["np"] == np.random.RandomState(7).randint(1 << 30)  # seeded at import
+    assert done.stderr.count("running on the CPU") == 1
+    assert "CAFFE_FX_OICR_DEVICE=cpu" in done.stderr
+    if not torch.cuda.is_available():
+        plain = _drop_in({})
+        assert plain.returncode == 0, plain.stderr
+        assert json.loads(plain.stdout.splitlines()[-1])["gpu"] is False
+        assert "torch has no CUDA device; running on the CPU" in plain.stderr
+    bad = _drop_in({"CAFFE_FX_OICR_DEVICE": "tpu"})
+    assert bad.returncode != 0
+    assert "DeviceError: CAFFE_FX_OICR_DEVICE='tpu' is not understood; allowed: cpu, gpu" \
+        in bad.stderr
+
+
 # -- OICR end to end ----------------------------------------------------------------
 
 def _missing() -> str | None:
@@ -257,8 +302,11 @@ def oicr(tmp_path_factory: pytest.TempPathFactory) -> dict:
     corloc = _run(["tools/test_net.py", "--gpu", "0", "--def", "models/VGG_M/test.prototxt",
                    "--net", str(model), "--imdb", "voc_2007_trainval", "--set", *CFG],
                   root, logs / "corloc.log")
+    detections = root / "output" / "default" / "voc_2007_test" / model.stem
+    reval = _run(["tools/reval.py", str(detections), "--imdb", "voc_2007_test"], root,
+                 logs / "reval.log")
     return dict(root=root, port=port, data=data, train=train, test=test, corloc=corloc,
-                model=model)
+                reval=reval, model=model)
 
 
 def _losses(log: str) -> list[dict[str, float]]:
@@ -353,3 +401,10 @@ def test_test_net_on_trainval_gives_corloc(oicr: dict) -> None:
     out = root / "output" / "default" / "voc_2007_trainval" / oicr["model"].stem
     with open(out / "car_corloc.pkl", "rb") as f:
         assert pickle.load(f)["corloc"] == pytest.approx(corlocs["car"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_reval_gives_test_nets_map(oicr: dict) -> None:
+    """tools/reval.py re-evaluates test_net's detections.pkl (NMS again, voc_eval.py)."""
+    maps = [re.findall(r"^Mean AP = (\S+)$", oicr[k], re.M) for k in ("test", "reval")]
+    assert len(maps[0]) == 1 and maps[0] == maps[1], maps
