@@ -41,6 +41,7 @@ __all__ = [
     "PycaffeNotImplementedError",
     "CaffeAliasError",
     "CaffeFxWarning",
+    "LayerOverrideWarning",
     "UnusedWeightsWarning",
 ]
 
@@ -166,6 +167,11 @@ class CaffeAliasError(CaffeFxError, ImportError):
 
 class CaffeFxWarning(UserWarning):
     """Base class of every warning caffe_fx issues (filter with `warnings.simplefilter`)."""
+
+
+class LayerOverrideWarning(CaffeFxWarning):
+    """caffe_fx.register_layer (or compile's layers=) replaces a layer type built into
+    caffe_fx."""
 
 
 class UnusedWeightsWarning(CaffeFxWarning):

@@ -37,7 +37,7 @@ import torch
 from google.protobuf.descriptor import FieldDescriptor
 from torch import nn
 
-from .errors import CaffeFxWarning, InputError, NetDefinitionError
+from .errors import InputError, LayerOverrideWarning, NetDefinitionError
 from .lowering.registry import (GENERIC_FIELDS, CaffeModule, LayerSpec, LayerView, builtin,
                                 drop_user_spec, lookup, overlaid, user_spec)
 from .proto import caffe_pb2
@@ -48,10 +48,6 @@ __all__ = ["LayerView", "LayerOverrideWarning", "layers_overlay", "register_laye
 
 T = TypeVar("T")
 Factory = Callable[[Any], Any]
-
-
-class LayerOverrideWarning(CaffeFxWarning):
-    """A user layer replaces a layer type built into caffe_fx."""
 
 
 def register_layer(caffe_type: str, impl: Any = None, *, params: Sequence[str] | None = None,
