@@ -167,16 +167,17 @@ def open_feed(net: Any, *, phase: int, where: str, required: bool,
 
 def load_net(model: str, weights: str | None, *, phase: str, level: int,
              stage: Sequence[str], device: Any, feed: bool, feed_required: bool,
-             ) -> LoadedNet:
+             caffe_proto: str | None = None) -> LoadedNet:
     """compile() plus the phase-filtered NetParameter and the data feed."""
     from .. import pipeline
     from ..compiler import compile
     from ..pycaffe.plan import top_loss_weights
 
-    prepared = pipeline.prepare(model, phase=phase, level=level, stages=stage)
+    prepared = pipeline.prepare(model, phase=phase, level=level, stages=stage,
+                                caffe_proto=caffe_proto)
     net = prepared.net
     gm = compile(model, weights, phase=cast(Literal["train", "test"], phase), level=level,
-                 stages=stage).to(device)
+                 stages=stage, caffe_proto=caffe_proto).to(device)
     weights_by_top: dict[str, float] = {}
     for layer in net.layer:
         for top, w in zip(layer.top, top_loss_weights(layer)):

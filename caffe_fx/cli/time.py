@@ -16,7 +16,7 @@ import time as _time
 from collections import defaultdict
 from typing import Any
 
-from ._common import add_debug
+from ._common import add_caffe_proto, add_debug
 from ._tool import (
     add_gpu_option,
     add_phase_option,
@@ -42,6 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                  help="timed iterations (default 50, as caffe's)")
     add_phase_option(p, "train")
     add_gpu_option(p, many=False)
+    add_caffe_proto(p)
     add_debug(p)
     p.set_defaults(run=run)
 
@@ -145,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     device = device_for(gpus[:1])
     print("Use GPU with device ID", gpus[0]) if gpus else print("Use CPU.")
     loaded = load_net(args.model, args.weights, phase=args.phase, level=args.level,
-                      stage=stages(args), device=device, feed=True, feed_required=False)
+                      stage=stages(args), device=device, feed=True, feed_required=False,
+                      caffe_proto=args.caffe_proto)
     try:
         _benchmark(loaded, args.iterations, device, torch)
     finally:

@@ -205,6 +205,10 @@ def test_cli_takes_caffe_proto(tmp_path, capsys):
     out = tmp_path / "net.dot"
     assert main(["draw", str(prototxt), "-o", str(out), "--caffe-proto", str(proto)]) == 0
     assert "roi_pool5" in out.read_text()
+    assert main(["info", str(prototxt), "--caffe-proto", str(proto)]) == 0
+    assert "roi_pool5" in capsys.readouterr().out
+    assert main(["time", "--model", str(prototxt), "--caffe-proto", str(proto),
+                 "--iterations", "1"]) == 0
     assert main(["draw", str(prototxt), "-o", str(tmp_path / "x.dot"),
                  "--caffe-proto", str(tmp_path / "absent.proto")]) == 1
     assert "no such .proto file" in capsys.readouterr().err
