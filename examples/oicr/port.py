@@ -71,12 +71,12 @@ def _say(message: str) -> None:
     print(f"port: {message}", flush=True)
 
 
-def run_2to3(root: Path) -> None:
+def run_2to3(root: Path, runners: Sequence[str] = ("lib2to3", "fissix")) -> None:
     """2to3 -w -n on tools/ and lib/ (lib2to3 of the running Python, else fissix)."""
     runner = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for module in ("lib2to3", "fissix"):
+        for module in runners:
             try:
                 __import__(f"{module}.main")
             except ImportError:
@@ -87,9 +87,14 @@ def run_2to3(root: Path) -> None:
         raise PortError(f"2to3 is not available in Python {sys.version.split()[0]} (lib2to3 "
                         "was removed in 3.13): run this script with Python 3.10-3.12, or "
                         "`pip install fissix`")
-    cmd = [sys.executable, "-W", "ignore", "-m", runner, "-w", "-n", "--no-diffs", "tools",
+    # lib2to3/__main__.py, for either package (fissix has no __main__).
+    main = (f"import sys; from {runner}.main import main; "
+            f"sys.exit(main('{runner}.fixes', sys.argv[1:]))")
+    # fissix adds fix_sorted, which rewrites np.sort(x) to np.sort(key=cmp_to_key(x)).
+    skip = ["-x", "sorted"] if runner == "fissix" else []
+    cmd = [sys.executable, "-W", "ignore", "-c", main, "-w", "-n", "--no-diffs", *skip, "tools",
            "lib"]
-    _say(" ".join(["python", *cmd[3:]]))
+    _say(f"2to3 ({runner}) -w -n --no-diffs tools lib")
     done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise PortError(f"2to3 failed ({done.returncode}):\n{done.stderr[-4000:]}")
@@ -150,8 +155,9 @@ def add_drop_in(root: Path) -> None:
         _say(f"tools/{script}: imports {DROP_IN} first")
 
 
-def port(root: str | Path) -> bool:
-    """Ports the checkout at root in place; False (and no change) if it already is."""
+def port(root: str | Path, runners: Sequence[str] = ("lib2to3", "fissix")) -> bool:
+    """Ports the checkout at root in place; False (and no change) if it already is.
+    `runners`: the 2to3 packages to try, in order."""
     root = Path(root).resolve()
     for need in ("tools/train_net.py", "lib/fast_rcnn/config.py", "lib/oicr_layer/layer.py"):
         if not (root / need).is_file():
@@ -159,7 +165,7 @@ def port(root: str | Path) -> bool:
     if (root / MARK).exists():
         _say(f"{root} is already ported ({MARK} exists); nothing to do")
         return False
-    run_2to3(root)
+    run_2to3(root, runners)
     rewrite(root)
     add_numpy_cython(root)
     add_drop_in(root)
@@ -171,9 +177,12 @@ def port(root: str | Path) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkout", help="the OICR checkout (its root: tools/, lib/, models/)")
+    parser.add_argument("--2to3", dest="runner", choices=("lib2to3", "fissix"),
+                        help="the 2to3 package to use (default: lib2to3 if this Python has "
+                        "it, else fissix)")
     args = parser.parse_args(argv)
     try:
-        port(args.checkout)
+        port(args.checkout, (args.runner,) if args.runner else ("lib2to3", "fissix"))
     except PortError as e:
         print(f"port: error: {e}", file=sys.stderr)
         return 1

@@ -193,6 +193,29 @@ def test_python_data_layer_tops_change_shape_through_a_split(
         sys.modules.pop("oicr_batches", None)
 
 
+# -- port.py -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("runner", ["lib2to3", "fissix"])
+def test_port_gives_python3_with_either_2to3(runner: str, tmp_path: Path) -> None:
+    """Every .py of the ported checkout compiles; fissix's extra fix_sorted is left out
+    (it would turn voc_eval.py's np.sort(-confidence) into np.sort(key=...))."""
+    if not OICR.is_dir():
+        pytest.skip(f"needs the OICR checkout at {OICR}")
+    if importlib.util.find_spec(runner) is None:
+        pytest.skip(f"{runner} is not installed")
+    root = tmp_path / "oicr"
+    shutil.copytree(OICR, root)
+    done = subprocess.run([sys.executable, str(EXAMPLE / "port.py"), "--2to3", runner,
+                           str(root)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"2to3 ({runner})" in done.stdout
+    for path in sorted(root.rglob("*.py")):
+        compile(path.read_text(), str(path), "exec")
+    voc_eval = (root / "lib" / "datasets" / "voc_eval.py").read_text()
+    assert "np.sort(-confidence)" in voc_eval and "np.bool_" in voc_eval
+    assert "print(" in (root / "tools" / "train_net.py").read_text()
+
+
 # -- the drop-in module ---------------------------------------------------------------
 
 DROP_IN = """
@@ -249,6 +272,8 @@ def _missing() -> str | None:
             __import__(module)
         except ImportError:
             return f"OICR needs {module}: pip install {package}"
+    if importlib.util.find_spec("lib2to3") is None and importlib.util.find_spec("fissix") is None:
+        return "port.py needs lib2to3 (Python <= 3.12) or fissix: pip install fissix"
     return None
 
 
