@@ -10,7 +10,43 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._shape_check import dims, wrong_shape
+
 FLT_MAX = 3.4028234663852886e38  # float32's largest value, Caffe's -FLT_MAX start for MAX
+
+
+def _window_fits(x: Tensor, kernel: List[int], stride: List[int], pad: List[int], ceil: bool,
+                 layer: str) -> None:
+    """PoolingLayer::Reshape on the forward's shape: a kernel beyond the padded bottom
+    gives a top of negative size, which Blob::Reshape refuses, or of size 0, whose data
+    Caffe's forward then finds missing."""
+    if x.dim() != 4:
+        wrong_shape(layer, "Pooling", "bottom of shape " + dims(x) + " is not 4-D "
+                    "(N, C, H, W)", "4 == bottom[0]->num_axes()")
+    for i in range(2):
+        size = int(x.shape[2 + i])
+        if size + 2 * pad[i] < kernel[i]:
+            pooled = _caffe_pooled(size, kernel[i], stride[i], pad[i], ceil)
+            wrong_shape(layer, "Pooling", "bottom of shape " + dims(x) + " is smaller than "
+                        "the kernel " + str(kernel) + " with pad " + str(pad) + ": the top "
+                        "would have " + str(pooled) + " rows",
+                        "shape[i] >= 0" if pooled < 0 else "data_")
+
+
+@torch.fx.wrap
+def max_pool(x: Tensor, kernel: List[int], stride: List[int], pad: List[int], ceil: bool,
+             layer: str = "") -> Tensor:
+    """MAX Pooling where torch's max_pool2d agrees with Caffe (pooling_layer.cpp)."""
+    _window_fits(x, kernel, stride, pad, ceil, layer)
+    return F.max_pool2d(x, kernel, stride, pad, 1, ceil)
+
+
+@torch.fx.wrap
+def ave_pool(x: Tensor, kernel: List[int], stride: List[int], pad: List[int], ceil: bool,
+             layer: str = "") -> Tensor:
+    """AVE Pooling where torch's avg_pool2d (padding counted) agrees with Caffe."""
+    _window_fits(x, kernel, stride, pad, ceil, layer)
+    return F.avg_pool2d(x, kernel, stride, pad, ceil, True)
 
 
 def _caffe_pooled(size: int, k: int, s: int, p: int, ceil: bool) -> int:
@@ -23,10 +59,11 @@ def _caffe_pooled(size: int, k: int, s: int, p: int, ceil: bool) -> int:
 
 @torch.fx.wrap
 def pool2d(x: Tensor, kernel: List[int], stride: List[int], pad: List[int], max_pool: bool,
-           ceil: bool) -> Tensor:
+           ceil: bool, layer: str = "") -> Tensor:
     """Caffe Pooling (MAX/AVE) where torch's pooling differs: pad > kernel/2, or pad = 0
     with kernel < stride, whose ceil rounding yields windows that start past the image.
     Pads explicitly, then pools without padding (src/caffe/layers/pooling_layer.cpp)."""
+    _window_fits(x, kernel, stride, pad, ceil, layer)
     h, w = x.shape[-2], x.shape[-1]
     oh = _caffe_pooled(h, kernel[0], stride[0], pad[0], ceil)
     ow = _caffe_pooled(w, kernel[1], stride[1], pad[1], ceil)
@@ -50,7 +87,8 @@ def pool2d(x: Tensor, kernel: List[int], stride: List[int], pad: List[int], max_
 
 @torch.fx.wrap
 def max_pool2d_with_mask(x: Tensor, kernel: List[int], stride: List[int], pad: List[int],
-                         ceil: bool) -> tuple[Tensor, Tensor]:
+                         ceil: bool, layer: str = "") -> tuple[Tensor, Tensor]:
     """MAX Pooling with Caffe's second top: the argmax as a float flat index h*W + w."""
+    _window_fits(x, kernel, stride, pad, ceil, layer)
     y, idx = F.max_pool2d(x, kernel, stride, pad, 1, ceil, True)
     return y, idx.to(x.dtype)

@@ -137,6 +137,25 @@ def test_contrastive_pairs_must_match():
            f'differ in the first dimension; Caffe: "{FIRST}"')
 
 
+@pytest.mark.parametrize("pool, extra, path", [
+    ("MAX", "", "max_pool"), ("AVE", "", "ave_pool"), ("MAX", "pad: 3", "pool2d"),
+    ("MAX", "", "mask")])
+def test_pooling_kernel_must_fit_the_forward_bottom(pool, extra, path):
+    tops = 'top: "mask"' if path == "mask" else ""
+    body = (f'layer {{ name: "p" type: "Pooling" bottom: "x" top: "p" {tops} '
+            f"pooling_param {{ pool: {pool} kernel_size: 5 {extra} }} }}\n")
+    gm = caffe_fx.compile(_net({"x": (1, 3, 8, 8)}, body))
+    pad = 3 if extra else 0
+    small = 4 - 2 * pad if extra else 3
+    bad = dict(x=torch.randn(1, 3, 8, max(small, 0) or 0))
+    if extra:  # with pad 3 every bottom fits: the check cannot fail
+        gm(x=torch.randn(1, 3, 8, 1))
+        return
+    _check(gm, dict(x=torch.randn(2, 3, 9, 7)), bad,
+           "layer 'p' (Pooling): bottom of shape [1, 3, 8, 3] is smaller than the kernel "
+           '[5, 5] with pad [0, 0]: the top would have -1 rows; Caffe: "shape[i] >= 0"')
+
+
 def test_sigmoid_cross_entropy_counts_must_match():
     gm = caffe_fx.compile(_net({"x": (2, 3), "y": (2, 3)},
                                _layer("l", "SigmoidCrossEntropyLoss", ["x", "y"])))

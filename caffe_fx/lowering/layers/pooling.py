@@ -9,7 +9,6 @@ MAX window propagates (Caffe skips it).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ...errors import ShapeError
 from ...ops import functional as CF
@@ -36,7 +35,7 @@ def pooling(view: LayerView) -> Call:
         fn = torch.amax if max_pool else torch.mean
         if len(view.tops) == 2:
             return Call(CF.max_pool2d_with_mask, dict(kernel=list(g.kernel), stride=[1, 1],
-                                                      pad=[0, 0], ceil=ceil))
+                                                      pad=[0, 0], ceil=ceil, layer=view.name))
         return Call(fn, dict(dim=[-2, -1], keepdim=True))
     kernel, stride, pad = list(g.kernel), list(g.stride), list(g.pad)
     _check_windows(view, view.input_shapes[0][2:], kernel, stride, pad, ceil)
@@ -46,15 +45,12 @@ def pooling(view: LayerView) -> Call:
         if not torch_agrees:
             raise view.error("a mask top with this kernel/stride/pad is not supported")
         return Call(CF.max_pool2d_with_mask, dict(kernel=kernel, stride=stride, pad=pad,
-                                                  ceil=ceil))
+                                                  ceil=ceil, layer=view.name))
     if not torch_agrees:
         return Call(CF.pool2d, dict(kernel=kernel, stride=stride, pad=pad, max_pool=max_pool,
-                                    ceil=ceil))
-    if max_pool:
-        return Call(F.max_pool2d, dict(kernel_size=kernel, stride=stride, padding=pad,
-                                       ceil_mode=ceil))
-    return Call(F.avg_pool2d, dict(kernel_size=kernel, stride=stride, padding=pad,
-                                   ceil_mode=ceil, count_include_pad=True))
+                                    ceil=ceil, layer=view.name))
+    fn = CF.max_pool if max_pool else CF.ave_pool
+    return Call(fn, dict(kernel=kernel, stride=stride, pad=pad, ceil=ceil, layer=view.name))
 
 
 def _check_windows(view: LayerView, spatial, kernel, stride, pad, ceil: bool) -> None:
