@@ -66,7 +66,7 @@ def _error(ours: np.ndarray, golden: Mapping[str, np.ndarray], key: str,
     err = float(np.abs(got - golden[f"{key}/val"]).max()) / scale
     norm_err = abs(float(np.sqrt((flat ** 2).sum())) - want_norm) / max(want_norm, scale)
     max_err = abs(float(np.abs(flat).max()) - want_max) / scale
-    # The sum of n values, each within tol * scale: at most n * TOL * scale apart.
+    # The sum of n values, each within tol * scale: at most n * tol * scale apart.
     sum_err = abs(float(flat.sum()) - want_sum) / (scale * flat.size)
     if max(err, norm_err, max_err, sum_err) <= tol:
         return None
