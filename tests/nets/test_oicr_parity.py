@@ -39,10 +39,11 @@ TOL = 1e-4  # whole nets (the project's bar)
 # The steps change fc6's weights by ~2e-4 against weights of ~6e-2, so one float32 ulp of
 # a weight is 4e-5 of the change: the change itself gets 1e-3 ...
 DELTA_TOL = 1e-3
-# ... except in the layers that the near ties (make_oicr_goldens.FULL) reach: at steps 2
-# and 3 they run on our own conv values, and a ReLU or max that goes the other way moves
-# up to 5% of a conv layer's change (fc6's: 1.3%).
-TIED_DELTA_TOL = 5e-2
+# ... except in the layers that the near ties (make_oicr_goldens.FULL) reach: the solver
+# runs on our own conv values, where iteration 0's relu3 and roi_pool ties go the other
+# way, which moves 4.7% of conv3's change here (fc6's: 1.3%; their norms agree to 1e-3).
+# The weights themselves still agree to 2.3e-5 (TOL).
+TIED_DELTA_TOL = 1e-1
 TIED = ("conv2", "conv3", "conv4", "conv5", "fc6")
 
 
