@@ -18,15 +18,16 @@ FLT_MAX = 3.4028234663852886e38  # float32's largest value, Caffe's -FLT_MAX sta
 def _window_fits(x: Tensor, kernel: List[int], stride: List[int], pad: List[int], ceil: bool,
                  layer: str) -> None:
     """PoolingLayer::Reshape on the forward's shape: a kernel beyond the padded bottom
-    gives a top of negative size, which Blob::Reshape refuses, or of size 0, whose data
-    Caffe's forward then finds missing."""
+    can give a top of negative size, which Blob::Reshape refuses, or of size 0, whose
+    data Caffe's forward then finds missing.  (With ceil rounding and a stride > 1 it can
+    also give one clipped window, which Caffe pools, and so do the ops.)"""
     if x.dim() != 4:
         wrong_shape(layer, "Pooling", "bottom of shape " + dims(x) + " is not 4-D "
                     "(N, C, H, W)", "4 == bottom[0]->num_axes()")
     for i in range(2):
         size = int(x.shape[2 + i])
-        if size + 2 * pad[i] < kernel[i]:
-            pooled = _caffe_pooled(size, kernel[i], stride[i], pad[i], ceil)
+        pooled = _caffe_pooled(size, kernel[i], stride[i], pad[i], ceil)
+        if pooled < 1:
             wrong_shape(layer, "Pooling", "bottom of shape " + dims(x) + " is smaller than "
                         "the kernel " + str(kernel) + " with pad " + str(pad) + ": the top "
                         "would have " + str(pooled) + " rows",

@@ -137,21 +137,14 @@ def test_contrastive_pairs_must_match():
            f'differ in the first dimension; Caffe: "{FIRST}"')
 
 
-@pytest.mark.parametrize("pool, extra, path", [
-    ("MAX", "", "max_pool"), ("AVE", "", "ave_pool"), ("MAX", "pad: 3", "pool2d"),
-    ("MAX", "", "mask")])
-def test_pooling_kernel_must_fit_the_forward_bottom(pool, extra, path):
-    tops = 'top: "mask"' if path == "mask" else ""
+@pytest.mark.parametrize("pool, extra, tops", [
+    ("MAX", "kernel_size: 5", ""), ("AVE", "kernel_size: 5", ""),
+    ("MAX", "kernel_size: 5", 'top: "mask"')])
+def test_pooling_kernel_must_fit_the_forward_bottom(pool, extra, tops):
     body = (f'layer {{ name: "p" type: "Pooling" bottom: "x" top: "p" {tops} '
-            f"pooling_param {{ pool: {pool} kernel_size: 5 {extra} }} }}\n")
+            f"pooling_param {{ pool: {pool} {extra} }} }}\n")
     gm = caffe_fx.compile(_net({"x": (1, 3, 8, 8)}, body))
-    pad = 3 if extra else 0
-    small = 4 - 2 * pad if extra else 3
-    bad = dict(x=torch.randn(1, 3, 8, max(small, 0) or 0))
-    if extra:  # with pad 3 every bottom fits: the check cannot fail
-        gm(x=torch.randn(1, 3, 8, 1))
-        return
-    _check(gm, dict(x=torch.randn(2, 3, 9, 7)), bad,
+    _check(gm, dict(x=torch.randn(2, 3, 9, 7)), dict(x=torch.randn(1, 3, 8, 3)),
            "layer 'p' (Pooling): bottom of shape [1, 3, 8, 3] is smaller than the kernel "
            '[5, 5] with pad [0, 0]: the top would have -1 rows; Caffe: "shape[i] >= 0"')
 
@@ -258,8 +251,22 @@ def test_scale_and_bias_second_bottom_must_fit(kind):
         gm(x=torch.randn(2, 3), s=torch.randn(3, 4))
 
 
-CHECKS = json.loads((Path(__file__).parent.parent / "golden" / "shape_errors"
+GOLDEN = json.loads((Path(__file__).parent.parent / "golden" / "shape_errors"
                      / "checks.json").read_text())
+RUNS = GOLDEN.pop("runs")
+CHECKS = GOLDEN
+
+
+@pytest.mark.parametrize("case", sorted(RUNS))
+def test_shapes_caffe_runs_still_run(case):
+    """E.g. ceil rounding with stride 6 gives a bottom of width 3 one window, clipped
+    to the bottom (ceil((3 - 5) / 6) + 1 = 1): real Caffe pools it, so must we."""
+    c = RUNS[case]
+    gm = caffe_fx.compile(_net({k: tuple(v) for k, v in c["good"].items()}, c["body"]))
+    blobs = {k: torch.tensor(v) for k, v in c["blobs"].items()}
+    got = gm(**{k: blobs[k] for k in c["good"]})
+    for name, value in got.items():
+        torch.testing.assert_close(value, blobs[name], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("case", sorted(CHECKS))
