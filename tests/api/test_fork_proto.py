@@ -135,13 +135,13 @@ layer { name: "r2" type: "ReLU" bottom: "relu" top: "r2" relu_param: "x" }
 def test_unknown_fields_are_all_reported_at_once():
     text = NET.replace('top: "relu" }', 'top: "relu" bogus: 1 }') + \
         'layer { name: "p" type: "Pooling" bottom: "relu" top: "p" ' \
-        'pooling_param { ceil_mode: false kernel_size: 2 } }\n'
+        'pooling_param { bogus_mode: false kernel_size: 2 } }\n'
     with pytest.raises(ProtoParseError) as e:
         read_net(text)
     message = str(e.value)
     assert "2 field(s)" in message
     assert "<prototxt string>:4:" in message and "LayerParameter has no field 'bogus'" in message
-    assert "caffe.PoolingParameter has no field 'ceil_mode'" in message
+    assert "caffe.PoolingParameter has no field 'bogus_mode'" in message
     assert "caffe_proto=" in message
 
 

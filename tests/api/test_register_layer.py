@@ -334,9 +334,9 @@ def test_not_a_layer_is_refused_naming_what_is_allowed():
 
 
 def test_unknown_params_field_is_refused():
-    with pytest.raises(errors.InputError, match=r"params = \['norm_param'\] are not "
+    with pytest.raises(errors.InputError, match=r"params = \['bogus_param'\] are not "
                                                 r"LayerParameter fields"):
-        caffe_fx.register_layer("Normalize", signed_power, params=("norm_param",))
+        caffe_fx.register_layer("Normalize", signed_power, params=("bogus_param",))
 
 
 def test_fields_the_layer_does_not_read_are_refused(tmp_path):
