@@ -76,6 +76,23 @@ def _check_positive(where: str, message: str, g: Geometry) -> None:
                     f"{where}: {message} {name} = {v} is not allowed; allowed: {name} >= {low}")
 
 
+def pool_ceil(where: str, p: caffe_pb2.PoolingParameter) -> bool:
+    """Whether the pooled size rounds up: BVLC's round_mode (CEIL by default), or the
+    ceil_mode of BVLC/caffe pull request #3057 (pooling_layer.cpp there: `ceil_mode_ ?
+    ceil(...) : floor(...)`, default true), which shicai/DenseNet-Caffe writes as
+    `ceil_mode: false`.  Both given and disagreeing is refused."""
+    if not p.HasField("ceil_mode"):
+        return p.round_mode == caffe_pb2.PoolingParameter.CEIL
+    if p.HasField("round_mode") and (p.round_mode == caffe_pb2.PoolingParameter.CEIL) != \
+            p.ceil_mode:
+        raise UnsupportedFieldError(
+            f"{where}: pooling_param ceil_mode = {str(p.ceil_mode).lower()} and round_mode = "
+            f"{caffe_pb2.PoolingParameter.RoundMode.Name(p.round_mode)} disagree; allowed: "
+            "one of them, or ceil_mode: true with round_mode: CEIL, or ceil_mode: false "
+            "with round_mode: FLOOR")
+    return p.ceil_mode
+
+
 def pool_geometry(where: str, p: caffe_pb2.PoolingParameter,
                   spatial: tuple[int, int]) -> Geometry:
     """Pooling's scalar-or-_h/_w fields; global pooling takes the whole plane."""

@@ -11,8 +11,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+import caffe_fx
+from caffe_fx.errors import UnsupportedFieldError
 from caffe_fx.frontend.read import read_net
 from caffe_fx.proto import caffe_pb2
 from caffe_fx.proto.dialect_fields import FORK_FIELDS
@@ -185,3 +189,65 @@ def test_segnet_numbered_caffe_proto_is_carried_over_by_name(tmp_path):
     proto = tmp_path / "caffe.proto"
     proto.write_text(SEGNET)
     _check_segnet_net(read_net(NET, caffe_proto=proto))
+
+
+# --------------------------------------------------------------------------- ceil_mode
+# `ceil_mode: false` is round_mode FLOOR (geometry.pool_ceil): the values of FLOOR pooling
+# are checked against BVLC Caffe by tests/layers/test_pooling.py (golden pooling-floor);
+# here that golden is run again with ceil_mode in place of round_mode.
+
+GOLDEN_FLOOR = Path(__file__).resolve().parents[1] / "golden" / "layers" / "pooling-floor.npz"
+
+
+def _pool_net(params: str, size: int = 112) -> str:
+    return ('input: "data" input_shape { dim: 1 dim: 2 dim: %d dim: %d }\n'
+            'layer { name: "pool" type: "Pooling" bottom: "data" top: "pool"\n'
+            '  pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 %s } }\n'
+            % (size, size, params))
+
+
+def test_densenet121_pool1_floors_to_56x56():
+    """DenseNet-121's pool1 (kernel 3, stride 2, pad 1 over 112x112) is 56x56 with its
+    `ceil_mode: false`; Caffe's default CEIL would make it 57x57."""
+    if not MODELS.is_dir():
+        pytest.skip("../shared/models is absent")
+    gm = caffe_fx.compile(MODELS / "shicai+DenseNet-Caffe/DenseNet_121.prototxt",
+                          outputs=["pool1"])
+    assert gm.meta["caffe"].blob_shapes["conv1"] == (1, 64, 112, 112)
+    assert gm.meta["caffe"].blob_shapes["pool1"] == (1, 64, 56, 56)
+
+
+@pytest.mark.parametrize("params, size", [("ceil_mode: false", 56), ("round_mode: FLOOR", 56),
+                                          ("ceil_mode: false round_mode: FLOOR", 56),
+                                          ("ceil_mode: true", 57), ("", 57),
+                                          ("ceil_mode: true round_mode: CEIL", 57)])
+def test_ceil_mode_is_round_mode(params, size):
+    gm = caffe_fx.compile(_pool_net(params))
+    assert gm.meta["caffe"].blob_shapes["pool"] == (1, 2, size, size)
+    assert gm(data=torch.randn(1, 2, 112, 112))["pool"].shape == (1, 2, size, size)
+
+
+@pytest.mark.parametrize("params", ["ceil_mode: false round_mode: CEIL",
+                                    "ceil_mode: true round_mode: FLOOR"])
+def test_ceil_mode_disagreeing_with_round_mode_is_refused(params):
+    with pytest.raises(UnsupportedFieldError) as e:
+        caffe_fx.compile(_pool_net(params))
+    message = str(e.value)
+    assert "layer 'pool' (Pooling)" in message and "disagree" in message
+    assert "ceil_mode = %s" % params.split()[1] in message
+    assert "round_mode = %s" % params.split()[3] in message
+    assert "allowed:" in message
+
+
+def test_ceil_mode_false_matches_caffes_floor_golden():
+    with np.load(GOLDEN_FLOOR) as f:
+        rec = dict(f)
+    prototxt = str(rec["prototxt"])
+    assert "round_mode: FLOOR" in prototxt
+    gm = caffe_fx.compile(prototxt.replace("round_mode: FLOOR", "ceil_mode: false"),
+                          outputs=["pool"])
+    with torch.no_grad():
+        ours = gm(data=torch.from_numpy(rec["input/data"]))["pool"].numpy()
+    caffe = rec["data/pool"]
+    assert ours.shape == caffe.shape == (1, 2, 4, 4)
+    np.testing.assert_allclose(ours, caffe, rtol=0, atol=1e-5 * np.abs(caffe).max())

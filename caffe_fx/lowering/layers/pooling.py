@@ -1,4 +1,5 @@
-"""Pooling (pooling_param): MAX and AVE with Caffe's ceil rounding and window clipping.
+"""Pooling (pooling_param): MAX and AVE with Caffe's ceil rounding and window clipping;
+round_mode FLOOR, or the DenseNet fork's `ceil_mode: false` (geometry.pool_ceil), floors.
 
 Mirrors src/caffe/layers/pooling_layer.cpp.  torch's pooling is used directly whenever
 it provably agrees with Caffe for every input size (pad <= kernel/2, and pad > 0 or
@@ -13,13 +14,14 @@ import torch
 from ...errors import ShapeError
 from ...ops import functional as CF
 from ...proto import caffe_pb2
-from ..geometry import pool_geometry
+from ..geometry import pool_ceil, pool_geometry
 from ..registry import Call, LayerView, register
 
 _P = caffe_pb2.PoolingParameter
 
 
-@register("Pooling", params=("pooling_param",), bottoms=1, tops=(1, 2))
+@register("Pooling", params=("pooling_param", "pooling_param.ceil_mode"), bottoms=1,
+          tops=(1, 2))
 def pooling(view: LayerView) -> Call:
     p = view.param.pooling_param
     if len(view.input_shapes[0]) != 4:
@@ -29,8 +31,9 @@ def pooling(view: LayerView) -> Call:
     max_pool = p.pool == _P.MAX
     if len(view.tops) == 2 and not max_pool:
         raise view.error("a second top (the argmax mask) needs pool: MAX")
-    g = pool_geometry(f"layer '{view.name}' ({view.type})", p, view.input_shapes[0][2:])
-    ceil = p.round_mode == _P.CEIL
+    where = f"layer '{view.name}' ({view.type})"
+    g = pool_geometry(where, p, view.input_shapes[0][2:])
+    ceil = pool_ceil(where, p)
     if p.global_pooling:
         fn = torch.amax if max_pool else torch.mean
         if len(view.tops) == 2:
