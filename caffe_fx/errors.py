@@ -41,6 +41,7 @@ __all__ = [
     "PycaffeNotImplementedError",
     "CaffeAliasError",
     "CaffeFxWarning",
+    "IgnoredFieldWarning",
     "LayerOverrideWarning",
     "UnusedWeightsWarning",
 ]
@@ -172,6 +173,11 @@ class CaffeFxWarning(UserWarning):
 class LayerOverrideWarning(CaffeFxWarning):
     """caffe_fx.register_layer (or compile's layers=) replaces a layer type built into
     caffe_fx."""
+
+
+class IgnoredFieldWarning(CaffeFxWarning):
+    """A layer sets LayerParameter fields its type does not read (Caffe ignores them too:
+    a loss_param on a Softmax); compile() lists them all in one warning."""
 
 
 class UnusedWeightsWarning(CaffeFxWarning):

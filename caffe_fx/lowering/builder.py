@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -22,8 +23,9 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from ..errors import (CaffeFxError, InputError, NetDefinitionError, ProtoParseError, ShapeError,
-                      UnsupportedFieldError, UnsupportedLayerError, UnsupportedNetError)
+from ..errors import (CaffeFxError, IgnoredFieldWarning, InputError, NetDefinitionError,
+                      ProtoParseError, ShapeError, UnsupportedFieldError, UnsupportedLayerError,
+                      UnsupportedNetError)
 from ..frontend.graph import Value
 from ..frontend.read import unknown_fields_message
 from ..ops.eltwise import eltwise_add
@@ -32,7 +34,7 @@ from ..proto import caffe_pb2
 from .naming import Namer
 from .layers.python import is_python_source
 from .registry import (IDENTITY, Call, CaffeModule, LayerSpec, LayerView, check_fields,
-                       field_problems, lookup)
+                       field_problems, ignored_fields, lookup)
 from .shapes import check_net_total, check_shape
 
 # Layers whose tops become the GraphModule's inputs.  Input declares shapes; the data
@@ -382,12 +384,19 @@ def _check_support(g: nx.DiGraph, needed: set[int], where: str,
               if not is_source(g.nodes[i]["layer"])]
     unknown = [(layer.name, layer.type) for layer in layers if lookup(layer.type) is None]
     fields: list[str] = []
+    ignored: list[str] = []
     for layer in layers:
         spec = lookup(layer.type)
         if spec is not None and layer.type != "Python":
             view = LayerView(layer.name, layer.type, tuple(layer.bottom), tuple(layer.top),
                              layer, 0, ())
             fields += field_problems(view, spec)
+            ignored += ignored_fields(view, spec)
+    if ignored:
+        warnings.warn(IgnoredFieldWarning(
+            f"{where}: {len(ignored)} field(s) set where the layer type does not read them; "
+            "ignored, as Caffe ignores them:\n" + "\n".join(f"  {x}" for x in ignored)),
+            stacklevel=2)
     kinds = [bool(read_problems), bool(unknown), bool(fields), untrusted is not None]
     if sum(kinds) == 0:
         return
@@ -405,7 +414,7 @@ def _check_support(g: nx.DiGraph, needed: set[int], where: str,
     if unknown:
         parts.append(str(UnsupportedLayerError(unknown, where)))
     if fields:
-        parts.append(f"{where}: fields the layers do not read:\n"
+        parts.append(f"{where}: fork fields the layers do not read:\n"
                      + "\n".join(f"  {line}" for line in fields))
     if untrusted is not None:
         parts.append(untrusted)

@@ -245,21 +245,26 @@ def _fork_note(fd: Any) -> str:
 
 
 def field_problems(view: LayerView, spec: LayerSpec) -> list[str]:
-    """Every field set in the prototxt that the layer function does not read: a
-    LayerParameter field outside `spec.params`, or a fork field (dialects.proto) inside
-    one that the layer does not declare.  One line per field, naming the layer."""
+    """The fork fields (dialects.proto) set inside a parameter the layer reads that it
+    does not declare: the fork reads them, caffe_fx would not.  One line per field,
+    naming the layer."""
     who = f"layer '{view.name}' ({view.type})"
-    reads = [p for p in spec.params if "." not in p]
     out: list[str] = []
     for fd, value in view.param.ListFields():
-        if fd.name in GENERIC_FIELDS:
-            continue
-        if fd.name not in spec.params:
-            out.append(f"{who}: field {fd.name}{_fork_note(fd)} is set but has no meaning "
-                       f"for this layer type; fields it reads: {', '.join(reads) or 'none'}")
-            continue
-        out += _fork_subfields(who, fd.name, value, spec)
+        if fd.name not in GENERIC_FIELDS and fd.name in spec.params:
+            out += _fork_subfields(who, fd.name, value, spec)
     return out
+
+
+def ignored_fields(view: LayerView, spec: LayerSpec) -> list[str]:
+    """The LayerParameter fields set in the prototxt that this layer type does not read,
+    as Caffe's own layer does not (py-faster-rcnn's ZF test nets give a Softmax a
+    loss_param): ignored, as Caffe ignores them, and said (compile() warns)."""
+    who = f"layer '{view.name}' ({view.type})"
+    reads = [p for p in spec.params if "." not in p]
+    return [f"{who}: {fd.name}{_fork_note(fd)} (it reads: {', '.join(reads) or 'none'})"
+            for fd, _ in view.param.ListFields()
+            if fd.name not in GENERIC_FIELDS and fd.name not in spec.params]
 
 
 def _fork_subfields(who: str, path: str, msg: Any, spec: LayerSpec) -> list[str]:
@@ -278,7 +283,8 @@ def _fork_subfields(who: str, path: str, msg: Any, spec: LayerSpec) -> list[str]
 
 
 def check_fields(view: LayerView, spec: LayerSpec) -> None:
-    """A field set in the prototxt that the layer function does not read is an error."""
+    """A fork field inside a parameter the layer reads, which it does not declare, is an
+    error (field_problems)."""
     problems = field_problems(view, spec)
     if problems:
         raise UnsupportedFieldError("\n".join(problems))

@@ -2,6 +2,7 @@
 caffe_proto= is carried over by name (never by wire number), fork fields a layer does not
 read are refused, and every problem of a net comes in one error."""
 import pytest
+import torch
 
 import caffe_fx
 from caffe_fx.errors import (ProtoError, ProtoParseError, UnsupportedFieldError,
@@ -150,16 +151,14 @@ def test_every_problem_of_a_net_in_one_error():
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 } } }
 layer { name: "r" type: "ReLU" bottom: "data" top: "r" bogus: 1 }
 layer { name: "x" type: "MysteryLayer" bottom: "r" top: "x" }
-layer { name: "s" type: "Sigmoid" bottom: "r" top: "s" dropout_param { scale_train: false } }
-layer { name: "py" type: "Python" bottom: "s" top: "y" python_param { module: "m" layer: "L" } }
+layer { name: "py" type: "Python" bottom: "x" top: "y" python_param { module: "m" layer: "L" } }
 """
     with pytest.raises(UnsupportedNetError) as e:
         caffe_fx.compile(text)
     message = str(e.value)
-    assert "4 kinds of problems" in message
+    assert "3 kinds of problems" in message
     assert "has no field 'bogus'" in message
     assert "layer 'x' (type: MysteryLayer)" in message
-    assert "layer 's' (Sigmoid): field dropout_param" in message
     assert "Python layers 'py'" in message
     # One class that every kind's except clause catches.
     assert isinstance(e.value, (UnsupportedLayerError)) and isinstance(e.value, ProtoParseError)
@@ -177,6 +176,22 @@ layer { name: "y" type: "OtherLayer" bottom: "x" top: "y" }
         caffe_fx.compile(text)
     assert not isinstance(e.value, UnsupportedNetError)
     assert e.value.layers == [("x", "MysteryLayer"), ("y", "OtherLayer")]
+
+
+def test_a_field_the_layer_type_does_not_read_is_ignored_as_caffe_ignores_it_and_said():
+    """py-faster-rcnn's ZF test nets give a Softmax a loss_param: Caffe runs them."""
+    text = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "s" type: "Softmax" bottom: "data" top: "s" loss_param { ignore_label: -1 } }
+layer { name: "r" type: "ReLU" bottom: "s" top: "r" dropout_param { scale_train: false } }
+"""
+    with pytest.warns(caffe_fx.errors.IgnoredFieldWarning) as record:
+        gm = caffe_fx.compile(text)
+    message = str(record[0].message)
+    assert "2 field(s) set where the layer type does not read them" in message
+    assert "layer 's' (Softmax): loss_param (it reads: softmax_param)" in message
+    assert "layer 'r' (ReLU): dropout_param (it reads: relu_param)" in message
+    assert set(gm(data=torch.zeros(2, 3))) == {"r"}
 
 
 def test_a_fork_field_inside_a_read_message_needs_the_layer_to_declare_it():

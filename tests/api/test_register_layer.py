@@ -339,11 +339,10 @@ def test_unknown_params_field_is_refused():
         caffe_fx.register_layer("Normalize", signed_power, params=("bogus_param",))
 
 
-def test_fields_the_layer_does_not_read_are_refused(tmp_path):
+def test_fields_the_layer_does_not_read_are_said(tmp_path):
     caffe_fx.register_layer("SignedPower", signed_power, params=())
-    with pytest.raises(errors.UnsupportedFieldError,
-                       match=r"layer 'sp' \(SignedPower\): field power_param is set but has no "
-                             r"meaning"):
+    with pytest.warns(errors.IgnoredFieldWarning,
+                      match=r"layer 'sp' \(SignedPower\): power_param \(it reads: none\)"):
         caffe_fx.compile(net(tmp_path, POWER))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,8 @@ import pytest
 import torch
 
 import caffe_fx
-from caffe_fx.errors import UnsupportedFieldError
+from caffe_fx.errors import IgnoredFieldWarning, UnsupportedFieldError
 from caffe_fx.frontend.read import read_net
-from caffe_fx.lowering.registry import lookup
 from tests.nets.oracle import MODELS
 
 NETS = sorted(str(p.relative_to(MODELS)) for p in MODELS.rglob("*")
@@ -166,22 +166,15 @@ def _authors_modules(net) -> list[str]:
 
 
 # py-faster-rcnn's ZF test nets set loss_param on their Softmax (cls_prob), which Caffe
-# ignores and caffe_fx refuses (registry.field_problems: a set field a layer does not read).
+# ignores; caffe_fx ignores it too and says so (IgnoredFieldWarning).
 IGNORED_FIELD = ("pascal_voc/ZF/fast_rcnn/test.prototxt",
                  "pascal_voc/ZF/faster_rcnn_alt_opt/faster_rcnn_test.pt",
                  "pascal_voc/ZF/faster_rcnn_end2end/test.prototxt")
 
 
 def _params(nets: list[str]) -> list:
-    out = []
-    for n in nets:
-        marks = [pytest.mark.slow] if any(s in n for s in SLOW) else []
-        if n.endswith(IGNORED_FIELD):
-            marks.append(pytest.mark.xfail(
-                raises=UnsupportedFieldError, strict=True,
-                reason="Softmax with loss_param: Caffe ignores the field, caffe_fx refuses it"))
-        out.append(pytest.param(n, marks=marks))
-    return out
+    return [pytest.param(n, marks=[pytest.mark.slow] if any(s in n for s in SLOW) else [])
+            for n in nets]
 
 
 def test_all_roi_pooling_nets_found(shared_models: Path) -> None:
@@ -191,8 +184,6 @@ def test_all_roi_pooling_nets_found(shared_models: Path) -> None:
 @pytest.mark.parametrize("rel", _params(NETS))
 def test_net_compiles_and_runs(rel: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                ) -> None:
-    if lookup("ROIPooling") is None:
-        pytest.skip("ROIPooling is not lowered yet (caffe_fx/lowering/layers)")
     path = MODELS / rel
     net = read_net(str(path))
     phase = "train" if "train" in path.name else "test"
@@ -215,8 +206,15 @@ def test_net_compiles_and_runs(rel: str, tmp_path: Path, monkeypatch: pytest.Mon
             if name.split(".")[0] in {m.split(".")[0] for m in modules}:
                 monkeypatch.delitem(sys.modules, name)
     torch.manual_seed(0)
-    gm = caffe_fx.compile(str(path), phase=phase, input_shapes=shapes,
-                          trust_python_layers=bool(modules))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", IgnoredFieldWarning)
+        gm = caffe_fx.compile(str(path), phase=phase, input_shapes=shapes,
+                              trust_python_layers=bool(modules))
+    ignored = [str(w.message) for w in said if issubclass(w.category, IgnoredFieldWarning)]
+    if rel.endswith(IGNORED_FIELD):
+        assert len(ignored) == 1 and "layer 'cls_prob' (Softmax): loss_param" in ignored[0]
+    else:
+        assert ignored == []
     with torch.no_grad():
         outs = gm(**{k: torch.from_numpy(v) for k, v in inputs.items()})
     assert outs
