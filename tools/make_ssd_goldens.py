@@ -1,0 +1,143 @@
+"""Goldens for SSD's layers from weiliu89/caffe (branch ssd), run for real.
+
+    python tools/make_ssd_goldens.py [--only SUBSTRING]
+
+Needs root and ../shared/caffe-oracle with its `ssd` overlay (CAFFE_ORACLE_FORK=ssd), which
+has CPU code for Permute, Normalize and PriorBox.  Each case is one layer fed from legacy
+`input:` fields with `force_backward: true`, seeded inputs and seeded top diffs; pycaffe's
+forward then backward.  Normalize's scale comes from the case's scale_filler (the oracle
+seeds Caffe's RNG).  Writes tests/golden/ssd/<case>.npz with `prototxt`, `phase`, `layer`
+(the type), `input/<blob>`, `topdiff/<blob>`, `data/<blob>` (every top), `diff/<blob>`
+(the inputs Caffe differentiates), `param/<layer>/<i>` and `pdiff/<layer>/<i>`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.nets.oracle import run_oracle  # noqa: E402
+from tools._oracle_goldens import generate, write_golden  # noqa: E402
+
+GOLDEN = ROOT / "tests" / "golden" / "ssd"
+Gen = Callable[[np.random.RandomState], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    layer: str  # the layer type
+    body: str  # the layer's prototxt text, inside layer { ... } after name and type
+    inputs: Mapping[str, Gen]
+    diff_of: tuple[str, ...] = ()  # the inputs Caffe differentiates (force_backward)
+    topdiffs: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+def prototxt(case: Case, shapes: Mapping[str, tuple[int, ...]]) -> str:
+    head = f'name: "{case.name}"\nforce_backward: true\n'
+    for blob, shape in shapes.items():
+        dims = " ".join(f"dim: {d}" for d in shape)
+        head += f'input: "{blob}"\ninput_shape {{ {dims} }}\n'
+    return head + f'layer {{ name: "{case.name}" type: "{case.layer}" {case.body} }}\n'
+
+
+def _seed(name: str) -> int:
+    return sum(ord(c) * (i + 1) for i, c in enumerate(name)) % (2 ** 31)
+
+
+def make(case: Case) -> str:
+    r = np.random.RandomState(_seed(case.name))
+    inputs = {k: np.ascontiguousarray(g(r), dtype=np.float32) for k, g in case.inputs.items()}
+    text = prototxt(case, {k: v.shape for k, v in inputs.items()})
+    diffs = {k: r.standard_normal(s).astype(np.float32) for k, s in case.topdiffs.items()}
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    net = GOLDEN / f".{case.name}.prototxt"
+    net.write_text(text)
+    os.environ["CAFFE_ORACLE_FORK"] = "ssd"
+    try:
+        got, meta = run_oracle(net, inputs, backward=True, topdiffs=diffs, workdir=GOLDEN)
+    finally:
+        net.unlink()
+    tops = [t for layer in meta["layers"] for t in layer["tops"]]
+    record: dict[str, np.ndarray] = {
+        "prototxt": np.array(text), "phase": np.array("test"), "layer": np.array(case.layer),
+    }
+    record.update({f"input/{k}": v for k, v in inputs.items()})
+    record.update({f"topdiff/{k}": v for k, v in diffs.items()})
+    record.update({f"data/{t}": got[f"data/{t}"] for t in tops})
+    record.update({f"diff/{b}": got[f"diff/{b}"] for b in case.diff_of})
+    record.update({k: v for k, v in got.items() if k.startswith(("param/", "pdiff/"))})
+    return write_golden(GOLDEN, case.name, record)
+
+
+def normal(*shape: int, scale: float = 1.0) -> Gen:
+    return lambda r: r.randn(*shape) * scale
+
+
+def zeros(*shape: int) -> Gen:
+    return lambda r: np.zeros(shape)  # PriorBox reads only the image's size
+
+
+def with_zero_pixel(*shape: int) -> Gen:
+    def gen(r: np.random.RandomState) -> np.ndarray:
+        x = r.randn(*shape)
+        x[0, :, 0, 0] = 0.0  # norm sqrt(eps)
+        return x
+    return gen
+
+
+_ONE = 'bottom: "data" top: "out"'
+_PRIOR = 'bottom: "feat" bottom: "data" top: "prior"'
+_GAUSS = 'scale_filler { type: "gaussian" mean: 3 std: 2 }'
+
+CASES = [
+    Case("permute_0231", "Permute", _ONE + " permute_param { order: 0 order: 2 order: 3 order: 1 }",
+         {"data": normal(2, 3, 4, 5)}, ("data",), {"out": (2, 4, 5, 3)}),
+    Case("permute_partial_3d", "Permute", _ONE + " permute_param { order: 2 }",
+         {"data": normal(2, 3, 4)}, ("data",), {"out": (4, 2, 3)}),
+    Case("permute_identity", "Permute", _ONE + " permute_param { order: 0 order: 1 }",
+         {"data": normal(2, 3, 2)}, ("data",), {"out": (2, 3, 2)}),
+    Case("normalize_pixel_channel_scale", "Normalize",
+         _ONE + f" norm_param {{ across_spatial: false channel_shared: false {_GAUSS} }}",
+         {"data": normal(2, 4, 3, 3)}, ("data",), {"out": (2, 4, 3, 3)}),
+    Case("normalize_pixel_shared", "Normalize",
+         _ONE + ' norm_param { across_spatial: false scale_filler { type: "constant" '
+         'value: 2.5 } }', {"data": normal(2, 4, 3, 3)}, ("data",), {"out": (2, 4, 3, 3)}),
+    Case("normalize_spatial_channel_scale", "Normalize",
+         _ONE + f" norm_param {{ channel_shared: false {_GAUSS} }}",
+         {"data": normal(2, 3, 2, 4)}, ("data",), {"out": (2, 3, 2, 4)}),
+    Case("normalize_spatial_shared_default", "Normalize", _ONE,
+         {"data": normal(2, 3, 2, 4)}, ("data",), {"out": (2, 3, 2, 4)}),
+    Case("normalize_2d", "Normalize",
+         _ONE + f" norm_param {{ across_spatial: false channel_shared: false {_GAUSS} }}",
+         {"data": normal(3, 5)}, ("data",), {"out": (3, 5)}),
+    Case("normalize_eps_zero_pixel", "Normalize",
+         _ONE + f" norm_param {{ across_spatial: false channel_shared: false eps: 0.01 "
+         f"{_GAUSS} }}", {"data": with_zero_pixel(1, 3, 2, 2)}, ("data",), {"out": (1, 3, 2, 2)}),
+    Case("prior_box_ssd300", "PriorBox",
+         _PRIOR + " prior_box_param { min_size: 30.5 max_size: 60.7 aspect_ratio: 2 flip: true "
+         "clip: true variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 }",
+         {"feat": normal(1, 2, 3, 4), "data": zeros(1, 3, 30, 40)}),
+    Case("prior_box_two_sizes_noflip", "PriorBox",
+         _PRIOR + " prior_box_param { min_size: 10 min_size: 20.9 max_size: 15 max_size: 33 "
+         "aspect_ratio: 2 aspect_ratio: 3 aspect_ratio: 2 flip: false variance: 0.2 "
+         "offset: 0.3 step: 8 }", {"feat": normal(1, 1, 3, 2), "data": zeros(1, 1, 20, 24)}),
+    Case("prior_box_img_size_one_bottom", "PriorBox",
+         'bottom: "feat" top: "prior" prior_box_param { min_size: 12 aspect_ratio: 2 '
+         "aspect_ratio: 0.5 img_size: 40 }", {"feat": normal(1, 2, 2, 3)}),
+    Case("prior_box_img_hw_step_hw", "PriorBox",
+         _PRIOR + " prior_box_param { min_size: 16 max_size: 40 aspect_ratio: 3 img_h: 50 "
+         "img_w: 60 step_h: 12 step_w: 10 offset: 0 }",
+         {"feat": normal(1, 2, 4, 5), "data": zeros(1, 3, 8, 8)}),
+]
+
+
+if __name__ == "__main__":
+    generate(CASES, make)
