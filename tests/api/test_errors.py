@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import caffe_fx
-from caffe_fx.errors import (CaffeFxError, InputError, NetDefinitionError, ProtoParseError,
-                             ShapeError, UnsupportedFieldError, UnsupportedLayerError,
-                             WeightsError)
+from caffe_fx.errors import (CaffeFxError, IgnoredFieldWarning, InputError, NetDefinitionError,
+                             ProtoParseError, ShapeError, UnsupportedFieldError,
+                             UnsupportedLayerError, WeightsError)
 
 INPUT = ('layer { name: "data" type: "Input" top: "data" '
          'input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n')
@@ -36,13 +36,13 @@ def test_binary_file_given_as_prototxt(tmp_path):
 
 def test_every_unsupported_layer_reported_at_once():
     net = INPUT + (
-        'layer { name: "roi" type: "ROIPooling" bottom: "data" top: "roi" }\n'
-        'layer { name: "up" type: "Upsample" bottom: "roi" top: "up" }\n'
-        'layer { name: "roi2" type: "ROIPooling" bottom: "up" top: "roi2" }\n')
+        'layer { name: "roi" type: "IPlugin" bottom: "data" top: "roi" }\n'
+        'layer { name: "up" type: "TensorRTOnly" bottom: "roi" top: "up" }\n'
+        'layer { name: "roi2" type: "IPlugin" bottom: "up" top: "roi2" }\n')
     with pytest.raises(UnsupportedLayerError) as e:
         caffe_fx.compile(net)
     msg = str(e.value)
-    assert "Unknown layer types ROIPooling, Upsample in 3 layer(s)" in msg
+    assert "Unknown layer types IPlugin, TensorRTOnly in 3 layer(s)" in msg
     for name in ("roi", "up", "roi2"):
         assert f"layer '{name}'" in msg
     assert isinstance(e.value, NotImplementedError) and isinstance(e.value, CaffeFxError)
@@ -79,10 +79,11 @@ def test_unsupported_field_value():
         caffe_fx.compile(net)
 
 
-def test_field_meaningless_for_the_type():
+def test_field_meaningless_for_the_type_is_ignored_as_caffe_ignores_it_and_said():
     net = INPUT + ('layer { name: "r" type: "ReLU" bottom: "data" top: "r" '
                    'pooling_param { pool: AVE } }\n')
-    with pytest.raises(UnsupportedFieldError, match=r"layer 'r' \(ReLU\): field pooling_param"):
+    with pytest.warns(IgnoredFieldWarning, match=r"layer 'r' \(ReLU\): pooling_param "
+                                                 r"\(it reads: relu_param\)"):
         caffe_fx.compile(net)
 
 
