@@ -20,7 +20,7 @@ of malformed rois (x2 < x1) that its own forward pooled.
 """
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from . import _cuda_kernels
 
 FLT_MAX = float(np.finfo(np.float32).max)
 _MAX_GATHER = 1 << 23  # elements gathered per chunk of rois (the padded path)
-_CHUNK = 1 << 20  # int64 keys gathered per chunk of rois (2 MiB: stays in cache)
+_CHUNK = 1 << 18  # int64 keys gathered per chunk of rois (2 MiB: stays in cache)
 _TABLE_BYTES = 1 << 29  # the largest table of exact bin heights (else sparse along H too)
 
 
@@ -146,8 +146,9 @@ def _forward_float32(x: Tensor, batch: Tensor, hs: Tensor, he: Tensor, ws: Tenso
     channels-last map: the max of the values and the min of _argmax_keys.  Along H a table
     has one level per bin height (exact: the bin's own rows), along W one per power of two,
     and a bin reduces the two windows of 2^k columns at its two ends (max and min are
-    idempotent, so they may overlap).  Where exact heights would take too much memory, H
-    is sparse too (four windows per bin)."""
+    idempotent, so they may overlap).  Where exact heights would take more than
+    _TABLE_BYTES, H is sparse too (four windows per bin); where even that would, the
+    channels go in groups."""
     n, c, h, w = x.shape
     r, ph_, pw_ = hs.shape[0], hs.shape[1], ws.shape[1]
     top = torch.empty((r, c, ph_, pw_), dtype=torch.float32)
@@ -163,10 +164,33 @@ def _forward_float32(x: Tensor, batch: Tensor, hs: Tensor, he: Tensor, ws: Tenso
     exact_h = nkh * nkw * plane * c * 12 <= _TABLE_BYTES
     if not exact_h:
         kh, nkh = _axis_plan(bh, exact=False)
-    keys = torch.empty((nkh * nkw * plane + 1, c), dtype=torch.int64)
-    vals = torch.empty((nkh * nkw * plane + 1, c), dtype=torch.float32)
-    keys[-1] = -1  # the row empty bins read: argmax -1 ...
-    vals[-1] = 0.0  # ... and 0
+    # Table rows of each bin's windows, window-major: 2 (exact H) or 4 per bin.
+    size = nkh * nkw * plane
+    base = ((kh * nkw + kw) * n + batch[:, None, None]) * (h * w)
+    h1 = hs[:, :, None].expand(r, ph_, pw_)
+    w1 = ws[:, None, :].expand(r, ph_, pw_)
+    w2 = we[:, None, :] - (1 << kw)
+    hrows = [h1] if exact_h else [h1, he[:, :, None] - (1 << kh)]
+    rows = torch.stack([base + hh * w + ww for hh in hrows for ww in (w1, w2)])
+    rows = rows.masked_fill_(empty, size).view(len(hrows) * 2, r, ph_ * pw_)
+    group = max(1, min(c, _TABLE_BYTES // (size * 12)))
+    for c0 in range(0, c, group):
+        c1 = min(c, c0 + group)
+        keys, vals = _tables(x[:, c0:c1], nkh, nkw, exact_h)
+        _pool_rows(keys, vals, rows, top[:, c0:c1], argmax[:, c0:c1])
+    return top, argmax
+
+
+def _tables(x: Tensor, nkh: int, nkw: int, exact_h: bool) -> Tuple[Tensor, Tensor]:
+    """The two tables, (nkh * nkw * N * H * W + 1) x C: window level (kh, kw) of plane
+    (n, h, w) in row ((kh * nkw + kw) * N + n) * H * W + h * W + w; the last row is the
+    one empty bins read (argmax -1, value 0)."""
+    n, c, h, w = x.shape
+    size = nkh * nkw * n * h * w
+    keys = torch.empty((size + 1, c), dtype=torch.int64)
+    vals = torch.empty((size + 1, c), dtype=torch.float32)
+    keys[-1] = -1
+    vals[-1] = 0.0
     xl = x.permute(0, 2, 3, 1)
     for table, first, reduce in ((keys, _argmax_keys(xl), torch.minimum),
                                  (vals, xl.clamp(min=-FLT_MAX).nan_to_num(nan=-FLT_MAX),
@@ -175,23 +199,22 @@ def _forward_float32(x: Tensor, batch: Tensor, hs: Tensor, he: Tensor, ws: Tenso
         levels[0, 0] = first
         _fill_levels(levels[0], False, reduce)
         _fill_levels(levels, exact_h, reduce)
-    # Table rows of each bin's windows, window-major: 2 (exact H) or 4 per bin.
-    base = ((kh * nkw + kw) * n + batch[:, None, None]) * (h * w)
-    h1 = hs[:, :, None].expand(r, ph_, pw_)
-    w1 = ws[:, None, :].expand(r, ph_, pw_)
-    w2 = we[:, None, :] - (1 << kw)
-    hrows = [h1] if exact_h else [h1, he[:, :, None] - (1 << kh)]
-    rows = torch.stack([base + hh * w + ww for hh in hrows for ww in (w1, w2)])
-    rows = rows.masked_fill_(empty, keys.shape[0] - 1).view(len(hrows) * 2, r, ph_ * pw_)
-    windows = rows.shape[0]
-    step = max(1, _CHUNK // (ph_ * pw_ * windows * c))
-    kbuf = torch.empty(windows * step * ph_ * pw_ * c, dtype=torch.int64)
-    vbuf = torch.empty(windows * step * ph_ * pw_ * c, dtype=torch.float32)
-    top3 = top.view(r, c, ph_ * pw_)
-    arg3 = argmax.view(r, c, ph_ * pw_)
+    return keys, vals
+
+
+def _pool_rows(keys: Tensor, vals: Tensor, rows: Tensor, top: Tensor, argmax: Tensor) -> None:
+    """top and argmax (R x C x PH x PW, views) from the windows' table rows (windows x R x
+    PH*PW), a few rois at a time (_CHUNK keys: the chunk stays in cache)."""
+    windows, r, bins = rows.shape
+    c = keys.shape[1]
+    step = max(1, _CHUNK // (bins * windows * c))
+    kbuf = torch.empty(windows * step * bins * c, dtype=torch.int64)
+    vbuf = torch.empty(windows * step * bins * c, dtype=torch.float32)
+    top3 = top.view(r, c, bins) if top.is_contiguous() else top.flatten(2)
+    arg3 = argmax.view(r, c, bins) if argmax.is_contiguous() else argmax.flatten(2)
     for r0 in range(0, r, step):
         r1 = min(r, r0 + step)
-        m = (r1 - r0) * ph_ * pw_
+        m = (r1 - r0) * bins
         index = rows[:, r0:r1].reshape(-1)
         for buf, table, reduce, out in ((kbuf, keys, torch.minimum, arg3),
                                         (vbuf, vals, torch.maximum, top3)):
@@ -200,8 +223,7 @@ def _forward_float32(x: Tensor, batch: Tensor, hs: Tensor, he: Tensor, ws: Tenso
             for i in range(1, windows):
                 reduce(got[0], got[i], out=got[0])
             # R x PH*PW x C -> R x C x PH*PW; int64 keys -> int32 keeps the low word.
-            out[r0:r1].copy_(got[0].view(r1 - r0, ph_ * pw_, c).transpose(1, 2))
-    return top, argmax
+            out[r0:r1].copy_(got[0].view(r1 - r0, bins, c).transpose(1, 2))
 
 
 # ---------------------------------------------------------------- CPU forward, any dtype
@@ -267,26 +289,27 @@ def _forward_cpu(features: Tensor, rois: Tensor, pooled_h: int, pooled_w: int,
 def _backward_cpu(grad: Tensor, rois: Tensor, argmax: Tensor, batch: int, channels: int,
                   height: int, width: int) -> Tensor:
     """Backward_cpu: bottom_diff[b, c, argmax] += top_diff, roi by roi in Caffe's order
-    (index_add_ adds serially in index order); argmax -1 adds nothing."""
+    (a 1-D scatter_add_ adds serially in index order).  Each (b, c) plane gets one slot
+    in front, where argmax -1 (an empty bin, or a bin of nothing > -FLT_MAX) adds its
+    diff."""
     r = grad.shape[0]
-    plane = height * width
-    out = torch.zeros(batch * channels * plane + 1, dtype=grad.dtype)  # + 1: the -1s' sink
-    if grad.numel() == 0:
-        return out[:-1].view(batch, channels, height, width)
-    index = rois[:, 0].to(torch.int64)
-    g = grad.contiguous().view(r, channels, -1)
-    a = argmax.view(r, channels, -1)
-    per = a.shape[2]
-    offset = torch.arange(channels, dtype=torch.int64).view(1, channels, 1) * plane
-    step = max(1, _MAX_GATHER // max(1, channels * per))
-    sink = out.numel() - 1
-    for r0 in range(0, r, step):
-        r1 = min(r, r0 + step)
-        ar = a[r0:r1].to(torch.int64)
-        flat = ar + offset + (index[r0:r1] * (channels * plane)).view(-1, 1, 1)
-        flat = flat.masked_fill_(ar < 0, sink)
-        out.index_add_(0, flat.view(-1), g[r0:r1].reshape(-1))
-    return out[:-1].view(batch, channels, height, width)
+    plane = height * width + 1
+    out = torch.zeros((batch * channels, plane), dtype=grad.dtype)
+    if grad.numel() and argmax.numel():
+        g = grad.contiguous().view(r, channels, -1)
+        a = argmax.contiguous().view(r, channels, -1)
+        start = torch.arange(channels, dtype=torch.int64).view(1, channels, 1) * plane + 1
+        batch_start = (rois[:, 0].to(torch.int64) * (channels * plane)).view(-1, 1, 1)
+        per_roi = channels * a.shape[2]
+        step = max(1, _CHUNK // per_roi)
+        buf = torch.empty(step * per_roi, dtype=torch.int64)
+        flat_out = out.view(-1)
+        for r0 in range(0, r, step):
+            r1 = min(r, r0 + step)
+            index = buf[: (r1 - r0) * per_roi]
+            torch.add(a[r0:r1], start + batch_start[r0:r1], out=index.view(r1 - r0, channels, -1))
+            flat_out.scatter_add_(0, index, g[r0:r1].reshape(-1))
+    return out[:, 1:].contiguous().view(batch, channels, height, width)
 
 
 # ---------------------------------------------------------------- the custom ops
@@ -333,9 +356,13 @@ def _setup_context(ctx: Any, inputs: Tuple[Any, ...], output: Tuple[Tensor, Tens
     features, rois = inputs[0], inputs[1]
     ctx.save_for_backward(rois, output[1])
     ctx.shape = tuple(features.shape)
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no zeros for the argmax's (integer) "gradient"
 
 
-def _backward(ctx: Any, grad: Tensor, _grad_argmax: Any) -> Tuple[Any, ...]:
+def _backward(ctx: Any, grad: Optional[Tensor], _grad_argmax: Any) -> Tuple[Any, ...]:
+    if grad is None:
+        return None, None, None, None, None, None
     rois, argmax = ctx.saved_tensors
     n, c, h, w = ctx.shape
     diff = torch.ops.caffe_fx.roi_pool_backward(grad, rois, argmax, n, c, h, w)

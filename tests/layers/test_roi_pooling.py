@@ -163,12 +163,13 @@ def test_cpu_kernel_matches_the_reference(seed: int, dtype: np.dtype) -> None:
 
 def test_float32_kernel_on_a_larger_map_uses_sparse_heights(monkeypatch) -> None:
     """Where exact-height tables would be too large the float32 kernel takes four windows
-    per bin; both layouts give the reference's numbers (bins up to 13 x 17)."""
+    per bin, and where those would be too, it pools a few channels at a time; every
+    layout gives the reference's numbers (bins up to 13 x 17)."""
     r = np.random.RandomState(7)
     x = np.maximum(r.randn(2, 5, 40, 50), 0).astype(np.float32)
     rois = np.c_[r.randint(0, 2, 30), r.uniform(-40, 420, (30, 4))].astype(np.float32)
     want = reference(x, rois, 3, 3, 0.125)
-    for budget in (R._TABLE_BYTES, 0):
+    for budget in (R._TABLE_BYTES, 2_500_000, 0):  # sparse, channels by 2, by 1
         monkeypatch.setattr(R, "_TABLE_BYTES", budget)
         top, argmax = torch.ops.caffe_fx.roi_pool(torch.from_numpy(x), torch.from_numpy(rois),
                                                   3, 3, 0.125, "")
