@@ -171,6 +171,9 @@ def _prior_net(params: str, bottoms: str = 'bottom: "feat" bottom: "data"') -> s
     ("min_size: 10 img_size: 30 img_h: 20 img_w: 20", r"either img_size or img_h/img_w"),
     ("min_size: 10 step: 8 step_h: 4", r"either step or step_h/step_w"),
     ("min_size: 10 img_h: 20", r"img_w.*img_w > 0"),
+    ("min_size: inf", r"min_size\[0\] = inf.*0 < min_size\[0\] < 2.14748e\+09"),
+    ("min_size: 10 aspect_ratio: 0", r"aspect_ratio\[0\] = 0.*aspect_ratio\[0\] > 0"),
+    ("min_size: 10 aspect_ratio: nan", r"aspect_ratio\[0\] = nan"),
 ])
 def test_prior_box_refuses_what_the_fork_checks(params: str, message: str) -> None:
     with pytest.raises(CaffeFxError, match=r"layer 'p' \(PriorBox\)") as e:

@@ -74,9 +74,10 @@ def normalize(view: LayerView) -> Normalize:
                      float(np.float32(p.eps)), filler)
 
 
-def _positive(view: LayerView, field: str, value: float) -> None:
-    if not value > 0:
-        raise view.fail(f"prior_box_param.{field}", value, f"{field} > 0")
+def _positive(view: LayerView, field: str, value: float, bound: float = math.inf) -> None:
+    if not 0 < value < bound:
+        allowed = f"{field} > 0" if bound == math.inf else f"0 < {field} < {bound:g}"
+        raise view.fail(f"prior_box_param.{field}", value, allowed)
 
 
 @register("PriorBox", params=("prior_box_param",), bottoms=(1, 2), tops=1)
@@ -84,8 +85,12 @@ def prior_box(view: LayerView) -> Call:
     p = view.param.prior_box_param
     if not p.min_size:
         raise view.fail("prior_box_param.min_size", "unset", "at least one min_size > 0")
-    for i, v in enumerate(p.min_size):
-        _positive(view, f"min_size[{i}]", v)
+    for i, v in enumerate(p.min_size):  # the fork truncates them to int
+        _positive(view, f"min_size[{i}]", v, 2.0 ** 31)
+    for i, v in enumerate(p.max_size):
+        _positive(view, f"max_size[{i}]", v, 2.0 ** 31)
+    for i, v in enumerate(p.aspect_ratio):  # the fork takes sqrt(ratio) and 1 / ratio
+        _positive(view, f"aspect_ratio[{i}]", v)
     if p.max_size and len(p.max_size) != len(p.min_size):
         raise view.fail("prior_box_param.max_size", list(p.max_size),
                         f"one max_size per min_size ({len(p.min_size)})")
