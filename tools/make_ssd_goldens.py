@@ -7,8 +7,10 @@ has CPU code for Permute, Normalize and PriorBox.  Each case is one layer fed fr
 `input:` fields with `force_backward: true`, seeded inputs and seeded top diffs; pycaffe's
 forward then backward.  Normalize's scale comes from the case's scale_filler (the oracle
 seeds Caffe's RNG).  Writes tests/golden/ssd/<case>.npz with `prototxt`, `phase`, `layer`
-(the type), `input/<blob>`, `topdiff/<blob>`, `data/<blob>` (every top), `diff/<blob>`
-(the inputs Caffe differentiates), `param/<layer>/<i>` and `pdiff/<layer>/<i>`.
+(the type), `input/<blob>`, `topdiff/<blob>`, `data/<blob>` (every top but Split's),
+`diff/<blob>` (the inputs Caffe differentiates), `param/<layer>/<i>` and
+`pdiff/<layer>/<i>`.  net_ssd_head is a whole net (Convolution, Pooling, Flatten and
+Concat around the SSD layers) instead of one layer.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ class Case:
     inputs: Mapping[str, Gen]
     diff_of: tuple[str, ...] = ()  # the inputs Caffe differentiates (force_backward)
     topdiffs: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    net: str = ""  # a whole net's layers instead of the one layer of `body`
 
 
 def prototxt(case: Case, shapes: Mapping[str, tuple[int, ...]]) -> str:
@@ -45,6 +48,8 @@ def prototxt(case: Case, shapes: Mapping[str, tuple[int, ...]]) -> str:
     for blob, shape in shapes.items():
         dims = " ".join(f"dim: {d}" for d in shape)
         head += f'input: "{blob}"\ninput_shape {{ {dims} }}\n'
+    if case.net:
+        return head + case.net
     return head + f'layer {{ name: "{case.name}" type: "{case.layer}" {case.body} }}\n'
 
 
@@ -65,7 +70,8 @@ def make(case: Case) -> str:
         got, meta = run_oracle(net, inputs, backward=True, topdiffs=diffs, workdir=GOLDEN)
     finally:
         net.unlink()
-    tops = [t for layer in meta["layers"] for t in layer["tops"]]
+    tops = [t for layer in meta["layers"] for t in layer["tops"]
+            if "_split_" not in t and t not in inputs]  # not the Split layers' copies
     record: dict[str, np.ndarray] = {
         "prototxt": np.array(text), "phase": np.array("test"), "layer": np.array(case.layer),
     }
@@ -137,6 +143,41 @@ CASES = [
          "img_w: 60 step_h: 12 step_w: 10 offset: 0 }",
          {"feat": normal(1, 2, 4, 5), "data": zeros(1, 3, 8, 8)}),
 ]
+
+# A whole net (held to 1e-4): an SSD head in miniature: two feature maps (one Normalize'd, as SSD's conv4_3), their
+# location predictions permuted and flattened, and their priors concatenated.
+_G = 'weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "constant" value: 0.1 }'
+SSD_HEAD = f"""
+layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param {{ num_output: 4 kernel_size: 3 pad: 1 {_G} }} }}
+layer {{ name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }}
+layer {{ name: "norm" type: "Normalize" bottom: "conv1" top: "norm"
+  norm_param {{ across_spatial: false channel_shared: false {_GAUSS} }} }}
+layer {{ name: "loc1" type: "Convolution" bottom: "norm" top: "loc1"
+  convolution_param {{ num_output: 8 kernel_size: 3 pad: 1 {_G} }} }}
+layer {{ name: "loc1_perm" type: "Permute" bottom: "loc1" top: "loc1_perm"
+  permute_param {{ order: 0 order: 2 order: 3 order: 1 }} }}
+layer {{ name: "loc1_flat" type: "Flatten" bottom: "loc1_perm" top: "loc1_flat" }}
+layer {{ name: "prior1" type: "PriorBox" bottom: "norm" bottom: "data" top: "prior1"
+  prior_box_param {{ min_size: 4 max_size: 8 clip: true variance: 0.1 variance: 0.1
+                     variance: 0.2 variance: 0.2 }} }}
+layer {{ name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+  pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}
+layer {{ name: "loc2" type: "Convolution" bottom: "pool1" top: "loc2"
+  convolution_param {{ num_output: 12 kernel_size: 1 {_G} }} }}
+layer {{ name: "loc2_perm" type: "Permute" bottom: "loc2" top: "loc2_perm"
+  permute_param {{ order: 0 order: 2 order: 3 order: 1 }} }}
+layer {{ name: "loc2_flat" type: "Flatten" bottom: "loc2_perm" top: "loc2_flat" }}
+layer {{ name: "prior2" type: "PriorBox" bottom: "pool1" bottom: "data" top: "prior2"
+  prior_box_param {{ min_size: 8 aspect_ratio: 2 flip: true variance: 0.1 variance: 0.1
+                     variance: 0.2 variance: 0.2 }} }}
+layer {{ name: "loc" type: "Concat" bottom: "loc1_flat" bottom: "loc2_flat" top: "loc"
+  concat_param {{ axis: 1 }} }}
+layer {{ name: "priors" type: "Concat" bottom: "prior1" bottom: "prior2" top: "priors"
+  concat_param {{ axis: 2 }} }}
+"""
+CASES.append(Case("net_ssd_head", "net", "", {"data": normal(2, 3, 8, 8)}, ("data",),
+                  {"loc": (2, 8 * 8 * 8 + 4 * 4 * 12)}, net=SSD_HEAD))
 
 
 if __name__ == "__main__":
