@@ -1,14 +1,15 @@
 """ROIPooling benchmark: caffe_fx::roi_pool against torchvision.ops.roi_pool.
 
     CAFFE_FX_TORCHVISION_PYTHON=/tmp/tv/bin/python python benchmarks/bench_roi_pool.py
-        [--rounds 7] [--threads N] [--devices cpu,cuda] [--out benchmarks/ROI_POOL.md]
+        [--rounds 7] [--threads 1,2] [--devices cpu,cuda] [--out benchmarks/ROI_POOL.md]
 
 The Fast R-CNN size: VGG16's conv5_3 of a 600 x 1000 image (1 x 512 x 38 x 63, after ReLU),
 2000 rois, 7 x 7 bins, spatial_scale 1/16.  The rois are seeded boxes inside the image whose
 widths and heights are log-uniform from 16 pixels to the image's size, as proposals are.
 Forward (no grad; ours also returns the argmax, as torchvision's kernel does) and backward
 (the features' diff for a seeded top diff, after a forward with grad) are timed as the
-median of --rounds after a warm-up, the two libraries alternating round by round.
+median of --rounds after a warm-up, the two libraries alternating round by round, for each
+thread count of --threads (torch.set_num_threads on both sides).
 
 torchvision cannot be installed beside this environment's torch, so it runs in another
 interpreter, CAFFE_FX_TORCHVISION_PYTHON (e.g. `python -m venv /tmp/tv && /tmp/tv/bin/pip
@@ -130,55 +131,65 @@ class Torchvision:
         self.proc.wait(timeout=60)
 
 
+def run(device: str, op: str, rounds: int, data: dict[str, torch.Tensor],
+        tv: Torchvision | None) -> tuple[float, float | None]:
+    ours(op, device, data)  # warm-up
+    if tv:
+        tv.time(op, device)
+    mine, theirs = [], []
+    for _ in range(rounds):
+        mine.append(ours(op, device, data))
+        if tv:
+            theirs.append(tv.time(op, device))
+    return statistics.median(mine), statistics.median(theirs) if theirs else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--threads", default=str(torch.get_num_threads()),
+                    help="thread counts, comma-separated")
     ap.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "ROI_POOL.md")
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
     python = os.environ.get("CAFFE_FX_TORCHVISION_PYTHON")
     arrays = inputs()
     data = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    rows = []
+    versions = "torchvision not run (set CAFFE_FX_TORCHVISION_PYTHON)"
     with tempfile.TemporaryDirectory() as tmp:
         npz = Path(tmp) / "inputs.npz"
         np.savez(npz, **arrays)
-        tv = Torchvision(python, npz, a.threads) if python else None
-        rows = []
-        try:
-            for device in csv_list(a.devices):
-                for op in ("forward", "backward"):
-                    ours(op, device, data)  # warm-up
-                    if tv:
-                        tv.time(op, device)
-                    mine, theirs = [], []
-                    for _ in range(a.rounds):
-                        mine.append(ours(op, device, data))
-                        if tv:
-                            theirs.append(tv.time(op, device))
-                    rows.append((device, op, statistics.median(mine),
-                                 statistics.median(theirs) if theirs else None))
-        finally:
-            if tv:
-                tv.close()
-    lines = ["| device | pass | caffe_fx::roi_pool (ms) | torchvision roi_pool (ms) | "
-             "torchvision / caffe_fx |", "|---|---|---:|---:|---:|"]
-    for device, op, m, t in rows:
+        for threads in (int(t) for t in csv_list(a.threads)):
+            torch.set_num_threads(threads)
+            tv = Torchvision(python, npz, threads) if python else None
+            try:
+                if tv:
+                    versions = (f"torchvision {tv.versions['torchvision']} on torch "
+                                f"{tv.versions['torch']}")
+                for device in csv_list(a.devices):
+                    for op in ("forward", "backward"):
+                        m, t = run(device, op, a.rounds, data, tv)
+                        rows.append((device, threads if device == "cpu" else "-", op, m, t))
+            finally:
+                if tv:
+                    tv.close()
+    lines = ["| device | threads | pass | caffe_fx::roi_pool (ms) | torchvision roi_pool (ms) "
+             "| torchvision / caffe_fx |", "|---|---:|---|---:|---:|---:|"]
+    for device, threads, op, m, t in rows:
         ratio = f"{t / m:.2f}" if t else "-"
-        lines.append(f"| {device} | {op} | {m * 1e3:.0f} | "
+        lines.append(f"| {device} | {threads} | {op} | {m * 1e3:.0f} | "
                      f"{'-' if t is None else f'{t * 1e3:.0f}'} | {ratio} |")
     table = "\n".join(lines)
     print(table)
-    versions = f"torch {torch.__version__}" + (
-        f"; torchvision {tv.versions['torchvision']} on torch {tv.versions['torch']}"
-        if tv else "; torchvision not run (set CAFFE_FX_TORCHVISION_PYTHON)")
     a.out.write_text(
         "# ROIPooling: caffe_fx::roi_pool against torchvision.ops.roi_pool\n\n"
-        "Written by `benchmarks/bench_roi_pool.py` (see its docstring for the inputs).\n\n"
+        "Written by `benchmarks/bench_roi_pool.py` (its docstring says what is timed): "
+        f"features {SHAPE[0]} x {SHAPE[1]} x {SHAPE[2]} x {SHAPE[3]} (VGG16 conv5_3 of a "
+        f"600 x 1000 image), {NUM_ROIS} rois, {POOLED[0]} x {POOLED[1]} bins.\n\n"
         f"{table}\n\n"
-        f"Median of {a.rounds} rounds, {a.threads} thread(s), {cpu_model()}, "
-        f"{os.cpu_count()} cores; {versions}; "
+        f"Median of {a.rounds} rounds; {cpu_model()}, {os.cpu_count()} cores; torch "
+        f"{torch.__version__}; {versions}; "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.\n")
 
 

@@ -69,5 +69,5 @@ def launch(stem: str, name: str, count: int, args: tuple[Any, ...], device: torc
     stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream)
     cargs = tuple(cupy.asarray(a) if isinstance(a, torch.Tensor) else a for a in args)
     blocks = (count + threads - 1) // threads
-    with cupy.cuda.Device(index):
-        kernel((blocks,), (threads,), cargs, stream=stream)
+    with cupy.cuda.Device(index), stream:  # the current stream: RawKernel launches on it
+        kernel((blocks,), (threads,), cargs)

@@ -203,9 +203,8 @@ def _scalar(suffix: str, v: float) -> Any:
     return np.float32(v) if suffix == "float32" else np.float64(v)
 
 
-@psroi_pool_op.register_kernel("cuda")
-def _(features: Tensor, rois: Tensor, output_dim: int, group_size: int, spatial_scale: float,
-      layer: str = "") -> Tensor:
+def _psroi_pool_cuda(features: Tensor, rois: Tensor, output_dim: int, group_size: int,
+                     spatial_scale: float, layer: str = "") -> Tensor:
     _check_args(features, output_dim, group_size, layer)
     suffix = _cuda_dtype(features, layer)
     n, c, h, w = features.shape
@@ -219,9 +218,9 @@ def _(features: Tensor, rois: Tensor, output_dim: int, group_size: int, spatial_
     return top
 
 
-@psroi_pool_backward_op.register_kernel("cuda")
-def _(grad: Tensor, rois: Tensor, batch: int, channels: int, height: int, width: int,
-      output_dim: int, group_size: int, spatial_scale: float) -> Tensor:
+def _psroi_pool_backward_cuda(grad: Tensor, rois: Tensor, batch: int, channels: int,
+                              height: int, width: int, output_dim: int, group_size: int,
+                              spatial_scale: float) -> Tensor:
     suffix = _cuda_dtype(grad, "")
     g = grad.contiguous()
     out = g.new_zeros((batch, channels, height, width))
@@ -231,6 +230,10 @@ def _(grad: Tensor, rois: Tensor, batch: int, channels: int, height: int, width:
         np.int32(height), np.int32(width), np.int32(group_size), r, np.int32(output_dim),
         out), g.device)
     return out
+
+
+psroi_pool_op.register_kernel("cuda")(_psroi_pool_cuda)
+psroi_pool_backward_op.register_kernel("cuda")(_psroi_pool_backward_cuda)
 
 
 # ---------------------------------------------------------------- what generated code calls

@@ -384,9 +384,8 @@ def _cuda_dtype(features: Tensor, layer: str) -> str:
     return _SUFFIX[features.dtype]
 
 
-@roi_pool_op.register_kernel("cuda")
-def _(features: Tensor, rois: Tensor, pooled_h: int, pooled_w: int, spatial_scale: float,
-      layer: str = "") -> Tuple[Tensor, Tensor]:
+def _roi_pool_cuda(features: Tensor, rois: Tensor, pooled_h: int, pooled_w: int,
+                   spatial_scale: float, layer: str = "") -> Tuple[Tensor, Tensor]:
     _check_args(features, pooled_h, pooled_w, layer)
     suffix = _cuda_dtype(features, layer)
     n, c, h, w = features.shape
@@ -402,9 +401,8 @@ def _(features: Tensor, rois: Tensor, pooled_h: int, pooled_w: int, spatial_scal
     return top, argmax
 
 
-@roi_pool_backward_op.register_kernel("cuda")
-def _(grad: Tensor, rois: Tensor, argmax: Tensor, batch: int, channels: int, height: int,
-      width: int) -> Tensor:
+def _roi_pool_backward_cuda(grad: Tensor, rois: Tensor, argmax: Tensor, batch: int,
+                            channels: int, height: int, width: int) -> Tensor:
     suffix = _cuda_dtype(grad, "")
     g = grad.contiguous()
     out = g.new_zeros((batch, channels, height, width))
@@ -414,6 +412,10 @@ def _(grad: Tensor, rois: Tensor, argmax: Tensor, batch: int, channels: int, hei
         np.int32(g.numel()), g, argmax.contiguous(), r, np.int32(channels), np.int32(height),
         np.int32(width), np.int32(ph), np.int32(pw), out), g.device)
     return out
+
+
+roi_pool_op.register_kernel("cuda")(_roi_pool_cuda)
+roi_pool_backward_op.register_kernel("cuda")(_roi_pool_backward_cuda)
 
 
 # ---------------------------------------------------------------- what generated code calls

@@ -126,6 +126,20 @@ def test_halves_round_away_from_zero() -> None:
                                       rec["data/pool"])
 
 
+@pytest.mark.oracle
+def test_goldens_are_reproduced_by_the_fork(tmp_path: Path, monkeypatch) -> None:
+    """The generator still gives the committed numbers (needs root and the oicr overlay)."""
+    from tools import make_roi_goldens as M
+    monkeypatch.setenv("CAFFE_ORACLE_FORK", "oicr")
+    monkeypatch.setattr(M, "GOLDEN", tmp_path)
+    for name in ("roi_halves_scale_3x3", "roi_special_values_2x2"):
+        M.make(next(c for c in M.CASES if c.name == name))
+        new, old = _load(tmp_path / f"{name}.npz"), _load(GOLDEN / f"{name}.npz")
+        assert sorted(new) == sorted(old)
+        for k in old:
+            np.testing.assert_array_equal(new[k], old[k], err_msg=f"{name}: {k}")
+
+
 # ---------------------------------------------------------------- the CPU kernels
 
 def _random_case(seed: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, int, int, float]:

@@ -5,16 +5,21 @@ are checked on a GPU by tests/layers/test_roi_pooling.py and test_psroi_pooling.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from caffe_fx.errors import MissingDependencyError
 from caffe_fx.ops import _cuda_kernels
+from caffe_fx.ops import psroi_pool as P
+from caffe_fx.ops import roi_pool as R
 
 ROOT = Path(__file__).resolve().parents[2]
 KERNELS = {
@@ -54,6 +59,56 @@ def test_cuda_without_cupy_is_a_missing_dependency(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
     with pytest.raises(MissingDependencyError, match=r"need CuPy: pip install 'caffe_fx\[cuda\]'"):
         _cuda_kernels._cupy()
+
+
+def _signatures(stem: str) -> dict[str, list[str]]:
+    """The parameter types of each kernel of kernels/<stem>.cu's extern "C" macro, by name
+    without the dtype suffix: 'int', 'T', 'int*' or 'T*'."""
+    text = _cuda_kernels.kernel_source(stem)
+    out = {}
+    for name, params in re.findall(r'extern "C" __global__ void (\w+)_##SUFFIX\(([^)]*)\)',
+                                   text):
+        types = []
+        for param in params.replace("\\", " ").split(","):
+            words = param.replace("const", " ").split()
+            types.append(" ".join(words[:-1]).replace(" *", "*"))
+        out[name] = types
+    return out
+
+
+def _kind(arg: object, dtype: torch.dtype) -> str:
+    if isinstance(arg, torch.Tensor):
+        assert arg.is_contiguous()
+        return "int*" if arg.dtype == torch.int32 else "T*" if arg.dtype == dtype else "?"
+    if isinstance(arg, np.int32):
+        return "int"
+    return "T" if arg.dtype == {torch.float32: np.float32, torch.float64: np.float64}[dtype] \
+        else "?"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_launches_pass_what_the_kernels_take(dtype: torch.dtype, monkeypatch) -> None:
+    """Each CUDA implementation's arguments, run with the launch recorded instead of done,
+    have the types and order of its kernel's parameters in the .cu (an int32 is an `int`,
+    a scalar of the dtype a `T`, a contiguous tensor a pointer), and one thread per
+    element."""
+    launched = []
+    monkeypatch.setattr(_cuda_kernels, "launch",
+                        lambda stem, name, count, args, device: launched.append(
+                            (stem, name, count, args)))
+    x = torch.randn(2, 8, 5, 6, dtype=dtype)
+    rois = torch.tensor([[0, 0, 0, 4, 4], [1, 1, 1, 3, 2.0]])
+    top, argmax = R._roi_pool_cuda(x, rois, 2, 3, 0.5)
+    R._roi_pool_backward_cuda(top, rois, argmax, 2, 8, 5, 6)
+    ps = P._psroi_pool_cuda(x, rois, 2, 2, 0.5)
+    P._psroi_pool_backward_cuda(ps, rois, 2, 8, 5, 6, 2, 2, 0.5)
+    suffix = str(dtype).split(".")[1]
+    for stem, name, count, args in launched:
+        assert name.endswith(f"_{suffix}")
+        want = _signatures(stem)[name[: -len(suffix) - 1]]
+        assert [_kind(a, dtype) for a in args] == want, name
+        assert int(args[0]) == count
+    assert len(launched) == 4
 
 
 FIND = """
