@@ -179,6 +179,15 @@ layer {{ name: "priors" type: "Concat" bottom: "prior1" bottom: "prior2" top: "p
 CASES.append(Case("net_ssd_head", "net", "", {"data": normal(2, 3, 8, 8)}, ("data",),
                   {"loc": (2, 8 * 8 * 8 + 4 * 4 * 12)}, net=SSD_HEAD))
 
+# Normalize's scale diff reads its top's data, which an in-place ReLU after it rewrites.
+NORM_RELU = f"""
+layer {{ name: "norm" type: "Normalize" bottom: "data" top: "norm"
+  norm_param {{ across_spatial: false channel_shared: false {_GAUSS} }} }}
+layer {{ name: "relu" type: "ReLU" bottom: "norm" top: "norm" }}
+"""
+CASES.append(Case("net_normalize_inplace_relu", "net", "", {"data": normal(2, 3, 3, 3)},
+                  ("data",), {"norm": (2, 3, 3, 3)}, net=NORM_RELU))
+
 
 if __name__ == "__main__":
     generate(CASES, make)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .caffe_grad import caffe_grad
+from .caffe_grad import caffe_grad, keep_top
 
 
 @torch.fx.wrap
@@ -54,7 +54,8 @@ class CaffeNormalize(torch.autograd.Function):
     """Normalize with normalize_layer.cpp's Backward_cpu.  Bottom: scale_c (td - x a / n^2)
     / n with a = sum x td over the normalised span, which leaves the per-channel scales out
     of `a` (the true derivative has sum scale_k x_k td_k); the same when the scale is
-    shared.  Scale: sum(top * td) / scale (per channel, or over everything when shared)."""
+    shared.  Scale: sum(top * td) / scale (per channel, or over everything when shared),
+    with the top's data as backward finds it (a later in-place ReLU has rectified it)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, scale: Tensor, across_spatial: bool, eps: float
@@ -62,13 +63,21 @@ class CaffeNormalize(torch.autograd.Function):
         x4 = _as4d(x)
         y, norm = _normalize(x4, scale, across_spatial, eps)
         ctx.across_spatial, ctx.in_shape = across_spatial, x.shape
-        ctx.save_for_backward(x4, scale, y, norm)
-        return y.reshape(x.shape)
+        # The top is not saved (the builder may run a ReLU in place on it): the blob
+        # record of keep_top sees it as Caffe's backward does, else it is recomputed.
+        ctx.save_for_backward(x4, scale, norm)
+        top = y if x.dim() == 4 else y.reshape(x.shape).clone()  # not a view of y
+        keep_top(ctx, x, top, False)
+        return top
 
     @staticmethod
     @once_differentiable  # Caffe has no second derivative
     def backward(ctx: Any, dy: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor], None, None]:
-        x4, scale, y, norm = ctx.saved_tensors
+        x4, scale, norm = ctx.saved_tensors
+        # Backward_cpu reads the top as it is then: after any later in-place layer on it.
+        blob = getattr(ctx, "caffe_blob", None)
+        y = _as4d(blob.value) if blob is not None else \
+            (x4 * (1.0 / norm) if ctx.across_spatial else x4 / norm) * _scale4d(scale)
         td = _as4d(dy)
         s4 = _scale4d(scale)
         dx = dscale = None

@@ -78,7 +78,7 @@ def test_matches_the_fork_forward_and_backward(path: Path) -> None:
 
 def test_goldens_cover_the_cases() -> None:
     names = {p.stem for p in CASES}
-    assert len(names) == 14
+    assert len(names) == 15
     assert {"permute_0231", "normalize_pixel_channel_scale", "prior_box_ssd300",
             "net_ssd_head"} <= names
 
@@ -276,3 +276,20 @@ def test_torch_compile_backward_matches_eager() -> None:
     x.grad = None
     torch.compile(gm, backend="aot_eager")(data=x)["perm"].backward(seed)
     torch.testing.assert_close(x.grad, eager, rtol=1e-6, atol=1e-6)
+
+
+def test_scale_diff_reads_the_top_after_an_in_place_relu() -> None:
+    """The fork's scale diff is sum(top td) / scale with the top as an in-place ReLU left
+    it; the un-rectified top would give another diff (and compile() runs that ReLU in
+    place, torch.relu_, on the Normalize module's output)."""
+    rec = _load(GOLDEN / "net_normalize_inplace_relu.npz")
+    x = torch.from_numpy(rec["input/data"]).double()
+    scale = torch.from_numpy(rec["param/norm/0"]).double()
+    top = _plain_normalize(x, scale, False, 1e-10)
+    td = torch.from_numpy(rec["topdiff/norm"]).double()
+    unrectified = ((top * td).sum([0, 2, 3]) / scale).numpy()
+    assert relative_error(unrectified, rec["pdiff/norm/0"]) > 0.1
+    gm = caffe_fx.compile(str(rec["prototxt"]), weights={"norm": [rec["param/norm/0"]]})
+    assert "torch.relu_(norm)" in gm.code
+    _, _, pgrads = _run(rec)
+    _close(pgrads["pdiff/norm/0"].numpy(), rec["pdiff/norm/0"], "scale diff")
