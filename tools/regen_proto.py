@@ -139,11 +139,15 @@ def merge_dialects(bvlc: descriptor_pb2.FileDescriptorProto
 
     for m in dialect.message_type:
         target = by_name.get(m.name)
-        if target is None:  # a fork's own message
+        if target is None:  # a fork's own message, with the messages nested in it
             new = merged.message_type.add()
             new.CopyFrom(m)
-            for f in new.field:
-                retype(f)
+            stack = [new]
+            while stack:
+                message = stack.pop()
+                for f in message.field:
+                    retype(f)
+                stack.extend(message.nested_type)
             by_name[m.name] = new
             continue
         for f in m.field:

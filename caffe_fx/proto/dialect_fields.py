@@ -30,5 +30,5 @@ FORK_FIELDS: dict[str, tuple[str, int | None]] = {
     'caffe.TransformationParameter.expand_param': ('weiliu89/caffe', None),
     'caffe.LossParameter.weight_by_label_freqs': ('alexgkendall/caffe-segnet', 3),
     'caffe.LossParameter.class_weighting': ('alexgkendall/caffe-segnet', None),
-    'caffe.PoolingParameter.ceil_mode': ('dujianyi/caffe', 13),
+    'caffe.PoolingParameter.ceil_mode': ('BVLC/caffe#3057', 13),
 }

@@ -22,7 +22,7 @@ from caffe_fx.proto import caffe_pb2
 from caffe_fx.proto.dialect_fields import FORK_FIELDS
 from tests.nets.oracle import MODELS
 
-FORKS = ("weiliu89/caffe", "alexgkendall/caffe-segnet", "dujianyi/caffe")
+FORKS = ("weiliu89/caffe", "alexgkendall/caffe-segnet", "BVLC/caffe#3057")
 # {short field name: full name} of every field these three forks add.
 FIELDS = {name.rsplit(".", 1)[1]: name for name, (fork, _) in FORK_FIELDS.items()
           if fork in FORKS}
@@ -103,7 +103,7 @@ def test_clashing_fork_numbers_are_renumbered_and_recorded():
         ("alexgkendall/caffe-segnet", 138)
     assert FORK_FIELDS["caffe.LossParameter.weight_by_label_freqs"][1] == 3
     assert FORK_FIELDS["caffe.DropoutParameter.sample_weights_test"][1] == 2
-    assert FORK_FIELDS["caffe.PoolingParameter.ceil_mode"] == ("dujianyi/caffe", 13)
+    assert FORK_FIELDS["caffe.PoolingParameter.ceil_mode"] == ("BVLC/caffe#3057", 13)
     pooling = caffe_pb2.PoolingParameter.DESCRIPTOR.fields_by_name
     assert pooling["round_mode"].number == 13 and pooling["ceil_mode"].default_value is True
 
