@@ -457,18 +457,29 @@ def _contiguous(graph: fx.Graph, node: fx.Node, value: torch.Tensor, names: Name
     return out
 
 
+# The layer modules whose backward never reads their own top, so that a ReLU after them
+# may overwrite it: not user layers, Python layers or custom-backward ones that save it.
+_TOP_FREE_MODULES = frozenset(f"caffe_fx.lowering.layers.{m}" for m in (
+    "convolution", "inner_product", "scale_bias", "batch_norm", "embed"))
+
+
 def _relu_in_place(gm: fx.GraphModule) -> None:
     """ReLU overwrites its bottom, as Caffe's in-place ReLU does, when nothing else reads
-    it and its producer's backward does not need its own output (a layer module, a sum
-    or a concat): saves one pass over memory per activation."""
+    it and its producer's backward does not need its own output (a convolution, inner
+    product, scale, bias, batch norm or embed module, a sum or a concat): saves one pass
+    over memory per activation."""
     for node in gm.graph.nodes:
         if node.op != "call_function" or node.target is not torch.relu:
             continue
         src = node.args[0]
         if not isinstance(src, fx.Node) or len(src.users) != 1:
             continue
-        if src.op == "call_module" or (src.op == "call_function"
-                                       and src.target in (torch.add, eltwise_add, caffe_concat)):
+        if src.op == "call_module":
+            free = type(gm.get_submodule(str(src.target))).__module__ in _TOP_FREE_MODULES
+        else:
+            free = src.op == "call_function" and src.target in (torch.add, eltwise_add,
+                                                                caffe_concat)
+        if free:
             node.target = torch.relu_
 
 

@@ -388,3 +388,37 @@ def test_user_layers_torch_compile(tmp_path):
     want = np.clip(X * W[None, :, None, None] + B[None, :, None, None], -1, 1) ** 3
     np.testing.assert_allclose(torch.compile(gm)(data=x)["sp"].detach().numpy(), want,
                                rtol=1e-5, atol=1e-6)
+
+
+class _SavesTop(torch.autograd.Function):
+    """exp, whose backward reads its own output."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = x.exp()
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * y
+
+
+class SavesTop(nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+
+    def forward(self, x):
+        return _SavesTop.apply(x)
+
+
+def test_a_relu_after_a_user_module_does_not_overwrite_what_its_backward_saved(tmp_path):
+    caffe_fx.register_layer("SavesTop", SavesTop)
+    body = ('layer { name: "e" type: "SavesTop" bottom: "data" top: "e" }\n'
+            'layer { name: "r" type: "ReLU" bottom: "e" top: "e" }\n')
+    gm = caffe_fx.compile(net(tmp_path, body))
+    assert "relu_" not in gm.code
+    x = torch.randn(2, 3, 4, 5, requires_grad=True)
+    gm(data=x)["e"].sum().backward()
+    torch.testing.assert_close(x.grad, x.detach().exp())
