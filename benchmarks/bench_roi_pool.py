@@ -76,6 +76,22 @@ for line in sys.stdin:
 """
 
 
+NOTES = """\
+How the CPU kernel gets there (caffe_fx/ops/roi_pool.py): the forward builds, over the
+channels-last map, tables of window maxima (values) and window minima of int64 keys that
+pack the order-preserving bits of each value with its position (so the min is Caffe's
+first maximum and its low word the argmax): one level per bin height, one per power of two
+of bin width.  Each bin is then two row gathers of C channels and one reduction, a few
+rois at a time (8 MiB of keys per chunk); no Python loop over rois x bins.  The
+backward is one serial 1-D scatter_add_ per chunk (Caffe's order of additions).
+torchvision's kernels are C++ loops over rois, bins and their elements.
+
+The machine is shared (2 cores, other jobs running), so single runs vary by 20-30%; the
+two libraries alternate round by round to see the same load.  CUDA rows appear when the
+machine has a GPU and CuPy (`pip install caffe_fx[cuda]`).
+"""
+
+
 def inputs(seed: int = 0) -> dict[str, np.ndarray]:
     r = np.random.RandomState(seed)
     h, w = IMAGE
@@ -190,7 +206,8 @@ def main() -> None:
         f"{table}\n\n"
         f"Median of {a.rounds} rounds; {cpu_model()}, {os.cpu_count()} cores; torch "
         f"{torch.__version__}; {versions}; "
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.\n")
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.\n\n"
+        + NOTES)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from . import _cuda_kernels
 
 FLT_MAX = float(np.finfo(np.float32).max)
 _MAX_GATHER = 1 << 23  # elements gathered per chunk of rois (the padded path)
-_CHUNK = 1 << 18  # int64 keys gathered per chunk of rois (2 MiB: stays in cache)
+_CHUNK = 1 << 20  # int64 keys gathered per chunk of rois (8 MiB: best measured at 1-2 threads)
 _TABLE_BYTES = 1 << 29  # the largest table of exact bin heights (else sparse along H too)
 
 
@@ -204,7 +204,7 @@ def _tables(x: Tensor, nkh: int, nkw: int, exact_h: bool) -> Tuple[Tensor, Tenso
 
 def _pool_rows(keys: Tensor, vals: Tensor, rows: Tensor, top: Tensor, argmax: Tensor) -> None:
     """top and argmax (R x C x PH x PW, views) from the windows' table rows (windows x R x
-    PH*PW), a few rois at a time (_CHUNK keys: the chunk stays in cache)."""
+    PH*PW), a few rois at a time (_CHUNK keys per chunk)."""
     windows, r, bins = rows.shape
     c = keys.shape[1]
     step = max(1, _CHUNK // (bins * windows * c))
