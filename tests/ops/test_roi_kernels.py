@@ -122,7 +122,8 @@ print(json.dumps([caffe_fx.__file__] + [str(_cuda_kernels.kernel_path(s)) for s 
 @pytest.mark.slow
 def test_wheel_ships_the_kernels(tmp_path: Path) -> None:
     """`pip wheel` of a copy of this checkout holds caffe_fx/kernels/*.cu, and caffe_fx
-    imported from the unpacked wheel (no checkout around it) finds them there."""
+    installed from it into a fresh virtual environment (no checkout around it; torch and
+    the rest from this interpreter's site-packages) finds them there."""
     import json
 
     src = tmp_path / "src"  # a copy, so that the build writes nothing into this checkout
@@ -144,14 +145,25 @@ def test_wheel_ships_the_kernels(tmp_path: Path) -> None:
             assert f"caffe_fx/kernels/{stem}.cu" in names
             assert z.read(f"caffe_fx/kernels/{stem}.cu") == \
                 (ROOT / "kernels" / f"{stem}.cu").read_bytes()
-        z.extractall(tmp_path / "site")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONPATH"] = str(tmp_path / "site")
-    run = subprocess.run([sys.executable, "-c", FIND], capture_output=True, text=True,
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
+                    str(venv)], check=True, capture_output=True)
+    python = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
+                           "--no-deps", "--no-index", "--ignore-installed", "--quiet",
+                           str(wheel)],
+                          capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    run = subprocess.run([str(python), "-c", FIND], capture_output=True, text=True,
                          env=env, cwd=tmp_path, check=False)
     assert run.returncode == 0, run.stderr
     package, *sources = (Path(p) for p in json.loads(run.stdout))
-    site = (tmp_path / "site").resolve()
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; "
+                                "print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, env=env, check=True
+                               ).stdout.strip()).resolve()
+    assert site.is_relative_to(venv.resolve())
     assert package.resolve().is_relative_to(site)
     for stem, path in zip(("roi_pool", "psroi_pool"), sources):
         assert path.resolve() == site / "caffe_fx" / "kernels" / f"{stem}.cu"
