@@ -460,7 +460,7 @@ def _contiguous(graph: fx.Graph, node: fx.Node, value: torch.Tensor, names: Name
 # The layer modules whose backward never reads their own top, so that a ReLU after them
 # may overwrite it: not user layers, Python layers or custom-backward ones that save it.
 _TOP_FREE_MODULES = frozenset(f"caffe_fx.lowering.layers.{m}" for m in (
-    "convolution", "inner_product", "scale_bias", "batch_norm", "embed"))
+    "convolution", "inner_product", "scale_bias", "batch_norm", "embed", "ssd"))
 
 
 def _relu_in_place(gm: fx.GraphModule) -> None:
