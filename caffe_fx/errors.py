@@ -81,7 +81,9 @@ class UnsupportedLayerError(CaffeFxError, NotImplementedError):
         super().__init__(
             f"{source}: Unknown layer type{'s' if len(kinds) > 1 else ''} "
             f"{', '.join(kinds)} in {len(self.layers)} layer(s):\n{lines}\n"
-            "See caffe_fx.supported_layers() for the known types."
+            "See caffe_fx.supported_layers() for the known types; a type of your own (a "
+            "TensorRT plugin, a fork layer caffe_fx lacks) can be given with "
+            "caffe_fx.register_layer(TYPE, impl) or compile(..., layers={TYPE: factory})."
         )
 
 

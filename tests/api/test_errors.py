@@ -43,6 +43,7 @@ def test_every_unsupported_layer_reported_at_once():
         caffe_fx.compile(net)
     msg = str(e.value)
     assert "Unknown layer types IPlugin, TensorRTOnly in 3 layer(s)" in msg
+    assert "caffe_fx.register_layer(TYPE, impl)" in msg
     for name in ("roi", "up", "roi2"):
         assert f"layer '{name}'" in msg
     assert isinstance(e.value, NotImplementedError) and isinstance(e.value, CaffeFxError)
