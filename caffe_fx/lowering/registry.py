@@ -245,26 +245,34 @@ def _fork_note(fd: Any) -> str:
 
 
 def field_problems(view: LayerView, spec: LayerSpec) -> list[str]:
-    """The fork fields (dialects.proto) set inside a parameter the layer reads that it
-    does not declare: the fork reads them, caffe_fx would not.  One line per field,
-    naming the layer."""
+    """The fork fields (dialects.proto) a layer does not handle: a fork parameter its type
+    does not read, or a fork field inside a parameter it reads that it does not declare.
+    Never ignored: the fork's layer may read them.  One line per field, naming the layer."""
     who = f"layer '{view.name}' ({view.type})"
+    reads = [p for p in spec.params if "." not in p]
     out: list[str] = []
     for fd, value in view.param.ListFields():
-        if fd.name not in GENERIC_FIELDS and fd.name in spec.params:
+        if fd.name in GENERIC_FIELDS:
+            continue
+        if fd.name in spec.params:
             out += _fork_subfields(who, fd.name, value, spec)
+        elif fd.full_name in FORK_FIELDS:
+            out.append(f"{who}: {fd.name}{_fork_note(fd)} is set, but caffe_fx's {spec.type} "
+                       f"does not read it; allowed: {', '.join(reads) or 'no parameters'}")
     return out
 
 
 def ignored_fields(view: LayerView, spec: LayerSpec) -> list[str]:
-    """The LayerParameter fields set in the prototxt that this layer type does not read,
-    as Caffe's own layer does not (py-faster-rcnn's ZF test nets give a Softmax a
-    loss_param): ignored, as Caffe ignores them, and said (compile() warns)."""
+    """The LayerParameter fields of Caffe's own schema set in the prototxt that this layer
+    type does not read, as Caffe's layer does not (py-faster-rcnn's ZF test nets give a
+    Softmax a loss_param): ignored, as Caffe ignores them, and said (compile() warns).
+    Fork fields are field_problems instead."""
     who = f"layer '{view.name}' ({view.type})"
     reads = [p for p in spec.params if "." not in p]
-    return [f"{who}: {fd.name}{_fork_note(fd)} (it reads: {', '.join(reads) or 'none'})"
+    return [f"{who}: {fd.name} (it reads: {', '.join(reads) or 'none'})"
             for fd, _ in view.param.ListFields()
-            if fd.name not in GENERIC_FIELDS and fd.name not in spec.params]
+            if fd.name not in GENERIC_FIELDS and fd.name not in spec.params
+            and fd.full_name not in FORK_FIELDS]
 
 
 def _fork_subfields(who: str, path: str, msg: Any, spec: LayerSpec) -> list[str]:

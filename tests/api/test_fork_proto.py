@@ -194,6 +194,20 @@ layer { name: "r" type: "ReLU" bottom: "s" top: "r" dropout_param { scale_train:
     assert set(gm(data=torch.zeros(2, 3))) == {"r"}
 
 
+def test_a_fork_parameter_the_layer_type_does_not_read_is_an_error():
+    text = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "r" type: "ReLU" bottom: "data" top: "r"
+        roi_pooling_param { pooled_h: 2 } loss_param { ignore_label: 1 } }
+"""
+    with pytest.raises(UnsupportedFieldError) as e:
+        caffe_fx.compile(text)
+    assert str(e.value) == (
+        "<prototxt string>: layer 'r' (ReLU): roi_pooling_param (a field of the fork "
+        "rbgirshick/caffe-fast-rcnn) is set, but caffe_fx's ReLU does not read it; allowed: "
+        "relu_param [in build]")
+
+
 def test_a_fork_field_inside_a_read_message_needs_the_layer_to_declare_it():
     layer = caffe_pb2.LayerParameter(name="d", type="Dropout")
     layer.dropout_param.scale_train = False
