@@ -29,7 +29,6 @@ import torch
 
 import caffe_fx
 from caffe_fx.frontend.read import read_net
-from caffe_fx.lowering.registry import lookup
 from tests.nets.compare import _OnCaffesValues
 from tools import make_oicr_goldens as M
 
@@ -108,8 +107,6 @@ def oicr(shared_models: Path, tmp_path_factory: pytest.TempPathFactory
     train = shared_models / TRAIN
     if not train.is_file():
         pytest.skip(f"needs {train}")
-    if lookup("ROIPooling") is None:
-        pytest.skip("ROIPooling is not lowered yet (caffe_fx/lowering/layers)")
     with np.load(GOLDEN) as f:
         golden = dict(f)
     folder = tmp_path_factory.mktemp("oicr")
