@@ -33,8 +33,8 @@ from ..ops.shape import caffe_concat
 from ..proto import caffe_pb2
 from .naming import Namer
 from .layers.python import is_python_source
-from .registry import (IDENTITY, Call, CaffeModule, LayerSpec, LayerView, check_fields,
-                       field_problems, ignored_fields, lookup)
+from .registry import (IDENTITY, Call, CaffeModule, LayerSpec, LayerView, field_problems,
+                       ignored_fields, lookup)
 from .shapes import check_net_total, check_shape
 
 # Layers whose tops become the GraphModule's inputs.  Input declares shapes; the data
@@ -233,7 +233,6 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
             input_shapes=tuple(tuple(meta[v].shape) for v in attrs["bottoms"]),
         )
         _check_counts(view, spec, len(attrs["tops"]), where)
-        check_fields(view, spec)
         who = f"{where}: layer '{layer.name}' ({layer.type})"
         try:
             with torch.device("meta"):

@@ -141,7 +141,7 @@ def register(
     `bottoms`/`tops`: an exact count, a (min, max) pair (max None = unbounded), or
     None for no check.  `params`: LayerParameter fields the function handles, and, as
     dotted paths ("dropout_param.scale_train"), the fork fields (dialects.proto) inside
-    them that it handles; any other fork field set in them is refused (check_fields).
+    them that it handles; any other fork field set in them is refused (field_problems).
     """
 
     def bounds(spec: int | tuple[int, int | None] | None) -> tuple[int, int | None]:
@@ -288,14 +288,6 @@ def _fork_subfields(who: str, path: str, msg: Any, spec: LayerSpec) -> list[str]
             for v in (value if fd.is_repeated else [value]):
                 out += _fork_subfields(who, here, v, spec)
     return out
-
-
-def check_fields(view: LayerView, spec: LayerSpec) -> None:
-    """A fork field inside a parameter the layer reads, which it does not declare, is an
-    error (field_problems)."""
-    problems = field_problems(view, spec)
-    if problems:
-        raise UnsupportedFieldError("\n".join(problems))
 
 
 _LOADED = False
