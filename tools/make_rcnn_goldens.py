@@ -18,10 +18,8 @@ and `diff/<blob>` (every input Caffe differentiates; labels and weights get none
 """
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,60 +27,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.nets.oracle import run_oracle  # noqa: E402
-from tools._oracle_goldens import generate, write_golden  # noqa: E402
+from tools._oracle_goldens import ForkCase as Case, Gen, generate, make_fork_golden  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "golden" / "rcnn_layers"
-Gen = Callable[[np.random.RandomState], np.ndarray]
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    layer: str  # the layer type
-    body: str  # the layer's prototxt text, inside layer { ... } after name and type
-    inputs: Mapping[str, Gen]
-    diff_of: tuple[str, ...]  # the inputs Caffe differentiates (force_backward)
-    phase: str = "test"
-    topdiffs: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # non-loss tops
-    fork: str = "oicr"  # CAFFE_ORACLE_FORK
-
-
-def prototxt(case: Case, shapes: Mapping[str, tuple[int, ...]]) -> str:
-    head = f'name: "{case.name}"\nforce_backward: true\n'
-    for blob, shape in shapes.items():
-        dims = " ".join(f"dim: {d}" for d in shape)
-        head += f'input: "{blob}"\ninput_shape {{ {dims} }}\n'
-    return head + f'layer {{ name: "{case.name}" type: "{case.layer}" {case.body} }}\n'
-
-
-def _seed(name: str) -> int:
-    return sum(ord(c) * (i + 1) for i, c in enumerate(name)) % (2 ** 31)
-
-
-def make(case: Case) -> str:
-    r = np.random.RandomState(_seed(case.name))
-    inputs = {k: np.ascontiguousarray(g(r), dtype=np.float32) for k, g in case.inputs.items()}
-    text = prototxt(case, {k: v.shape for k, v in inputs.items()})
-    diffs = {k: r.standard_normal(s).astype(np.float32) for k, s in case.topdiffs.items()}
-    GOLDEN.mkdir(parents=True, exist_ok=True)
-    net = GOLDEN / f".{case.name}.prototxt"
-    net.write_text(text)
-    os.environ["CAFFE_ORACLE_FORK"] = case.fork
-    try:
-        got, meta = run_oracle(net, inputs, phase=case.phase, backward=True, topdiffs=diffs,
-                               workdir=GOLDEN)
-    finally:
-        net.unlink()
-    tops = [t for layer in meta["layers"] for t in layer["tops"]]
-    record: dict[str, np.ndarray] = {
-        "prototxt": np.array(text), "phase": np.array(case.phase), "layer": np.array(case.layer),
-    }
-    record.update({f"input/{k}": v for k, v in inputs.items()})
-    record.update({f"topdiff/{k}": v for k, v in diffs.items()})
-    record.update({f"data/{t}": got[f"data/{t}"] for t in tops})
-    record.update({f"diff/{b}": got[f"diff/{b}"] for b in case.diff_of})
-    return write_golden(GOLDEN, case.name, record)
+make = partial(make_fork_golden, folder=GOLDEN, fork="oicr")
 
 
 # ---------------------------------------------------------------- inputs
