@@ -30,6 +30,8 @@ class PublishedNet:
         that layer is replaced by net-level `input:` fields; caffe_fx compiles the
         published prototxt unchanged, its data layer's tops becoming inputs.
     stored_blobs: for big nets, the only blobs kept in the golden (outputs always are).
+    extended: checked only in the long run (CAFFE_FX_PUBLISHED=1, tests marked
+        `published`): another net of the default run has the same layers and format.
     """
 
     name: str
@@ -41,6 +43,7 @@ class PublishedNet:
     integers: dict[str, int] = field(default_factory=dict)
     data_layer_as_input: bool = False
     stored_blobs: tuple[str, ...] | None = None
+    extended: bool = False
 
     def make_inputs(self) -> dict[str, np.ndarray]:
         seed = int(hashlib.sha256(self.name.encode()).hexdigest()[:8], 16)
@@ -139,15 +142,16 @@ RANDOMIZED: list[PublishedNet] = [
     PublishedNet("googlenet", f"{_BVLC}/bvlc_googlenet/deploy.prototxt", _IMAGENET),
     PublishedNet("vgg16", "davidgengenbach+vgg-caffe/model/VGG_ILSVRC_16_layers_deploy.prototxt",
                  _IMAGENET),
+    # vgg16 (the same file format) and vgg19_v1 (the same net in V1) cover it.
     PublishedNet("vgg19", "davidgengenbach+vgg-caffe/model/VGG_ILSVRC_19_layers_deploy.prototxt",
-                 _IMAGENET),
+                 _IMAGENET, extended=True),
     PublishedNet("vgg19_v1", "crowsonkb+style_transfer/VGG_ILSVRC_19_layers_deploy.prototxt",
                  _IMAGENET),
     PublishedNet("resnet50", "KaimingHe+deep-residual-networks/prototxt/ResNet-50-deploy.prototxt",
                  _IMAGENET),
-    PublishedNet("resnet101",
+    PublishedNet("resnet101",  # resnet50's layers, deeper
                  "KaimingHe+deep-residual-networks/prototxt/ResNet-101-deploy.prototxt",
-                 _IMAGENET),
+                 _IMAGENET, extended=True),
     PublishedNet("squeezenet_v1_0", "forresti+SqueezeNet/SqueezeNet_v1.0/deploy.prototxt",
                  {"data": (1, 3, 227, 227)}),
     PublishedNet("squeezenet_v1_1", "forresti+SqueezeNet/SqueezeNet_v1.1/deploy.prototxt",
@@ -162,6 +166,14 @@ RANDOMIZED: list[PublishedNet] = [
     PublishedNet("colorization", "richzhang+colorization/models/colorization_deploy_v2.prototxt",
                  {"data_l": (1, 1, 224, 224)}, low=-50.0, high=50.0),
 ]
+
+
+def params(nets: list[PublishedNet]) -> list:
+    """pytest parameters for `nets`, the extended ones marked `published`."""
+    import pytest
+
+    return [pytest.param(n, id=n.name, marks=[pytest.mark.published] if n.extended else [])
+            for n in nets]
 
 
 def by_name(name: str) -> PublishedNet:

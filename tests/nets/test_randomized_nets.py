@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.nets.catalog import RANDOMIZED, PublishedNet
+from tests.nets.catalog import RANDOMIZED, PublishedNet, params
 from tests.nets.compare import (
     assert_blobs_match,
     assert_facade_matches,
@@ -26,7 +26,7 @@ from tests.nets.compare import (
 
 @pytest.mark.oracle
 @pytest.mark.slow
-@pytest.mark.parametrize("net", RANDOMIZED, ids=[n.name for n in RANDOMIZED])
+@pytest.mark.parametrize("net", params(RANDOMIZED))
 def test_every_blob_and_diff_matches_caffe(net: PublishedNet, oracle, shared_models,
                                            tmp_path) -> None:
     check_supported(shared_models / net.prototxt)
