@@ -1,0 +1,218 @@
+"""Box arithmetic of SSD (weiliu89/caffe, branch ssd: src/caffe/util/bbox_util.cpp).
+
+Shared by DetectionOutput, DetectionEvaluate and MultiBoxLoss: reading the prior blob
+(GetPriorBBoxes), decoding and encoding location predictions (DecodeBBox, EncodeBBox) for
+every PriorBoxParameter.CodeType, BBoxSize, JaccardOverlap on normalized boxes and the
+greedy NMS of ApplyNMSFast (score threshold, top_k, eta's adaptive threshold).  Boxes are
+float32 tensors [..., 4] of [xmin, ymin, xmax, ymax]; every operation is the fork's float
+arithmetic in its order, so results are bitwise those of its CPU code (exp/log up to the
+last ulp of the C library).
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+# PriorBoxParameter.CodeType (caffe_pb2.PriorBoxParameter.CORNER, ...): literal ints so
+# that this module imports without the generated proto.
+CORNER = 1
+CENTER_SIZE = 2
+CORNER_SIZE = 3
+CODE_TYPES = {CORNER: "CORNER", CENTER_SIZE: "CENTER_SIZE", CORNER_SIZE: "CORNER_SIZE"}
+
+
+def prior_boxes(prior: Tensor) -> Tuple[Tensor, Tensor]:
+    """GetPriorBBoxes: PriorBox's top (1, 2, P * 4) as (boxes [P, 4], variances [P, 4]).
+
+    The fork reads the blob flat: the first P * 4 values are the boxes, the next P * 4 the
+    variances (only the first item of the batch is used)."""
+    num_priors = prior.shape[2] // 4
+    flat = prior.reshape(-1)
+    boxes = flat[:num_priors * 4].reshape(num_priors, 4)
+    variances = flat[num_priors * 4:num_priors * 8].reshape(num_priors, 4)
+    return boxes, variances
+
+
+def bbox_size(boxes: Tensor, normalized: bool = True) -> Tensor:
+    """BBoxSize: width * height ((w + 1) * (h + 1) unnormalized), 0 where xmax < xmin or
+    ymax < ymin."""
+    w = boxes[..., 2] - boxes[..., 0]
+    h = boxes[..., 3] - boxes[..., 1]
+    if not normalized:
+        w, h = w + 1, h + 1
+    invalid = (boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1])
+    return torch.where(invalid, torch.zeros_like(w), w * h)
+
+
+def jaccard_overlap(a: Tensor, b: Tensor, normalized: bool = True) -> Tensor:
+    """JaccardOverlap(NormalizedBBox, NormalizedBBox) of every pair: a [..., A, 4] and
+    b [..., B, 4] give [..., A, B].
+
+    As the fork: IntersectBBox gives [0, 0, 0, 0] when the boxes are apart (so that
+    unnormalized, apart boxes still have an intersection of 1 x 1), the overlap is 0 unless
+    the intersection's width and height are > 0, and the sizes are BBoxSize's normalized
+    ones even when `normalized` is False."""
+    a = a.unsqueeze(-2)
+    b = b.unsqueeze(-3)
+    apart = ((b[..., 0] > a[..., 2]) | (b[..., 2] < a[..., 0])
+             | (b[..., 1] > a[..., 3]) | (b[..., 3] < a[..., 1]))
+    zero = torch.zeros((), dtype=a.dtype, device=a.device)
+    ix1 = torch.where(apart, zero, torch.maximum(a[..., 0], b[..., 0]))
+    iy1 = torch.where(apart, zero, torch.maximum(a[..., 1], b[..., 1]))
+    ix2 = torch.where(apart, zero, torch.minimum(a[..., 2], b[..., 2]))
+    iy2 = torch.where(apart, zero, torch.minimum(a[..., 3], b[..., 3]))
+    iw = ix2 - ix1
+    ih = iy2 - iy1
+    if not normalized:
+        iw, ih = iw + 1, ih + 1
+    inter = iw * ih
+    union = (bbox_size(a) + bbox_size(b)) - inter
+    overlap = inter / union
+    return torch.where((iw > 0) & (ih > 0), overlap, zero)
+
+
+def _prior_geometry(priors: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Prior width, height and centre as DecodeBBox/EncodeBBox compute them in float
+    ((xmin + xmax) / 2. is exact in float)."""
+    pw = priors[..., 2] - priors[..., 0]
+    ph = priors[..., 3] - priors[..., 1]
+    pcx = (priors[..., 0] + priors[..., 2]) / 2
+    pcy = (priors[..., 1] + priors[..., 3]) / 2
+    return pw, ph, pcx, pcy
+
+
+def decode_boxes(loc: Tensor, priors: Tensor, variances: Tensor, code_type: int,
+                 variance_encoded_in_target: bool, clip: bool = False) -> Tensor:
+    """DecodeBBox for every box: loc [..., P, 4] (the predicted offsets) against priors and
+    variances [P, 4] (broadcast over the leading axes) to [..., P, 4] boxes.
+
+    CENTER_SIZE and CORNER_SIZE need priors of positive width and height (the fork
+    CHECKs it); the caller checks, as the values are data.  `clip` clamps to [0, 1]
+    (ClipBBox; DetectionOutput does not clip)."""
+    v = [variances[..., i] for i in range(4)]
+    p = [priors[..., i] for i in range(4)]
+    t = [loc[..., i] for i in range(4)]
+    if code_type == CORNER:
+        if variance_encoded_in_target:
+            out = [p[i] + t[i] for i in range(4)]
+        else:
+            out = [p[i] + v[i] * t[i] for i in range(4)]
+    elif code_type == CENTER_SIZE:
+        pw, ph, pcx, pcy = _prior_geometry(priors)
+        if variance_encoded_in_target:
+            cx = t[0] * pw + pcx
+            cy = t[1] * ph + pcy
+            w = torch.exp(t[2]) * pw
+            h = torch.exp(t[3]) * ph
+        else:
+            cx = v[0] * t[0] * pw + pcx
+            cy = v[1] * t[1] * ph + pcy
+            w = torch.exp(v[2] * t[2]) * pw
+            h = torch.exp(v[3] * t[3]) * ph
+        # center - width / 2. is double arithmetic stored in float.
+        cx64, cy64, w64, h64 = cx.double(), cy.double(), w.double(), h.double()
+        out = [(cx64 - w64 / 2).float(), (cy64 - h64 / 2).float(),
+               (cx64 + w64 / 2).float(), (cy64 + h64 / 2).float()]
+    elif code_type == CORNER_SIZE:
+        pw, ph, _, _ = _prior_geometry(priors)
+        size = [pw, ph, pw, ph]
+        if variance_encoded_in_target:
+            out = [p[i] + t[i] * size[i] for i in range(4)]
+        else:
+            out = [p[i] + v[i] * t[i] * size[i] for i in range(4)]
+    else:
+        raise ValueError(f"code_type {code_type}; allowed: {CODE_TYPES}")
+    boxes = torch.stack(out, -1)
+    if clip:
+        boxes = boxes.clamp(0.0, 1.0)
+    return boxes
+
+
+def encode_boxes(boxes: Tensor, priors: Tensor, variances: Tensor, code_type: int,
+                 encode_variance_in_target: bool) -> Tensor:
+    """EncodeBBox for every box: ground-truth boxes [..., P, 4] matched to priors [P, 4]
+    as the regression targets [..., P, 4] (the inverse of decode_boxes).  CENTER_SIZE
+    needs boxes and priors of positive width and height (the fork CHECKs them)."""
+    v = [variances[..., i] for i in range(4)]
+    p = [priors[..., i] for i in range(4)]
+    b = [boxes[..., i] for i in range(4)]
+    if code_type == CORNER:
+        if encode_variance_in_target:
+            out = [b[i] - p[i] for i in range(4)]
+        else:
+            out = [(b[i] - p[i]) / v[i] for i in range(4)]
+    elif code_type == CENTER_SIZE:
+        pw, ph, pcx, pcy = _prior_geometry(priors)
+        bw, bh, bcx, bcy = _prior_geometry(boxes)
+        out = [(bcx - pcx) / pw, (bcy - pcy) / ph, torch.log(bw / pw), torch.log(bh / ph)]
+        if not encode_variance_in_target:
+            out = [out[i] / v[i] for i in range(4)]
+    elif code_type == CORNER_SIZE:
+        pw, ph, _, _ = _prior_geometry(priors)
+        size = [pw, ph, pw, ph]
+        if encode_variance_in_target:
+            out = [(b[i] - p[i]) / size[i] for i in range(4)]
+        else:
+            out = [(b[i] - p[i]) / size[i] / v[i] for i in range(4)]
+    else:
+        raise ValueError(f"code_type {code_type}; allowed: {CODE_TYPES}")
+    return torch.stack(out, -1)
+
+
+def max_score_index(scores: Tensor, threshold: float, top_k: int = -1) -> Tensor:
+    """GetMaxScoreIndex: the indices of scores > threshold, by descending score (a stable
+    sort: equal scores keep index order), the first top_k of them when top_k > -1."""
+    idx = torch.nonzero(scores > threshold).reshape(-1)
+    order = torch.sort(scores[idx], descending=True, stable=True).indices
+    idx = idx[order]
+    if top_k > -1:
+        idx = idx[:top_k]
+    return idx
+
+
+def nms_fast(boxes: Tensor, scores: Tensor, score_threshold: float, nms_threshold: float,
+             eta: float = 1.0, top_k: int = -1) -> Tensor:
+    """ApplyNMSFast: greedy NMS of boxes [K, 4] with scores [K]; the kept indices in the
+    order kept (descending score).
+
+    Candidates are max_score_index(scores, score_threshold, top_k); each is kept when its
+    overlap with every box kept before it is <= the adaptive threshold (a NaN overlap
+    suppresses), which starts at nms_threshold and is multiplied by eta after each keep
+    while eta < 1 and it is > 0.5.  Thresholds are float32, as the fork's floats."""
+    order = max_score_index(scores, score_threshold, top_k)
+    if order.numel() == 0:
+        return order
+    device = boxes.device
+    cand = boxes[order].cpu()
+    n = cand.shape[0]
+    f32 = torch.float32
+    thr = torch.tensor(nms_threshold, dtype=f32)
+    eta32 = torch.tensor(eta, dtype=f32)
+    if eta >= 1:
+        # Constant threshold: each kept box suppresses the later candidates it overlaps.
+        suppressed = torch.zeros(n, dtype=torch.bool)
+        kept = []
+        for i in range(n):
+            if suppressed[i]:
+                continue
+            kept.append(i)
+            if i + 1 < n:
+                row = jaccard_overlap(cand[i:i + 1], cand[i + 1:]).reshape(-1)
+                suppressed[i + 1:] |= ~(row <= thr)
+    else:
+        kept_t = torch.empty(0, dtype=torch.long)
+        kept = []
+        for i in range(n):
+            if kept:
+                row = jaccard_overlap(cand[i:i + 1], cand[kept_t]).reshape(-1)
+                keep = bool((row <= thr).all())
+            else:
+                keep = True
+            if keep:
+                kept.append(i)
+                kept_t = torch.tensor(kept, dtype=torch.long)
+                if thr > 0.5:
+                    thr = thr * eta32
+    return order[torch.tensor(kept, dtype=torch.long, device=device)]
