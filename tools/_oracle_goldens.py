@@ -84,10 +84,11 @@ class ForkCase:
     phase: str = "test"
     net: str = ""
     fork: str = ""  # the generator's default when empty
+    backward: bool = True  # False: forward only, no force_backward (layers without one)
 
 
 def fork_prototxt(case: ForkCase, shapes: Mapping[str, tuple[int, ...]]) -> str:
-    head = f'name: "{case.name}"\nforce_backward: true\n'
+    head = f'name: "{case.name}"\n' + ("force_backward: true\n" if case.backward else "")
     for blob, shape in shapes.items():
         dims = " ".join(f"dim: {d}" for d in shape)
         head += f'input: "{blob}"\ninput_shape {{ {dims} }}\n'
@@ -114,8 +115,8 @@ def make_fork_golden(case: ForkCase, folder: Path, fork: str) -> str:
     net.write_text(text)
     os.environ["CAFFE_ORACLE_FORK"] = case.fork or fork
     try:
-        got, meta = run_oracle(net, inputs, phase=case.phase, backward=True, topdiffs=diffs,
-                               workdir=folder)
+        got, meta = run_oracle(net, inputs, phase=case.phase, backward=case.backward,
+                               topdiffs=diffs, workdir=folder)
     finally:
         net.unlink()
     tops = [t for layer in meta["layers"] for t in layer["tops"]
