@@ -19,6 +19,8 @@ FORK_FIELDS: dict[str, tuple[str, int | None]] = {
     'caffe.LayerParameter.bn_param': ('alexgkendall/caffe-segnet', None),
     'caffe.LayerParameter.upsample_param': ('alexgkendall/caffe-segnet', 137),
     'caffe.LayerParameter.dense_image_data_param': ('alexgkendall/caffe-segnet', 138),
+    'caffe.LayerParameter.interp_param': ('hszhao/PSPNet', 143),
+    'caffe.LayerParameter.shuffle_channel_param': ('farmingyard/ShuffleNet', None),
     'caffe.DropoutParameter.scale_train': ('rbgirshick/caffe-fast-rcnn', None),
     'caffe.DropoutParameter.sample_weights_test': ('alexgkendall/caffe-segnet', 2),
     'caffe.TransformationParameter.resize_param': ('weiliu89/caffe', None),
