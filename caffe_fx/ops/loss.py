@@ -154,6 +154,91 @@ def softmax_loss_with_prob(x: Tensor, label: Tensor, axis: int, ignore_label: Op
     return _softmax_loss(x, label, axis, ignore_label, normalization)
 
 
+# -- SegNet's class-weighted SoftmaxWithLoss (alexgkendall/caffe-segnet) -------------------
+
+def _weighted_softmax_loss(x: Tensor, label: Tensor, class_weighting: List[float], axis: int,
+                           ignore_label: Optional[int], normalize: bool
+                           ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(loss, prob, label indices, valid mask, per-position weight, normalizer): the
+    fork's Forward_cpu with weight_by_label_freqs.  Its normalizer is the count of
+    non-ignored positions (normalize) or outer_num_, never clamped: 0 / 0 when every
+    label is ignored."""
+    prob = torch.softmax(x, axis)
+    picked, valid, outer, inner = _label_log_probs(prob, label, axis, ignore_label)
+    lab, _ = _valid(label.reshape(outer, inner), ignore_label)
+    idx = torch.where(valid, lab, torch.zeros_like(lab))
+    table = torch.tensor(class_weighting, dtype=x.dtype, device=x.device)
+    weight = torch.where(valid, table[idx], torch.zeros_like(picked))
+    logp = torch.log(torch.clamp(picked, min=1.1754943508222875e-38))
+    loss = -(torch.where(valid, logp, torch.zeros_like(logp)) * weight).sum()
+    if normalize:
+        norm = valid.sum().to(loss.dtype)
+    else:
+        norm = torch.tensor(float(outer), dtype=loss.dtype, device=loss.device)
+    return loss / norm, prob, idx, valid, weight, norm
+
+
+class CaffeWeightedSoftmaxLoss(torch.autograd.Function):
+    """SegNet's SoftmaxWithLoss Backward_cpu with weight_by_label_freqs: (prob - 1 at the
+    label) times the label's class weight, 0 at ignored positions, times the loss diff /
+    the normalizer (the FLT_MIN clamp and the probability top's diff play no part)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, label: Tensor, class_weighting: List[float], axis: int,
+                ignore_label: Optional[int], normalize: bool) -> Tuple[Tensor, Tensor]:
+        loss, prob, idx, valid, weight, norm = _weighted_softmax_loss(
+            x, label, class_weighting, axis, ignore_label, normalize)
+        ctx.save_for_backward(prob, idx, valid, weight, norm)
+        return loss, prob
+
+    @staticmethod
+    @once_differentiable  # Caffe has no second derivative
+    def backward(ctx: Any, d_loss: Tensor, d_prob: Optional[Tensor]
+                 ) -> Tuple[Tensor, None, None, None, None, None]:
+        prob, idx, valid, weight, norm = ctx.saved_tensors
+        outer, inner = valid.shape
+        dx = prob.reshape(outer, -1, inner).clone()
+        mask = valid.to(dx.dtype).unsqueeze(1)
+        dx.scatter_add_(1, idx.unsqueeze(1), -mask)
+        dx = dx * mask * weight.unsqueeze(1) * (d_loss / norm)
+        return dx.reshape(prob.shape), None, None, None, None, None
+
+
+@torch.fx.wrap
+def softmax_loss_weighted(x: Tensor, label: Tensor, class_weighting: List[float], axis: int,
+                          ignore_label: Optional[int], normalize: bool, layer: str = ""
+                          ) -> Tensor:
+    """SegNet's SoftmaxWithLoss with loss_param.weight_by_label_freqs
+    (alexgkendall/caffe-segnet softmax_loss_layer.cpp):
+    -sum_valid w[label] log(max(p_label, FLT_MIN)) / (valid count, or N without normalize)."""
+    loss, _ = softmax_loss_weighted_with_prob(x, label, class_weighting, axis, ignore_label,
+                                              normalize, layer)
+    return loss
+
+
+@torch.fx.wrap
+def softmax_loss_weighted_with_prob(x: Tensor, label: Tensor, class_weighting: List[float],
+                                    axis: int, ignore_label: Optional[int], normalize: bool,
+                                    layer: str = "") -> Tuple[Tensor, Tensor]:
+    """The same with the second top, the softmax probabilities."""
+    _first_dims(x, label, layer, "SoftmaxWithLoss")
+    _label_count(x, label, axis, layer, "SoftmaxWithLoss")
+    # Reshape: one weight per legacy channel (shape(1)), and one per class
+    channels = x.shape[1] if x.dim() > 1 else 1
+    if channels != len(class_weighting) or x.shape[axis] > len(class_weighting):
+        wrong_shape(layer, "SoftmaxWithLoss", "the prediction of shape " + dims(x) + " with "
+                    "axis " + str(axis) + " and " + str(len(class_weighting))
+                    + " class_weighting values",
+                    "Number of class weight values does not match the number of classes.")
+    if not torch.jit.is_scripting():
+        if caffe_grad(x):
+            return CaffeWeightedSoftmaxLoss.apply(x, label, class_weighting, axis,
+                                                  ignore_label, normalize)
+    loss, prob, _, _, _, _ = _weighted_softmax_loss(x, label, class_weighting, axis,
+                                                    ignore_label, normalize)
+    return loss, prob
+
+
 @torch.fx.wrap
 def infogain_loss(x: Tensor, label: Tensor, infogain: Tensor, axis: int,
                   ignore_label: Optional[int], normalization: str, layer: str = "") -> Tensor:

@@ -1,13 +1,16 @@
 """Loss layers and Accuracy: forward values as Caffe's blobs show them (unweighted).
 
 Mirrors src/caffe/layers/loss_layer.cpp and the *_loss_layer.cpp / accuracy_layer.cpp
-files (functionals in ops/loss.py).  A loss layer written without a top gets an
-anonymous one, as Caffe's AutoTopBlobs does.  Deliberate difference: BVLC Caffe cannot
-set up SoftmaxWithLoss with a second (probability) top -- its internal Softmax copies
-the layer's loss_weights and fails their count check -- while caffe_fx computes it.
+files (functionals in ops/loss.py), and SegNet's class-weighted SoftmaxWithLoss
+(alexgkendall/caffe-segnet, loss_param.weight_by_label_freqs).  A loss layer written
+without a top gets an anonymous one, as Caffe's AutoTopBlobs does.  Deliberate
+difference: BVLC Caffe cannot set up SoftmaxWithLoss with a second (probability) top --
+its internal Softmax copies the layer's loss_weights and fails their count check --
+while caffe_fx computes it.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,7 @@ import torch
 from google.protobuf.message import DecodeError
 from torch import Tensor
 
-from ...errors import NetDefinitionError, ShapeError, WeightsError
+from ...errors import IgnoredFieldWarning, NetDefinitionError, ShapeError, WeightsError
 from ...frontend.read import blob_to_array
 from ...ops import loss as ops
 from ...proto import caffe_pb2
@@ -81,16 +84,60 @@ def _class_axis(view: LayerView, axis: int, field: str) -> int:
     return ax
 
 
-@register("SoftmaxWithLoss", params=("softmax_param", "loss_param"), bottoms=2,
-          tops=(1, 2), auto_top=True, is_loss=True)
+@register("SoftmaxWithLoss", params=("softmax_param", "loss_param",
+                                     "loss_param.weight_by_label_freqs",
+                                     "loss_param.class_weighting"),
+          bottoms=2, tops=(1, 2), auto_top=True, is_loss=True)
 def softmax_with_loss(view: LayerView) -> Call:
     ntops = max(len(view.tops), 1)
     _loss_setup(view, ntops)
     axis = _class_axis(view, view.param.softmax_param.axis, "softmax_param.axis")
     lp = view.param.loss_param
+    if lp.weight_by_label_freqs:
+        return _segnet_weighted(view, axis, ntops)
+    if len(lp.class_weighting):
+        warnings.warn(IgnoredFieldWarning(
+            f"layer '{view.name}' ({view.type}): loss_param.class_weighting is set but "
+            f"weight_by_label_freqs is not true; ignored, as SegNet's SoftmaxWithLoss "
+            f"(alexgkendall/caffe-segnet) ignores it"), stacklevel=2)
     fn = ops.softmax_loss if ntops == 1 else ops.softmax_loss_with_prob
     return Call(fn, dict(axis=axis, ignore_label=_ignore_label(lp),
                          normalization=_normalization(lp, lp.normalization), layer=view.name))
+
+
+def _segnet_weighted(view: LayerView, axis: int, ntops: int) -> Call:
+    """SegNet's weight_by_label_freqs (alexgkendall/caffe-segnet softmax_loss_layer.cpp):
+    one class_weighting per channel, the label's weight multiplying its loss term and its
+    diff; the fork's LossParameter has `normalize` (default true: the count of non-ignored
+    positions, unclamped) and no `normalization`."""
+    lp = view.param.loss_param
+    shape = view.input_shapes[0]
+    weights = [float(w) for w in lp.class_weighting]
+    if len(shape) > 4:  # the fork's bottom[0]->channels() is a legacy 4-D accessor
+        raise view.error(f"loss_param.weight_by_label_freqs needs a bottom of at most 4 axes "
+                         f"(the fork reads its legacy channels); got {list(shape)}",
+                         ShapeError)
+    channels = shape[1] if len(shape) > 1 else 1
+    if len(weights) != channels:
+        raise view.error(
+            f"loss_param.class_weighting has {len(weights)} values but the bottom of shape "
+            f"{list(shape)} has {channels} channels; allowed: one class_weighting per class "
+            f"(Number of class weight values does not match the number of classes)",
+            ShapeError)
+    if shape[axis] > len(weights):
+        raise view.error(
+            f"softmax_param.axis = {view.param.softmax_param.axis} has {shape[axis]} classes "
+            f"but loss_param.class_weighting {len(weights)} values (one per channel, axis 1); "
+            f"allowed: at most as many classes as weights", ShapeError)
+    if lp.HasField("normalization"):
+        raise view.fail("loss_param.normalization",
+                        caffe_pb2.LossParameter.NormalizationMode.Name(lp.normalization),
+                        "loss_param.normalize (SegNet's weight_by_label_freqs loss has no "
+                        "normalization field)")
+    normalize = lp.normalize if lp.HasField("normalize") else True
+    fn = ops.softmax_loss_weighted if ntops == 1 else ops.softmax_loss_weighted_with_prob
+    return Call(fn, dict(class_weighting=weights, axis=axis, ignore_label=_ignore_label(lp),
+                         normalize=normalize, layer=view.name))
 
 
 @register("EuclideanLoss", params=("loss_param",), bottoms=2, tops=1, auto_top=True,

@@ -3,7 +3,8 @@
 Mirrors src/caffe/layers/{relu,prelu,elu,sigmoid,tanh,absval,bnll,power,exp,log,threshold,
 clip,swish,dropout}_layer.cpp (CAFFE_REFERENCE.md 1.2), backward included (ops/neuron.py,
 told when top == bottom, as Caffe's backward then reads the overwritten data).  Deliberate
-differences: TRAIN Dropout draws torch's mask (Caffe's 1 / (1 - p) scale), and Clip
+differences: TRAIN Dropout (and SegNet's TEST Dropout with sample_weights_test) draws
+torch's mask, not Caffe's (its 1 / (1 - p) scale), and Clip
 propagates a NaN input where Caffe's std::max(min, std::min(x, max)) returns min.
 """
 from __future__ import annotations
@@ -171,11 +172,22 @@ def swish(view: LayerView) -> Call:
     return Call(N.swish, dict(beta=view.param.swish_param.beta, **_in_place(view)))
 
 
-@register("Dropout", params=("dropout_param", "dropout_param.scale_train"), bottoms=1, tops=1)
+@register("Dropout", params=("dropout_param", "dropout_param.scale_train",
+                             "dropout_param.sample_weights_test"), bottoms=1, tops=1)
 def dropout(view: LayerView) -> Lowered:
-    ratio = view.param.dropout_param.dropout_ratio
+    p = view.param.dropout_param
+    ratio = p.dropout_ratio
     if not 0 <= ratio < 1:
         raise view.fail("dropout_param.dropout_ratio", ratio, "0 <= ratio < 1")
+    if p.sample_weights_test:
+        # Bayesian SegNet's Monte Carlo dropout (alexgkendall/caffe-segnet dropout_layer.cpp):
+        # TEST draws a mask too, x * mask / (1 - ratio), and backward uses that mask.
+        if not p.scale_train:
+            raise view.fail("dropout_param.scale_train", "false",
+                            "leave it unset with sample_weights_test: true (two forks' "
+                            "fields: scale_train is the R-CNN forks', sample_weights_test "
+                            "SegNet's)")
+        return Call(F.dropout, dict(p=ratio, training=True))
     if not view.param.dropout_param.scale_train:
         # The R-CNN forks' scale_train: false (rbgirshick/caffe-fast-rcnn faster-rcnn,
         # ppengtang/caffe dropout_layer.cpp): TRAIN keeps x unscaled, TEST scales by
