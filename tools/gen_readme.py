@@ -37,12 +37,14 @@ layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
 
 
 def layer_table() -> str:
-    rows = ["| Caffe type | lowered by | params read |", "|---|---|---|"]
+    rows = ["| Caffe type | from | lowered by | params read |", "|---|---|---|---|"]
     for kind in caffe_fx.supported_layers():
         spec = lookup(kind)
         module = inspect.getmodule(spec.fn).__name__.rsplit(".", 1)[-1]
         params = ", ".join(f"`{p}`" for p in spec.params) or "none"
-        rows.append(f"| {kind} | `layers/{module}.py:{spec.fn.__name__}` | {params} |")
+        origin = f"[{spec.fork}](https://github.com/{spec.fork})" if spec.fork else "BVLC"
+        rows.append(f"| {kind} | {origin} | `layers/{module}.py:{spec.fn.__name__}` | "
+                    f"{params} |")
     sources = ", ".join(sorted(SOURCE_TYPES))
     rows.append("")
     rows.append(f"Input and data layers ({sources}) become the GraphModule's inputs.")

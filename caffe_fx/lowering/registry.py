@@ -120,6 +120,7 @@ class LayerSpec:
     is_loss: bool = False  # default loss_weight 1 on top 0
     inplace_ok: bool = True
     side_effects: bool = False  # runs user code: kept (and run) even when no blob needs it
+    fork: str | None = None  # the Caffe fork whose semantics it follows; None: BVLC Caffe
 
 
 _REGISTRY: dict[str, LayerSpec] = {}
@@ -135,8 +136,12 @@ def register(
     is_loss: bool = False,
     inplace_ok: bool = True,
     side_effects: bool = False,
+    fork: str | None = None,
 ) -> Callable[[LayerFn], LayerFn]:
     """Registers `fn` for `caffe_type`; refuses duplicates.
+
+    `fork`: for a type BVLC Caffe lacks, the fork ("owner/repo" on GitHub) whose
+    definition and numbers it follows (the README's layer table shows it).
 
     `bottoms`/`tops`: an exact count, a (min, max) pair (max None = unbounded), or
     None for no check.  `params`: LayerParameter fields the function handles, and, as
@@ -160,7 +165,7 @@ def register(
         bmin, bmax = bounds(bottoms)
         tmin, tmax = bounds(tops)
         _REGISTRY[caffe_type] = LayerSpec(caffe_type, fn, tuple(params), bmin, bmax, tmin, tmax,
-                                          auto_top, is_loss, inplace_ok, side_effects)
+                                          auto_top, is_loss, inplace_ok, side_effects, fork)
         return fn
 
     return deco

@@ -27,7 +27,7 @@ def _legacy(shape: Shape) -> tuple[int, ...] | None:
 
 
 @register("SmoothL1Loss", params=("smooth_l1_loss_param", "loss_param"), bottoms=(2, 4),
-          tops=1, auto_top=True, is_loss=True)
+          tops=1, auto_top=True, is_loss=True, fork="rbgirshick/caffe-fast-rcnn")
 def smooth_l1_loss(view: LayerView) -> Call:
     _loss_setup(view)
     shapes = view.input_shapes
@@ -54,7 +54,7 @@ def smooth_l1_loss(view: LayerView) -> Call:
 
 
 @register("WeightedSoftmaxWithLoss", params=("softmax_param", "loss_param"), bottoms=3,
-          tops=1, auto_top=True, is_loss=True)
+          tops=1, auto_top=True, is_loss=True, fork="ppengtang/caffe")
 def weighted_softmax_with_loss(view: LayerView) -> Call:
     _loss_setup(view)
     axis = _class_axis(view, view.param.softmax_param.axis, "softmax_param.axis")
@@ -70,7 +70,7 @@ def weighted_softmax_with_loss(view: LayerView) -> Call:
         normalization=_normalization(lp, lp.normalization), layer=view.name))
 
 
-@register("GlobalSumPooling", bottoms=1, tops=1, inplace_ok=False)
+@register("GlobalSumPooling", bottoms=1, tops=1, inplace_ok=False, fork="ppengtang/caffe")
 def global_sum_pooling(view: LayerView) -> Call:
     if len(view.input_shapes[0]) < 2:
         raise view.error(f"bottom of shape {list(view.input_shapes[0])}; allowed: at least "
@@ -91,14 +91,14 @@ def _multiclass_setup(view: LayerView) -> None:
 
 
 @register("MulticlassCrossEntropyLoss", params=("loss_param",), bottoms=2, tops=1,
-          auto_top=True, is_loss=True)
+          auto_top=True, is_loss=True, fork="ppengtang/caffe")
 def multiclass_cross_entropy_loss(view: LayerView) -> Call:
     _multiclass_setup(view)
     return Call(ops.multiclass_cross_entropy_loss, dict(layer=view.name))
 
 
 @register("MulticlassSigmoidCrossEntropyLoss", params=("loss_param",), bottoms=2, tops=1,
-          auto_top=True, is_loss=True)
+          auto_top=True, is_loss=True, fork="ppengtang/caffe")
 def multiclass_sigmoid_cross_entropy_loss(view: LayerView) -> Call:
     _multiclass_setup(view)
     return Call(ops.multiclass_sigmoid_cross_entropy_loss, dict(layer=view.name))

@@ -29,7 +29,8 @@ def _check_bottoms(view: LayerView) -> None:
                          "[batch_index, x1, y1, x2, y2])", ShapeError)
 
 
-@register("ROIPooling", params=("roi_pooling_param",), bottoms=2, tops=1)
+@register("ROIPooling", params=("roi_pooling_param",), bottoms=2, tops=1,
+          fork="rbgirshick/caffe-fast-rcnn")
 def roi_pooling(view: LayerView) -> Call:
     p = view.param.roi_pooling_param
     for name in ("pooled_h", "pooled_w"):
@@ -41,7 +42,8 @@ def roi_pooling(view: LayerView) -> Call:
                                        spatial_scale=float(p.spatial_scale), layer=view.name))
 
 
-@register("PSROIPooling", params=("psroi_pooling_param",), bottoms=2, tops=1)
+@register("PSROIPooling", params=("psroi_pooling_param",), bottoms=2, tops=1,
+          fork="ppengtang/caffe")
 def psroi_pooling(view: LayerView) -> Call:
     p = view.param.psroi_pooling_param
     for name in ("spatial_scale", "output_dim", "group_size"):

@@ -21,7 +21,7 @@ from ...proto import caffe_pb2
 from ..registry import IDENTITY, Call, CaffeModule, LayerView, register
 
 
-@register("Permute", params=("permute_param",), bottoms=1, tops=1)
+@register("Permute", params=("permute_param",), bottoms=1, tops=1, fork="weiliu89/caffe")
 def permute(view: LayerView):
     axes = len(view.input_shapes[0])
     order: list[int] = []
@@ -60,7 +60,8 @@ class Normalize(CaffeModule):
                 f"eps={self.eps}")
 
 
-@register("Normalize", params=("norm_param",), bottoms=1, tops=1, inplace_ok=False)
+@register("Normalize", params=("norm_param",), bottoms=1, tops=1, inplace_ok=False,
+          fork="weiliu89/caffe")
 def normalize(view: LayerView) -> Normalize:
     p = view.param.norm_param
     shape = view.input_shapes[0]
@@ -80,7 +81,7 @@ def _positive(view: LayerView, field: str, value: float, bound: float = math.inf
         raise view.fail(f"prior_box_param.{field}", value, allowed)
 
 
-@register("PriorBox", params=("prior_box_param",), bottoms=(1, 2), tops=1)
+@register("PriorBox", params=("prior_box_param",), bottoms=(1, 2), tops=1, fork="weiliu89/caffe")
 def prior_box(view: LayerView) -> Call:
     p = view.param.prior_box_param
     if not p.min_size:
