@@ -152,10 +152,14 @@ def _source_shapes(layer: caffe_pb2.LayerParameter, given: Mapping[str, Sequence
             shapes.append(check_shape(read[j], f"{where}: layer '{layer.name}' "
                                                 f"({layer.type}): top '{top}'"))
         else:
+            # AnnotatedData's label (SSD): one row per box, their count varies per batch.
+            dims = "(1, 1, N_gt, 8): rows [item, label, instance, xmin, ymin, xmax, ymax, " \
+                "difficult], any N_gt per call" if layer.type == "AnnotatedData" and j == 1 \
+                else "(N, C, H, W)"
             raise InputError(
                 f"{where}: layer '{layer.name}' ({layer.type}) reads its data from files "
                 f"that caffe_fx does not read; its top '{top}' becomes an input: give its "
-                f"shape with input_shapes={{'{top}': (N, C, H, W)}}")
+                f"shape with input_shapes={{'{top}': {dims}}}")
     return shapes
 
 
@@ -459,7 +463,7 @@ def _contiguous(graph: fx.Graph, node: fx.Node, value: torch.Tensor, names: Name
 # The layer modules whose backward never reads their own top, so that a ReLU after them
 # may overwrite it: not user layers, Python layers or custom-backward ones that save it.
 _TOP_FREE_MODULES = frozenset(f"caffe_fx.lowering.layers.{m}" for m in (
-    "convolution", "inner_product", "scale_bias", "batch_norm", "embed", "ssd"))
+    "convolution", "inner_product", "scale_bias", "batch_norm", "embed", "ssd", "segnet"))
 
 
 def _relu_in_place(gm: fx.GraphModule) -> None:
