@@ -1,0 +1,177 @@
+"""SSD's MultiBoxLoss against weiliu89/caffe (branch ssd), run for real:
+tests/golden/multibox/*.npz (tools/make_multibox_goldens.py, CAFFE_ORACLE_FORK=ssd) hold the
+fork's loss and the diffs of loc and conf, for its matching (PER_PREDICTION, BIPARTITE, on
+priors or on decoded predictions), mining (MAX_NEGATIVE, HARD_EXAMPLE with and without
+nms_param, NONE), SOFTMAX and LOGISTIC, SmoothL1 and L2, every code_type, share_location
+false, difficult ground truth, images without ground truth, each normalization and
+loss_weight.  compile() runs each case's prototxt; the diffs come from plain autograd on
+its output, seeded with the loss_weight as Caffe seeds the loss.
+
+The fork's backward is not the derivative where it copies the diff of values divided by
+the variance (encode_variance_in_target) back unchanged; the golden shows it and autograd
+of the same loss differs (below)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from google.protobuf import text_format
+
+import caffe_fx
+from caffe_fx.errors import ExportError, InputError, ShapeError, UnsupportedFieldError
+from caffe_fx.proto import caffe_pb2
+from tests.golden.harness import relative_error
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "multibox"
+CASES = sorted(GOLDEN.glob("*.npz"))
+BOTTOMS = ("loc", "conf", "prior", "label")
+
+
+def _load(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as f:
+        return dict(f)
+
+
+def _close(ours: np.ndarray, caffe: np.ndarray, what: str, tol: float = 1e-5) -> None:
+    assert ours.shape == caffe.shape, f"{what}: shape {ours.shape}, Caffe's {caffe.shape}"
+    err = relative_error(ours, caffe)
+    assert err <= tol, f"{what} differs from the fork by {err:.3g} (relative)"
+
+
+def _loss_weight(rec: dict[str, np.ndarray]) -> float:
+    net = text_format.Parse(str(rec["prototxt"]), caffe_pb2.NetParameter())
+    layer = net.layer[0]
+    return layer.loss_weight[0] if layer.loss_weight else 1.0
+
+
+def _run(rec: dict[str, np.ndarray]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    gm = caffe_fx.compile(str(rec["prototxt"]), outputs=["loss"])
+    inputs = {b: torch.from_numpy(rec[f"input/{b}"].copy()).requires_grad_(b in ("loc", "conf"))
+              for b in BOTTOMS}
+    loss = gm(**inputs)["loss"]
+    loss.backward(torch.tensor(_loss_weight(rec)))
+    return loss.detach(), inputs
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_matches_the_fork_forward_and_backward(path: Path) -> None:
+    rec = _load(path)
+    loss, inputs = _run(rec)
+    _close(loss.numpy(), rec["data/loss"], f"{path.stem}: loss")
+    for blob in ("loc", "conf"):
+        grad = inputs[blob].grad
+        ours = np.zeros_like(rec[f"input/{blob}"]) if grad is None else grad.numpy()
+        want = rec.get(f"diff/{blob}")
+        if want is None:  # propagate_down: false: no diff, and no term in the loss
+            assert grad is None or not grad.any(), f"{path.stem}: {blob} got a diff"
+            continue
+        _close(ours, want, f"{path.stem}: diff of {blob}")
+    assert inputs["prior"].grad is None and inputs["label"].grad is None
+
+
+def test_goldens_cover_the_cases() -> None:
+    names = {p.stem for p in CASES}
+    assert len(names) == 28
+    assert {"ssd_max_negative", "hard_example_nms", "logistic_l2_none", "share_location_false",
+            "bipartite", "difficult_skipped", "normalization_full", "image_without_gt",
+            "loss_weight"} <= names
+
+
+def test_the_cases_are_not_trivial() -> None:
+    """Each golden has matches and a nonzero loss (but no_gt_at_all), and mining picked a
+    strict subset of conf rows where it runs: the goldens exercise the matching."""
+    for path in CASES:
+        rec = _load(path)
+        if path.stem == "no_gt_at_all":
+            assert float(rec["data/loss"]) == 0.0
+            continue
+        assert float(rec["data/loss"]) > 0, path.stem
+        assert np.abs(rec["diff/loc"]).max() > 0, path.stem
+    rec = _load(GOLDEN / "ssd_max_negative.npz")
+    rows = np.abs(rec["diff/conf"]).reshape(2, -1, 4).max(2) > 0
+    assert 0 < rows.sum() < rows.size
+
+
+def test_variance_in_target_backward_is_the_forks_not_autograds() -> None:
+    """With encode_variance_in_target the fork divides prediction and target by the
+    variance but copies the diff back without the 1 / variance: autograd differs."""
+    rec = _load(GOLDEN / "corner_variance_in_target_bp_inside.npz")
+    _, inputs = _run(rec)
+    _close(inputs["loc"].grad.numpy(), rec["diff/loc"], "Caffe's backward")
+    prior = rec["input/prior"].reshape(2, -1, 4)
+    var = np.tile(prior[1], (2, 1)).reshape(rec["diff/loc"].shape)
+    assert relative_error(rec["diff/loc"] / var, rec["diff/loc"]) > 1
+
+
+# ------------------------------------------------------------------------------ errors
+
+def _net(params: str, *, num_classes: int = 3, loc: int = 8, conf: int | None = None,
+         extra: str = "") -> str:
+    conf = 2 * num_classes if conf is None else conf
+    return (f'input: "loc" input_shape {{ dim: 2 dim: {loc} }}\n'
+            f'input: "conf" input_shape {{ dim: 2 dim: {conf} }}\n'
+            'input: "prior" input_shape { dim: 1 dim: 2 dim: 8 }\n'
+            'input: "label" input_shape { dim: 1 dim: 1 dim: 1 dim: 8 }\n'
+            'layer { name: "mbox" type: "MultiBoxLoss" bottom: "loc" bottom: "conf" '
+            f'bottom: "prior" bottom: "label" top: "loss" {extra} '
+            f'multibox_loss_param {{ {params} }} }}\n')
+
+
+@pytest.mark.parametrize("params, kwargs, match", [
+    ("", {}, r"num_classes = unset is not supported; supported: num_classes >= 1"),
+    ("num_classes: 0", {"num_classes": 0, "conf": 2},
+     r"num_classes = 0 is not supported; supported: num_classes >= 1"),
+    ("num_classes: 3 share_location: false", {"loc": 24},
+     r"share_location = False is not supported; supported: share_location: true with "
+     r"mining_type = MAX_NEGATIVE"),
+    ("num_classes: 3 do_neg_mining: false", {}, r"do_neg_mining = False is not supported"),
+    ("num_classes: 3 background_label_id: 3", {},
+     r"background_label_id = 3 is not supported; supported: 0 to 2 for conf_loss_type SOFTMAX"),
+    ("num_classes: 3 map_object_to_agnostic: true", {},
+     r"num_classes = 3 is not supported; supported: 2 with map_object_to_agnostic"),
+    ("num_classes: 3 mining_type: HARD_EXAMPLE sample_size: 0", {},
+     r"sample_size = 0 is not supported; supported: sample_size > 0"),
+], ids=["no_num_classes", "zero_classes", "mining_without_share_location", "do_neg_mining",
+        "background_out_of_range", "agnostic_classes", "sample_size"])
+def test_unsupported_values_are_refused(params: str, kwargs: dict, match: str) -> None:
+    with pytest.raises(UnsupportedFieldError, match=r"layer 'mbox' \(MultiBoxLoss\): .*" + match):
+        caffe_fx.compile(_net(params, **kwargs))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"loc": 12}, r"loc of shape \[2, 12\].*2 priors x 1 location classes x 4 = 8"),
+    ({"conf": 5}, r"conf of shape \[2, 5\].*2 priors x 3 classes = 6"),
+])
+def test_shapes_are_checked(kwargs: dict, match: str) -> None:
+    with pytest.raises(ShapeError, match=r"layer 'mbox' \(MultiBoxLoss\).*" + match):
+        caffe_fx.compile(_net("num_classes: 3", **kwargs))
+
+
+def _small_inputs(label_row: list[float]) -> dict[str, torch.Tensor]:
+    prior = torch.tensor([[0.1, 0.1, 0.5, 0.5, 0.4, 0.4, 0.9, 0.9],
+                          [0.1, 0.1, 0.2, 0.2, 0.1, 0.1, 0.2, 0.2]]).reshape(1, 2, 8)
+    return {"loc": torch.zeros(2, 8), "conf": torch.zeros(2, 6), "prior": prior,
+            "label": torch.tensor(label_row).reshape(1, 1, 1, 8)}
+
+
+@pytest.mark.parametrize("row, match", [
+    ([0, 0, 0, 0.1, 0.1, 0.5, 0.5, 0], r"has the background label 0"),
+    ([0, 7, 0, 0.1, 0.1, 0.5, 0.5, 0], r"label 7 is not a class of num_classes = 3"),
+    ([0, 1, 0, 0.5, 0.1, 0.5, 0.5, 0], r"CENTER_SIZE needs ground-truth boxes of positive"),
+], ids=["background_label", "label_out_of_range", "empty_box"])
+def test_bad_ground_truth_is_an_input_error(row: list[float], match: str) -> None:
+    gm = caffe_fx.compile(_net("num_classes: 3 code_type: CENTER_SIZE"))
+    with pytest.raises(InputError, match=r"layer 'mbox' \(MultiBoxLoss\): .*" + match):
+        gm(**_small_inputs(row))
+
+
+def test_export_is_refused_with_a_clear_error() -> None:
+    gm = caffe_fx.compile(_net("num_classes: 3"))
+    inputs = _small_inputs([0, 1, 0, 0.1, 0.1, 0.5, 0.5, 0])
+    assert float(gm(**inputs)["loss"]) > 0
+    with pytest.raises(Exception, match=r"MultiBoxLoss.*depend on the data") as info:
+        torch.export.export(gm, (), inputs)
+    assert isinstance(info.value, ExportError) or isinstance(info.value.__cause__, ExportError) \
+        or "ExportError" in repr(info.value)
