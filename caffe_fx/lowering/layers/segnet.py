@@ -66,7 +66,7 @@ class BNMeanVariance(BN):
         return ops.bn_learn(x, self.scale, self.shift, self.top_is_bottom)
 
 
-@register("BN", params=("bn_param",), bottoms=1, tops=(1, 3))
+@register("BN", params=("bn_param",), bottoms=1, tops=(1, 3), fork="alexgkendall/caffe-segnet")
 def bn(view: LayerView) -> BN:
     p = view.param.bn_param
     shape = view.input_shapes[0]
@@ -87,7 +87,10 @@ def bn(view: LayerView) -> BN:
 _SEGNET_ONLY = ("scale_h", "scale_w", "pad_out_h", "pad_out_w", "upsample_h", "upsample_w")
 
 
-@register("Upsample", params=("upsample_param",), bottoms=(1, 2), tops=1, inplace_ok=False)
+# The one-bottom form is ChenYingpeng/darknet2caffe's (see _nearest); the type and its
+# upsample_param are SegNet's.
+@register("Upsample", params=("upsample_param",), bottoms=(1, 2), tops=1, inplace_ok=False,
+          fork="alexgkendall/caffe-segnet")
 def upsample(view: LayerView) -> Call:
     p = view.param.upsample_param
     if len(view.bottoms) == 1:
