@@ -13,7 +13,7 @@ from ...ops import axpy as ops
 from ..registry import Call, LayerView, register
 
 
-@register("Axpy", bottoms=3, tops=1, inplace_ok=False)
+@register("Axpy", bottoms=3, tops=1, inplace_ok=False, fork="hujie-frank/SENet")
 def axpy(view: LayerView) -> Call:
     a, x, y = (list(s) for s in view.input_shapes)
     detail, check = ops.check_axpy_shapes(a, x, y)

@@ -15,7 +15,8 @@ from ...ops import interp as ops
 from ..registry import Call, LayerView, register
 
 
-@register("Interp", params=("interp_param",), bottoms=1, tops=1, inplace_ok=False)
+@register("Interp", params=("interp_param",), bottoms=1, tops=1, inplace_ok=False,
+          fork="hszhao/PSPNet")
 def interp(view: LayerView) -> Call:
     p = view.param.interp_param
     for field in ("pad_beg", "pad_end"):

@@ -21,7 +21,7 @@ from ..registry import Call, LayerView, register
 from .convolution import CaffeConv, _check_pairs, _conv_module
 
 
-@register("ReLU6", params=("relu_param",), bottoms=1, tops=1)
+@register("ReLU6", params=("relu_param",), bottoms=1, tops=1, fork="chuanqi305/ssd")
 def relu6(view: LayerView) -> Call:
     slope = view.param.relu_param.negative_slope
     if slope != 0:
@@ -31,7 +31,8 @@ def relu6(view: LayerView) -> Call:
     return Call(ops.relu6, {"top_is_bottom": True} if view.tops[0] == view.bottoms[0] else {})
 
 
-@register("ShuffleChannel", params=("shuffle_channel_param",), bottoms=1, tops=1)
+@register("ShuffleChannel", params=("shuffle_channel_param",), bottoms=1, tops=1,
+          fork="farmingyard/ShuffleNet")
 def shuffle_channel(view: LayerView) -> Call:
     group = view.param.shuffle_channel_param.group
     shape = view.input_shapes[0]
@@ -56,7 +57,7 @@ def shuffle_channel(view: LayerView) -> Call:
 
 # In place is refused, as for Convolution.
 @register("DepthwiseConvolution", params=("convolution_param",), bottoms=(1, None),
-          tops=(1, None), inplace_ok=False)
+          tops=(1, None), inplace_ok=False, fork="yonghenglh6/DepthwiseConvolution")
 def depthwise_convolution(view: LayerView) -> CaffeConv:
     _check_pairs(view)
     return _conv_module(view, transposed=False)
