@@ -101,7 +101,10 @@ def bn_learn(x: Tensor, scale: Tensor, shift: Tensor, top_is_bottom: bool = Fals
 class CaffeBNInference(torch.autograd.Function):
     """BN INFERENCE computed in place (its top is its bottom): Backward_cpu's scale diff
     sums bottom data * td, and that blob then holds the top (after any later in-place
-    layer), not the input; shift's is sum(td), the bottom's scale * td."""
+    layer), not the input; shift's is sum(td), the bottom's scale * td.  (compile() lets
+    the next ReLU overwrite this top whenever it is the top's only reader, which is what
+    Caffe does when that ReLU is in place too, as in SegNet's nets; a ReLU with its own
+    top would leave the fork's blob unrectified.)"""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
