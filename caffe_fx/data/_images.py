@@ -1,11 +1,12 @@
 """Images decoded as Caffe's OpenCV decodes them: 8-bit, BGR(A) channel order, (H, W, C).
 
-Used by the data feed (feed.py) for ImageData and encoded Datums.  Mirrors
-src/caffe/util/io.cpp (ReadImageToCVMat: cv::imread colour or grey, cv::resize
-INTER_LINEAR; DecodeDatumToCVMat / DecodeDatumToCVMatNative: cv::imdecode with flags 1, 0,
--1) over Pillow.  Where OpenCV converts itself, its arithmetic is reproduced: libpng's
-rgb_to_gray as OpenCV's PNG decoder asks for it (0.299, 0.587), libjpeg's own greyscale
-output, OpenCV's fixed-point bilinear resize.  JPEGs decode through Pillow's libjpeg, so
+Used by the data feed (feed.py) for ImageData, DenseImageData and encoded Datums.
+Mirrors src/caffe/util/io.cpp (ReadImageToCVMat: cv::imread colour or grey, cv::resize
+INTER_LINEAR, INTER_NEAREST for SegNet's label maps; DecodeDatumToCVMat /
+DecodeDatumToCVMatNative: cv::imdecode with flags 1, 0, -1) over Pillow.  Where OpenCV
+converts itself, its arithmetic is reproduced: libpng's rgb_to_gray as OpenCV's PNG
+decoder asks for it (0.299, 0.587), libjpeg's own greyscale output, OpenCV's fixed-point
+bilinear resize.  JPEGs decode through Pillow's libjpeg, so
 they equal Caffe's where both link the same libjpeg-turbo build (see README).
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ def decode(data: bytes | str, mode: str) -> np.ndarray:
                 if _turned(image):
                     image = ImageOps.exif_transpose(image)  # type: ignore[assignment]
             image.load()
-            return _channels(image, mode, jpeg)
+            return _channels(image, mode, jpeg, image.format)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise ImageReadError(str(e)) from e
 
@@ -50,7 +51,7 @@ def _turned(image: Any) -> bool:
         return False
 
 
-def _channels(image: Any, mode: str, jpeg: bool) -> np.ndarray:
+def _channels(image: Any, mode: str, jpeg: bool, fmt: str | None = None) -> np.ndarray:
     m = image.mode
     if m in ("I;16", "I;16B", "I;16L", "I", "F") and mode == "native":
         raise ImageReadError(f"a {m} image decodes to more than 8 bits per channel; Caffe "
@@ -59,6 +60,8 @@ def _channels(image: Any, mode: str, jpeg: bool) -> np.ndarray:
         if m == "L":
             return np.asarray(image)[:, :, None]
         rgb = np.asarray(image.convert("RGB"), dtype=np.int64)
+        if fmt in _OPENCV_GRAY_FORMATS:
+            return _opencv_gray(rgb)[:, :, None]
         return _png_gray(rgb)[:, :, None]
     if mode == "native":
         if m in ("L", "1"):
@@ -70,6 +73,17 @@ def _channels(image: Any, mode: str, jpeg: bool) -> np.ndarray:
             return np.ascontiguousarray(arr[:, :, [2, 1, 0, 3]])
     arr = np.asarray(image.convert("RGB"))
     return np.ascontiguousarray(arr[:, :, ::-1])
+
+
+# Formats whose OpenCV decoder converts colour to grey itself (grfmt_pxm.cpp,
+# grfmt_bmp.cpp: icvCvt_BGR2Gray_8u_C3C1R), not through the codec library.
+_OPENCV_GRAY_FORMATS = frozenset({"PPM", "BMP"})
+
+
+def _opencv_gray(rgb: np.ndarray) -> np.ndarray:
+    """icvCvt_BGR2Gray_8u_C3C1R: 14-bit fixed point (0.114, 0.587, 0.299), rounded."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return ((b * 1868 + g * 9617 + r * 4899 + (1 << 13)) >> 14).astype(np.uint8)
 
 
 def _png_gray(rgb: np.ndarray) -> np.ndarray:
@@ -98,6 +112,15 @@ def resize_linear(img: np.ndarray, height: int, width: int) -> np.ndarray:
     bottom = rows[ys[:, 1]] >> 4
     out = ((yw[:, 0, None, None] * top) >> 16) + ((yw[:, 1, None, None] * bottom) >> 16)
     return np.clip((out + 2) >> 2, 0, 255).astype(np.uint8)
+
+
+def resize_nearest(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """cv::resize(src, dst, Size(width, height)) with INTER_NEAREST on (H, W, C): source
+    index floor(d * (1 / (dst / src))) in double, clamped to the last pixel (resizeNN)."""
+    src_h, src_w, _ = img.shape
+    ys = np.minimum(np.floor(np.arange(height) * (1.0 / (height / src_h))), src_h - 1)
+    xs = np.minimum(np.floor(np.arange(width) * (1.0 / (width / src_w))), src_w - 1)
+    return img[ys.astype(np.int64)][:, xs.astype(np.int64)]
 
 
 def _linear_taps(src: int, dst: int, *, border_weights: bool

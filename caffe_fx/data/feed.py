@@ -1,11 +1,12 @@
 """The batches Caffe's data layers fill their tops with, read ahead in a background thread.
 
 Beside the lowering stage: a net's data-layer tops are GraphModule inputs, and this feeds
-them.  Mirrors src/caffe/layers/{base_data,data,image_data,hdf5_data,memory_data}_layer.cpp
-and DataTransformer (_transform.py): set-up draws from Caffe's random stream in Caffe's
-order, each batch is the records Caffe reads in its order (cursors wrap, ImageData and
-HDF5Data reshuffle each epoch, DataLayer/HDF5DataLayer::Skip keep offset % world_size ==
-rank in TRAIN), transformed as Caffe transforms them.  Deliberate differences are listed
+them.  Mirrors src/caffe/layers/{base_data,data,image_data,hdf5_data,memory_data}_layer.cpp,
+SegNet's dense_image_data_layer.cpp and DataTransformer (_transform.py): set-up draws
+from Caffe's random stream in Caffe's order, each batch is the records Caffe reads in its
+order (cursors wrap, ImageData, DenseImageData and HDF5Data reshuffle each epoch,
+DataLayer/HDF5DataLayer::Skip keep offset % world_size == rank in TRAIN), transformed as
+Caffe transforms them.  Deliberate differences are listed
 in open_feed's docstring and the README.
 """
 from __future__ import annotations
@@ -53,7 +54,11 @@ def open_feed(net_param: caffe_pb2.NetParameter, *, phase: int, where: str,
     differ from the first's raises ShapeError (Caffe copies out of bounds); MemoryData is
     fed by DataFeed.set_memory (MemoryDataLayer::Reset, untransformed); WindowData with
     cache_images reads the files instead of caching them (same pixels), and a window
-    file naming an unreadable image raises (Caffe logs and leaves the batch part-filled)."""
+    file naming an unreadable image raises (Caffe logs and leaves the batch part-filled).
+    SegNet's DenseImageData draws its mirror and crop offsets from this feed's stream in
+    batch order; the fork's prefetch thread shares Caffe's one stream with the layers of
+    the net, so its draws match only when no other layer (Dropout, a random filler)
+    draws while it reads."""
     if world_size < 1 or not 0 <= rank < world_size:
         raise InputError(f"{where}: open_feed(rank={rank}, world_size={world_size}); "
                          f"allowed: world_size >= 1 and 0 <= rank < world_size")
@@ -69,7 +74,8 @@ def open_feed(net_param: caffe_pb2.NetParameter, *, phase: int, where: str,
         for lp in layers:
             ctx = _Context(lp, where, phase, rank, world_size)
             kind = {"Data": _DataLoader, "ImageData": _ImageLoader, "HDF5Data": _HDF5Loader,
-                    "MemoryData": _MemoryLoader, "WindowData": _WindowLoader}[lp.type]
+                    "MemoryData": _MemoryLoader, "WindowData": _WindowLoader,
+                    "DenseImageData": _DenseImageLoader}[lp.type]
             loaders.append(kind(ctx, caffe_rng, glibc))
     except BaseException:
         for loader in loaders:
@@ -312,6 +318,99 @@ def _atoi(text: str) -> int:
             break
         digits += ch
     return sign * int(digits) if digits else 0
+
+
+# -- DenseImageData (SegNet) ----------------------------------------------------------------
+
+class _DenseImageLoader(_Loader):
+    """SegNet's DenseImageDataLayer (alexgkendall/caffe-segnet dense_image_data_layer.cpp):
+    "image label" pairs in list order (shuffled at set-up and each epoch by its own
+    prefetch_rng_), the image read colour or grey and resized bilinearly, the label map
+    grey and resized by nearest neighbour; per item, mirror (one draw) then the crop
+    offsets (two draws) from Caffe's own stream, which that fork shares with its prefetch
+    thread; then the image transformed (mean, scale) and the label kept as it is."""
+
+    def __init__(self, ctx: _Context, caffe_rng: MT19937, glibc: GlibcRand) -> None:
+        super().__init__(ctx, caffe_rng, glibc)
+        p = ctx.layer.dense_image_data_param
+        self.param, self.rng = p, caffe_rng
+        self.transform = Transformer(ctx.layer.transform_param, ctx.phase, ctx.who)
+        with open(p.source, "rb") as f:
+            words = list(_words(f))
+        self.lines = list(zip(words[0::2], words[1::2]))  # `infile >> image >> label`
+        self.shuffle_rng: MT19937 | None = None
+        if p.shuffle:
+            self.shuffle_rng = MT19937(caffe_rng())
+            caffe_shuffle(self.lines, self.shuffle_rng)
+        self.index = 0
+        if p.rand_skip:
+            skip = caffe_rng() % p.rand_skip
+            if skip >= len(self.lines):
+                raise InputError(f"{ctx.who}: dense_image_data_param.rand_skip = "
+                                 f"{p.rand_skip} drew a skip of {skip} but "
+                                 f"dense_image_data_param.source = '{p.source}' lists "
+                                 f"{len(self.lines)} pairs; the fork: Not enough points to "
+                                 f"skip")
+            self.index = skip
+
+    def _read(self, index: int, which: int) -> np.ndarray:
+        """ReadImageToCVMat of the pair's image (which 0) or label (1), (H, W, C) uint8."""
+        p = self.param
+        name = self.lines[index][which]
+        path = p.root_folder + name
+        mode = "color" if p.is_color and which == 0 else "gray"
+        try:
+            img = _images.decode(path, mode)
+        except (_images.ImageReadError, OSError) as e:
+            raise DataSourceError(f"{self.ctx.who}: dense_image_data_param.source = "
+                                  f"'{p.source}' lists the {('image', 'label')[which]} "
+                                  f"'{path}', which cannot be read ({e}); the fork: Could "
+                                  f"not load {name}") from e
+        if p.new_height > 0 and p.new_width > 0:
+            resize = _images.resize_nearest if which else _images.resize_linear
+            img = resize(img, p.new_height, p.new_width)
+        return img
+
+    def batch(self) -> dict[str, np.ndarray]:
+        p = self.param
+        data: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        for _ in range(p.batch_size):
+            img, lab = self._read(self.index, 0), self._read(self.index, 1)
+            what = f"the image '{p.root_folder}{self.lines[self.index][0]}'"
+            if img.shape[:2] != lab.shape[:2]:
+                raise ShapeError(f"{self.ctx.who}: {what} is {_dims(img.shape[:2])} but its "
+                                 f"label '{p.root_folder}{self.lines[self.index][1]}' "
+                                 f"{_dims(lab.shape[:2])} (height x width); the fork requires "
+                                 f"them equal")
+            if p.mirror and self.rng() % 2:
+                img, lab = img[:, ::-1], lab[:, ::-1]
+            if p.crop_height > 0 and p.crop_width > 0:
+                h, w = img.shape[:2]
+                if h < p.crop_height or w < p.crop_width:
+                    raise ShapeError(f"{self.ctx.who}: {what} is {h} x {w}, smaller than "
+                                     f"dense_image_data_param.crop_height x crop_width = "
+                                     f"{p.crop_height} x {p.crop_width}")
+                h_off = self.rng() % (h - p.crop_height + 1)
+                w_off = self.rng() % (w - p.crop_width + 1)
+                window = (slice(h_off, h_off + p.crop_height), slice(w_off, w_off + p.crop_width))
+                img, lab = img[window], lab[window]
+            out = self.transform(img.transpose(2, 0, 1), what)
+            if data and out.shape != data[0].shape:
+                raise ShapeError(f"{self.ctx.who}: {what} is {_dims(out.shape)} but the "
+                                 f"batch's first image {_dims(data[0].shape)}; the fork "
+                                 f"requires every image of a batch to have the same shape "
+                                 f"(set new_height/new_width, crop_height/crop_width, or "
+                                 f"batch_size: 1)")
+            data.append(out)
+            labels.append(lab.transpose(2, 0, 1).astype(np.float32))
+            self.index += 1
+            if self.index >= len(self.lines):
+                _LOG.info(_RESTART)
+                self.index = 0
+                if self.shuffle_rng is not None:
+                    caffe_shuffle(self.lines, self.shuffle_rng)
+        return {self.tops[0]: np.stack(data), self.tops[1]: np.stack(labels)}
 
 
 # -- HDF5Data -----------------------------------------------------------------------------

@@ -25,7 +25,8 @@ from ._db import Cursor
 
 Shape = tuple[int, ...]
 
-DATA_LAYER_TYPES = frozenset({"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData"})
+DATA_LAYER_TYPES = frozenset({"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData",
+                              "DenseImageData"})
 
 # EXIF orientations that turn the image a quarter: OpenCV (4.x, which Caffe links) applies
 # them when it decodes JPEGs to colour or grey (imread, imdecode with flags 0 or 1), not
@@ -70,7 +71,8 @@ class _Layer:
         layer, kind = self.layer, self.layer.type
         param = {"Data": layer.data_param, "ImageData": layer.image_data_param,
                  "HDF5Data": layer.hdf5_data_param, "WindowData": layer.window_data_param,
-                 "MemoryData": layer.memory_data_param}.get(kind)
+                 "MemoryData": layer.memory_data_param,
+                 "DenseImageData": layer.dense_image_data_param}.get(kind)
         batch = str(param.batch_size) if param is not None and param.batch_size > 0 else "N"
         if kind == "HDF5Data":
             return [(t, [batch, "..."]) for t in layer.top]
@@ -79,6 +81,14 @@ class _Layer:
         if kind == "ImageData" and not crop and layer.image_data_param.new_height:
             height = str(layer.image_data_param.new_height)
             width = str(layer.image_data_param.new_width)
+        if kind == "DenseImageData":  # the label is a map: (N, 1, H, W)
+            dp = layer.dense_image_data_param
+            if dp.crop_height:
+                height, width = str(dp.crop_height), str(dp.crop_width)
+            elif dp.new_height:
+                height, width = str(dp.new_height), str(dp.new_width)
+            return [(t, [batch, "C" if j == 0 else "1", height, width])
+                    for j, t in enumerate(layer.top)]
         return [(t, [batch, "C", height, width] if j == 0 else [batch])
                 for j, t in enumerate(layer.top)]
 
@@ -250,6 +260,89 @@ def _image_data(ctx: _Layer) -> list[Shape]:
     return [(p.batch_size, *shape), (p.batch_size,)]
 
 
+# -- DenseImageData (SegNet) ------------------------------------------------------------
+
+def _dense_image_data(ctx: _Layer) -> list[Shape]:
+    """DenseImageDataLayer::DataLayerSetUp (alexgkendall/caffe-segnet): the first pair of
+    the source list, "image label" words; the image read colour or grey and the label
+    grey, both resized to new_height x new_width; (batch, C, H, W) and (batch, 1, H, W),
+    H x W cropped to crop_height x crop_width.
+
+    With `shuffle` or `rand_skip`, the fork starts from a random pair; the first one is
+    used here (the same shape whenever the list's images share one)."""
+    p = ctx.layer.dense_image_data_param
+    check_dense_params(ctx.layer, ctx.who)
+    _check_transformer(ctx)
+    pair = first_dense_pair(ctx, p.source)
+    shapes = []
+    for path, what in zip(pair, ("image", "label")):
+        full = p.root_folder + path
+        where = (f"the {what} '{full}' (dense_image_data_param.root_folder + the first line "
+                 f"of dense_image_data_param.source = '{p.source}')")
+        try:
+            image = _open_image(ctx, full, where)
+        except DataSourceError as e:
+            raise ctx.unreadable("dense_image_data_param.source", p.source,
+                                 f"lists first the {what} '{full}', which cannot be read "
+                                 f"({e.__cause__ or e})") from e
+        with image:
+            shapes.append(_oriented_size(image))
+    height, width = shapes[0]
+    if p.new_height:
+        height, width = p.new_height, p.new_width
+    elif shapes[1] != shapes[0]:
+        raise ctx.invalid(f"the first image of dense_image_data_param.source = '{p.source}' "
+                          f"is {shapes[0][0]} x {shapes[0][1]} but its label "
+                          f"{shapes[1][0]} x {shapes[1][1]} (height x width); the fork "
+                          f"requires them equal (Input and label image heights and widths "
+                          f"must match)", ShapeError)
+    if p.crop_height and (p.crop_height > height or p.crop_width > width):
+        raise ctx.invalid(f"dense_image_data_param.crop_height = {p.crop_height} and "
+                          f"crop_width = {p.crop_width} exceed the first image's {height} x "
+                          f"{width} (height x width); allowed: at most its size", ShapeError)
+    if p.batch_size <= 0:
+        raise ctx.invalid(f"dense_image_data_param.batch_size = {p.batch_size}; the fork "
+                          f"requires a positive batch size")
+    if p.crop_height:
+        height, width = p.crop_height, p.crop_width
+    return [(p.batch_size, 3 if p.is_color else 1, height, width),
+            (p.batch_size, 1, height, width)]
+
+
+def check_dense_params(layer: caffe_pb2.LayerParameter, who: str) -> None:
+    """The CHECKs of the fork's DataLayerSetUp and InternalThreadEntry on the params."""
+    p, tp = layer.dense_image_data_param, layer.transform_param
+    if (p.new_height == 0) != (p.new_width == 0):
+        raise NetDefinitionError(
+            f"{who}: dense_image_data_param.new_height = {p.new_height} and new_width = "
+            f"{p.new_width}; the fork requires both set (> 0) or neither (Current "
+            f"implementation requires new_height and new_width to be set at the same time)")
+    if (p.crop_height == 0) != (p.crop_width == 0):
+        raise NetDefinitionError(
+            f"{who}: dense_image_data_param.crop_height = {p.crop_height} and crop_width = "
+            f"{p.crop_width}; the fork requires both set (> 0) or neither")
+    if tp.mirror or tp.crop_size:
+        raise NetDefinitionError(
+            f"{who}: transform_param.mirror = {str(tp.mirror).lower()}, crop_size = "
+            f"{tp.crop_size}: the fork aborts on them (FIXME: Any stochastic transformation "
+            f"will break layer); allowed: dense_image_data_param.mirror, crop_height and "
+            f"crop_width, which move the image and its label together")
+    if p.HasField("mean_file"):
+        raise NetDefinitionError(
+            f"{who}: dense_image_data_param.mean_file = '{p.mean_file}' is never read by the "
+            f"fork's layer; allowed: transform_param.mean_file or mean_value")
+
+
+def first_dense_pair(ctx: _Layer, source: str) -> tuple[str, str]:
+    words = _tokens(ctx, "dense_image_data_param.source", source)
+    pair = next(words, None), next(words, None)
+    words.close()
+    if pair[1] is None:
+        raise ctx.unreadable("dense_image_data_param.source", source,
+                             "lists no \"image label\" pair")
+    return pair[0], pair[1]  # type: ignore[return-value]
+
+
 # -- HDF5Data ----------------------------------------------------------------------------
 
 def _hdf5_data(ctx: _Layer) -> list[Shape]:
@@ -374,6 +467,7 @@ _SHAPERS: dict[str, tuple[int, int | None, Callable[[_Layer], list[Shape]]]] = {
     "HDF5Data": (1, None, _hdf5_data),
     "MemoryData": (2, 2, _memory_data),
     "WindowData": (2, 2, _window_data),
+    "DenseImageData": (2, 2, _dense_image_data),
 }
 
 

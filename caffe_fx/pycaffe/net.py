@@ -51,7 +51,7 @@ _MODE: dict[str, Any] = {"gpu": False, "device": 0, "seed": None}
 
 # Data layers whose Forward the facade runs through caffe_fx.data's feed (MemoryData is
 # fed by set_input_arrays).
-_FED_TYPES = frozenset({"Data", "ImageData", "HDF5Data", "WindowData"})
+_FED_TYPES = frozenset({"Data", "ImageData", "HDF5Data", "WindowData", "DenseImageData"})
 
 # Layers whose tops share the bottom's data (Blob::ShareData in their Forward/Reshape).
 _SHARING_TYPES = frozenset({"Split", "Flatten", "Reshape"})
