@@ -32,6 +32,12 @@ class PublishedNet:
     stored_blobs: for big nets, the only blobs kept in the golden (outputs always are).
     extended: checked only in the long run (CAFFE_FX_PUBLISHED=1, tests marked
         `published`): another net of the default run has the same layers and format.
+    fork: the Caffe fork whose oracle runs the net (CAFFE_ORACLE_FORK: "ssd", "segnet";
+        "" is BVLC).  The forks have no Input layer: data layers become `input:` fields.
+    oracle_edits: names in ORACLE_EDITS: rewrites of the text the oracle runs, for what
+        no oracle here has (a fork's field or layer), each into what it is defined as;
+        blobs an edit adds are named `*__oracle` and are not compared.  caffe_fx always
+        compiles the published prototxt unchanged.
     """
 
     name: str
@@ -44,6 +50,9 @@ class PublishedNet:
     data_layer_as_input: bool = False
     stored_blobs: tuple[str, ...] | None = None
     extended: bool = False
+    fork: str = ""
+    oracle_edits: tuple[str, ...] = ()
+    photo: str = ""  # a face detector's preprocessing of PHOTO, a key of PHOTO_FEEDS
 
     def make_inputs(self) -> dict[str, np.ndarray]:
         seed = int(hashlib.sha256(self.name.encode()).hexdigest()[:8], 16)
@@ -56,14 +65,30 @@ class PublishedNet:
                 arrays[blob] = r.uniform(self.low, self.high, size=shape).astype(np.float32)
         return arrays
 
+    def photo_inputs(self, models: Path) -> dict[str, np.ndarray]:
+        """PHOTO as this detector's demo feeds it: its 320x240 centre (cropped, never
+        resampled, so the pixels are the JPEG's own), NCHW."""
+        from PIL import Image
+
+        with Image.open(models / PHOTO) as im:
+            rgb = np.asarray(im.convert("RGB"), np.float32)
+        (blob, shape), = self.inputs.items()
+        h, w = shape[2:]
+        top, left = (rgb.shape[0] - h) // 2, (rgb.shape[1] - w) // 2
+        crop = rgb[top:top + h, left:left + w]
+        return {blob: np.ascontiguousarray(PHOTO_FEEDS[self.photo](crop).transpose(2, 0, 1)[None])}
+
     def oracle_prototxt(self, models: Path) -> str:
         """The prototxt text Caffe runs: the published one, or (data_layer_as_input) the
         same net with its first data layer turned into `input:` fields of these shapes."""
         text = (models / self.prototxt).read_text()
+        for edit in self.oracle_edits:
+            text = ORACLE_EDITS[edit](text)
         if not self.data_layer_as_input:
             return text
         text = _drop_first_block(text, ("IMAGE_DATA", '"ImageData"', "DATA", '"Data"',
-                                        "HDF5_DATA", '"HDF5Data"'))
+                                        "HDF5_DATA", '"HDF5Data"', '"DenseImageData"',
+                                        '"AnnotatedData"'))
         fields = "".join(
             f'input: "{b}"\ninput_shape {{ {" ".join(f"dim: {d}" for d in s)} }}\n'
             for b, s in self.inputs.items())
@@ -88,8 +113,55 @@ def _drop_first_block(text: str, types: tuple[str, ...]) -> str:
     raise ValueError("no data layer to replace")
 
 
+# A real photo for the face detectors' detections, read from ../shared at test time (never
+# copied here): the cat of shicai/MobileNet-Caffe's README, 480x360.
+PHOTO = "shicai+MobileNet-Caffe/cat.jpg"
+
+PHOTO_FEEDS = {
+    # libfacedetection's Caffe nets: BGR 0-255, no mean (its train prototxt's are off).
+    "bgr255": lambda rgb: rgb[..., ::-1],
+    # Ultra-Light-Fast-Generic-Face-Detector's caffe/ demo: (RGB - 127) / 128.
+    "rgb_127_128": lambda rgb: (rgb - 127.0) / 128.0,
+}
+
+
+def _ceil_mode_as_round_mode(text: str) -> str:
+    """The DenseNet forks' PoolingParameter `ceil_mode` (BVLC/caffe#3057, never merged)
+    in BVLC's words: `ceil_mode: false` is `round_mode: FLOOR`; `true` is BVLC's default
+    (CEIL), so it is dropped."""
+    text = re.sub(r"\bceil_mode\s*:\s*false\b", "round_mode: FLOOR", text)
+    return re.sub(r"\bceil_mode\s*:\s*true\b", "", text)
+
+
+def _axpy_as_scale_eltwise(text: str) -> str:
+    """SENet's Axpy (bottoms a (N, C, 1, 1), x and y (N, C, H, W); top a * x + y, its
+    definition in hujie-frank/SENet's axpy_layer.cpp) as BVLC layers that compute exactly
+    that: a Flatten of a to (N, C), a Scale of x by it (axis 0) and an Eltwise SUM with y.
+    The top keeps its name; the two blobs between are `<name>__oracle_a/_ax`."""
+    def one(m: re.Match) -> str:
+        body = m.group(0)
+        name = re.search(r'name:\s*"([^"]+)"', body).group(1)  # type: ignore[union-attr]
+        a, x, y = re.findall(r'bottom:\s*"([^"]+)"', body)
+        top = re.search(r'top:\s*"([^"]+)"', body).group(1)  # type: ignore[union-attr]
+        fa, fx = f"{name}__oracle_a", f"{name}__oracle_ax"
+        return (f'layer {{ name: "{fa}" type: "Flatten" bottom: "{a}" top: "{fa}" }}\n'
+                f'layer {{ name: "{fx}" type: "Scale" bottom: "{x}" bottom: "{fa}" '
+                f'top: "{fx}" scale_param {{ axis: 0 }} }}\n'
+                f'layer {{ name: "{name}" type: "Eltwise" bottom: "{fx}" bottom: "{y}" '
+                f'top: "{top}" eltwise_param {{ operation: SUM }} }}')
+    return re.sub(r'layer\s*\{[^{}]*type:\s*"Axpy"[^{}]*\}', one, text)
+
+
+ORACLE_EDITS = {
+    "ceil_mode_as_round_mode": _ceil_mode_as_round_mode,
+    "axpy_as_scale_eltwise": _axpy_as_scale_eltwise,
+}
+
+
 _MTCNN = "kpzhang93+MTCNN_face_detection_alignment/code/codes/MTCNNv2/model"
 _SR = "wangxuewen99+Super-Resolution"
+_YU = "ShiqiYu+libfacedetection/models/caffe"
+_ULFD = "Linzaer+Ultra-Light-Fast-Generic-Face-Detector-1MB/caffe/model"
 
 WEIGHTED: list[PublishedNet] = [
     PublishedNet("lenet", "ethereon+caffe-tensorflow/examples/mnist/lenet.prototxt",
@@ -130,6 +202,19 @@ WEIGHTED: list[PublishedNet] = [
                  f"{_SR}/ESPCN/snapshot/espcn_iter_5303500.caffemodel", low=0.0),
     PublishedNet("fsrcnn", f"{_SR}/FSRCNN/FSRCNN_mat.prototxt", {"data": (2, 1, 7, 7)},
                  f"{_SR}/FSRCNN/snapshot/snapshot_iter_2546000.caffemodel", low=0.0),
+    # The SSD fork's face detectors with their real weights (issue #11); big maps, so the
+    # goldens keep the outputs and the heads' last blobs.
+    *(PublishedNet(f"yufacedetectnet_{v}", f"{_YU}/yufacedetectnet-open-{v}.prototxt",
+                   {"data": (1, 3, 240, 320)}, f"{_YU}/yufacedetectnet-open-{v}.caffemodel",
+                   low=0.0, high=255.0, fork="ssd", photo="bgr255",
+                   stored_blobs=("mbox_loc", "mbox_conf_softmax", "mbox_priorbox"))
+      for v in ("v1", "v2")),
+    PublishedNet("rfb_320", f"{_ULFD}/RFB-320/RFB-320.prototxt", {"input": (1, 3, 240, 320)},
+                 f"{_ULFD}/RFB-320/RFB-320.caffemodel", fork="ssd", photo="rgb_127_128",
+                 stored_blobs=("434", "459")),
+    PublishedNet("slim_320", f"{_ULFD}/Slim-320/slim-320.prototxt", {"input": (1, 3, 240, 320)},
+                 f"{_ULFD}/Slim-320/slim-320.caffemodel", fork="ssd", photo="rgb_127_128",
+                 stored_blobs=("349", "374")),
 ]
 
 _BVLC = "BVLC+caffe/models"
@@ -168,6 +253,28 @@ RANDOMIZED: list[PublishedNet] = [
 ]
 
 
+# Nets of the Caffe forks (issue #11) with randomized weights, against the fork's oracle
+# (or BVLC's, through ORACLE_EDITS) run live: tests/nets/test_randomized_nets.py.  Long
+# (whole ImageNet-sized nets, forward and backward): marked `published`.
+FORK_RANDOMIZED: list[PublishedNet] = [
+    # ceil_mode: false on pool1 (56x56, not BVLC's CEIL 57x57); BVLC runs it as FLOOR.
+    PublishedNet("densenet121", "shicai+DenseNet-Caffe/DenseNet_121.prototxt", _IMAGENET,
+                 oracle_edits=("ceil_mode_as_round_mode",), extended=True),
+    # No oracle has Axpy: BVLC runs each as Flatten + Scale(axis 0) + Eltwise SUM.
+    PublishedNet("se_resnet50", "hujie-frank+SENet/models/SE-ResNet-50.prototxt", _IMAGENET,
+                 oracle_edits=("axpy_as_scale_eltwise",), extended=True),
+    PublishedNet("segnet_basic",
+                 "alexgkendall+SegNet-Tutorial/Models/segnet_basic_inference.prototxt",
+                 {"data": (1, 3, 360, 480), "label": (1, 1, 360, 480)}, integers={"label": 11},
+                 fork="segnet", data_layer_as_input=True, extended=True),
+    PublishedNet("segnet", "alexgkendall+SegNet-Tutorial/Models/segnet_inference.prototxt",
+                 {"data": (1, 3, 360, 480), "label": (1, 1, 360, 480)}, integers={"label": 11},
+                 fork="segnet", data_layer_as_input=True, extended=True),
+    PublishedNet("mobilenet_ssd", "chuanqi305+MobileNet-SSD/deploy.prototxt",
+                 {"data": (1, 3, 300, 300)}, fork="ssd", extended=True),
+]
+
+
 def params(nets: list[PublishedNet]) -> list:
     """pytest parameters for `nets`, the extended ones marked `published`."""
     import pytest
@@ -177,7 +284,7 @@ def params(nets: list[PublishedNet]) -> list:
 
 
 def by_name(name: str) -> PublishedNet:
-    for net in WEIGHTED + RANDOMIZED:
+    for net in WEIGHTED + RANDOMIZED + FORK_RANDOMIZED:
         if net.name == name:
             return net
     raise KeyError(name)

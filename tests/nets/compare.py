@@ -42,8 +42,10 @@ def check_supported(prototxt: str | Path) -> None:
 
 
 def run(gm: fx.GraphModule, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    # Positional, in Caffe's order: a blob named `input` is the argument `input_`.
     with torch.no_grad():
-        out = gm(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()})
+        out = gm(*(torch.from_numpy(np.ascontiguousarray(inputs[k]))
+                   for k in gm.meta["caffe"].inputs))
     return {k: v.detach().numpy() for k, v in out.items()}
 
 
