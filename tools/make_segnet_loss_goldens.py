@@ -10,6 +10,8 @@ seeded by its loss_weight.  Writes tests/golden/segnet_loss/<case>.npz with `pro
 `phase`, `layer`, `input/<blob>`, `topdiff/<blob>`, `data/<blob>` and `diff/<blob>`
 (tools/_oracle_goldens.py make_fork_golden).  `dropout_sample_test` draws the fork's own
 mask (Caffe's RNG, which caffe_fx does not replay): its test checks the mask's form only.
+`softmax_loss_segnet_camvid` is the loss layer of ../shared/models' SegNet-Tutorial
+segnet_train.prototxt as published.
 """
 from __future__ import annotations
 
@@ -45,9 +47,28 @@ _W4 = " ".join(f"class_weighting: {w}" for w in (0.2595, 1.5, 3.25, 0.7))
 _IN = {"data": normal(2, 4, 3, 3, scale=2.0), "label": labels(4, 2, 1, 3, 3)}
 _IN_IGN = {"data": normal(2, 4, 3, 3, scale=2.0), "label": labels(5, 2, 1, 3, 3)}  # 4: ignored
 _DROP = 'bottom: "data" top: "out"'
+SEGNET = ROOT.parent / "shared" / "models" / "alexgkendall+SegNet-Tutorial" / "Models"
+
+
+def published_loss() -> str:
+    """segnet_train.prototxt's own loss layer (CamVid's 11 class weights, ignore_label 11,
+    softmax_param engine), its bottoms renamed to the case's inputs."""
+    from google.protobuf import text_format
+
+    from caffe_fx.proto import caffe_pb2
+
+    net = text_format.Parse((SEGNET / "segnet_train.prototxt").read_text(),
+                            caffe_pb2.NetParameter())
+    layer = next(ly for ly in net.layer if ly.name == "loss")
+    for name in ("name", "type", "bottom", "top"):
+        layer.ClearField(name)
+    return _LOSS + " " + text_format.MessageToString(layer, as_one_line=True)
+
 
 CASES = [
     Case("softmax_loss_plain", "SoftmaxWithLoss", _LOSS, _IN, ("data",)),
+    Case("softmax_loss_plain_unnormalized", "SoftmaxWithLoss",  # BVLC's BATCH_SIZE too
+         _LOSS + " loss_param { ignore_label: 4 normalize: false }", _IN_IGN, ("data",)),
     Case("softmax_loss_weights_unused", "SoftmaxWithLoss",  # no weight_by_label_freqs
          _LOSS + f" loss_param {{ {_W4} }}", _IN, ("data",)),
     Case("softmax_loss_weighted", "SoftmaxWithLoss",
@@ -74,6 +95,9 @@ CASES = [
     Case("softmax_loss_weighted_all_ignored", "SoftmaxWithLoss",  # count 0: 0 / 0
          _LOSS + f" loss_param {{ weight_by_label_freqs: true ignore_label: 2 {_W4} }}",
          {"data": normal(2, 4, 1, 2), "label": const(np.full((2, 1, 1, 2), 2.0))},
+         ("data",)),
+    Case("softmax_loss_segnet_camvid", "SoftmaxWithLoss", published_loss(),
+         {"data": normal(2, 11, 4, 5, scale=2.0), "label": labels(12, 2, 1, 4, 5)},
          ("data",)),
     Case("dropout_test_plain", "Dropout", _DROP + " dropout_param { dropout_ratio: 0.3 }",
          {"data": normal(2, 3, 4, 4)}, ("data",), {"out": (2, 3, 4, 4)}),

@@ -84,8 +84,8 @@ def test_matches_the_fork_forward_and_backward(path: Path) -> None:
 
 def test_goldens_cover_the_cases() -> None:
     names = {p.stem for p in GOLDEN.glob("*.npz")}
-    assert len(names) == 14
-    assert {"softmax_loss_weighted", "softmax_loss_weighted_ignore",
+    assert len(names) == 16
+    assert {"softmax_loss_weighted", "softmax_loss_weighted_ignore", "softmax_loss_segnet_camvid",
             "softmax_loss_weighted_unnormalized", "softmax_loss_weighted_all_ignored",
             "dropout_sample_test", "dropout_sample_test_ratio0"} <= names
 
@@ -235,6 +235,24 @@ def _sampled(rec: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     torch.manual_seed(1)
     tops, grads = _run(rec)
     return tops["out"], grads["data"].numpy()
+
+
+def test_sample_weights_test_in_place_as_bayesian_segnet_writes_it() -> None:
+    """bayesian_segnet_inference.prototxt drops pool3 into itself: the blob holds the
+    sampled top, and the diff reaches the bottom through the same mask."""
+    text = ('input: "data" input_shape { dim: 8 dim: 4 dim: 6 dim: 6 }\n'
+            'layer { name: "drop" type: "Dropout" bottom: "data" top: "data" dropout_param { '
+            'dropout_ratio: 0.5 sample_weights_test: true } }\n'
+            'layer { name: "sum" type: "Reduction" bottom: "data" top: "sum" }\n')
+    gm = caffe_fx.compile(text, phase="test", outputs=["data", "sum"])
+    x = torch.rand(8, 4, 6, 6).add(0.5).requires_grad_(True)
+    torch.manual_seed(2)
+    out = gm(data=x)
+    kept = out["data"] != 0
+    torch.testing.assert_close(out["data"][kept], x.detach()[kept] * 2)
+    assert 0.35 < float(kept.float().mean()) < 0.65
+    out["sum"].backward()
+    torch.testing.assert_close(x.grad, kept.float() * 2)
 
 
 def test_sample_weights_test_samples_in_train_too() -> None:
