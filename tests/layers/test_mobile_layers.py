@@ -303,6 +303,13 @@ def test_depthwise_convolution_refuses_what_caffe_checks(group: int, message: st
     assert e.match(message)
 
 
+def test_a_forward_on_other_channels_names_depthwise_convolution() -> None:
+    gm = caffe_fx.compile(_dw_net((1, 4, 5, 5), 4, 4, 3, 1, 1, 1, True))
+    with pytest.raises(ShapeError, match=r"layer 'dw' \(DepthwiseConvolution\): bottom of "
+                                         r"shape \[1, 3, 5, 5\].*4 channels"):
+        gm(data=torch.zeros(1, 3, 5, 5))
+
+
 def test_depthwise_convolution_in_place_is_refused() -> None:
     net = _dw_net((1, 4, 5, 5), 4, 4, 3, 1, 1, 1, True).replace('top: "out"', 'top: "data"')
     with pytest.raises(NetDefinitionError, match=r"\(DepthwiseConvolution\) cannot work in place"):

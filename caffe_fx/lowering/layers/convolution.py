@@ -45,6 +45,7 @@ class CaffeConv(CaffeModule):
         self.channels = weight_shape[0] if transposed else weight_shape[1] * groups
         self.ndim = axis + len(weight_shape) - 1  # the axes before, channels, spatial
         self.caffe_layer = ""  # set by _conv_module, for the error of a wrong shape
+        self.caffe_type = "Deconvolution" if transposed else "Convolution"  # or a fork's
         self.declared = ()  # the bottom shape the net was set up with
 
     def forward(self, x: Tensor) -> Tensor:
@@ -94,7 +95,7 @@ class CaffeConv(CaffeModule):
     def _wrong_shape(self, x):  # noqa: ANN001  (TorchScript reads annotations here)
         # BaseConvolutionLayer::Reshape: "Input size incompatible with convolution kernel."
         # Named here, not as torch's "expected input ... to have 3 channels".
-        kind = "Deconvolution" if self.transposed else "Convolution"
+        kind = self.caffe_type
         raise ShapeError(
             f"layer '{self.caffe_layer}' ({kind}): bottom of shape {list(x.shape)}; the "
             f"weight takes {self.ndim}-D bottoms with {self.channels} channels at axis "
@@ -142,6 +143,7 @@ def _conv_module(view: LayerView, transposed: bool) -> CaffeConv:
     module = cls(weight_shape, p.bias_term, geometry, groups, axis, transposed,
                  [p.weight_filler, p.bias_filler])
     module.caffe_layer, module.declared = view.name, tuple(shape)
+    module.caffe_type = view.type  # DepthwiseConvolution's errors name its own type
     return module
 
 
