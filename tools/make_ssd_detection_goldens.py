@@ -175,6 +175,57 @@ CASES += [
     eval_case("de_overlap_0_7", "overlap_threshold: 0.7"),
 ]
 
+# name_size_file: the boxes in pixels of each image with detections (the third, image 2,
+# wraps to the first size), undoing each resize_param mode; both FIT_LARGE_SIZE_AND_PAD
+# branches (image 0 wider than the resize, image 1 taller).
+NAME_SIZE = GOLDEN / "name_size.txt"
+NAME_SIZE_TEXT = "000001 300 500\n000002 500 375\n"
+
+
+def sized_inputs(r: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes a few pixels wide, where the pixel sizes' + 1 moves overlaps across the
+    threshold, and boxes past the image's edge, which OutputBBox clips; images 0-2 (image 2
+    takes the first size again)."""
+    gt, det = [], []
+    for item in range(3):
+        for inst in range(4):
+            label = 1 + inst % 3
+            w, h = r.uniform(0.004, 0.03, 2)
+            x, y = (r.uniform(0.9, 0.99, 2) if inst == 3 else r.uniform(0.05, 0.9, 2))
+            gt.append([item, label, inst, x, y, x + w, y + h, float(inst == 2 and item == 1)])
+            for k in range(2):
+                j = r.uniform(-0.35, 0.35, 4) * np.array([w, h, w, h])
+                grow = 0.08 if inst == 3 else 0.0  # past the edge
+                det.append([item, label, r.uniform(0.05, 1.0), x + j[0], y + j[1],
+                            x + w + j[2] + grow, y + h + j[3] + grow])
+    det = np.array(det, np.float32)
+    return det[r.permutation(len(det))].reshape(1, 1, -1, 7), \
+        np.array(gt, np.float32).reshape(1, 1, -1, 8)
+
+
+def _sized(part: int) -> Gen:
+    return lambda r: sized_inputs(np.random.RandomState(11))[part]
+
+
+def sized_case(name: str, params: str) -> ForkCase:
+    return Case(name, "DetectionEvaluate",
+                'bottom: "det" bottom: "gt" top: "eval" detection_evaluate_param { '
+                f'num_classes: 4 evaluate_difficult_gt: false name_size_file: "{NAME_SIZE}" '
+                f"{params} }}", {"det": _sized(0), "gt": _sized(1)})
+
+
+CASES += [
+    Case("de_small_boxes_normalized", "DetectionEvaluate",
+         'bottom: "det" bottom: "gt" top: "eval" detection_evaluate_param { '
+         "num_classes: 4 evaluate_difficult_gt: false }", {"det": _sized(0), "gt": _sized(1)}),
+    sized_case("de_name_size", ""),
+    sized_case("de_name_size_warp", "resize_param { resize_mode: WARP height: 300 width: 300 }"),
+    sized_case("de_name_size_fit_large_pad", "resize_param { resize_mode: "
+               "FIT_LARGE_SIZE_AND_PAD height: 300 width: 300 }"),
+    sized_case("de_name_size_fit_small_scaled", "resize_param { resize_mode: FIT_SMALL_SIZE "
+               "height: 300 width: 300 height_scale: 240 width_scale: 320 }"),
+]
+
 # DetectionOutput into DetectionEvaluate, as SSD's test nets run them.
 CHAIN = """
 layer { name: "det" type: "DetectionOutput" bottom: "loc" bottom: "conf" bottom: "prior"
@@ -254,4 +305,6 @@ CASES.append(ForkCase("net_ssd_output_head", "net", "", {
 
 
 if __name__ == "__main__":
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    NAME_SIZE.write_text(NAME_SIZE_TEXT)
     generate(CASES, make)

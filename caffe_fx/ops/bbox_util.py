@@ -46,14 +46,16 @@ def bbox_size(boxes: Tensor, normalized: bool = True) -> Tensor:
     return torch.where(invalid, torch.zeros_like(w), w * h)
 
 
-def jaccard_overlap(a: Tensor, b: Tensor, normalized: bool = True) -> Tensor:
+def jaccard_overlap(a: Tensor, b: Tensor, normalized: bool = True,
+                    size_a: Tensor | None = None, size_b: Tensor | None = None) -> Tensor:
     """JaccardOverlap(NormalizedBBox, NormalizedBBox) of every pair: a [..., A, 4] and
     b [..., B, 4] give [..., A, B].
 
     As the fork: IntersectBBox gives [0, 0, 0, 0] when the boxes are apart (so that
     unnormalized, apart boxes still have an intersection of 1 x 1), the overlap is 0 unless
     the intersection's width and height are > 0, and the sizes are BBoxSize's normalized
-    ones even when `normalized` is False."""
+    ones even when `normalized` is False, unless given (`size_a` [..., A], `size_b`
+    [..., B]: the size a NormalizedBBox stores, as ScaleBBox sets it)."""
     a = a.unsqueeze(-2)
     b = b.unsqueeze(-3)
     apart = ((b[..., 0] > a[..., 2]) | (b[..., 2] < a[..., 0])
@@ -68,7 +70,9 @@ def jaccard_overlap(a: Tensor, b: Tensor, normalized: bool = True) -> Tensor:
     if not normalized:
         iw, ih = iw + 1, ih + 1
     inter = iw * ih
-    union = (bbox_size(a) + bbox_size(b)) - inter
+    sa = bbox_size(a) if size_a is None else size_a.unsqueeze(-1)
+    sb = bbox_size(b) if size_b is None else size_b.unsqueeze(-2)
+    union = (sa + sb) - inter
     overlap = inter / union
     return torch.where((iw > 0) & (ih > 0), overlap, zero)
 
@@ -216,3 +220,65 @@ def nms_fast(boxes: Tensor, scores: Tensor, score_threshold: float, nms_threshol
                 if thr > 0.5:
                     thr = thr * eta32
     return order[torch.tensor(kept, dtype=torch.long, device=device)]
+
+
+# ResizeParameter.Resize_mode
+WARP = 1
+FIT_SMALL_SIZE = 2
+FIT_LARGE_SIZE_AND_PAD = 3
+
+
+def _scale_bbox(boxes: Tensor, height: int, width: int) -> Tuple[Tensor, Tensor]:
+    """ScaleBBox: coordinates times the image size; the size it stores is BBoxSize's
+    unnormalized (w + 1) (h + 1) unless the size is 1 x 1."""
+    scale = torch.tensor([width, height, width, height], dtype=boxes.dtype,
+                         device=boxes.device)
+    out = boxes * scale
+    return out, bbox_size(out, normalized=not (width > 1 or height > 1))
+
+
+def _project_bbox(src: Tuple[float, float, float, float], boxes: Tensor) -> Tensor:
+    """ProjectBBox into OutputBBox's temp_bbox: a box apart from `src` stays as it was
+    (the early return), any other becomes its clipped projection into src's frame."""
+    f32 = torch.float32
+    x1, y1, x2, y2 = (torch.tensor(v, dtype=f32) for v in src)
+    apart = ((boxes[:, 0] >= x2) | (boxes[:, 2] <= x1)
+             | (boxes[:, 1] >= y2) | (boxes[:, 3] <= y1))
+    sw, sh = x2 - x1, y2 - y1
+    proj = torch.stack([(boxes[:, 0] - x1) / sw, (boxes[:, 1] - y1) / sh,
+                        (boxes[:, 2] - x1) / sw, (boxes[:, 3] - y1) / sh], 1).clamp(0.0, 1.0)
+    return torch.where(apart[:, None], boxes, proj)
+
+
+def output_bbox(boxes: Tensor, height: int, width: int,
+                resize: Tuple[int, int, int, int, int] | None) -> Tuple[Tensor, Tensor]:
+    """OutputBBox: normalized boxes [K, 4] to pixels of an image of height x width, undoing
+    the transform's resize_param (`resize` = (resize_mode, height, width, height_scale,
+    width_scale), None when absent); returns the boxes and the sizes they store."""
+    if resize is None or resize[0] == WARP:
+        return _scale_bbox(boxes.clamp(0.0, 1.0), height, width)
+    import numpy as np
+
+    f32 = np.float32
+    mode, r_h, r_w, h_scale, w_scale = resize
+    if mode == FIT_LARGE_SIZE_AND_PAD:
+        rh, rw = f32(r_h), f32(r_w)
+        resize_aspect = f32(rw / rh)
+        aspect = f32(f32(width) / f32(height))
+        if aspect > resize_aspect:
+            pad = f32((rh - f32(rw / aspect)) / f32(2))
+            src = (0.0, float(f32(pad / rh)), 1.0, float(f32(1.0 - float(f32(pad / rh)))))
+        else:
+            pad = f32((rw - f32(rh * aspect)) / f32(2))
+            src = (float(f32(pad / rw)), 0.0, float(f32(1.0 - float(f32(pad / rw)))), 1.0)
+        return _scale_bbox(_project_bbox(src, boxes).clamp(0.0, 1.0), height, width)
+    if mode == FIT_SMALL_SIZE:
+        if h_scale == 0 or w_scale == 0:
+            return _scale_bbox(boxes.clamp(0.0, 1.0), height, width)
+        out, _ = _scale_bbox(boxes, h_scale, w_scale)
+        # ClipBBox(bbox, height, width): to the image, the size normalized (no + 1).
+        hi = torch.tensor([width, height, width, height], dtype=out.dtype)
+        out = torch.maximum(torch.minimum(out, hi), torch.zeros_like(out))
+        return out, bbox_size(out)
+    raise ValueError(f"resize_mode {mode}; allowed: WARP, FIT_SMALL_SIZE, "
+                     "FIT_LARGE_SIZE_AND_PAD")

@@ -10,7 +10,7 @@ raises UnsupportedFieldError.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -183,7 +183,7 @@ def detection_evaluate(det: Tensor, gt: Tensor, num_classes: int, background_lab
     args = (num_classes, background_label_id, overlap_threshold, evaluate_difficult_gt, layer)
 
     def run(det_: Tensor, gt_: Tensor) -> Tensor:
-        return _detection_evaluate(det_, gt_, *args)
+        return _detection_evaluate(det_, gt_, *args)[0]
 
     if caffe_grad(det, gt):
         return _NoBackward.apply(run, layer, "DetectionEvaluate", det, gt)
@@ -200,9 +200,39 @@ def check_detection_evaluate_shapes(who: str, det: tuple[int, ...], gt: tuple[in
                              f"channels() 1, width() {width})")
 
 
+def detection_evaluate_sized(det: Tensor, gt: Tensor, num_classes: int,
+                             background_label_id: int, overlap_threshold: float,
+                             evaluate_difficult_gt: bool, layer: str,
+                             sizes: List[Tuple[int, int]],
+                             resize: Optional[Tuple[int, int, int, int, int]], count: int
+                             ) -> Tuple[Tensor, int]:
+    """detection_evaluate with name_size_file's image sizes: the boxes of the `count`-th
+    image with detections (counting on across calls, from 0 again after the last size) are
+    scaled to its (height, width) as OutputBBox does (undoing `resize`, the layer's
+    resize_param) and overlap in pixels (JaccardOverlap unnormalized).  Returns the top
+    and the next count."""
+    _refuse_export(layer, "DetectionEvaluate")
+    if det.device.type == "meta":
+        return detection_evaluate(det, gt, num_classes, background_label_id,
+                                  overlap_threshold, evaluate_difficult_gt, layer), count
+    args = (num_classes, background_label_id, overlap_threshold, evaluate_difficult_gt, layer,
+            sizes, resize, count)
+    box: List[int] = [count]
+
+    def run(det_: Tensor, gt_: Tensor) -> Tensor:
+        top, box[0] = _detection_evaluate(det_, gt_, *args)
+        return top
+
+    if caffe_grad(det, gt):
+        return _NoBackward.apply(run, layer, "DetectionEvaluate", det, gt), box[0]
+    return run(det, gt), box[0]
+
+
 def _detection_evaluate(det: Tensor, gt: Tensor, num_classes: int, background_label_id: int,
-                        overlap_threshold: float, evaluate_difficult_gt: bool, layer: str
-                        ) -> Tensor:
+                        overlap_threshold: float, evaluate_difficult_gt: bool, layer: str,
+                        sizes: Optional[List[Tuple[int, int]]] = None,
+                        resize: Optional[Tuple[int, int, int, int, int]] = None,
+                        count: int = 0) -> Tuple[Tensor, int]:
     who = f"layer '{layer}' (DetectionEvaluate)"
     check_detection_evaluate_shapes(who, tuple(det.shape), tuple(gt.shape))
     num_pos_classes = num_classes if background_label_id == -1 else num_classes - 1
@@ -249,7 +279,13 @@ def _detection_evaluate(det: Tensor, gt: Tensor, num_classes: int, background_la
                     n += 1
                 continue
             rows = rows[torch.sort(d[rows, 2], descending=True, stable=True).indices]
-            overlap = bu.jaccard_overlap(d[rows, 3:7], g[gts, 3:7])  # (rows, gts)
+            if sizes:
+                height, width = sizes[count]
+                gbox, gsize = bu.output_bbox(g[gts, 3:7], height, width, resize)
+                dbox, dsize = bu.output_bbox(d[rows, 3:7], height, width, resize)
+                overlap = bu.jaccard_overlap(dbox, gbox, False, dsize, gsize)
+            else:
+                overlap = bu.jaccard_overlap(d[rows, 3:7], g[gts, 3:7])  # (rows, gts)
             visited = [False] * gts.numel()
             difficult = g_difficult[gts].tolist()
             for k, r in enumerate(rows.tolist()):
@@ -270,7 +306,9 @@ def _detection_evaluate(det: Tensor, gt: Tensor, num_classes: int, background_la
                 top[n, 3] = tp
                 top[n, 4] = fp
                 n += 1
-    return top.to(det.device).reshape(1, 1, -1, 5)
+        if sizes:  # the next image with detections takes the next size
+            count = (count + 1) % len(sizes)
+    return top.to(det.device).reshape(1, 1, -1, 5), count
 
 
 @torch.fx.wrap

@@ -10,6 +10,7 @@ its refusal by torch.export and of a backward, AnnotatedData's label as an input
 count, and the fields and shapes the fork CHECKs, as caffe_fx errors."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ import pytest
 import torch
 
 import caffe_fx
-from caffe_fx.errors import ExportError, InputError, ShapeError, UnsupportedFieldError
+from caffe_fx.errors import (DataSourceError, ExportError, InputError, ShapeError,
+                             UnsupportedFieldError)
 from caffe_fx.ops import bbox_util as bu
 from tests.golden.harness import relative_error
 
@@ -35,12 +37,18 @@ def _inputs(rec: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
             if k.startswith("input/")}
 
 
+def _prototxt(rec: dict[str, np.ndarray]) -> str:
+    """The case's prototxt, its name_size_file read from this checkout's golden folder."""
+    return re.sub(r'name_size_file: "[^"]*"', f'name_size_file: "{GOLDEN / "name_size.txt"}"',
+                  str(rec["prototxt"]))
+
+
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_matches_the_fork(path: Path) -> None:
     rec = _load(path)
     tol = 1e-4 if path.stem.startswith("net_") else 1e-5  # a whole net, or one layer
     tops = [k[len("data/"):] for k in rec if k.startswith("data/")]
-    gm = caffe_fx.compile(str(rec["prototxt"]), outputs=tops)
+    gm = caffe_fx.compile(_prototxt(rec), outputs=tops)
     out = gm(**_inputs(rec))
     for top in tops:
         ours, caffe = out[top].numpy(), rec[f"data/{top}"]
@@ -51,9 +59,10 @@ def test_matches_the_fork(path: Path) -> None:
 
 def test_goldens_cover_the_cases() -> None:
     names = {p.stem for p in CASES}
-    assert len(names) == 22
+    assert len(names) == 27
     assert {"do_center_size", "do_no_share_location", "do_eta_adaptive", "do_nothing_kept",
-            "de_difficult_skipped", "net_detect_and_evaluate", "net_ssd_output_head"} <= names
+            "de_difficult_skipped", "de_name_size_fit_large_pad", "net_detect_and_evaluate",
+            "net_ssd_output_head"} <= names
 
 
 def test_goldens_exercise_what_they_are_named_after() -> None:
@@ -188,10 +197,13 @@ _DE = ('input: "det" input_shape {{ dim: 1 dim: 1 dim: 2 dim: {w} }}\n'
     ("", 7, UnsupportedFieldError, r"'ev'.*num_classes = unset"),
     ("num_classes: 3 overlap_threshold: 0", 7, UnsupportedFieldError,
      r"overlap_threshold = 0.0.*> 0"),
-    ('num_classes: 3 name_size_file: "sizes.txt"', 7, UnsupportedFieldError,
-     r"name_size_file = 'sizes.txt'.*normalized"),
+    ('num_classes: 3 name_size_file: "/nonexistent/sizes.txt"', 7, DataSourceError,
+     r"'ev'.*name_size_file = '/nonexistent/sizes.txt' cannot be read.*Failed to open"),
+    (f'num_classes: 3 name_size_file: "{GOLDEN / "name_size.txt"}" resize_param {{ '
+     'resize_mode: WARP }', 7, UnsupportedFieldError, r"resize_param.height/width = 0 x 0"),
     ("num_classes: 3", 6, ShapeError, r"bottom 0 \(detections\) of shape \[1, 1, 2, 6\]"),
-], ids=["no_num_classes", "overlap_0", "name_size_file", "det_width"])
+], ids=["no_num_classes", "overlap_0", "name_size_file_missing", "resize_no_size",
+        "det_width"])
 def test_detection_evaluate_refuses(params: str, width: int, error: type, message: str
                                     ) -> None:
     with pytest.raises(error, match=message):
@@ -205,6 +217,37 @@ def test_detection_evaluate_refuses_background_ground_truth_when_run() -> None:
     det = torch.tensor([[0, 1, 0.9, 0.1, 0.1, 0.5, 0.5]] * 2).reshape(1, 1, 2, 7)
     with pytest.raises(InputError, match=r"'ev'.*ground truth row 1 has the background"):
         gm(det=det, gt=gt)
+
+
+def test_name_size_images_are_counted_across_forwards(tmp_path: Path) -> None:
+    """The fork's count_: each image with detections takes the next size, from the first
+    again after the last, across forwards, until reset_state().  One detection overlapping
+    its gt by 0.143 normalized is a true positive at threshold 0.25 only in the 10 x 10
+    image (pixels [1, 3] and [2, 4]: 4 / (9 + 9 - 4) = 0.286), not in the 1000 x 1000 one
+    (10201 / 70601 = 0.144)."""
+    sizes = tmp_path / "sizes.txt"
+    sizes.write_text("small 10 10\nlarge 1000 1000\n")
+    gm = caffe_fx.compile(_DE.format(w=7, p=f'num_classes: 2 overlap_threshold: 0.25 '
+                                            f'name_size_file: "{sizes}"'))
+    det = torch.tensor([[0, 1, 0.9, 0.2, 0.2, 0.4, 0.4]] * 2).reshape(1, 1, 2, 7)
+    gt = torch.tensor([[0, 1, 0, 0.1, 0.1, 0.3, 0.3, 0]] * 3).reshape(1, 1, 3, 8)
+    tp = [gm(det=det, gt=gt)["out"][0, 0, 1, 3].item() for _ in range(3)]
+    assert tp == [1.0, 0.0, 1.0]
+    module = next(m for m in gm.modules() if hasattr(m, "reset_state"))
+    assert module.count == 1
+    module.reset_state()
+    assert gm(det=det, gt=gt)["out"][0, 0, 1, 3].item() == 1.0
+    plain = caffe_fx.compile(_DE.format(w=7, p="num_classes: 2 overlap_threshold: 0.25"))
+    assert plain(det=det, gt=gt)["out"][0, 0, 1, 3].item() == 0.0
+
+
+def test_name_size_changes_the_matches() -> None:
+    """Pixel boxes (+1 sizes, the resize undone) give other true positives than normalized
+    ones on the same rows."""
+    plain = _load("de_small_boxes_normalized")["data/eval"]
+    pixels = _load("de_name_size")["data/eval"]
+    scaled = _load("de_name_size_fit_small_scaled")["data/eval"]
+    assert not np.array_equal(plain, pixels) and not np.array_equal(pixels, scaled)
 
 
 # ---------------------------------------------------------------- bbox_util

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import ShapeError
+from torch import Tensor
+
+from ...errors import DataSourceError, ShapeError
 from ...ops import bbox_util as bu
 from ...ops import ssd_detection as ops
-from ..registry import Call, LayerView, register
+from ...ops.bbox_util import FIT_LARGE_SIZE_AND_PAD, FIT_SMALL_SIZE, WARP
+from ..registry import Call, CaffeModule, LayerView, register
 
 _FLT_MAX = float(np.finfo(np.float32).max)
 
@@ -80,7 +83,7 @@ _detection_output_4 = ops.detection_output_image
 
 @register("DetectionEvaluate", params=("detection_evaluate_param",), bottoms=2, tops=1,
           inplace_ok=False, fork="weiliu89/caffe")
-def detection_evaluate(view: LayerView) -> Call:
+def detection_evaluate(view: LayerView) -> Call | DetectionEvaluate:
     p = view.param.detection_evaluate_param
     if not p.HasField("num_classes"):
         raise view.fail("detection_evaluate_param.num_classes", "unset",
@@ -89,12 +92,6 @@ def detection_evaluate(view: LayerView) -> Call:
     if not p.overlap_threshold > 0:
         raise view.fail("detection_evaluate_param.overlap_threshold", p.overlap_threshold,
                         "overlap_threshold > 0 (Caffe: CHECK_GT(overlap_threshold_, 0.))")
-    if p.HasField("name_size_file"):
-        # With it the fork scales boxes to each image's size (OutputBBox, resize_param),
-        # counting images across forwards; without it boxes stay normalized.
-        raise view.fail("detection_evaluate_param.name_size_file", repr(p.name_size_file),
-                        "unset: caffe_fx evaluates normalized boxes (leave it out; the "
-                        "true/false positives differ only where rounding to pixels does)")
     bg = int(p.background_label_id)
     if bg >= 2 ** 31:  # a uint32 field read into the fork's int
         bg -= 2 ** 32
@@ -103,8 +100,65 @@ def detection_evaluate(view: LayerView) -> Call:
     if p.num_classes < (0 if bg == -1 else 1):
         raise view.error(f"detection_evaluate_param.num_classes = {p.num_classes}; allowed: "
                          "at least 1 (the background counts)", ShapeError)
-    # resize_param is read only with name_size_file (OutputBBox): no effect here.
-    return Call(ops.detection_evaluate, dict(
-        num_classes=int(p.num_classes), background_label_id=bg,
-        overlap_threshold=float(p.overlap_threshold),
-        evaluate_difficult_gt=bool(p.evaluate_difficult_gt), layer=view.name))
+    kwargs = dict(num_classes=int(p.num_classes), background_label_id=bg,
+                  overlap_threshold=float(p.overlap_threshold),
+                  evaluate_difficult_gt=bool(p.evaluate_difficult_gt), layer=view.name)
+    if not p.HasField("name_size_file"):
+        # resize_param is read only with name_size_file (OutputBBox): no effect here.
+        return Call(ops.detection_evaluate, kwargs)
+    sizes = _name_sizes(view, p.name_size_file)
+    resize = None
+    if p.HasField("resize_param"):
+        r = p.resize_param
+        if r.resize_mode not in (WARP, FIT_SMALL_SIZE, FIT_LARGE_SIZE_AND_PAD):
+            raise view.fail("detection_evaluate_param.resize_param.resize_mode",
+                            r.resize_mode, "WARP, FIT_SMALL_SIZE, FIT_LARGE_SIZE_AND_PAD")
+        if not (r.height > 0 and r.width > 0):
+            raise view.fail("detection_evaluate_param.resize_param.height/width",
+                            f"{r.height} x {r.width}", "both > 0 (the fork's "
+                            "CHECK_GT(resize_height, 0) in OutputBBox)")
+        resize = (int(r.resize_mode), int(r.height), int(r.width), int(r.height_scale),
+                  int(r.width_scale))
+    return DetectionEvaluate(kwargs, sizes, resize)
+
+
+class DetectionEvaluate(CaffeModule):
+    """DetectionEvaluate with a name_size_file: boxes are scaled to each image's size, the
+    images counted across forwards as the fork's count_ (`reset_state()` starts again)."""
+
+    def __init__(self, kwargs: dict, sizes: list[tuple[int, int]],
+                 resize: tuple[int, int, int, int, int] | None) -> None:
+        super().__init__()
+        self.kwargs, self.sizes, self.resize = kwargs, sizes, resize
+        self.count = 0
+
+    def forward(self, det: Tensor, gt: Tensor) -> Tensor:
+        top, self.count = ops.detection_evaluate_sized(det, gt, sizes=self.sizes,
+                                                       resize=self.resize, count=self.count,
+                                                       **self.kwargs)
+        return top
+
+    def reset_state(self) -> None:
+        self.count = 0
+
+    def extra_repr(self) -> str:
+        return f"{len(self.sizes)} image sizes, resize={self.resize}, image {self.count} next"
+
+
+def _name_sizes(view: LayerView, path: str) -> list[tuple[int, int]]:
+    """The (height, width) of each line `name height width` of the name_size_file, read as
+    the fork's `infile >> name >> height >> width` (to the first line that is not one)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            words = f.read().split()
+    except (OSError, UnicodeDecodeError) as e:
+        raise view.error(f"detection_evaluate_param.name_size_file = {path!r} cannot be "
+                         f"read: {e} (Caffe: Failed to open name size file)",
+                         DataSourceError) from e
+    sizes: list[tuple[int, int]] = []
+    for i in range(0, len(words) - 2, 3):
+        try:
+            sizes.append((int(words[i + 1]), int(words[i + 2])))
+        except ValueError:
+            break
+    return sizes
