@@ -284,13 +284,16 @@ def _mine(conf: Tensor, loc: Tensor, gts: Dict[int, Tuple[Tensor, Tensor]],
     neg_overlap = torch.tensor(cfg["neg_overlap"], dtype=torch.float32)
     ratio = np.float32(cfg["neg_pos_ratio"])
     negs: List[List[int]] = []
+    labels = torch.full(conf.shape[:2], bg, dtype=torch.int64)
     for i, image in enumerate(matches):
-        labels = torch.full((conf.shape[1],), bg, dtype=torch.int64)
         for index, _ in image.values():  # one label: mining needs share_location
             hit = index > -1
-            labels[hit] = gts[i][1][index[hit]]
-            _check_labels(layer, labels[hit], num_classes)  # ComputeConfLoss's CHECKs
-        loss = _conf_loss(conf[i], labels, logistic)
+            labels[i, hit] = gts[i][1][index[hit]]
+            _check_labels(layer, labels[i, hit], num_classes)  # ComputeConfLoss's CHECKs
+    conf_loss = _conf_loss(conf.reshape(-1, num_classes), labels.reshape(-1),
+                           logistic).reshape(labels.shape)
+    for i, image in enumerate(matches):
+        loss = conf_loss[i]
         if hard:
             loc_loss = torch.zeros_like(loss)
             for label, (index, _) in image.items():

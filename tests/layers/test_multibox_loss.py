@@ -175,3 +175,47 @@ def test_export_is_refused_with_a_clear_error() -> None:
         torch.export.export(gm, (), inputs)
     assert isinstance(info.value, ExportError) or isinstance(info.value.__cause__, ExportError) \
         or "ExportError" in repr(info.value)
+
+
+# ------------------------------------------------------------- SSD's published train nets
+
+TRAIN_NETS = {  # prototxt under ../shared/models, image side, classes, priors
+    "mobilenet_ssd": ("chuanqi305+MobileNet-SSD/train.prototxt", 300, 21, 1917),
+    "vgg_ssd300": ("Shinung+gpu-rest-engine/models/VGGNet/VOC0712/SSD_300x300/train.prototxt",
+                   300, 21, 8732),
+    "yufacedetectnet_v1": ("ShiqiYu+libfacedetection/models/caffe/"
+                           "yufacedetectnet-open-v1.train.prototxt", 320, 2, None),
+}
+
+
+@pytest.mark.published
+@pytest.mark.parametrize("key", sorted(TRAIN_NETS))
+def test_published_ssd_train_nets_run_forward_and_backward(key: str, shared_models: Path) -> None:
+    """The TRAIN phase of SSD's own nets (AnnotatedData as inputs: data (N, 3, H, W) and
+    label (1, 1, N_gt, 8)) compiles; a forward gives a positive loss and a backward a
+    finite diff for every parameter.  Opt-in (CAFFE_FX_PUBLISHED=1): 5 to 20 s a net."""
+    path, side, classes, priors = TRAIN_NETS[key]
+    gt = torch.tensor([[0, 1, 0, 0.10, 0.10, 0.45, 0.50, 0],
+                       [0, classes - 1, 1, 0.50, 0.40, 0.90, 0.95, 0],
+                       [1, 1, 0, 0.30, 0.20, 0.70, 0.80, 0],
+                       [1, 1, 1, 0.05, 0.60, 0.30, 0.90, 1]]).reshape(1, 1, 4, 8)
+    gm = caffe_fx.compile(shared_models / path, phase="train",
+                          input_shapes={"data": (2, 3, side, side), "label": tuple(gt.shape)})
+    mbox = next(n for n in gm.graph.nodes if n.meta.get("caffe_layer") == "mbox_loss")
+    prior_shape = gm.meta["caffe"].blob_shapes["mbox_priorbox"]
+    if priors is not None:
+        assert prior_shape == (1, 2, priors * 4)
+    assert mbox.kwargs["num_classes"] == classes
+    g = torch.Generator().manual_seed(0)
+    loss = gm(data=torch.randn(2, 3, side, side, generator=g) * 50, label=gt)["mbox_loss"]
+    assert loss.dim() == 0 and float(loss.detach()) > 0
+    loss.backward()
+    grads = {name: p.grad for name, p in gm.named_parameters()}
+    assert all(v is not None and torch.isfinite(v).all() for v in grads.values())
+    # A head whose priors match nothing (nor are mined) gets none; the heads together and
+    # the first layer do.
+    for head in ("mbox_loc", "mbox_conf"):
+        heads = [v for k, v in grads.items() if head in k and k.endswith("weight")]
+        assert heads and any(v.abs().max() > 0 for v in heads), head
+    first = next(iter(grads.values()))
+    assert first.abs().max() > 0

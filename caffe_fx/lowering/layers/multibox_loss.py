@@ -24,7 +24,7 @@ def _legacy(shape: tuple[int, ...], i: int) -> int:
 
 
 @register("MultiBoxLoss", params=("multibox_loss_param", "loss_param"), bottoms=4, tops=1,
-          auto_top=True, is_loss=True)
+          auto_top=True, is_loss=True, fork="weiliu89/caffe")
 def multibox_loss(view: LayerView) -> Call:
     _loss_setup(view)
     p = view.param.multibox_loss_param
