@@ -1,9 +1,9 @@
 """Caffe's data layers: their top shapes, and the batches that feed them at runtime.
 
 Beside the lowering stage.  top_shapes.py gives the top shapes of Data, ImageData,
-HDF5Data, MemoryData and WindowData as their DataLayerSetUp computes them, so that
-train/test nets build without `input_shapes=`; feed.py reads their batches in Caffe's
-order, transformed as DataTransformer does (src/caffe/layers/*data_layer.cpp,
+HDF5Data, MemoryData, WindowData and SegNet's DenseImageData as their DataLayerSetUp
+computes them, so that train/test nets build without `input_shapes=`; feed.py reads
+their batches in Caffe's order, transformed as DataTransformer does (src/caffe/layers/*data_layer.cpp,
 src/caffe/data_transformer.cpp), in a background thread.
 """
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Called by the builder (lowering/builder.py) for data-layer tops that `input_shapes=` does
 not give.  Mirrors BVLC Caffe 1.0's src/caffe/layers/{data,image_data,hdf5_data,
-memory_data,window_data}_layer.cpp and DataTransformer::InferBlobShape
+memory_data,window_data}_layer.cpp, SegNet's dense_image_data_layer.cpp
+(alexgkendall/caffe-segnet) and DataTransformer::InferBlobShape
 (src/caffe/data_transformer.cpp): shapes come from the layer's parameters and the first
 record Caffe reads (a Datum, an image's header, an HDF5 file's dataset shapes), no more.
 """
