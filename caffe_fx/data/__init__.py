@@ -3,8 +3,9 @@
 Beside the lowering stage.  top_shapes.py gives the top shapes of Data, ImageData,
 HDF5Data, MemoryData, WindowData and SegNet's DenseImageData as their DataLayerSetUp
 computes them, so that train/test nets build without `input_shapes=`; feed.py reads
-their batches in Caffe's order, transformed as DataTransformer does (src/caffe/layers/*data_layer.cpp,
-src/caffe/data_transformer.cpp), in a background thread.
+their batches in Caffe's order, transformed as DataTransformer does
+(src/caffe/layers/*data_layer.cpp, src/caffe/data_transformer.cpp), in a background
+thread.
 """
 from __future__ import annotations
 
