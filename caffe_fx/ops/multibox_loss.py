@@ -534,7 +534,7 @@ class CaffeMultiBoxLoss(torch.autograd.Function):
     def forward(ctx: Any, loc: Tensor, conf: Tensor, plan: _Plan, loc_weight: float,
                 smooth_l1: bool, logistic: bool, loc_term: bool, conf_term: bool) -> Tensor:
         pred = loc.reshape(-1)[plan.loc_index]
-        target = plan.loc_target
+        target = plan.loc_target.to(loc.dtype)
         pred = torch.where(plan.loc_keep, pred, target)
         if plan.encode_variance_in_target:
             pred, target = pred / plan.loc_var, target / plan.loc_var
@@ -594,7 +594,7 @@ class CaffeMultiBoxLoss(torch.autograd.Function):
 
 
 @torch.fx.wrap
-def multibox_loss(loc: Tensor, conf: Tensor, prior: Tensor, gt: Tensor, *, num_classes: int,
+def multibox_loss(loc: Tensor, conf: Tensor, prior: Tensor, gt: Tensor, num_classes: int,
                   share_location: bool, match_type: str, overlap_threshold: float,
                   use_prior_for_matching: bool, background_label_id: int,
                   use_difficult_gt: bool, mining_type: str, neg_pos_ratio: float,
@@ -607,16 +607,19 @@ def multibox_loss(loc: Tensor, conf: Tensor, prior: Tensor, gt: Tensor, *, num_c
     """MultiBoxLoss (multibox_loss_layer.cpp): bottoms loc (N, P * L * 4), conf
     (N, P * C), PriorBox's prior (1, 2, P * 4) and the label (1, 1, N_gt, 8); a 0-axis
     loss.  loc_term/conf_term: the layer's propagate_down for loc and conf (the fork adds
-    a term to the loss only for a bottom it propagates to)."""
+    a term to the loss only for a bottom it propagates to).  Eager only: torch.compile
+    runs it between its graphs, torch.export raises ExportError, TorchScript cannot
+    compile it."""
     loc_classes = 1 if share_location else num_classes
     num, num_priors, num_gt = check_shapes(loc, conf, prior, gt, num_classes, loc_classes,
                                            layer)
     if loc.device.type == "meta":
         return torch.empty((), dtype=loc.dtype, device=loc.device)
-    if torch.compiler.is_exporting() or torch.compiler.is_compiling():
+    if torch.compiler.is_exporting():
         raise ExportError(f"layer '{layer}' ({_KIND}): its matching and hard-negative "
-                          "mining depend on the data; run it eagerly (no torch.export or "
-                          "torch.compile of a net with MultiBoxLoss)")
+                          "mining depend on the data, so it runs only eagerly in the "
+                          "GraphModule and cannot be exported with torch.export or ONNX; "
+                          "export the net without it (compile(..., outputs=[its bottoms]))")
     cfg = dict(num_classes=num_classes, share_location=share_location, match_type=match_type,
                overlap_threshold=overlap_threshold,
                use_prior_for_matching=use_prior_for_matching,
@@ -627,10 +630,18 @@ def multibox_loss(loc: Tensor, conf: Tensor, prior: Tensor, gt: Tensor, *, num_c
                ignore_cross_boundary_bbox=ignore_cross_boundary_bbox, bp_inside=bp_inside,
                loc_loss_type=loc_loss_type, conf_loss_type=conf_loss_type, has_nms=has_nms,
                nms_threshold=nms_threshold, top_k=top_k, sample_size=sample_size,
-               use_prior_for_nms=use_prior_for_nms, normalization=normalization)
+               use_prior_for_nms=use_prior_for_nms, normalization=normalization,
+               loc_weight=loc_weight, loc_term=loc_term, conf_term=conf_term)
+    return _eager(loc, conf, prior, gt, num_priors, num_gt, cfg, layer)
+
+
+@torch.compiler.disable  # torch.compile runs it eagerly, between two compiled graphs
+def _eager(loc: Tensor, conf: Tensor, prior: Tensor, gt: Tensor, num_priors: int,
+           num_gt: int, cfg: Dict[str, Any], layer: str) -> Tensor:
     with torch.no_grad():
         cpu = [t.detach().to("cpu", torch.float32) for t in (loc, conf, prior, gt)]
         plan = _plan(*cpu, num_priors, num_gt, cfg, layer)
-    return CaffeMultiBoxLoss.apply(loc, conf, plan, loc_weight,
-                                   loc_loss_type == "SMOOTH_L1",
-                                   conf_loss_type == "LOGISTIC", loc_term, conf_term)
+    return CaffeMultiBoxLoss.apply(loc, conf, plan, cfg["loc_weight"],
+                                   cfg["loc_loss_type"] == "SMOOTH_L1",
+                                   cfg["conf_loss_type"] == "LOGISTIC", cfg["loc_term"],
+                                   cfg["conf_term"])
