@@ -125,6 +125,10 @@ CASES = [
     case("hard_example_prior_nms", "code_type: CENTER_SIZE mining_type: HARD_EXAMPLE "
          "sample_size: 20 use_prior_for_nms: true nms_param { nms_threshold: 0.45 top_k: 60 }"),
     case("hard_example_no_nms", "mining_type: HARD_EXAMPLE sample_size: 10"),
+    # nms_param's top_k defaults to 0, and ApplyNMS keeps the top 0: nothing is mined.
+    case("hard_example_nms_default_top_k", "mining_type: HARD_EXAMPLE sample_size: 10 "
+         "nms_param { nms_threshold: 0.5 }"),
+    case("max_negative_ratio_half", ssd(neg_pos_ratio="0.5")),
     case("max_negative_nms", _SSD + " nms_param { nms_threshold: 0.5 top_k: 50 }"),
     case("logistic_l2_none", "loc_loss_type: L2 conf_loss_type: LOGISTIC mining_type: NONE "
          "code_type: CENTER_SIZE", num=3),

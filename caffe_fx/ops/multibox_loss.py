@@ -245,7 +245,9 @@ def _loc_terms(pred: Tensor, target: Tensor, smooth_l1: bool) -> Tensor:
 def _mining_nms(boxes: Tensor, scores: Tensor, threshold: float, top_k: int, limit: int
                 ) -> List[int]:
     """The first `limit` indices of ApplyNMS (bbox_util.cpp, the overload MineHardExamples
-    calls): candidates by descending score (stable), the first top_k when top_k > -1;
+    calls): candidates by descending score (stable), the first top_k when top_k > -1 (so
+    nms_param's default top_k of 0 leaves none: the fork then mines nothing; eta is not
+    read);
     boxes of size < 1e-5 are dropped, and each kept box removes the later candidates it
     overlaps by more than the threshold.  Greedy, so the first `limit` kept depend only on
     the candidates before them."""
@@ -316,6 +318,7 @@ def _mine(conf: Tensor, loc: Tensor, gts: Dict[int, Tuple[Tensor, Tensor]],
             else:
                 num_pos = int((index > -1).sum())
                 num_sel = min(int(np.float32(num_pos) * ratio), num_sel)
+            num_sel = max(num_sel, 0)  # a negative count selects nothing (for n < num_sel)
             if cfg["has_nms"] and cfg["nms_threshold"] > 0:
                 if cfg["use_prior_for_nms"]:
                     boxes = priors[cand]

@@ -73,7 +73,7 @@ def test_matches_the_fork_forward_and_backward(path: Path) -> None:
 
 def test_goldens_cover_the_cases() -> None:
     names = {p.stem for p in CASES}
-    assert len(names) == 28
+    assert len(names) == 30
     assert {"ssd_max_negative", "hard_example_nms", "logistic_l2_none", "share_location_false",
             "bipartite", "difficult_skipped", "normalization_full", "image_without_gt",
             "loss_weight"} <= names
@@ -84,7 +84,7 @@ def test_the_cases_are_not_trivial() -> None:
     strict subset of conf rows where it runs: the goldens exercise the matching."""
     for path in CASES:
         rec = _load(path)
-        if path.stem == "no_gt_at_all":
+        if path.stem in ("no_gt_at_all", "hard_example_nms_default_top_k"):
             assert float(rec["data/loss"]) == 0.0
             continue
         assert float(rec["data/loss"]) > 0, path.stem
@@ -92,6 +92,16 @@ def test_the_cases_are_not_trivial() -> None:
     rec = _load(GOLDEN / "ssd_max_negative.npz")
     rows = np.abs(rec["diff/conf"]).reshape(2, -1, 4).max(2) > 0
     assert 0 < rows.sum() < rows.size
+
+
+def test_nms_param_without_top_k_mines_nothing() -> None:
+    """nms_param's top_k defaults to 0 and the mining's ApplyNMS keeps the top 0, so
+    HARD_EXAMPLE selects nothing: no positive is kept (no loc diff) and no conf row."""
+    rec = _load(GOLDEN / "hard_example_nms_default_top_k.npz")
+    assert float(rec["data/loss"]) == 0.0
+    assert not rec["diff/loc"].any() and not rec["diff/conf"].any()
+    loss, inputs = _run(rec)
+    assert float(loss) == 0.0 and not inputs["conf"].grad.any()
 
 
 def test_variance_in_target_backward_is_the_forks_not_autograds() -> None:
