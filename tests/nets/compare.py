@@ -179,6 +179,48 @@ class _OnCaffesValues(fx.Interpreter):
         return out
 
 
+class _Recording(_OnCaffesValues):
+    """_OnCaffesValues that keeps what each layer computed before Caffe's value replaced
+    it: every blob as our layer computes it from Caffe's own bottoms."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.raw: dict[str, np.ndarray] = {}
+
+    def _on_caffes(self, out: torch.Tensor, blob: str) -> torch.Tensor:
+        self.raw[blob] = out.detach().numpy().copy()
+        return super()._on_caffes(out, blob)
+
+
+def assert_layers_match(gm: fx.GraphModule, inputs: Mapping[str, np.ndarray],
+                        caffe: Mapping[str, np.ndarray], what: str,
+                        tol: float = TOLERANCE) -> None:
+    """Every blob of `caffe` ({blob: array}) as each layer computes it from the bottoms
+    Caffe computed: a value that Caffe and caffe_fx round 1e-7 apart may win a MAX pooling
+    window (and move its mask index, and what Upsample scatters there) by that much, which a
+    whole forward then carries on; layer by layer, each layer is checked on its own."""
+    record = {f"data/{b}": v for b, v in caffe.items()}
+    placeholders = [n.meta["caffe_blob"] for n in gm.graph.nodes if n.op == "placeholder"]
+    interp = _Recording(gm, record, {})
+    with torch.no_grad():
+        interp.run(*(torch.from_numpy(np.ascontiguousarray(inputs[b])) for b in placeholders))
+    # A Split's tops (and an in-place layer's blob) are one node: each alias gets its value.
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    aliases: dict[str, list[str]] = {}
+    for blob, node in output.args[0].items():
+        if node.op == "call_method" and node.target == "contiguous":
+            node = node.args[0]
+        aliases.setdefault(node.name, []).append(blob)
+    for group in aliases.values():
+        got = next((interp.raw[b] for b in group if b in interp.raw), None)
+        if got is not None:
+            for b in group:
+                interp.raw.setdefault(b, got)
+    missing = sorted(set(caffe) - set(interp.raw))
+    assert not missing, f"{what}: blobs not computed layer by layer: {missing[:10]}"
+    assert_blobs_match(interp.raw, caffe, what, tol)
+
+
 def assert_graph_matches(prototxt: Path, weights: Path, inputs: Mapping[str, np.ndarray],
                          topdiffs: Mapping[str, np.ndarray], caffe: Mapping[str, np.ndarray],
                          meta: Mapping[str, Any], what: str, tol: float = TOLERANCE) -> None:
