@@ -90,6 +90,22 @@ def test_goldens_cover_the_cases() -> None:
             "dropout_sample_test", "dropout_sample_test_ratio0"} <= names
 
 
+@pytest.mark.oracle
+def test_goldens_are_reproduced_by_the_fork(tmp_path: Path) -> None:
+    """The generator still gives the committed numbers (needs root and the segnet overlay)."""
+    from tests.nets.oracle import oracle_unavailable
+    why = oracle_unavailable()
+    if why:
+        pytest.skip(why)
+    from tools import make_segnet_loss_goldens as M
+    case = next(c for c in M.CASES if c.name == "softmax_loss_weighted_ignore")
+    M.make_fork_golden(case, tmp_path, "segnet")
+    new, old = _load(tmp_path / f"{case.name}.npz"), _load(GOLDEN / f"{case.name}.npz")
+    assert {"data/loss", "diff/data"} <= set(new)
+    for k in (k for k in new if k.startswith(("data/", "diff/"))):
+        np.testing.assert_array_equal(new[k], old[k])
+
+
 # ---------------------------------------------------------------- class weighting
 
 def test_the_weights_change_the_loss_only_with_weight_by_label_freqs() -> None:
