@@ -9,6 +9,12 @@ SigmoidCrossEntropyLoss on the selected confidences.  Matching and mining are di
 they run on detached CPU copies in the fork's float arithmetic and give a `_Plan`; the
 loss and the fork's diffs for loc and conf come from `CaffeMultiBoxLoss`.  The prior and
 ground-truth bottoms never get a gradient (the fork aborts if asked for one).
+
+Where the fork surprises (the goldens show each): LOGISTIC without mining steps its
+target blob by num_priors per image, not num_priors * num_classes, and fills it with
+background_label_id's value; an image without ground truth gets no mined negatives;
+nms_param's default top_k of 0 mines nothing; with encode_variance_in_target the loc diff
+lacks the 1 / variance of the derivative.
 """
 from __future__ import annotations
 

@@ -104,6 +104,17 @@ def test_nms_param_without_top_k_mines_nothing() -> None:
     assert float(loss) == 0.0 and not inputs["conf"].grad.any()
 
 
+
+def test_an_image_without_ground_truth_gets_no_mined_negatives() -> None:
+    """The fork mines per label of an image's matches, and an image without ground truth
+    has none: under MAX_NEGATIVE its confidences get no diff at all (image 1 here)."""
+    rec = _load(GOLDEN / "image_without_gt.npz")
+    assert 1 not in rec["input/label"].reshape(-1, 8)[:, 0]
+    _, inputs = _run(rec)
+    for conf in (rec["diff/conf"], inputs["conf"].grad.numpy()):
+        rows = np.abs(conf).reshape(3, -1, 4).max(2) > 0
+        assert rows[0].any() and not rows[1].any() and rows[2].any()
+
 def test_variance_in_target_backward_is_the_forks_not_autograds() -> None:
     """With encode_variance_in_target the fork divides prediction and target by the
     variance but copies the diff back without the 1 / variance: autograd differs."""
