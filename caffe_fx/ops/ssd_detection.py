@@ -29,6 +29,14 @@ def _refuse_export(layer: str, kind: str) -> None:
             "(compile(..., outputs=[its bottoms])) and run it on the outputs")
 
 
+def not_scripted(layer: str, kind: str) -> str:
+    """Under TorchScript the layer raises this when run (a RuntimeError, as TorchScript has
+    no caffe_fx errors): its loops over a data-dependent number of boxes are Python's."""
+    return ("layer '" + layer + "' (" + kind + "): its top has a data-dependent number of "
+            "rows and runs only eagerly in Python; TorchScript cannot run it: script the net "
+            "without it (compile(..., outputs=[its bottoms])) and run it on the outputs")
+
+
 class _NoBackward(torch.autograd.Function):
     """Runs `fn` on the inputs; its backward refuses, as the fork's NOT_IMPLEMENTED."""
 
@@ -60,11 +68,20 @@ def detection_output(loc: Tensor, conf: Tensor, prior: Tensor, num_classes: int,
     top_k, then greedy NMS), by descending score; with keep_top_k > -1 only the image's
     keep_top_k best of them.  No box kept in the whole batch: one row [i, -1, ..., -1]
     per image.  Decoded boxes are not clipped."""
-    _refuse_export(layer, "DetectionOutput")
+    if not torch.jit.is_scripting():  # TorchScript compiles none of this block
+        _refuse_export(layer, "DetectionOutput")
+        return _eager_detection_output(
+            loc, conf, prior, num_classes, share_location, background_label_id,
+            nms_threshold, top_k, eta, keep_top_k, confidence_threshold, code_type,
+            variance_encoded_in_target, layer)
+    raise RuntimeError(not_scripted(layer, "DetectionOutput"))
+
+
+@torch.compiler.disable  # torch.compile runs it as it is (its loops are data-dependent)
+def _eager_detection_output(loc: Tensor, conf: Tensor, prior: Tensor, *args: Any) -> Tensor:
+    layer = args[-1]
     if loc.device.type == "meta":  # Reshape's fake top: the count is known only by running
         return torch.empty([1, 1, 1, 7], dtype=loc.dtype, device=loc.device)
-    args = (num_classes, share_location, background_label_id, nms_threshold, top_k, eta,
-            keep_top_k, confidence_threshold, code_type, variance_encoded_in_target, layer)
 
     def run(loc_: Tensor, conf_: Tensor, prior_: Tensor) -> Tensor:
         return _detection_output(loc_, conf_, prior_, *args)
@@ -175,15 +192,24 @@ def detection_evaluate(det: Tensor, gt: Tensor, num_classes: int, background_lab
     label, matched greedily to the best-overlapping unmatched gt (overlap >=
     overlap_threshold; a match to a difficult gt counts neither way unless
     evaluate_difficult_gt).  Rows with label -1 are skipped."""
-    _refuse_export(layer, "DetectionEvaluate")
+    if not torch.jit.is_scripting():  # TorchScript compiles none of this block
+        _refuse_export(layer, "DetectionEvaluate")
+        return _eager_detection_evaluate(det, gt, num_classes, background_label_id,
+                                         overlap_threshold, evaluate_difficult_gt, layer)
+    raise RuntimeError(not_scripted(layer, "DetectionEvaluate"))
+
+
+@torch.compiler.disable  # torch.compile runs it as it is (its loops are data-dependent)
+def _eager_detection_evaluate(det: Tensor, gt: Tensor, num_classes: int,
+                              background_label_id: int, *args: Any) -> Tensor:
+    layer = args[-1]
     num_pos_classes = num_classes if background_label_id == -1 else num_classes - 1
     if det.device.type == "meta":  # Reshape counts the rows whose label is not -1
         return torch.empty([1, 1, num_pos_classes + det.shape[2], 5], dtype=det.dtype,
                            device=det.device)
-    args = (num_classes, background_label_id, overlap_threshold, evaluate_difficult_gt, layer)
 
     def run(det_: Tensor, gt_: Tensor) -> Tensor:
-        return _detection_evaluate(det_, gt_, *args)[0]
+        return _detection_evaluate(det_, gt_, num_classes, background_label_id, *args)[0]
 
     if caffe_grad(det, gt):
         return _NoBackward.apply(run, layer, "DetectionEvaluate", det, gt)
@@ -212,6 +238,15 @@ def detection_evaluate_sized(det: Tensor, gt: Tensor, num_classes: int,
     resize_param) and overlap in pixels (JaccardOverlap unnormalized).  Returns the top
     and the next count."""
     _refuse_export(layer, "DetectionEvaluate")
+    return _eager_sized(det, gt, num_classes, background_label_id, overlap_threshold,
+                        evaluate_difficult_gt, layer, sizes, resize, count)
+
+
+@torch.compiler.disable  # torch.compile runs it as it is (its loops are data-dependent)
+def _eager_sized(det: Tensor, gt: Tensor, num_classes: int, background_label_id: int,
+                 overlap_threshold: float, evaluate_difficult_gt: bool, layer: str,
+                 sizes: List[Tuple[int, int]], resize: Optional[Tuple[int, int, int, int, int]],
+                 count: int) -> Tuple[Tensor, int]:
     if det.device.type == "meta":
         return detection_evaluate(det, gt, num_classes, background_label_id,
                                   overlap_threshold, evaluate_difficult_gt, layer), count
@@ -322,3 +357,4 @@ def detection_output_image(loc: Tensor, conf: Tensor, prior: Tensor, image: Tens
     return detection_output(loc, conf, prior, num_classes, share_location,
                             background_label_id, nms_threshold, top_k, eta, keep_top_k,
                             confidence_threshold, code_type, variance_encoded_in_target, layer)
+

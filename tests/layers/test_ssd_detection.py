@@ -104,6 +104,14 @@ def test_export_is_refused_naming_the_layer() -> None:
         torch.export.export(gm, (), inputs)
 
 
+def test_torchscript_scripts_the_net_and_refuses_to_run_the_layer() -> None:
+    gm, inputs, _ = _head()
+    scripted = torch.jit.script(gm)
+    with pytest.raises(torch.jit.Error, match=r"layer 'do_center_size' \(DetectionOutput\)"
+                                              r".*only eagerly"):
+        scripted(**inputs)
+
+
 def test_backward_is_refused_as_the_forks_not_implemented() -> None:
     gm, inputs, det = _head()
     inputs = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}

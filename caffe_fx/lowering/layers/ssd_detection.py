@@ -14,7 +14,7 @@ inputs (builder.SOURCE_TYPES), `label` shaped (1, 1, N_gt, 8) with N_gt free per
 from __future__ import annotations
 
 import numpy as np
-
+import torch
 from torch import Tensor
 
 from ...errors import DataSourceError, ShapeError
@@ -130,12 +130,18 @@ class DetectionEvaluate(CaffeModule):
                  resize: tuple[int, int, int, int, int] | None) -> None:
         super().__init__()
         self.kwargs, self.sizes, self.resize = kwargs, sizes, resize
+        self.layer: str = kwargs["layer"]
         self.count = 0
 
     def forward(self, det: Tensor, gt: Tensor) -> Tensor:
-        top, self.count = ops.detection_evaluate_sized(det, gt, sizes=self.sizes,
-                                                       resize=self.resize, count=self.count,
-                                                       **self.kwargs)
+        if not torch.jit.is_scripting():  # TorchScript compiles none of this block
+            return self._run(det, gt)
+        raise RuntimeError(ops.not_scripted(self.layer, "DetectionEvaluate"))
+
+    @torch.jit.unused
+    def _run(self, det: Tensor, gt: Tensor) -> Tensor:
+        top, self.count = ops.detection_evaluate_sized(
+            det, gt, sizes=self.sizes, resize=self.resize, count=self.count, **self.kwargs)
         return top
 
     def reset_state(self) -> None:
@@ -162,3 +168,4 @@ def _name_sizes(view: LayerView, path: str) -> list[tuple[int, int]]:
         except ValueError:
             break
     return sizes
+
