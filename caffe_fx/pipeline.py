@@ -33,7 +33,7 @@ from .errors import CaffeFxError, InputError, UnsupportedFieldError
 from .frontend.graph import build_graph
 from .frontend.read import NetSource, describe, read_net
 from .lowering.builder import SOURCE_TYPES, Built, build
-from .lowering.layers.python import refuse_untrusted, trusted
+from .lowering.layers.python import refuse_unimportable, refuse_untrusted, trusted
 from .lowering.registry import CaffeModule, auto_tops
 from .passes.filter_phase import filter_phase
 from .passes.insert_splits import insert_splits
@@ -236,6 +236,7 @@ def lower(prepared: Prepared, *, input_shapes: Mapping[str, Sequence[int]] | Non
                         outputs=outputs, read_problems=prepared.problems, untrusted=untrusted)
     else:
         with trusted(python_layers):
+            in_step("build", refuse_unimportable, prepared.net, prepared.where)
             built = in_step("build", build, prepared.graph, input_shapes=input_shapes,
                             outputs=outputs, read_problems=prepared.problems)
     if _checking():

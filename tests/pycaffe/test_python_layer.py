@@ -152,6 +152,21 @@ def test_missing_module_names_the_layer(tmp_path: Path) -> None:
         caffe.Net(str(proto), caffe.TEST)
 
 
+def test_every_missing_module_is_named_in_one_error(tmp_path: Path) -> None:
+    # faster R-CNN's train net needs three of its authors' modules: all are named at once.
+    proto = tmp_path / "net.prototxt"
+    proto.write_text('layer { name: "data" type: "Input" top: "data" '
+                     'input_param { shape { dim: 2 dim: 3 } } }\n'
+                     'layer { name: "a" type: "Python" bottom: "data" top: "x" '
+                     'python_param { module: "no_such_module_a" layer: "X" } }\n'
+                     'layer { name: "b" type: "Python" bottom: "x" top: "y" '
+                     'python_param { module: "no_such_module_b" layer: "Y" } }\n')
+    with pytest.raises(errors.NetDefinitionError,
+                       match=r"layer 'a' .*'no_such_module_a' cannot be imported.*"
+                             r"layer 'b' .*'no_such_module_b' cannot be imported"):
+        caffe_fx.compile(str(proto), trust_python_layers=True)
+
+
 def test_a_layer_without_tops_runs_at_every_forward(tmp_path: Path) -> None:
     # Net::ForwardFromTo runs every layer; nothing reads this one's tops (it has none).
     proto = tmp_path / "record.prototxt"
