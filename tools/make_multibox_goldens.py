@@ -10,7 +10,8 @@ in [0, 1] with variances 0.1 0.1 0.2 0.2, and ground truth (1 x 1 x N_gt x 8 row
 label, instance, xmin, ymin, xmax, ymax, difficult]) drawn around some priors.  pycaffe's
 forward then backward (the loss seeded with its loss_weight).  Writes
 tests/golden/multibox/<case>.npz with `prototxt`, `phase`, `layer`, `input/<blob>`,
-`data/loss` and `diff/loc`, `diff/conf`.
+`data/loss` and `diff/loc`, `diff/conf`.  net_ssd_train_head is a whole net instead (an
+SSD training head: its tops, the image's diff and every parameter with its diff).
 """
 from __future__ import annotations
 
@@ -164,6 +165,70 @@ CASES = [
          gt=lambda r: _relabel(ground_truth((3, 3), 4)(r), {2: 3})),
     case("loc_only", _SSD, propagate="true false false false"),
 ]
+
+
+# A whole net (held to 1e-4): SSD's training head in miniature on an 8 x 8 image: location
+# and confidence convolutions on two maps, permuted, flattened and concatenated, their
+# PriorBoxes concatenated, and MultiBoxLoss with SSD's settings; every parameter's diff.
+_G = 'weight_filler { type: "gaussian" std: 0.2 } bias_filler { type: "constant" value: 0.1 }'
+
+
+def _head(i: int, bottom: str, per_cell: int, classes: int) -> str:
+    out = ""
+    for kind, n in (("loc", per_cell * 4), ("conf", per_cell * classes)):
+        out += f"""
+layer {{ name: "{kind}{i}" type: "Convolution" bottom: "{bottom}" top: "{kind}{i}"
+  convolution_param {{ num_output: {n} kernel_size: 3 pad: 1 {_G} }} }}
+layer {{ name: "{kind}{i}_perm" type: "Permute" bottom: "{kind}{i}" top: "{kind}{i}_perm"
+  permute_param {{ order: 0 order: 2 order: 3 order: 1 }} }}
+layer {{ name: "{kind}{i}_flat" type: "Flatten" bottom: "{kind}{i}_perm" top: "{kind}{i}_flat"
+  flatten_param {{ axis: 1 }} }}"""
+    return out
+
+
+SSD_TRAIN_HEAD = f"""
+layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param {{ num_output: 6 kernel_size: 3 pad: 1 {_G} }} }}
+layer {{ name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }}
+layer {{ name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+  pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}
+{_head(1, "conv1", 4, 3)}
+{_head(2, "pool1", 4, 3)}
+layer {{ name: "prior1" type: "PriorBox" bottom: "conv1" bottom: "data" top: "prior1"
+  prior_box_param {{ min_size: 2 max_size: 4 aspect_ratio: 2 flip: true clip: true
+                     variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 }} }}
+layer {{ name: "prior2" type: "PriorBox" bottom: "pool1" bottom: "data" top: "prior2"
+  prior_box_param {{ min_size: 4 max_size: 7 aspect_ratio: 2 flip: true clip: true
+                     variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 }} }}
+layer {{ name: "mbox_loc" type: "Concat" bottom: "loc1_flat" bottom: "loc2_flat"
+  top: "mbox_loc" concat_param {{ axis: 1 }} }}
+layer {{ name: "mbox_conf" type: "Concat" bottom: "conf1_flat" bottom: "conf2_flat"
+  top: "mbox_conf" concat_param {{ axis: 1 }} }}
+layer {{ name: "mbox_priorbox" type: "Concat" bottom: "prior1" bottom: "prior2"
+  top: "mbox_priorbox" concat_param {{ axis: 2 }} }}
+layer {{ name: "mbox_loss" type: "MultiBoxLoss" bottom: "mbox_loc" bottom: "mbox_conf"
+  bottom: "mbox_priorbox" bottom: "label" top: "mbox_loss"
+  propagate_down: true propagate_down: true propagate_down: false propagate_down: false
+  loss_param {{ normalization: VALID }}
+  multibox_loss_param {{ num_classes: 3 {ssd()} }} }}
+"""
+
+
+def random_boxes(counts: tuple[int, ...], num_classes: int) -> Gen:
+    def gen(r: np.random.RandomState) -> np.ndarray:
+        rows = []
+        for item, n in enumerate(counts):
+            for k in range(n):
+                w, h = r.uniform(0.2, 0.6, 2)
+                x, y = r.uniform(0, 1 - w), r.uniform(0, 1 - h)
+                rows.append([item, r.randint(1, num_classes), k, x, y, x + w, y + h, 0])
+        return np.array(rows, dtype=np.float32)[None, None]
+    return gen
+
+
+CASES.append(ForkCase("net_ssd_train_head", "net", "",
+                      {"data": normal(2, 3, 8, 8), "label": random_boxes((3, 2), 3)},
+                      ("data",), net=SSD_TRAIN_HEAD))
 
 
 def _relabel(gt: np.ndarray, mapping: dict[int, int]) -> np.ndarray:

@@ -25,7 +25,7 @@ from caffe_fx.proto import caffe_pb2
 from tests.golden.harness import relative_error
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "multibox"
-CASES = sorted(GOLDEN.glob("*.npz"))
+CASES = sorted(p for p in GOLDEN.glob("*.npz") if not p.stem.startswith("net_"))
 BOTTOMS = ("loc", "conf", "prior", "label")
 
 
@@ -73,7 +73,7 @@ def test_matches_the_fork_forward_and_backward(path: Path) -> None:
 
 def test_goldens_cover_the_cases() -> None:
     names = {p.stem for p in CASES}
-    assert len(names) == 30
+    assert len(names) == 30 and (GOLDEN / "net_ssd_train_head.npz").exists()
     assert {"ssd_max_negative", "hard_example_nms", "logistic_l2_none", "share_location_false",
             "bipartite", "difficult_skipped", "normalization_full", "image_without_gt",
             "loss_weight"} <= names
@@ -125,6 +125,30 @@ def test_variance_in_target_backward_is_the_forks_not_autograds() -> None:
     var = np.tile(prior[1], (2, 1)).reshape(rec["diff/loc"].shape)
     assert relative_error(rec["diff/loc"] / var, rec["diff/loc"]) > 1
 
+
+
+def test_an_ssd_training_head_matches_the_fork() -> None:
+    """A whole net at 1e-4: convolutions, Permute, Flatten, Concat, PriorBox and
+    MultiBoxLoss; every top, the image's diff and every parameter's diff."""
+    rec = _load(GOLDEN / "net_ssd_train_head.npz")
+    weights: dict[str, list[np.ndarray]] = {}
+    for key in sorted(k for k in rec if k.startswith("param/")):
+        weights.setdefault(key.split("/")[1], []).append(rec[key])
+    tops = [k[len("data/"):] for k in rec if k.startswith("data/")]
+    gm = caffe_fx.compile(str(rec["prototxt"]), weights=weights, outputs=tops)
+    data = torch.from_numpy(rec["input/data"].copy()).requires_grad_(True)
+    out = gm(data=data, label=torch.from_numpy(rec["input/label"]))
+    for top in tops:
+        _close(out[top].detach().numpy(), rec[f"data/{top}"], f"top {top}", 1e-4)
+    out["mbox_loss"].backward()
+    _close(data.grad.numpy(), rec["diff/data"], "diff of data", 1e-4)
+    params = dict(gm.named_parameters())
+    specs = gm.meta["caffe"].param_specs
+    pdiffs = {f"pdiff/{spec.layer}/{spec.blob_index}": params[name].grad
+              for name, spec in specs.items()}
+    assert set(pdiffs) == {k for k in rec if k.startswith("pdiff/")}
+    for key, grad in pdiffs.items():
+        _close(grad.numpy(), rec[key], key, 1e-4)
 
 # ------------------------------------------------------------------------------ errors
 
