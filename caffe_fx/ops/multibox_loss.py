@@ -284,7 +284,10 @@ def _mine(conf: Tensor, loc: Tensor, gts: Dict[int, Tuple[Tensor, Tensor]],
           matches: List[Dict[int, Tuple[Tensor, Tensor]]], priors: Tensor, variances: Tensor,
           cfg: Dict[str, Any], layer: str) -> List[List[int]]:
     """MineHardExamples: per image the negatives chosen (ascending prior index); for
-    HARD_EXAMPLE, the positives not chosen lose their match (in `matches`, in place)."""
+    HARD_EXAMPLE, the positives not chosen lose their match (in `matches`, in place).
+    Without nms_param the fork sorts with std::sort, which is not stable: among priors of
+    exactly equal loss at the cut it may pick others than the lowest indices chosen here
+    (the loss is the same; which rows get a diff may differ)."""
     hard = cfg["mining_type"] == "HARD_EXAMPLE"
     logistic = cfg["conf_loss_type"] == "LOGISTIC"
     bg = cfg["background_label_id"]
