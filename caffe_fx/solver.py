@@ -123,6 +123,12 @@ def check_solver(param: caffe_pb2.SolverParameter, where: str) -> None:
     for i, n in enumerate(param.test_iter):
         if n < 0:
             raise ProtoError(f"{where}: test_iter[{i}] = {n}; it must be >= 0")
+    if param.eval_type not in ("classification", "detection"):
+        raise ProtoError(f"{where}: eval_type = {param.eval_type!r}: Unknown evaluation type "
+                         "(the SSD fork's: 'classification' or 'detection')")
+    if param.ap_version not in AP_VERSIONS:
+        raise ProtoError(f"{where}: ap_version = {param.ap_version!r}: Unknown ap_version "
+                         f"(the SSD fork's: {', '.join(AP_VERSIONS)})")
     if param.snapshot_diff:
         raise ProtoError(f"{where}: snapshot_diff = true is not supported by caffe_fx (the "
                          "snapshots hold the weights only); remove it")
@@ -205,7 +211,7 @@ class NetRunner(Protocol):
         ...
 
     def outputs(self) -> list[tuple[str, np.ndarray, float]]:
-        """The net's output blobs after the last forward: (name, values flat, loss weight)."""
+        """The net's output blobs after the last forward: (name, values, loss weight)."""
         ...
 
     def clear_param_diffs(self) -> None: ...
@@ -225,6 +231,56 @@ class NetRunner(Protocol):
     def before_update(self) -> None: ...
 
     def after_update(self) -> None: ...
+
+
+AP_VERSIONS = ("11point", "MaxIntegral", "Integral")
+
+
+def average_precision(true_pos: list[tuple[float, int]], num_pos: int, version: str
+                      ) -> np.float32:
+    """The SSD fork's ComputeAP (src/caffe/util/bbox_util.cpp), in its float arithmetic:
+    detections (score, 1 if a true positive) stably sorted by descending score, their
+    cumulative precision and recall, then the VOC2007 11-point AP, VOC2012's MaxIntegral,
+    or the natural Integral."""
+    f = np.float32
+    if not true_pos or num_pos == 0:
+        return f(0)
+    ranked = sorted(true_pos, key=lambda pair: -pair[0])  # stable, as std::stable_sort
+    tp = np.cumsum([t for _, t in ranked])
+    fp = np.cumsum([1 - t for _, t in ranked])
+    prec = [f(f(a) / f(a + b)) for a, b in zip(tp, fp)]
+    rec = [f(f(a) / f(num_pos)) for a in tp]
+    eps = 1e-6
+    ap = f(0)
+    if version == "11point":
+        max_precs = [f(0)] * 11
+        start = len(ranked) - 1
+        for j in range(10, -1, -1):
+            for i in range(start, -1, -1):
+                if rec[i] < j / 10.0:
+                    start = i
+                    if j > 0:
+                        max_precs[j - 1] = max_precs[j]
+                    break
+                if max_precs[j] < prec[i]:
+                    max_precs[j] = prec[i]
+        for j in range(10, -1, -1):
+            ap = f(ap + f(max_precs[j] / f(11)))
+    elif version == "MaxIntegral":
+        cur_rec, cur_prec = rec[-1], prec[-1]
+        for i in range(len(ranked) - 2, -1, -1):
+            cur_prec = max(prec[i], cur_prec)
+            if abs(cur_rec - rec[i]) > eps:
+                ap = f(ap + f(cur_prec * f(abs(cur_rec - rec[i]))))
+            cur_rec = rec[i]
+        ap = f(ap + f(cur_rec * cur_prec))
+    else:  # "Integral"
+        prev = f(0)
+        for i in range(len(ranked)):
+            if abs(rec[i] - prev) > eps:
+                ap = f(ap + f(prec[i] * f(abs(rec[i] - prev))))
+            prev = rec[i]
+    return ap
 
 
 def loss_weights(net: caffe_pb2.NetParameter) -> dict[str, float]:
@@ -312,7 +368,7 @@ class _GraphRunner:
         return float(loss.detach())
 
     def outputs(self) -> list[tuple[str, np.ndarray, float]]:
-        return [(b, self._last[b].detach().reshape(-1).cpu().numpy(), self.weights.get(b, 0.0))
+        return [(b, self._last[b].detach().cpu().numpy(), self.weights.get(b, 0.0))
                 for b in self.output_names]
 
     def clear_param_diffs(self) -> None:
@@ -516,7 +572,7 @@ class _Training:
         self._last_display = (now, self._iter)
         index = 0
         for name, values, w in self._train.outputs():
-            for v in values:
+            for v in values.reshape(-1):
                 extra = f" (* {_g(w)} = {_g(np.float32(w) * np.float32(v))} loss)" if w else ""
                 log.info("    Train net output #%d: %s = %s%s", index, name, _g(v), extra)
                 index += 1
@@ -576,24 +632,19 @@ class _Training:
         log.info("Iteration %d, Testing net (#%d)", self._iter, index)
         runner = self._tests[index]
         runner.share_from(self._train)  # Test(): ShareTrainedLayersWith, each time
+        if p.eval_type == "detection":
+            return self._test_detection(runner, p.test_iter[index])
         scores: list[np.ndarray] = []
         names: list[tuple[str, float, int]] = []
         loss = np.float32(0)
         n = p.test_iter[index]
         for i in range(n):
-            request = self._requested()
-            while request != "none":
-                if request == "snapshot":
-                    self._snapshot()
-                elif request == "stop":
-                    self._requested_early_exit = True
-                request = self._requested()
-            if self._requested_early_exit:
+            if self._interrupted():
                 break
             iter_loss = np.float32(runner.forward(False))
             if p.test_compute_loss:
                 loss += iter_loss
-            outs = runner.outputs()
+            outs = [(name, v.reshape(-1), w) for name, v, w in runner.outputs()]
             if i == 0:
                 scores = [np.array(v, dtype=np.float32) for _, v, _ in outs]
                 names = [(name, w, len(v)) for name, v, w in outs]
@@ -615,6 +666,72 @@ class _Training:
                 log.info("    Test net output #%d: %s = %s%s", k, name, _g(mean), extra)
                 result[name if count == 1 else f"{name}[{j}]"] = float(mean)
                 k += 1
+        return result
+
+    def _interrupted(self) -> bool:
+        """GetRequestedAction before a test forward: snapshots asked for are taken; True
+        once a stop was asked for."""
+        request = self._requested()
+        while request != "none":
+            if request == "snapshot":
+                self._snapshot()
+            elif request == "stop":
+                self._requested_early_exit = True
+            request = self._requested()
+        return self._requested_early_exit
+
+    def _test_detection(self, runner: NetRunner, n: int) -> dict[str, float]:
+        """The SSD fork's Solver::TestDetection (eval_type "detection", weiliu89/caffe):
+        every output is DetectionEvaluate's (..., 5) rows, gathered over `n` forwards; per
+        output, the mean over labels of ComputeAP (ap_version) of their detections."""
+        p = self._param
+        true_pos: dict[int, dict[int, list[tuple[float, int]]]] = {}
+        num_pos: dict[int, dict[int, int]] = {}
+        loss = np.float32(0)
+        names: list[str] = []
+        for _ in range(n):
+            if self._interrupted():
+                log.info("Test interrupted.")
+                return {}
+            iter_loss = np.float32(runner.forward(False))
+            if p.test_compute_loss:
+                loss += iter_loss
+            outs = runner.outputs()
+            names = [name for name, _, _ in outs]
+            for j, (name, values, _) in enumerate(outs):
+                if values.ndim < 1 or values.shape[-1] != 5:
+                    raise InputError(
+                        f"eval_type = 'detection': test net output '{name}' has shape "
+                        f"{list(values.shape)}; every output must be DetectionEvaluate's "
+                        "(..., 5) rows (Caffe: CHECK_EQ(result[j]->width(), 5))")
+                for item, label, score, tp, fp in values.reshape(-1, 5):
+                    label = int(label)
+                    if int(item) == -1:  # a label's count of positives
+                        per = num_pos.setdefault(j, {})
+                        per[label] = per.get(label, 0) + int(score)
+                    elif int(tp) or int(fp):  # 0 and 0: matched a difficult gt, not counted
+                        true_pos.setdefault(j, {}).setdefault(label, []).append(
+                            (float(np.float32(score)), int(tp)))
+        if p.test_compute_loss and n:
+            loss /= np.float32(n)
+            log.info("Test loss: %s", _g(loss))
+        result: dict[str, float] = {}
+        for j in range(len(true_pos)):
+            if j not in true_pos or j not in num_pos:
+                raise InputError(f"eval_type = 'detection': test net output #{j} gave no "
+                                 "detections or no positives (Caffe: Missing output_blob)")
+            aps = np.float32(0)
+            for label, positives in sorted(num_pos[j].items()):
+                if label not in true_pos[j]:
+                    log.warning("Missing true_pos for label: %d", label)
+                    continue
+                ap = average_precision(true_pos[j][label], positives, p.ap_version)
+                aps += ap
+                if p.show_per_class_result:
+                    log.info("class%d: %s", label, _g(ap))
+            mean_ap = np.float32(aps / np.float32(len(num_pos[j])))
+            log.info("    Test net output #%d: %s = %s", j, names[j], _g(mean_ap))
+            result[names[j]] = float(mean_ap)
         return result
 
     # -- snapshots ---------------------------------------------------------------------

@@ -82,7 +82,7 @@ class _NetRunner:
         return float(loss)
 
     def outputs(self) -> list[tuple[str, np.ndarray, float]]:
-        return [(b, self.net.blobs[b].data.reshape(-1), w) for b, w in self._outputs]
+        return [(b, self.net.blobs[b].data, w) for b, w in self._outputs]
 
     def clear_param_diffs(self) -> None:
         self.net.clear_param_diffs()
