@@ -31,6 +31,7 @@ from . import bbox_util as B
 from ._shape_check import dims, wrong_shape
 
 _FLT_MIN = 1.1754943508222875e-38
+_CODE_TYPE = {name: value for value, name in B.CODE_TYPES.items()}  # "CENTER_SIZE": 2
 _KIND = "MultiBoxLoss"
 
 
@@ -610,7 +611,7 @@ def multibox_loss(loc: Tensor, conf: Tensor, prior: Tensor, gt: Tensor, num_clas
                   share_location: bool, match_type: str, overlap_threshold: float,
                   use_prior_for_matching: bool, background_label_id: int,
                   use_difficult_gt: bool, mining_type: str, neg_pos_ratio: float,
-                  neg_overlap: float, code_type: int, encode_variance_in_target: bool,
+                  neg_overlap: float, code_type: str, encode_variance_in_target: bool,
                   map_object_to_agnostic: bool, ignore_cross_boundary_bbox: bool,
                   bp_inside: bool, loc_loss_type: str, conf_loss_type: str,
                   loc_weight: float, has_nms: bool, nms_threshold: float, top_k: int,
@@ -637,7 +638,8 @@ def multibox_loss(loc: Tensor, conf: Tensor, prior: Tensor, gt: Tensor, num_clas
                use_prior_for_matching=use_prior_for_matching,
                background_label_id=background_label_id, use_difficult_gt=use_difficult_gt,
                mining_type=mining_type, neg_pos_ratio=neg_pos_ratio, neg_overlap=neg_overlap,
-               code_type=code_type, encode_variance_in_target=encode_variance_in_target,
+               code_type=_CODE_TYPE[code_type],
+               encode_variance_in_target=encode_variance_in_target,
                map_object_to_agnostic=map_object_to_agnostic,
                ignore_cross_boundary_bbox=ignore_cross_boundary_bbox, bp_inside=bp_inside,
                loc_loss_type=loc_loss_type, conf_loss_type=conf_loss_type, has_nms=has_nms,
