@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -56,25 +57,18 @@ def jaccard_overlap(a: Tensor, b: Tensor, normalized: bool = True,
     the intersection's width and height are > 0, and the sizes are BBoxSize's normalized
     ones even when `normalized` is False, unless given (`size_a` [..., A], `size_b`
     [..., B]: the size a NormalizedBBox stores, as ScaleBBox sets it)."""
-    a = a.unsqueeze(-2)
-    b = b.unsqueeze(-3)
-    apart = ((b[..., 0] > a[..., 2]) | (b[..., 2] < a[..., 0])
-             | (b[..., 1] > a[..., 3]) | (b[..., 3] < a[..., 1]))
-    zero = torch.zeros((), dtype=a.dtype, device=a.device)
-    ix1 = torch.where(apart, zero, torch.maximum(a[..., 0], b[..., 0]))
-    iy1 = torch.where(apart, zero, torch.maximum(a[..., 1], b[..., 1]))
-    ix2 = torch.where(apart, zero, torch.minimum(a[..., 2], b[..., 2]))
-    iy2 = torch.where(apart, zero, torch.minimum(a[..., 3], b[..., 3]))
-    iw = ix2 - ix1
-    ih = iy2 - iy1
+    ax1, ay1, ax2, ay2 = (t.contiguous().unsqueeze(-1) for t in a.unbind(-1))
+    bx1, by1, bx2, by2 = (t.contiguous().unsqueeze(-2) for t in b.unbind(-1))
+    apart = (bx1 > ax2) | (bx2 < ax1) | (by1 > ay2) | (by2 < ay1)
+    iw = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).masked_fill(apart, 0.0)
+    ih = (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).masked_fill(apart, 0.0)
     if not normalized:
         iw, ih = iw + 1, ih + 1
     inter = iw * ih
-    sa = bbox_size(a) if size_a is None else size_a.unsqueeze(-1)
-    sb = bbox_size(b) if size_b is None else size_b.unsqueeze(-2)
-    union = (sa + sb) - inter
-    overlap = inter / union
-    return torch.where((iw > 0) & (ih > 0), overlap, zero)
+    sa = (bbox_size(a) if size_a is None else size_a).unsqueeze(-1)
+    sb = (bbox_size(b) if size_b is None else size_b).unsqueeze(-2)
+    overlap = inter / ((sa + sb) - inter)
+    return overlap.masked_fill(~((iw > 0) & (ih > 0)), 0.0)
 
 
 def _prior_geometry(priors: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -184,42 +178,44 @@ def nms_fast(boxes: Tensor, scores: Tensor, score_threshold: float, nms_threshol
     Candidates are max_score_index(scores, score_threshold, top_k); each is kept when its
     overlap with every box kept before it is <= the adaptive threshold (a NaN overlap
     suppresses), which starts at nms_threshold and is multiplied by eta after each keep
-    while eta < 1 and it is > 0.5.  Thresholds are float32, as the fork's floats."""
+    while eta < 1 and it is > 0.5.  Thresholds are float32, as the fork's floats.
+
+    The same decisions, computed in groups: each candidate carries the largest overlap with
+    the boxes kept so far (NaN once any is NaN), so it is kept iff that is <= the threshold
+    at its turn; one jaccard_overlap call gives the rows of the next few candidates still in
+    the running against every later one."""
     order = max_score_index(scores, score_threshold, top_k)
-    if order.numel() == 0:
+    n = order.numel()
+    if n == 0:
         return order
-    device = boxes.device
-    cand = boxes[order].cpu()
-    n = cand.shape[0]
-    f32 = torch.float32
-    thr = torch.tensor(nms_threshold, dtype=f32)
-    eta32 = torch.tensor(eta, dtype=f32)
-    if eta >= 1:
-        # Constant threshold: each kept box suppresses the later candidates it overlaps.
-        suppressed = torch.zeros(n, dtype=torch.bool)
-        kept = []
-        for i in range(n):
-            if suppressed[i]:
+    cand = boxes[order].detach().cpu()
+    thr = np.float32(nms_threshold)
+    eta32 = np.float32(eta)
+    max_overlap = np.full(n, -np.inf, dtype=np.float32)
+    kept: list[int] = []
+    pos = 0
+    while pos < n:
+        # Overlaps only grow and the threshold only falls: who fails now fails for good.
+        alive = np.nonzero(max_overlap[pos:] <= thr)[0] + pos
+        if alive.size == 0:
+            break
+        # Groups small enough that torch keeps to one thread (its grain is 32768).
+        group = alive[:max(8, _NMS_GROUP_ELEMENTS // (n - pos))]
+        base = int(group[0])
+        rows = jaccard_overlap(cand[torch.from_numpy(group)], cand[base:]).numpy()
+        for k, i in enumerate(group.tolist()):
+            if not max_overlap[i] <= thr:
                 continue
             kept.append(i)
-            if i + 1 < n:
-                row = jaccard_overlap(cand[i:i + 1], cand[i + 1:]).reshape(-1)
-                suppressed[i + 1:] |= ~(row <= thr)
-    else:
-        kept_t = torch.empty(0, dtype=torch.long)
-        kept = []
-        for i in range(n):
-            if kept:
-                row = jaccard_overlap(cand[i:i + 1], cand[kept_t]).reshape(-1)
-                keep = bool((row <= thr).all())
-            else:
-                keep = True
-            if keep:
-                kept.append(i)
-                kept_t = torch.tensor(kept, dtype=torch.long)
-                if thr > 0.5:
-                    thr = thr * eta32
-    return order[torch.tensor(kept, dtype=torch.long, device=device)]
+            later = max_overlap[i + 1:]
+            np.maximum(later, rows[k, i + 1 - base:], out=later)  # NaN stays NaN
+            if eta32 < 1 and thr > 0.5:
+                thr = np.float32(thr * eta32)
+        pos = int(group[-1]) + 1
+    return order[torch.tensor(kept, dtype=torch.long, device=order.device)]
+
+
+_NMS_GROUP_ELEMENTS = 16384
 
 
 # ResizeParameter.Resize_mode
@@ -257,8 +253,6 @@ def output_bbox(boxes: Tensor, height: int, width: int,
     width_scale), None when absent); returns the boxes and the sizes they store."""
     if resize is None or resize[0] == WARP:
         return _scale_bbox(boxes.clamp(0.0, 1.0), height, width)
-    import numpy as np
-
     f32 = np.float32
     mode, r_h, r_w, h_scale, w_scale = resize
     if mode == FIT_LARGE_SIZE_AND_PAD:

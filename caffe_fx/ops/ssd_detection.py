@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -274,7 +275,6 @@ def _detection_evaluate(det: Tensor, gt: Tensor, num_classes: int, background_la
     d = det.reshape(-1, 7).detach().cpu()
     g = gt.reshape(-1, 8).detach().cpu()
     num_valid = int((d[:, 1] != -1).sum())
-    top = torch.zeros([num_pos_classes + num_valid, 5], dtype=torch.float32)
     # GetDetectionResults / GetGroundTruth: int() of the stored floats; item -1 is skipped.
     d_item, d_label = d[:, 0].to(torch.int64), d[:, 1].to(torch.int64)
     g_item, g_label = g[:, 0].to(torch.int64), g[:, 1].to(torch.int64)
@@ -294,13 +294,11 @@ def _detection_evaluate(det: Tensor, gt: Tensor, num_classes: int, background_la
         num_pos.setdefault(lab, 0)
     for lab in g_label[counted].tolist():
         num_pos[lab] += 1
-    n = 0
-    for c in range(num_classes):
-        if c == background_label_id:
-            continue
-        top[n] = torch.tensor([-1.0, float(c), float(num_pos.get(c, 0)), -1.0, -1.0])
-        n += 1
-    thr = torch.tensor(overlap_threshold, dtype=torch.float32)
+    out: list[tuple[float, float, float, float, float]] = [
+        (-1.0, float(c), float(num_pos.get(c, 0)), -1.0, -1.0)
+        for c in range(num_classes) if c != background_label_id]
+    thr = np.float32(overlap_threshold)
+    scores = d[:, 2].tolist()  # float32 values, exactly
     for image in sorted(set(d_item[d_use].tolist())):
         in_image = d_use & (d_item == image)
         for lab in sorted(set(d_label[in_image].tolist())):
@@ -308,10 +306,8 @@ def _detection_evaluate(det: Tensor, gt: Tensor, num_classes: int, background_la
                 continue
             rows = torch.nonzero(in_image & (d_label == lab)).reshape(-1)
             gts = torch.nonzero(g_use & (g_item == image) & (g_label == lab)).reshape(-1)
-            if gts.numel() == 0:
-                for r in rows.tolist():  # no gt of this label: all false positives, in order
-                    top[n] = torch.tensor([float(image), float(lab), float(d[r, 2]), 0.0, 1.0])
-                    n += 1
+            if gts.numel() == 0:  # no gt of this label: all false positives, in order
+                out += [(float(image), float(lab), scores[r], 0.0, 1.0) for r in rows.tolist()]
                 continue
             rows = rows[torch.sort(d[rows, 2], descending=True, stable=True).indices]
             if sizes:
@@ -321,12 +317,12 @@ def _detection_evaluate(det: Tensor, gt: Tensor, num_classes: int, background_la
                 overlap = bu.jaccard_overlap(dbox, gbox, False, dsize, gsize)
             else:
                 overlap = bu.jaccard_overlap(d[rows, 3:7], g[gts, 3:7])  # (rows, gts)
+            # The first gt of the largest overlap (a NaN never is: `overlap > overlap_max`).
+            best_of = overlap.nan_to_num(nan=-np.inf).max(1)
             visited = [False] * gts.numel()
             difficult = g_difficult[gts].tolist()
-            for k, r in enumerate(rows.tolist()):
-                # The first gt of the largest overlap (> from -1), then >= the threshold.
-                best = int(torch.argmax(overlap[k])) if overlap.shape[1] else -1
-                omax = overlap[k, best]
+            for r, best, omax in zip(rows.tolist(), best_of.indices.tolist(),
+                                     best_of.values.numpy()):
                 tp, fp = 0.0, 1.0
                 if omax >= thr:
                     if evaluate_difficult_gt or not difficult[best]:
@@ -335,14 +331,12 @@ def _detection_evaluate(det: Tensor, gt: Tensor, num_classes: int, background_la
                             visited[best] = True
                     else:
                         tp, fp = 0.0, 0.0  # matched a difficult gt: neither
-                top[n, 0] = float(image)
-                top[n, 1] = float(lab)
-                top[n, 2] = d[r, 2]
-                top[n, 3] = tp
-                top[n, 4] = fp
-                n += 1
+                out.append((float(image), float(lab), scores[r], tp, fp))
         if sizes:  # the next image with detections takes the next size
             count = (count + 1) % len(sizes)
+    top = torch.zeros([num_pos_classes + num_valid, 5], dtype=torch.float32)
+    if out:  # rows whose item is -1 but label is not stay zero, as Reshape counted them
+        top[:len(out)] = torch.tensor(out, dtype=torch.float32)
     return top.to(det.device).reshape(1, 1, -1, 5), count
 
 
