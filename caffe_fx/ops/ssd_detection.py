@@ -4,8 +4,9 @@ Mirrors the fork's src/caffe/layers/detection_output_layer.cpp and
 detection_evaluate_layer.cpp (Forward_cpu).  Their tops have a data-dependent number of
 rows, so both run eagerly in the GraphModule: on meta tensors (shape inference at compile
 time) they give the shape Caffe's Net::Init gives (DetectionOutput's fake (1, 1, 1, 7)),
-under torch.export (and so ONNX export) they raise ExportError naming the layer, and
-neither has a backward (the fork's is NOT_IMPLEMENTED): a gradient asked through one
+under torch.export (and so ONNX export) they raise ExportError naming the layer, under
+TorchScript a RuntimeError when reached, torch.compile runs them untraced, and neither
+has a backward (the fork's is NOT_IMPLEMENTED): a gradient asked through one
 raises UnsupportedFieldError.
 """
 from __future__ import annotations

@@ -5,11 +5,13 @@ ops/ssd_detection.py and ops/bbox_util.py.
 Mirrors LayerSetUp and Reshape of the fork's src/caffe/layers/detection_output_layer.cpp
 (num_classes required, nms_threshold >= 0, 0 < eta <= 1, top_k only when set, the
 confidence threshold -FLT_MAX when unset) and detection_evaluate_layer.cpp (num_classes
-required, overlap_threshold > 0, the legacy (1, 1, rows, 7|8) bottoms).  Both tops have a
-data-dependent row count: the shape inferred at compile time is Net::Init's (the fake
-single row of DetectionOutput), the real one comes from running; torch.export refuses
-them (ExportError naming the layer).  AnnotatedData needs no lowering: its tops are
-inputs (builder.SOURCE_TYPES), `label` shaped (1, 1, N_gt, 8) with N_gt free per batch.
+required, overlap_threshold > 0, the legacy (1, 1, rows, 7|8) bottoms, name_size_file
+read at set-up, relative to the current folder, into a module that counts images). Both
+tops have a data-dependent row count: the shape inferred at compile time is Net::Init's
+(the fake single row of DetectionOutput), the real one comes from running; torch.export
+refuses them (ExportError naming the layer), TorchScript runs to them and raises.
+AnnotatedData needs no lowering: its tops are inputs (builder.SOURCE_TYPES), `label`
+shaped (1, 1, N_gt, 8) with N_gt free per batch.
 """
 from __future__ import annotations
 
