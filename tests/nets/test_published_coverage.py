@@ -27,6 +27,9 @@ _PYTHON_DATA (Python data layers, by their class).  Values are U(-1, 1), except 
 Caffe reads as labels (integers 0/1), R-CNN rois (boxes inside the image on item 0) and
 SSD ground truth rows.  Weights: randomize_weights (well-scaled, seeded).
 
+Side files a layer reads at set-up by a relative path (SSD's DetectionEvaluate
+name_size_file) are written into a temporary working folder (_set_up_files).
+
 Expected failures are EXPECTED below, each with its reason and the error it must give;
 any other failure fails the test, and so does an expected one that starts to pass.
 """
@@ -35,9 +38,11 @@ from __future__ import annotations
 import os
 import re
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,6 +174,8 @@ _DATASET: dict[str, Shape] = {
     "HED-BSDS": (3, 64, 64),
     "flickr_style": (3, 256, 256),
     "cifar10_data": (3, 32, 32),
+    "CamVid": (3, 360, 480),  # SegNet: its Upsample sizes fix 360x480
+    "SUN": (3, 360, 480),
 }
 
 # Other tops of those layers (the label is (N,) unless named here): by net folder word.
@@ -286,7 +293,9 @@ def _source_shapes(rel: str, net, layer) -> dict[str, Shape]:
         return out
     if layer.type == "DenseImageData":
         p = layer.dense_image_data_param
-        h, w = (p.crop_height, p.crop_width) if p.crop_height else (p.new_height, p.new_width)
+        h, w = (p.crop_height, p.crop_width) if p.crop_height else \
+            (p.new_height, p.new_width) if p.new_height else \
+            _lookup(_DATASET, p.source, rel)[1:]  # type: ignore[index]
         out = {tops[0]: (1, 3 if p.is_color else 1, h, w)}
         if len(tops) > 1:
             out[tops[1]] = (1, 1, h, w)
@@ -331,7 +340,8 @@ def random_inputs(shapes: Mapping[str, Shape], seed: int = 0) -> dict[str, np.nd
             v = np.array([[*image_hw, 1.0]], np.float32)
         elif len(shape) == 4 and shape[-1] == 8:  # SSD ground truth rows
             n = shape[2]
-            box = np.sort(r.uniform(0, 1, (n, 2, 2)), axis=1).reshape(n, 4)[:, [0, 2, 1, 3]]
+            # (xmin, ymin) then (xmax, ymax): each column sorted, boxes of positive size
+            box = np.sort(r.uniform(0, 1, (n, 2, 2)), axis=1).reshape(n, 4)
             v = np.concatenate([np.zeros((n, 1)), np.ones((n, 1)), np.arange(n)[:, None],
                                 box, np.zeros((n, 1))], 1).reshape(shape).astype(np.float32)
         else:
@@ -367,6 +377,31 @@ def randomize_weights(gm, seed: int = 0) -> None:
 
 # ---------------------------------------------------------------- one case
 
+@contextmanager
+def _set_up_files(net, shapes: Mapping[str, Shape]) -> Iterator[None]:
+    """Runs in a temporary folder holding the side files a net's layers read at set-up by
+    relative paths that its authors' data scripts write: DetectionEvaluate's
+    name_size_file (one `name height width` line per image, the input's size)."""
+    wanted = [layer.detection_evaluate_param.name_size_file for layer in net.layer
+              if layer.type == "DetectionEvaluate"
+              and layer.detection_evaluate_param.name_size_file]
+    if not wanted:
+        yield
+        return
+    h, w = next(s[2:] for s in shapes.values() if len(s) == 4)
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        for rel in wanted:
+            path = Path(tmp) / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"000001 {h} {w}\n")
+        os.chdir(tmp)
+        try:
+            yield
+        finally:
+            os.chdir(here)
+
+
 def run_case(case: Case, models: Path = MODELS) -> tuple[str, str]:
     """Compiles and runs the case: ("ok", "") or (error class name, message)."""
     import torch
@@ -382,13 +417,14 @@ def run_case(case: Case, models: Path = MODELS) -> tuple[str, str]:
             warnings.simplefilter("ignore")
             net = prepare(path, phase=case.phase, stages=stages).net
             shapes = input_shapes(case.prototxt, net)
-            gm = caffe_fx.compile(path, phase=case.phase, stages=stages, input_shapes=shapes,
-                                  trust_python_layers=True)
-            randomize_weights(gm)
-            inputs = random_inputs(shapes)
-            # Positional, in Caffe's order: a blob named `input` is the argument `input_`.
-            with torch.no_grad():
-                out = gm(*(torch.from_numpy(inputs[k]) for k in gm.meta["caffe"].inputs))
+            with _set_up_files(net, shapes):
+                gm = caffe_fx.compile(path, phase=case.phase, stages=stages,
+                                      input_shapes=shapes, trust_python_layers=True)
+                randomize_weights(gm)
+                inputs = random_inputs(shapes)
+                # Positional, in Caffe's order: a blob named `input` is the argument `input_`.
+                with torch.no_grad():
+                    out = gm(*(torch.from_numpy(inputs[k]) for k in gm.meta["caffe"].inputs))
         bad = [k for k, v in out.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
                and not torch.isfinite(v).all()]
         if bad:
