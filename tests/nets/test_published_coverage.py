@@ -182,8 +182,9 @@ _DATASET: dict[str, Shape] = {
 _HDF5_TOPS: dict[str, dict[str, Shape]] = {
     "hdf5_classification": {"data": (1, 4), "label": (1,)},
     "VanillaCNN": {"X": (1, 3, 40, 40), "landmarks": (1, 10)},
-    "ESPCN": {"data": (1, 1, 17, 17), "label": (1, 9, 17, 17)},
-    "FSRCNN": {"data": (1, 1, 11, 11), "label": (1, 1, 19, 19)},
+    # The super-resolution nets' labels are the size their unpadded convs make.
+    "ESPCN": {"data": (1, 1, 17, 17), "label": (1, 9, 9, 9)},
+    "FSRCNN": {"data": (1, 1, 11, 11), "label": (1, 1, 31, 31)},
 }
 
 # Python data layers (tops -> shapes; "R" rois, "K4" 4 x classes), by python_param.layer.
