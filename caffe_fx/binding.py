@@ -71,16 +71,18 @@ def slots_of(built: Built, net: caffe_pb2.NetParameter) -> dict[str, LayerSlots]
     return out
 
 
-def read(weights: WeightsSource) -> StoredWeights | None:
-    """Arrays the net may own: read_stored's views of its own buffer, or copies of the
-    caller's arrays (never aliased, so training does not write into them)."""
+def read(weights: WeightsSource, *, mmap: bool | None = None) -> StoredWeights | None:
+    """Arrays the net may own: read_stored's views of the file (copy-on-write maps for
+    large files, so a parameter shares the file's pages until it is written, and the
+    file is never written; `mmap` as read_stored's), or copies of the caller's arrays
+    (never aliased, so training does not write into them)."""
     if weights is None:
         return None
     if isinstance(weights, Mapping):
         return StoredWeights(
             {k: [StoredBlob(np.array(a, dtype=np.float32, copy=True), False) for a in v]
              for k, v in weights.items()}, hdf5=False)
-    return read_stored(weights)
+    return read_stored(weights, mmap=mmap)
 
 
 def shape_equals(blob: StoredBlob, target: Shape, *, legacy_unknown: bool = False) -> bool:

@@ -1,7 +1,9 @@
 """Weights in every dump format, and caffemodels written back: the back end of `convert`.
 
 Reads caffemodels through frontend/read.py and writes .pt, .h5, .npz, .npy folders,
-.json and .safetensors; `save_caffemodel` writes binary and HDF5 caffemodels that real
+.json and .safetensors; large .pt, .npy files, stored .npz members and .safetensors are read
+as copy-on-write maps of the file (frontend/mapped.py's policy) where the values can be
+shared as they are (float32, C order, aligned); `save_caffemodel` writes binary and HDF5 caffemodels that real
 Caffe loads.  Mirrors Net::ToProto / Net::ToHDF5 and CopyTrainedLayersFrom* in
 src/caffe/net.cpp, Blob::ToProto / ShapeEquals in src/caffe/blob.cpp.
 """
@@ -28,6 +30,7 @@ from . import binding, pipeline
 from ._atomic import atomic_folder, atomic_path, atomic_write, check_writable
 from .binding import LayerSlots
 from .errors import CaffeFxError, InputError, MissingDependencyError, WeightsError
+from .frontend import mapped
 from .frontend.files import check_file
 from .frontend.hdf5 import write_hdf5
 from .frontend.read import NetSource, StoredBlob, describe, read_net, read_weights
@@ -261,7 +264,9 @@ def read_flat(path: str | os.PathLike, fmt: FormatName) -> dict[str, np.ndarray]
         p = check_file(p, f"{fmt} weights", WeightsError)
     try:
         if fmt == "pt":
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+            # mmap: torch's own copy-on-write map (zip-format files; legacy ones are read)
+            obj = torch.load(p, map_location="cpu", weights_only=True,
+                             mmap=mapped.wanted(p.stat().st_size) and zipfile.is_zipfile(p))
             if not isinstance(obj, Mapping) or not all(
                     isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
                 raise WeightsError(f"{p}: holds a {type(obj).__name__}, not a dict of tensors "
@@ -272,7 +277,8 @@ def read_flat(path: str | os.PathLike, fmt: FormatName) -> dict[str, np.ndarray]
         if fmt == "npz":
             _check_npz(p)
             with np.load(p, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files}
+                shared = _mapped_npz(p) if mapped.wanted(p.stat().st_size) else {}
+                return {k: shared[k] if k in shared else f[k] for k in f.files}
         if fmt == "npy":
             files = sorted(p.glob("*.npy"))
             if not files:
@@ -282,11 +288,15 @@ def read_flat(path: str | os.PathLike, fmt: FormatName) -> dict[str, np.ndarray]
                 check_file(f, "npy weights", WeightsError)
                 with open(f, "rb") as fh:
                     _check_npy_header(fh, f.stat().st_size, f"{f}")
-                out[urllib.parse.unquote(f.name[:-4])] = np.load(f, allow_pickle=False)
+                mode = "c" if mapped.wanted(f.stat().st_size) else None  # copy-on-write
+                out[urllib.parse.unquote(f.name[:-4])] = np.load(f, mmap_mode=mode,
+                                                                 allow_pickle=False)
             return out
         if fmt == "json":
             return _read_json(p)
         if fmt == "safetensors":
+            if mapped.wanted(p.stat().st_size):
+                return _mapped_safetensors(p)
             return _safetensors("numpy").load_file(str(p))
     except CaffeFxError:
         raise
@@ -295,6 +305,53 @@ def read_flat(path: str | os.PathLike, fmt: FormatName) -> dict[str, np.ndarray]
         raise WeightsError(f"{p}: unreadable {fmt} weights file: "
                            f"{type(e).__name__}: {first}") from e
     raise AssertionError(fmt)
+
+
+def _mapped_npz(p: Path) -> dict[str, np.ndarray]:
+    """The members of an .npz stored without compression (np.savez, caffe_fx's writer)
+    holding float32 in C order, as views of one copy-on-write map of the file (copied
+    when a member's values sit off a 4-byte boundary, as zip offsets often do)."""
+    import struct
+
+    buf = mapped.map_path(p)
+    if buf is None:
+        return {}
+    out = {}
+    with zipfile.ZipFile(p) as zf:
+        for info in zf.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                    else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read(fh)
+                header = fh.tell()
+            if fortran or dtype != np.dtype("<f4"):
+                continue
+            # the local header's name and extra field may differ from the directory's
+            local = bytes(buf[info.header_offset:info.header_offset + 30])
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            start = info.header_offset + 30 + name_len + extra_len + header
+            count = math.prod(shape)
+            if local[:4] != b"PK\x03\x04" or start + 4 * count > buf.size:
+                continue
+            out[info.filename[:-4]] = mapped.view(buf, start, count).reshape(shape)
+    return out
+
+
+def _mapped_safetensors(p: Path) -> dict[str, np.ndarray]:
+    """safetensors' own loader over its copy-on-write map of the file (framework "pt":
+    torch.UntypedStorage.from_file, MAP_PRIVATE); float32 tensors are returned as
+    NumPy views of it, others converted."""
+    out = {}
+    with _safetensors("torch").safe_open(str(p), framework="pt") as f:
+        for key in f.keys():
+            t = f.get_tensor(key)
+            if t.dtype != torch.float32 or t.data_ptr() % 4:
+                t = t.to(torch.float32, copy=True)
+            out[key] = t.numpy()
+    return out
 
 
 def _check_stored_tensor(t: torch.Tensor, where: str) -> None:

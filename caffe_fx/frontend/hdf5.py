@@ -4,7 +4,9 @@ Frontend: read.py's read_weights reads HDF5 caffemodels through it; weights_io.p
 save_caffemodel (`caffe-fx convert`) and caffe_fx.pycaffe's Net.save_hdf5/load_hdf5 use
 the same functions.  Mirrors Net::ToHDF5 and Net::CopyTrainedLayersFromHDF5 in
 src/caffe/net.cpp over hdf5_save_nd_dataset / hdf5_load_nd_dataset (src/caffe/util/hdf5.cpp):
-a group per layer, a float32 dataset per blob the layer owns, no reshaping.
+a group per layer, a float32 dataset per blob the layer owns, no reshaping.  Large files
+are mapped copy-on-write (mapped.py): a contiguous little-endian float32 dataset, as
+Caffe writes them, is then a view of the map; any other is read and converted.
 """
 from __future__ import annotations
 
@@ -12,12 +14,14 @@ import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .._atomic import atomic_path
 from ..errors import CaffeFxError, WeightsError
 from ..lowering.shapes import check_shape
+from . import mapped
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -28,16 +32,23 @@ def is_hdf5(path: str | os.PathLike) -> bool:
         return f.read(len(SIGNATURE)) == SIGNATURE
 
 
-def read_hdf5(path: str | os.PathLike) -> dict[str, list[np.ndarray | None]]:
+def read_hdf5(path: str | os.PathLike, *, mmap: bool | None = None
+              ) -> dict[str, list[np.ndarray | None]]:
     """{layer: [blob 0, blob 1, ...]} in the file's order; None where a layer's group has
     no dataset for an index below its last (a param the writer's layer shared from an
-    earlier layer: Net::ToHDF5 writes only the blobs a layer owns)."""
+    earlier layer: Net::ToHDF5 writes only the blobs a layer owns).  `mmap` as in
+    mapped.wanted (None: its policy)."""
     import h5py
 
     p = Path(path)
     out: dict[str, list[np.ndarray | None]] = {}
     try:
+        buf, inode = _map(p, mmap)
         with h5py.File(p, "r") as f:
+            # a user block shifts the file's addresses; a file replaced since it was
+            # mapped is not the one h5py reads
+            if buf is not None and (f.userblock_size or _inode(p.stat()) != inode):
+                buf = None
             if "data" not in f:
                 raise WeightsError(f"{p}: HDF5 file without the /data group of a caffemodel")
             group = f["data"]
@@ -60,7 +71,8 @@ def read_hdf5(path: str | os.PathLike) -> dict[str, list[np.ndarray | None]]:
                 for _, ds in datasets:
                     _check_declared(ds, p, file_size)
                 for i, ds in datasets:
-                    blobs[i] = _read_dataset(ds, p)
+                    view = _mapped_dataset(ds, buf) if buf is not None else None
+                    blobs[i] = view if view is not None else _read_dataset(ds, p)
                 out[name] = blobs
     except CaffeFxError:
         raise
@@ -106,6 +118,33 @@ def _check_declared(ds: object, p: Path, file_size: int) -> None:
                 f"{p}: dataset {name} of shape {list(shape)} is split into {n} chunks of "
                 f"{list(chunks)}; allowed: at most {_MAX_CHUNKS} chunks (Caffe writes "
                 "contiguous datasets)")
+
+
+def _map(p: Path, choice: bool | None) -> tuple[np.ndarray | None, tuple[int, int]]:
+    """The whole file mapped copy-on-write when mapped.wanted says so, and its inode."""
+    with open(p, "rb", buffering=0) as f:
+        st = os.fstat(f.fileno())
+        if not mapped.wanted(st.st_size, choice):
+            return None, _inode(st)
+        return mapped.map_fd(f.fileno(), st.st_size), _inode(st)
+
+
+def _inode(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _mapped_dataset(ds: object, buf: np.ndarray) -> np.ndarray | None:
+    """A view of the map for a contiguous, unfiltered little-endian float32 dataset
+    (H5Dget_offset is its address in the file), None for any other (then it is read)."""
+    d: Any = ds
+    if d.dtype != np.dtype("<f4") or d.chunks is not None or d.external \
+            or d.id.get_create_plist().get_nfilters():
+        return None
+    count = math.prod(d.shape or ())
+    offset = d.id.get_offset()
+    if offset is None or not count or offset + 4 * count > buf.size:
+        return None
+    return mapped.view(buf, offset, count).reshape(d.shape)
 
 
 def _read_dataset(ds: object, p: Path) -> np.ndarray:

@@ -196,19 +196,21 @@ class StoredWeights:
     hdf5: bool
 
 
-def read_stored(path: str | os.PathLike) -> StoredWeights:
+def read_stored(path: str | os.PathLike, *, mmap: bool | None = None) -> StoredWeights:
     """caffemodel (binary, any legacy format) or HDF5 caffemodel -> StoredWeights.
 
     Order of layers is the file's; a layer name seen twice keeps its first entry, as
-    Caffe matches the first.  A binary file is read once (wire.py) and the arrays are
-    writable views of that one buffer: no per-value conversion, no second copy.
+    Caffe matches the first.  A binary file is mapped or read once (wire.py) and the
+    arrays are writable views of it: no per-value conversion, no second copy.  `mmap`:
+    True maps the file copy-on-write, False reads it, None (default) maps files of
+    16 MiB or more unless CAFFE_FX_MMAP says otherwise (frontend/mapped.py).
     """
     p = check_file(path, "caffemodel", WeightsError)
     if is_hdf5(p):
         return StoredWeights({name: [None if a is None else StoredBlob(a, False) for a in blobs]
-                              for name, blobs in read_hdf5(p).items()}, hdf5=True)
+                              for name, blobs in read_hdf5(p, mmap=mmap).items()}, hdf5=True)
     out: dict[str, list[StoredBlob | None]] = {}
-    for layer in read_caffemodel(p):
+    for layer in read_caffemodel(p, mmap=mmap):
         if layer.name not in out:
             out[layer.name] = [StoredBlob(b.data.reshape(b.shape), b.legacy)
                                for b in layer.blobs]

@@ -1,8 +1,8 @@
 """The protobuf wire format of binary caffemodels, read and written at the speed of the disk.
 
 Frontend, used by read.py's read_weights (and, for writing, weights_io.py's
-save_caffemodel): one read of the file into a writable buffer,
-then a walk over NetParameter's layers (V2 `layer`, V1 `layers`, V0 `layers.layer`) that
+save_caffemodel): the file mapped copy-on-write (mapped.py; small files read into one
+writable buffer), then a walk over NetParameter's layers (V2 `layer`, V1 `layers`, V0 `layers.layer`) that
 turns every BlobProto's packed `data` into a NumPy view of that buffer instead of a list
 of Python floats.  The rest of the net (names, types, params) is parsed by caffe_pb2 from
 a copy of the bytes without the blobs' data and upgraded by upgrade.py, so legacy names
@@ -26,6 +26,7 @@ from google.protobuf import message as _message
 
 from ..errors import WeightsError
 from ..proto import caffe_pb2
+from . import mapped
 from .upgrade import upgrade_net
 
 __all__ = ["WireBlob", "WireLayer", "read_caffemodel", "varint_bytes", "write_caffemodel"]
@@ -81,16 +82,18 @@ class _Corrupt(Exception):
         self.offset, self.what = offset, what
 
 
-def read_caffemodel(path: str | os.PathLike) -> list[WireLayer]:
+def read_caffemodel(path: str | os.PathLike, *, mmap: bool | None = None) -> list[WireLayer]:
     """A binary caffemodel (V2, V1 or V0) -> its layers, upgraded as Caffe does.
 
-    The file is read once into one writable buffer that the blobs' arrays share, so
-    tensors made from them (torch.from_numpy) need no second copy.  A truncated or
-    corrupt file raises WeightsError naming the file and the byte offset.
+    The blobs' arrays are views of one writable buffer, so tensors made from them
+    (torch.from_numpy) need no second copy: the file mapped copy-on-write (mmap=True;
+    mmap=None is mapped.wanted's policy: files of 16 MiB or more, CAFFE_FX_MMAP) or
+    read into memory (mmap=False).  A truncated or corrupt file raises WeightsError
+    naming the file and the byte offset.
     """
     p = Path(path)
-    buf = _read_all(p)
-    reader = _Reader(buf)
+    buf = _load(p, mmap)
+    reader = _Reader(buf, mapped.is_mapped(buf))
     try:
         skeleton, fragments = reader.walk()
     except _Corrupt as e:
@@ -123,19 +126,29 @@ def read_caffemodel(path: str | os.PathLike) -> list[WireLayer]:
     return layers
 
 
-def _read_all(p: Path) -> np.ndarray:
+def _load(p: Path, choice: bool | None) -> np.ndarray:
+    """The file's bytes: a private map when mapped.wanted says so (and the file system
+    maps), else read into memory."""
     try:
         with open(p, "rb", buffering=0) as f:
             size = os.fstat(f.fileno()).st_size
-            buf = np.empty(size, dtype=np.uint8)
-            view, done = buf.data, 0
-            while done < size:
-                n = f.readinto(view[done:])
-                if not n:
-                    break
-                done += n
+            if mapped.wanted(size, choice):
+                buf = mapped.map_fd(f.fileno(), size)
+                if buf is not None:
+                    return buf
+            return _read_all(f, size)
     except OSError as e:
         raise WeightsError(f"{p}: cannot read the caffemodel: {e}") from e
+
+
+def _read_all(f: IO[bytes], size: int) -> np.ndarray:
+    buf = np.empty(size, dtype=np.uint8)
+    view, done = buf.data, 0
+    while done < size:
+        n = f.readinto(view[done:])  # type: ignore[attr-defined]
+        if not n:
+            break
+        done += n
     return buf[:done]
 
 
@@ -208,8 +221,8 @@ def _int64(value: int) -> int:
 class _Reader:
     """One walk over the file: collects blobs and the net's bytes without their data."""
 
-    def __init__(self, buf: np.ndarray) -> None:
-        self.buf, self.mv = buf, buf.data
+    def __init__(self, buf: np.ndarray, mapped: bool = False) -> None:
+        self.buf, self.mv, self.mapped = buf, buf.data, mapped
         self.blobs: list[WireBlob] = []
         self.layer_name = ""
         self._unaligned: list[tuple[int, int, int]] = []  # (blob, offset, header size)
@@ -461,13 +474,15 @@ class _Reader:
 
     def align_views(self) -> None:
         """Puts every view on a 4-byte boundary: torch kernels expect aligned floats.
-        Each moves down over its own tag and length (memmove, no second copy); only a
-        blob under 128 bytes (2-byte header) that is 3 bytes off is copied instead."""
+        In a buffer read into memory each moves down over its own tag and length
+        (memmove, no second copy); only a blob under 128 bytes (2-byte header) that is
+        3 bytes off is copied instead.  In a map each is copied: moving it would copy
+        every page it touches (copy-on-write) and then move the bytes again."""
         base = self.buf.ctypes.data
         for index, offset, header in self._unaligned:
             blob = self.blobs[index]
             shift = offset % 4
-            if shift > header:
+            if shift > header or self.mapped:
                 data = blob.data.copy()
             else:
                 ctypes.memmove(base + offset - shift, base + offset, blob.data.nbytes)
