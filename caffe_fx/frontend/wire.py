@@ -188,13 +188,17 @@ def _placeholder_index(blob: caffe_pb2.BlobProto, p: Path, layer: str) -> int:
     return int(blob.double_diff[0])
 
 
-def varint_bytes(value: int) -> bytes:
-    """A non-negative int as a protobuf varint."""
+def varint_bytes(value: int, extra: int = 0) -> bytes:
+    """A non-negative int as a protobuf varint, `extra` bytes longer than needed (the
+    same value: continuation bits over zero groups)."""
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
+    if extra:
+        out[-1] |= 0x80
+        out.extend(b"\x80" * (extra - 1) + b"\x00")
     return bytes(out)
 
 
@@ -524,19 +528,54 @@ def write_caffemodel(f: IO[bytes], header: caffe_pb2.NetParameter,
     which goes to the file straight from the arrays (packed little-endian float32, as
     `repeated float data = 5 [packed = true]` is on the wire).  Fields may come in any
     order on the wire, so each layer's blobs follow its other fields.  `header` holds
-    the net's fields but its layers; `advance(nbytes)` is called as blob data is written."""
-    f.write(header.SerializeToString())
+    the net's fields but its layers; `advance(nbytes)` is called as blob data is written.
+
+    Every blob's data starts on a 4-byte boundary of the file, so a reader that maps
+    the file (mapped.py) shares all of it: the data's length is written as a varint
+    up to 3 bytes longer than needed (protobuf's parsers, Caffe's included, read
+    varints of up to 10 bytes; a value is the same however many bytes carry it)."""
+    pos = _write(f, header.SerializeToString())
     layer_key, blobs_key, data_key = _key(_NET_LAYER), _key(_V2_BLOBS), _key(_BLOB_DATA)
     for lp, blobs in layers:
         head = lp.SerializeToString()
+        arrays = [np.ascontiguousarray(b.array, dtype="<f4") for b in blobs]
+        heads = [_blob_head(b) + data_key for b in blobs]
+        pads = _aligning_pads(pos + len(layer_key), head, heads, [a.nbytes for a in arrays])
         parts = []
-        for b in blobs:
-            arr = np.ascontiguousarray(b.array, dtype="<f4")
-            bhead = _blob_head(b) + data_key + varint_bytes(arr.nbytes)
+        for bhead, arr, pad in zip(heads, arrays, pads):
+            bhead += varint_bytes(arr.nbytes, pad)
             parts.append((bhead, arr, len(bhead) + arr.nbytes))
         size = len(head) + sum(len(blobs_key) + len(varint_bytes(n)) + n for _, _, n in parts)
-        f.write(layer_key + varint_bytes(size) + head)
+        pos += _write(f, layer_key + varint_bytes(size) + head)
         for bhead, arr, n in parts:
-            f.write(blobs_key + varint_bytes(n) + bhead)
+            pos += _write(f, blobs_key + varint_bytes(n) + bhead)
             f.write(arr.data)  # the raw float32 bytes, no copy
+            pos += arr.nbytes
             advance(arr.nbytes)
+
+
+def _write(f: IO[bytes], data: bytes) -> int:
+    f.write(data)
+    return len(data)
+
+
+def _aligning_pads(start: int, head: bytes, heads: Sequence[bytes], sizes: Sequence[int]
+                   ) -> list[int]:
+    """Extra bytes (0-3) for each blob's data-length varint so that its data starts on
+    a 4-byte boundary, for a layer whose length varint starts at file offset `start`.
+    The lengths before a blob depend on the padding, so it is found by iteration; one
+    that does not settle leaves data unaligned (readers copy those blobs)."""
+    pads = [0] * len(sizes)
+    for _ in range(8):
+        lens = [len(h) + len(varint_bytes(n)) + p + n for h, n, p in zip(heads, sizes, pads)]
+        at = start + len(varint_bytes(len(head) + sum(
+            1 + len(varint_bytes(n)) + n for n in lens))) + len(head)
+        new = []
+        for h, n, p, total in zip(heads, sizes, pads, lens):
+            data_at = at + 1 + len(varint_bytes(total)) + len(h) + len(varint_bytes(n)) + p
+            new.append((p - data_at) % 4)
+            at += 1 + len(varint_bytes(total)) + total
+        if new == pads:
+            break
+        pads = new
+    return pads
