@@ -1,9 +1,12 @@
-"""`caffe-fx export NET.prototxt WEIGHTS -o out.{pt2,onnx,ts}`: a deployable program.
+"""`caffe-fx export NET.prototxt WEIGHTS -o out.{pt2,onnx,ts} [--compiled]`: a deployable program.
 
 Compiles the net (caffe_fx/compiler.py) and writes it as a torch.export program (.pt2),
 ONNX (.onnx, torch.onnx's dynamo exporter; needs the optional onnx and onnxscript
-packages) or TorchScript (.ts).  Before the file gets its name, it is loaded back and
-run on a random input; it must reproduce the GraphModule's outputs (max abs diff shown).
+packages) or TorchScript (.ts); with --compiled, as an AOTInductor package (.pt2: the
+torch.export program compiled ahead of time by Inductor into a shared library with the
+weights inside, loaded by torch._inductor.aoti_load_package without compiling again).
+Before the file gets its name, it is loaded back and run on a random input; it must
+reproduce the GraphModule's outputs (max abs diff shown).
 """
 from __future__ import annotations
 
@@ -11,10 +14,14 @@ import argparse
 import contextlib
 import io
 import logging
+import os
+import shutil
+import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._atomic import atomic_path, check_writable
 from ..errors import ExportError, InputError, MissingDependencyError
@@ -28,6 +35,7 @@ if TYPE_CHECKING:
 # `caffe-fx export --help` answers without them.
 
 FORMATS = {".pt2": "torch.export", ".onnx": "ONNX", ".ts": "TorchScript"}
+COMPILED = "AOTInductor"  # what --compiled writes, always a .pt2
 # float32 programs that reorder or fuse ops may differ by rounding; more is a bug.
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -47,6 +55,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="out.pt2, out.onnx or out.ts")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--compiled", action="store_true",
+                   help="with -o OUT.pt2: write an AOTInductor package instead (the program "
+                        "compiled to C++ kernels for this machine's CPU, weights inside; "
+                        "load it with torch._inductor.aoti_load_package, no compile time "
+                        "then); building it takes minutes and needs a C++ compiler (g++, "
+                        "or $CXX)")
     p.add_argument("--outputs", metavar="BLOB1,BLOB2", type=_blob_list, default=None,
                    help="the blobs the program returns (Caffe's names; default: the net's "
                         "outputs); what they do not need is left out")
@@ -65,9 +79,14 @@ def run(args: argparse.Namespace) -> int:
     if suffix not in FORMATS:
         raise InputError(f"{out}: cannot tell the format from the extension '{suffix}'; "
                          f"allowed: {', '.join(FORMATS)}")
+    if args.compiled and suffix != ".pt2":
+        raise InputError(f"{out}: --compiled writes an AOTInductor package, a .pt2 file; "
+                         f"got '{suffix}' (allowed with --compiled: .pt2)")
     check_writable(out, args.force)  # before the slow part
     if suffix == ".onnx":
         _require_onnx()
+    if args.compiled:
+        _require_cxx()
     gm = compile(args.prototxt, args.weights, phase=args.phase,
                  input_shapes=input_shapes(args), outputs=args.outputs,
                  caffe_proto=args.caffe_proto)
@@ -77,12 +96,18 @@ def run(args: argparse.Namespace) -> int:
     if not want:  # never write a program that computes nothing
         raise ExportError(f"{args.prototxt}: the net has no outputs to export; name the "
                           "blobs to return with --outputs BLOB1,BLOB2")
-    writer = {".pt2": _export_pt2, ".onnx": _export_onnx, ".ts": _export_ts}[suffix]
+    if args.compiled:
+        writer, what = _export_aoti, COMPILED
+    else:
+        writer = {".pt2": _export_pt2, ".onnx": _export_onnx, ".ts": _export_ts}[suffix]
+        what = FORMATS[suffix]
+    start = time.perf_counter()
     with atomic_path(out, force=args.force) as tmp:
         got = writer(gm, inputs, tmp)
-        diffs = compare(got, want, FORMATS[suffix])
+        diffs = compare(got, want, what)
     worst = max(diffs.values(), default=0.0)
-    print(f"wrote {out} ({FORMATS[suffix]}); outputs {', '.join(diffs)} reproduced on a "
+    built = f", built in {time.perf_counter() - start:.0f} s" if args.compiled else ""
+    print(f"wrote {out} ({what}{built}); outputs {', '.join(diffs)} reproduced on a "
           f"random input, max abs diff {worst:.3g}")
     return 0
 
@@ -122,7 +147,7 @@ def _export_pt2(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
                 path: Path) -> dict[str, torch.Tensor]:
     import torch
 
-    ep = _guard("torch.export", lambda: torch.export.export(gm, (), inputs))
+    ep = _guard("torch.export", lambda: _torch_export(gm, inputs))
     # Open files, not names: torch.export wants a name ending in .pt2, and the
     # temporary file's does not.
     with open(path, "wb") as f:
@@ -131,6 +156,43 @@ def _export_pt2(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
         loaded = torch.export.load(f)
     with torch.no_grad():
         return loaded.module()(**inputs)
+
+
+def _torch_export(gm: fx.GraphModule, inputs: dict[str, torch.Tensor]) -> Any:
+    """torch.export.export; a failing trace prints the partial graph on stdout, which
+    would break the one-line error."""
+    import torch
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return torch.export.export(gm, (), inputs)
+
+
+def _export_aoti(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
+                 path: Path) -> dict[str, torch.Tensor]:
+    """torch.export, then AOTInductor: the package at `path`, run as a user loads it."""
+    import torch
+    import torch._inductor
+
+    # The same refusals as the plain .pt2 (data-dependent tops, Python layers), before
+    # the slow part.
+    ep = _guard("torch.export", lambda: _torch_export(gm, inputs))
+
+    def build() -> None:
+        # An open file: the package API wants a name ending in .pt2 otherwise, and the
+        # temporary file's does not.
+        with open(path, "wb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch._inductor.aoti_compile_and_package(ep, package_path=f)
+
+    _guard(COMPILED, build, doing="compile")
+
+    def load_and_run() -> dict[str, torch.Tensor]:
+        with open(path, "rb") as f:
+            package = torch._inductor.aoti_load_package(f)
+        with torch.no_grad():
+            return dict(package(**inputs))
+
+    return _guard(COMPILED, load_and_run, doing="check (load and run)")
 
 
 def _export_ts(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
@@ -209,6 +271,16 @@ def _blob_list(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError(f"{text!r} names no blob; expected e.g. prob,fc7")
     return names
+
+
+def _require_cxx() -> None:
+    """AOTInductor compiles C++ with $CXX, else g++ (torch._inductor.config.cpp.cxx);
+    without one it fails after the slow export, with a message about conda."""
+    cxx = os.environ.get("CXX", "clang++" if sys.platform == "darwin" else "g++")
+    if shutil.which(cxx) is None:
+        raise MissingDependencyError(
+            f"--compiled builds the package with a C++ compiler, and '{cxx}' is not on PATH: "
+            "install one (apt-get install g++) or name it in CXX")
 
 
 def _require_onnx() -> None:
