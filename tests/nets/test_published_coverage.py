@@ -465,6 +465,14 @@ def test_published_net_compiles_and_runs(case: Case) -> None:
         f"{case.id} fails otherwise than EXPECTED says ({expected.why}): {kind}: {message}"
 
 
+@pytest.mark.published
+@pytest.mark.skipif(not RUN, reason="the published-nets coverage run: set CAFFE_FX_PUBLISHED=1")
+def test_every_expected_failure_names_a_published_net(shared_models) -> None:
+    cases = all_cases(shared_models)
+    known = {c.id for c in cases} | {c.prototxt for c in cases}
+    assert sorted(set(EXPECTED) - known) == []
+
+
 def main() -> Iterator[str]:
     counts = {"ok": 0, "expected": 0, "failed": 0}
     for case in all_cases():
