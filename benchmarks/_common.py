@@ -1,19 +1,35 @@
 """What the benchmark scripts share: where the models and the oracle live, one call into
-real Caffe (../shared/caffe-oracle), and the small formatting helpers of their tables.
+real Caffe (../shared/caffe-oracle), the forward nets with their cached random weights and
+inputs, and the small formatting helpers of their tables.
 
 Imports no torch: bench_forward.py and bench_train.py set OMP_WAIT_POLICY before torch.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import subprocess
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 ORACLE = Path(os.environ.get("CAFFE_ORACLE",
                              ROOT.parent / "shared" / "caffe-oracle" / "caffe-oracle"))
 MODELS = Path(os.environ.get("CAFFE_FX_MODELS", ROOT.parent / "shared" / "models"))
+
+# The forward benchmark's nets (their prototxts as in tests/nets/catalog.py RANDOMIZED):
+# --nets key -> (title, prototxt under MODELS).
+FORWARD_NETS = {
+    "alexnet": ("AlexNet", "BVLC+caffe/models/bvlc_alexnet/deploy.prototxt"),
+    "googlenet": ("GoogLeNet", "BVLC+caffe/models/bvlc_googlenet/deploy.prototxt"),
+    "resnet50": ("ResNet-50", "KaimingHe+deep-residual-networks/prototxt/ResNet-50-deploy.prototxt"),
+    "mobilenet_v2": ("MobileNet v2", "shicai+MobileNet-Caffe/mobilenet_v2_deploy.prototxt"),
+    "squeezenet_v1_1": ("SqueezeNet 1.1", "forresti+SqueezeNet/SqueezeNet_v1.1/deploy.prototxt"),
+    "vgg16": ("VGG16", "davidgengenbach+vgg-caffe/model/VGG_ILSVRC_16_layers_deploy.prototxt"),
+}
 
 
 def oracle(*args: str) -> str:
@@ -45,3 +61,65 @@ def cpu_model() -> str:
 
 def csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def prepare_net(key: str, prototxt: Path, workdir: Path) -> tuple[Path, dict]:
+    """A caffemodel of well-scaled random weights (`--randomize 7`) and the net's meta
+    (inputs, outputs, blob shapes), made once by real Caffe and cached in `workdir`, keyed
+    by a hash of the prototxt."""
+    digest = hashlib.sha256(prototxt.read_bytes()).hexdigest()[:10]
+    weights = workdir / f"{key}-{digest}.caffemodel"
+    meta_path = workdir / f"{key}-{digest}.json"
+    fresh = weights.exists() and meta_path.exists() and "outputs" in json.loads(
+        meta_path.read_text())  # caches of older versions lack the outputs
+    if not fresh:
+        print(f"  making {weights.name} with caffe-oracle --randomize 7 ...", flush=True)
+        record = workdir / f"{key}-{digest}.record.npz"
+        partial = workdir / f"{key}-{digest}.partial.caffemodel"
+        try:
+            oracle("forward", str(prototxt), "--randomize", "7", "--save-weights",
+                   str(partial), "--out", str(record))
+            with np.load(record) as z:
+                meta = json.loads(str(z["meta"]))
+        finally:
+            record.unlink(missing_ok=True)  # every blob and param: large, not needed
+        meta_path.write_text(json.dumps({k: meta[k] for k in ("inputs", "outputs", "blobs")}))
+        partial.replace(weights)
+    return weights, json.loads(meta_path.read_text())
+
+
+def make_inputs(key: str, meta: dict, batch: int, workdir: Path) -> tuple[Path, dict]:
+    """`IN.npz` for a batch: N(0, 1) in the net's own C/H/W, seeded by the batch size."""
+    r = np.random.RandomState(batch)
+    arrays = {name: r.randn(batch, *meta["blobs"][name][1:]).astype(np.float32)
+              for name in meta["inputs"]}
+    path = workdir / f"{key}-b{batch}.npz"
+    np.savez(path, **arrays)
+    return path, arrays
+
+
+def caffe_outputs(prototxt: Path, weights: Path, inputs: Path) -> dict[str, np.ndarray]:
+    """Real Caffe's net outputs on `inputs` (`caffe-oracle forward`), cached beside them;
+    the record of every blob is dropped."""
+    cached = inputs.with_suffix(f".{weights.stem}.caffe-out.npz")
+    if not cached.exists():
+        record = inputs.with_suffix(".record.npz")
+        try:
+            oracle("forward", str(prototxt), "--weights", str(weights), "--inputs",
+                   str(inputs), "--out", str(record))
+            with np.load(record) as z:
+                outs = {b: z[f"data/{b}"] for b in json.loads(str(z["meta"]))["outputs"]}
+        finally:
+            record.unlink(missing_ok=True)
+        np.savez(cached, **outs)
+    with np.load(cached) as z:
+        return dict(z)
+
+
+def max_rel_diff(got: np.ndarray, want: np.ndarray) -> float:
+    """max |got - want| over max |want|: the benchmarks' (and the suite's) parity measure."""
+    if got.shape != want.shape:
+        return float("inf")
+    scale = float(np.abs(want).max()) if want.size else 0.0
+    diff = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max()) if want.size else 0.0
+    return diff / scale if scale else diff
