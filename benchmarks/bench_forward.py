@@ -176,9 +176,10 @@ def parity(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> str:
     return "; ".join(bad)
 
 
-def export_onnx(launch: Launcher, row: Row, workdir: Path, commit: str) -> None:
-    """caffe_fx's own ONNX export (`caffe-fx export`), cached per weights, batch and commit."""
-    path = workdir / f"{row.weights.stem}-b{row.batch}-{commit}.onnx"
+def export_onnx(launch: Launcher, row: Row, workdir: Path, tree: str) -> None:
+    """caffe_fx's own ONNX export (`caffe-fx export`), cached per weights, batch and the
+    committed caffe_fx/ tree (`tree`)."""
+    path = workdir / f"{row.weights.stem}-b{row.batch}-{tree}.onnx"
     if not path.exists():
         with np.load(row.inputs) as z:
             shapes = [f"{k}={','.join(map(str, z[k].shape))}" for k in z.files]
@@ -194,17 +195,18 @@ def export_onnx(launch: Launcher, row: Row, workdir: Path, commit: str) -> None:
     row.onnx = path
 
 
-def git_commit() -> str:
+def git_rev(rev: str) -> str:
     try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev],
                               capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "nogit"
 
 
 def prepare_rows(nets: list[str], batches: list[int], workdir: Path, launch: Launcher,
-                 tools: list[str], commit: str) -> list[Row]:
-    rows = []
+                 tools: list[str]) -> list[Row]:
+    """Per net and batch: the weights, the input, Caffe's outputs and the ONNX file."""
+    rows, tree = [], git_rev("HEAD:caffe_fx")
     for key in nets:
         title, rel = FORWARD_NETS[key]
         prototxt = MODELS / rel
@@ -226,7 +228,7 @@ def prepare_rows(nets: list[str], batches: list[int], workdir: Path, launch: Lau
                 row.notes.append(f"no Caffe outputs to check against: {first_line(e)}")
                 continue
             if "onnxruntime" in tools:
-                export_onnx(launch, row, workdir, commit)
+                export_onnx(launch, row, workdir, tree)
     return rows
 
 
@@ -324,7 +326,7 @@ def report(rows: list[Row], tools: list[str], a: argparse.Namespace, launch: Lau
     lines = [
         "# Forward time and peak memory: Caffe 1.0 vs caffe_fx vs onnxruntime vs OpenCV dnn (CPU)",
         "",
-        f"- date: {when}; caffe_fx at {commit}",
+        f"- date: {when}; caffe_fx at {commit} (the working tree: other work in progress included)",
         f"- machine: {cpu_model()}, {os.cpu_count()} logical cores, "
         f"{platform.system()} {platform.release()}",
         f"- threads: {n} for every tool, each process pinned to CPUs "
@@ -406,8 +408,8 @@ def main() -> None:
     started = time.perf_counter()
     load_start = os.getloadavg()[0]
     launch = Launcher(a.threads, a.timeout)
-    commit = git_commit()
-    rows = prepare_rows(nets, batches, workdir, launch, tools, commit)
+    commit = git_rev("HEAD")
+    rows = prepare_rows(nets, batches, workdir, launch, tools)
     launch.loads.clear()  # the preparation's processes are not timed
     launch.caffe_base = caffe_baseline(launch, workdir) if "caffe" in tools else None
     versions = run_rounds(rows, tools, a, workdir, launch, launch.caffe_base)
