@@ -159,11 +159,11 @@ def _export_pt2(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
 
 
 def _torch_export(gm: fx.GraphModule, inputs: dict[str, torch.Tensor]) -> Any:
-    """torch.export.export; a failing trace prints the partial graph on stdout, which
-    would break the one-line error."""
+    """torch.export.export; a failing trace prints its partial graph on stderr, before
+    the error, which is one line (the error, or the exception with --debug, says more)."""
     import torch
 
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stderr(io.StringIO()):
         return torch.export.export(gm, (), inputs)
 
 
