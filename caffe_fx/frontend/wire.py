@@ -531,19 +531,20 @@ def write_caffemodel(f: IO[bytes], header: caffe_pb2.NetParameter,
     the net's fields but its layers; `advance(nbytes)` is called as blob data is written.
 
     Every blob's data starts on a 4-byte boundary of the file, so a reader that maps
-    the file (mapped.py) shares all of it: the data's length is written as a varint
-    up to 3 bytes longer than needed (protobuf's parsers, Caffe's included, read
-    varints of up to 10 bytes; a value is the same however many bytes carry it)."""
+    the file (mapped.py) shares all of it: the data field's tag is written as a varint
+    up to 3 bytes longer than needed (a tag is the same however many bytes carry it,
+    up to the 5 of a 32-bit varint that protobuf's parsers, Caffe's included, read;
+    upb refuses a *length* of more than 5 bytes, which leaves big blobs no room)."""
     pos = _write(f, header.SerializeToString())
-    layer_key, blobs_key, data_key = _key(_NET_LAYER), _key(_V2_BLOBS), _key(_BLOB_DATA)
+    layer_key, blobs_key = _key(_NET_LAYER), _key(_V2_BLOBS)
     for lp, blobs in layers:
         head = lp.SerializeToString()
         arrays = [np.ascontiguousarray(b.array, dtype="<f4") for b in blobs]
-        heads = [_blob_head(b) + data_key for b in blobs]
+        heads = [_blob_head(b) for b in blobs]
         pads = _aligning_pads(pos + len(layer_key), head, heads, [a.nbytes for a in arrays])
         parts = []
         for bhead, arr, pad in zip(heads, arrays, pads):
-            bhead += varint_bytes(arr.nbytes, pad)
+            bhead += varint_bytes(_BLOB_DATA << 3 | _LEN, pad) + varint_bytes(arr.nbytes)
             parts.append((bhead, arr, len(bhead) + arr.nbytes))
         size = len(head) + sum(len(blobs_key) + len(varint_bytes(n)) + n for _, _, n in parts)
         pos += _write(f, layer_key + varint_bytes(size) + head)
@@ -561,18 +562,20 @@ def _write(f: IO[bytes], data: bytes) -> int:
 
 def _aligning_pads(start: int, head: bytes, heads: Sequence[bytes], sizes: Sequence[int]
                    ) -> list[int]:
-    """Extra bytes (0-3) for each blob's data-length varint so that its data starts on
-    a 4-byte boundary, for a layer whose length varint starts at file offset `start`.
+    """Extra bytes (0-3) for each blob's data tag so that its data starts on a 4-byte
+    boundary (`heads`: each blob's fields before that tag), for a layer whose length
+    varint starts at file offset `start`.
     The lengths before a blob depend on the padding, so it is found by iteration; one
     that does not settle leaves data unaligned (readers copy those blobs)."""
     pads = [0] * len(sizes)
     for _ in range(8):
-        lens = [len(h) + len(varint_bytes(n)) + p + n for h, n, p in zip(heads, sizes, pads)]
+        lens = [len(h) + 1 + p + len(varint_bytes(n)) + n
+                for h, n, p in zip(heads, sizes, pads)]
         at = start + len(varint_bytes(len(head) + sum(
             1 + len(varint_bytes(n)) + n for n in lens))) + len(head)
         new = []
         for h, n, p, total in zip(heads, sizes, pads, lens):
-            data_at = at + 1 + len(varint_bytes(total)) + len(h) + len(varint_bytes(n)) + p
+            data_at = at + 1 + len(varint_bytes(total)) + len(h) + 1 + p + len(varint_bytes(n))
             new.append((p - data_at) % 4)
             at += 1 + len(varint_bytes(total)) + total
         if new == pads:

@@ -90,6 +90,24 @@ def test_caffe_fx_writes_every_blob_aligned(aligned: Path) -> None:
                                           caffe[f"{layer.name}/{i}"].ravel())
 
 
+def test_big_blobs_aligned_and_read_by_protobuf(tmp_path: Path) -> None:
+    """Blobs of 4-byte and 5-byte length varints: the padding goes in the tag, since
+    protobuf's upb refuses a length varint longer than 5 bytes."""
+    path = tmp_path / "big.caffemodel"
+    arrays = {"a": [np.ones(7, np.float32)], "b": [np.arange(1 << 20, dtype=np.float32)],
+              "c": [np.full((3, 5), 2.0, np.float32)]}
+    caffe_fx.save_caffemodel(path, arrays)
+    net = caffe_pb2.NetParameter.FromString(path.read_bytes())
+    mapped_ = read_stored(path, mmap=True).layers
+    for layer in net.layer:
+        for i, blob in enumerate(layer.blobs):
+            want = arrays[layer.name][i]
+            np.testing.assert_array_equal(np.array(blob.data, np.float32), want.ravel())
+            got = mapped_[layer.name][i]
+            assert got is not None and mapped.backing_file(got.array) == str(path)
+            np.testing.assert_array_equal(got.array, want)
+
+
 def test_varint_with_extra_bytes_is_the_same_value() -> None:
     for value in (0, 1, 127, 128, 300, 2**31 - 1, 2**34 + 5):
         for extra in range(4):
