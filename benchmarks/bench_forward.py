@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -253,7 +254,8 @@ def prepare_rows(nets: list[str], batches: list[int], workdir: Path, launch: Lau
 
 
 def run_rounds(rows: list[Row], tools: list[str], a: argparse.Namespace, workdir: Path,
-               launch: Launcher, caffe_base: float | None) -> dict[str, str]:
+               launch: Launcher, caffe_base: float | None,
+               after_round: Callable[[int, dict[str, str]], None]) -> dict[str, str]:
     versions: dict[str, str] = {}
     for r in range(a.rounds):
         order = tools[r % len(tools):] + tools[:r % len(tools)]
@@ -274,6 +276,7 @@ def run_rounds(rows: list[Row], tools: list[str], a: argparse.Namespace, workdir
                 print(f"  round {r + 1} {row.title} b{row.batch} {tool}: "
                       f"{fmt(run.ms, '.1f')} ms, peak +{fmt(run.peak_mb, '.0f')} MB "
                       f"{run.note}", flush=True)
+        after_round(r + 1, versions)
     return versions
 
 
@@ -336,7 +339,8 @@ def memory_table(rows: list[Row], tools: list[str]) -> list[str]:
 
 
 def report(rows: list[Row], tools: list[str], a: argparse.Namespace, launch: Launcher,
-           versions: dict[str, str], load: tuple[float, float], commit: str) -> str:
+           versions: dict[str, str], load: tuple[float, float], commit: str,
+           done: int) -> str:
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     loads = sorted(launch.loads) or [load[0]]
     versions = {"caffe": "BVLC Caffe 1.0 CPU build (Debian 11, OpenBLAS) via "
@@ -360,7 +364,7 @@ def report(rows: list[Row], tools: list[str], a: argparse.Namespace, launch: Lau
         f"{', '.join(sorted({r.onnx_tree for r in rows if r.onnx_tree})) or '-'}), "
         "CPUExecutionProvider, default graph optimizations; "
         "OpenCV: `cv2.dnn.readNetFromCaffe(prototxt, caffemodel)`, DNN_BACKEND_OPENCV, CPU",
-        f"- method: {a.rounds} rounds; in each, every tool runs every row in a fresh process, "
+        f"- method: {done} of {a.rounds} rounds done; in each, every tool runs every row in a fresh process, "
         "the tools' order turning each round; a process makes "
         f"{a.warmup} warm-up forward(s), then up to {a.iters} timed ones (at least 3, stopping "
         f"after {a.budget:g} s); cells: median over rounds of each process's median",
@@ -437,13 +441,20 @@ def main() -> None:
     rows = prepare_rows(nets, batches, workdir, launch, tools, a.reexport)
     launch.loads.clear()  # the preparation's processes are not timed
     launch.caffe_base = caffe_baseline(launch, workdir) if "caffe" in tools else None
-    versions = run_rounds(rows, tools, a, workdir, launch, launch.caffe_base)
-    text = report(rows, tools, a, launch, versions, (load_start, os.getloadavg()[0]), commit)
+
+    def write(done: int, versions: dict[str, str]) -> str:
+        """The report so far (after each round, so that a stopped run leaves its rounds)."""
+        text = report(rows, tools, a, launch, versions, (load_start, os.getloadavg()[0]),
+                      commit, done)
+        if not a.no_write:
+            a.out.write_text(text)
+        return text
+
+    versions = run_rounds(rows, tools, a, workdir, launch, launch.caffe_base, write)
     print()
-    print(text)
+    print(write(a.rounds, versions))
     print(f"(total {time.perf_counter() - started:.0f} s)")
     if not a.no_write:
-        a.out.write_text(text)
         print(f"wrote {a.out}")
 
 
