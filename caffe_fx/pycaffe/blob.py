@@ -152,7 +152,30 @@ class Blob:
                 diff.copy_(value.detach().reshape(diff.shape))
         self._sync_diff.written()
 
-    def add_diff(self, value: torch.Tensor) -> None:
+    def drop_diff(self) -> None:
+        """The solver step's Net::ClearParamDiffs for this blob: its diff is zeros.  A
+        parameter whose diff array no pycaffe code holds drops its `.grad` instead of
+        zeroing it (the diff reads as zeros, and the backward's add_diff takes the
+        gradient without a copy): a pass over every weight saved per step, as torch's
+        zero_grad(set_to_none=True) saves it.  Only the solver's loop, whose backward
+        follows at once, uses it; Net.clear_param_diffs() leaves `.grad` zeros."""
+        if self._param is not None and self._param.grad is not None \
+                and not _held(self._sync_diff):
+            self._param.grad = None
+            self._sync_diff = _Synced()
+            return
+        self.set_diff(None)
+
+    def add_diff(self, value: torch.Tensor, own: bool = False) -> None:
+        """Layer::Backward's accumulation into the diff.  `own`: `value` is a fresh
+        tensor nothing else uses, which a cleared parameter diff (clear_diff) adopts."""
+        p = self._param
+        if own and p is not None and p.grad is None and value.shape == p.shape \
+                and value.dtype == p.dtype and value.device == p.device \
+                and value.is_contiguous() and not value.requires_grad:
+            p.grad = value.detach()
+            self._sync_diff = _Synced()
+            return
         diff = self.diff_tensor
         with torch.no_grad():
             diff.add_(value.detach().reshape(diff.shape))

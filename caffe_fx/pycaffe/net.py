@@ -115,12 +115,18 @@ def _vjp(roots: Sequence[torch.Tensor], seeds: Sequence[torch.Tensor],
 
 
 def _accumulate(params: Iterable[tuple[Blob, torch.Tensor]],
-                grads: Mapping[int, torch.Tensor | None]) -> None:
-    """Layer::Backward adds to a param's diff (Net::ClearParamDiffs zeroes it)."""
+                grads: Mapping[int, torch.Tensor | None], taken: set[int]) -> None:
+    """Layer::Backward adds to a param's diff (Net::ClearParamDiffs zeroes it).  A
+    cleared diff takes a gradient whose memory no blob holds (`taken`: the storages of
+    the seeds and of the diffs adopted so far, updated here) without a copy."""
     for blob, tensor in params:
         grad = grads.get(id(tensor))
         if grad is not None:
-            blob.add_diff(grad)
+            memory = grad.untyped_storage().data_ptr()
+            own = grad._base is None and memory not in taken
+            blob.add_diff(grad, own=own)
+            if own:
+                taken.add(memory)
 
 
 class NamedDict(OrderedDict):
@@ -805,7 +811,7 @@ class Net:
                 blob.set_diff(grad)
             else:
                 taken.add(memory)
-        _accumulate(params.values(), grads)
+        _accumulate(params.values(), grads, taken)
 
     @functools.cached_property
     def _diff_writers(self) -> dict[str, str]:
@@ -840,7 +846,7 @@ class Net:
                          [t for _, t in wanted] + [t for _, t in params])
             for blob, tensor in wanted:  # Silence and the like: zeros
                 blob.set_diff(grads.get(id(tensor)))
-            _accumulate(params, grads)
+            _accumulate(params, grads, {d.untyped_storage().data_ptr() for _, d in pairs})
 
     def clear_param_diffs(self) -> None:
         """Net::ClearParamDiffs: zero every parameter blob's diff."""

@@ -85,7 +85,10 @@ class _NetRunner:
         return [(b, self.net.blobs[b].data, w) for b, w in self._outputs]
 
     def clear_param_diffs(self) -> None:
-        self.net.clear_param_diffs()
+        # The step's backward follows: the diffs are dropped, not zeroed (Blob.drop_diff;
+        # CaffeNet b32's step loses a zeroing and an add over 61M weights).
+        for blob in self._param_blobs():
+            blob.drop_diff()
 
     def share_from(self, other: Any) -> None:
         self.net.share_with(cast(_NetRunner, other).net)
@@ -103,11 +106,17 @@ class _NetRunner:
         return [b for layer in self.net.layers for b in layer.blobs]
 
     def before_update(self) -> None:
-        # Host writes to params and diffs (GPU mode: host mirrors) reach the device.
+        # Host writes to params and diffs (GPU mode: host mirrors) reach the device.  A
+        # diff that clear_param_diffs dropped and no backward reached becomes zeros, so
+        # that it shows the update value afterwards, as Caffe's diff does.
         if self.net._device.type != "cpu":
             for blob in self._param_blobs():
                 blob.push()
                 blob.diff_tensor  # noqa: B018  (pushes the host's diff writes)
+        else:
+            for blob in self._param_blobs():
+                if blob._param is not None and blob._param.grad is None:
+                    blob.diff_tensor  # noqa: B018  (zeros)
 
     def after_update(self) -> None:
         # The update wrote data and diff on the device: the host mirrors are stale.
