@@ -45,3 +45,25 @@ def test_within_in_place_reads_the_output() -> None:
     p = scale ** -0.75
     g_sq = F.avg_pool2d(-0.75 * 0.5 * p / scale * yd * dy, 3, 1, 1, False, True)
     torch.testing.assert_close(dx, p * dy + 2 * yd * g_sq)  # x's place taken by y
+
+
+def test_across_not_in_place_is_torchs_lrn_with_caffes_backward() -> None:
+    # CaffeLRNAcross: F.local_response_norm's values; its hand-written backward
+    # (CrossChannelBackward_cpu) is the derivative, windows wider than the channels too.
+    for size, alpha, beta, k in ((5, 2.5, 0.75, 2.0), (9, 3.0, 1.2, 0.5), (1, 0.7, 0.6, 1.0)):
+        x = _x()
+        y = L.lrn_across_channels(x, size, alpha, beta, k)
+        assert y.grad_fn is not None and "CaffeLRNAcross" in type(y.grad_fn).__name__
+        torch.testing.assert_close(y, F.local_response_norm(x, size, alpha, beta, k))
+        assert torch.autograd.gradcheck(
+            lambda t, s=size, a=alpha, b=beta, kk=k: L.lrn_across_channels(t, s, a, b, kk), (x,))
+
+
+def test_across_keeps_the_nhwc_layout() -> None:
+    x = _x().detach().float().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    y = L.lrn_across_channels(x, 3, 1.0, 0.75, 1.0)
+    y.backward(torch.ones_like(y))
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    ref = x.detach().clone().requires_grad_(True)
+    F.local_response_norm(ref, 3, 1.0, 0.75, 1.0).backward(torch.ones_like(y))
+    torch.testing.assert_close(x.grad, ref.grad)

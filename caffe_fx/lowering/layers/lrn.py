@@ -1,15 +1,14 @@
 """LRN (lrn_param): local response normalization across or within channels.
 
 Mirrors src/caffe/layers/lrn_layer.cpp.  ACROSS_CHANNELS divides alpha by local_size and
-is exactly F.local_response_norm for odd sizes; WITHIN_CHANNEL divides alpha by
-local_size^2 and ignores k (Caffe hard-codes the shift to 1).  In place (top == bottom),
+is F.local_response_norm for odd sizes (ops/lrn.py's lrn_across_channels, with Caffe's
+backward); WITHIN_CHANNEL divides alpha by local_size^2 and ignores k (Caffe hard-codes
+the shift to 1).  In place (top == bottom),
 Caffe's CPU ACROSS_CHANNELS forward returns scale^(-2 beta) instead of x scale^-beta; we
 match the CPU (the reference); Caffe's GPU kernel computes the usual value.  In place,
 both kinds differentiate as Caffe's CPU backward does on the overwritten data (ops/lrn.py).
 """
 from __future__ import annotations
-
-import torch.nn.functional as F
 
 from ...ops import lrn as L
 from ...proto import caffe_pb2
@@ -37,7 +36,8 @@ def lrn(view: LayerView) -> Call:
         if view.tops[0] == view.bottoms[0]:
             return Call(L.lrn_across_channels_inplace, dict(size=p.local_size, alpha=p.alpha,
                                                             beta=p.beta, k=p.k))
-        return Call(F.local_response_norm, dict(size=p.local_size, alpha=p.alpha,
+        # F.local_response_norm's values, with Caffe's backward in fewer passes.
+        return Call(L.lrn_across_channels, dict(size=p.local_size, alpha=p.alpha,
                                                 beta=p.beta, k=p.k))
     if p.norm_region == _L.WITHIN_CHANNEL:
         fn = L.lrn_within_channel_inplace if view.tops[0] == view.bottoms[0] \
