@@ -60,12 +60,7 @@ def map_path(path: str | os.PathLike) -> np.ndarray | None:
 
 def is_mapped(array: np.ndarray) -> bool:
     """Whether `array` is a view of a map made here (for tests and `caffe-fx info`)."""
-    base: object = array
-    while isinstance(base, np.ndarray) and base.base is not None:
-        base = base.base
-    if isinstance(base, memoryview):  # np.frombuffer keeps the buffer's memoryview
-        base = base.obj
-    return isinstance(base, mmap.mmap)
+    return _mmap_of(array) is not None
 
 
 def backing_file(array: np.ndarray) -> str | None:
@@ -91,5 +86,49 @@ def view(buf: np.ndarray, offset: int, count: int, dtype: str = "<f4") -> np.nda
     item = np.dtype(dtype).itemsize
     out = np.frombuffer(buf, dtype, count, offset)
     if (buf.ctypes.data + offset) % item:
-        return out.copy()
+        return copy(buf, out, offset)
     return out
+
+
+def copy(buf: np.ndarray, values: np.ndarray, offset: int) -> np.ndarray:
+    """`values` (a view of `buf` at `offset`) copied, and the map's pages that lie wholly
+    inside them dropped from the process as the copy goes (MADV_DONTNEED: a private
+    map's clean pages are read again from the file if touched), so that the copy's
+    bytes do not count twice in RSS, not even while it runs."""
+    mm = _mmap_of(buf)
+    if mm is None or not hasattr(mm, "madvise") or values.nbytes < 2 * _CHUNK:
+        out = values.copy()
+        _drop(mm, offset, offset + values.nbytes)
+        return out
+    out = np.empty_like(values)
+    flat_in, flat_out = values.reshape(-1), out.reshape(-1)
+    step = _CHUNK // values.itemsize
+    for i in range(0, flat_in.size, step):
+        flat_out[i:i + step] = flat_in[i:i + step]
+        _drop(mm, offset, offset + min(i + step, flat_in.size) * values.itemsize)
+    return out
+
+
+_CHUNK = 16 << 20
+
+
+def _drop(mm: mmap.mmap | None, start: int, end: int) -> None:
+    """MADV_DONTNEED on the whole pages of [start, end) of the map."""
+    if mm is None or not hasattr(mm, "madvise"):
+        return
+    page = mmap.PAGESIZE
+    lo, hi = -(-start // page) * page, end // page * page
+    if hi > lo:
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        except (OSError, ValueError):
+            pass  # only memory is at stake
+
+
+def _mmap_of(array: np.ndarray) -> mmap.mmap | None:
+    base: object = array
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    if isinstance(base, memoryview):  # np.frombuffer keeps the buffer's memoryview
+        base = base.obj
+    return base if isinstance(base, mmap.mmap) else None

@@ -486,7 +486,9 @@ class _Reader:
         for index, offset, header in self._unaligned:
             blob = self.blobs[index]
             shift = offset % 4
-            if shift > header or self.mapped:
+            if self.mapped:
+                data = mapped.copy(self.buf, blob.data, offset)
+            elif shift > header:
                 data = blob.data.copy()
             else:
                 ctypes.memmove(base + offset - shift, base + offset, blob.data.nbytes)

@@ -233,3 +233,22 @@ def test_facade_copy_from_a_map(aligned: Path, monkeypatch: pytest.MonkeyPatch) 
     caffe = _caffe_params()
     np.testing.assert_array_equal(net.params["ip1"][0].data, caffe["ip1/0"])
     assert mapped.backing_file(net.params["ip1"][0].data) is None  # Caffe's CopyFrom copies
+
+
+def test_unaligned_blob_copied_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blob off the boundary is copied chunk by chunk, the map's pages dropped as it
+    goes (MADV_DONTNEED), and reads the same values."""
+    monkeypatch.setattr(mapped, "_CHUNK", 4096)
+    values = np.random.default_rng(1).standard_normal(50_000).astype(np.float32)
+    shape = caffe_pb2.BlobProto()
+    shape.shape.dim.append(values.size)
+    # the wire by hand (no Python float per value): layer { name: "ip1" blobs { ... } }
+    blob = shape.SerializeToString() + b"\x2a" + varint_bytes(values.nbytes)
+    layer = b"\x0a\x03ip1" + b"\x3a" + varint_bytes(len(blob) + values.nbytes) + blob
+    data = b"\xa2\x06" + varint_bytes(len(layer) + values.nbytes) + layer + values.tobytes()
+    path = tmp_path / "unaligned.caffemodel"
+    path.write_bytes(data)
+    assert data.index(values.tobytes()) % 4  # off the boundary
+    (got,) = read_caffemodel(path, mmap=True)[0].blobs
+    assert mapped.backing_file(got.data) is None and got.data.ctypes.data % 4 == 0
+    np.testing.assert_array_equal(got.data, values)
