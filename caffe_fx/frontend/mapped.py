@@ -1,7 +1,8 @@
 """Weights files mapped into memory copy-on-write, so parameters share the file's pages.
 
 Frontend helper for wire.py (binary caffemodels), hdf5.py (contiguous float32 datasets)
-and weights_io.py (.npy, stored .npz members, .safetensors).  A map is MAP_PRIVATE: a
+and weights_io.py (.npy, stored .npz members; .pt and .safetensors map through torch's
+and safetensors' own loaders by the same policy).  A map is MAP_PRIVATE: a
 write to a parameter (an optimizer step) copies that page into the process, the file is
 never written.  Pages nobody wrote still read the file, so a file changed in place
 while a net uses it changes those weights, and one truncated under the map kills the
@@ -9,7 +10,8 @@ process with SIGBUS on the next read: caffe_fx's own writers replace files by re
 (safe), Caffe's snapshot writer truncates (not).  Hence the policy: files of at least
 MIN_BYTES (16 MiB) are mapped, smaller ones read; CAFFE_FX_MMAP=0 always reads, =1
 always maps.  Torch wants floats on a 4-byte boundary, and a map cannot move a value
-(its address is the file offset modulo the page size), so unaligned data is copied.
+(its address is the file offset modulo the page size), so unaligned data is copied
+and the map's pages under it dropped.  benchmarks/LOAD.md measures it and says more.
 """
 from __future__ import annotations
 
