@@ -207,7 +207,7 @@ def test_prior_box_follows_the_runtime_shapes() -> None:
     ("Shinung+gpu-rest-engine/models/VGGNet/VOC0712/SSD_300x300/deploy.prototxt", 8732),
     ("chuanqi305+MobileNet-SSD/voc/MobileNetSSD_deploy.prototxt", 1917)])
 def test_published_ssd_nets_compile_to_their_priors(shared_models, prototxt, priors) -> None:
-    """Up to DetectionOutput (not lowered yet): SSD300 has 8732 priors (the SSD paper),
+    """The heads that feed DetectionOutput: SSD300 has 8732 priors (the SSD paper),
     MobileNet-SSD at 300 x 300 1917; four locations and their variances each."""
     gm = caffe_fx.compile(shared_models / prototxt,
                           outputs=["mbox_loc", "mbox_conf_flatten", "mbox_priorbox"])
