@@ -24,12 +24,14 @@ CORNER_SIZE = 3
 CODE_TYPES = {CORNER: "CORNER", CENTER_SIZE: "CENTER_SIZE", CORNER_SIZE: "CORNER_SIZE"}
 
 
-def prior_boxes(prior: Tensor) -> Tuple[Tensor, Tensor]:
+def prior_boxes(prior: Tensor, num_priors: int = -1) -> Tuple[Tensor, Tensor]:
     """GetPriorBBoxes: PriorBox's top (1, 2, P * 4) as (boxes [P, 4], variances [P, 4]).
 
     The fork reads the blob flat: the first P * 4 values are the boxes, the next P * 4 the
-    variances (only the first item of the batch is used)."""
-    num_priors = prior.shape[2] // 4
+    variances (only the first item of the batch is used, whatever its num).  num_priors:
+    P, by default the blob's height / 4."""
+    if num_priors < 0:
+        num_priors = prior.shape[2] // 4
     flat = prior.reshape(-1)
     boxes = flat[:num_priors * 4].reshape(num_priors, 4)
     variances = flat[num_priors * 4:num_priors * 8].reshape(num_priors, 4)

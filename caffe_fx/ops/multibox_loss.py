@@ -407,7 +407,7 @@ def _plan(loc: Tensor, conf: Tensor, prior: Tensor, gt: Tensor, num_priors: int,
     mining = cfg["mining_type"] != "NONE"
     loc4 = loc.reshape(num, num_priors, loc_classes, 4)
     conf3 = conf.reshape(num, num_priors, num_classes)
-    priors, variances = B.prior_boxes(prior.reshape(1, 2, -1)[:, :, :num_priors * 4])
+    priors, variances = B.prior_boxes(prior, num_priors)  # flat, as GetPriorBBoxes reads it
     gts = _ground_truth(gt, num_gt, bg, cfg["use_difficult_gt"], layer)
     _check_boxes(layer, cfg["code_type"], priors, gts)
     thr = torch.tensor(cfg["overlap_threshold"], dtype=torch.float32)

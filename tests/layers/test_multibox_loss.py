@@ -150,6 +150,21 @@ def test_an_ssd_training_head_matches_the_fork() -> None:
     for key, grad in pdiffs.items():
         _close(grad.numpy(), rec[key], key, 1e-4)
 
+def test_a_prior_blob_of_two_items_is_read_flat() -> None:
+    """GetPriorBBoxes reads the prior blob flat: boxes, then variances, of its first item;
+    a second item (garbage here) changes nothing, so the fork's golden still holds."""
+    rec = _load(GOLDEN / "ssd_max_negative.npz")
+    prior = rec["input/prior"]
+    rec["input/prior"] = np.concatenate([prior, np.full_like(prior, 7.0)])
+    rec["prototxt"] = str(rec["prototxt"]).replace(
+        "dim: 1 dim: 2 dim: %d" % prior.shape[2], "dim: 2 dim: 2 dim: %d" % prior.shape[2])
+    assert "dim: 2 dim: 2" in rec["prototxt"]
+    loss, inputs = _run(rec)
+    _close(loss.numpy(), rec["data/loss"], "loss")
+    _close(inputs["loc"].grad.numpy(), rec["diff/loc"], "diff of loc")
+    _close(inputs["conf"].grad.numpy(), rec["diff/conf"], "diff of conf")
+
+
 # ------------------------------------------------------------------------------ errors
 
 def _net(params: str, *, num_classes: int = 3, loc: int = 8, conf: int | None = None,
