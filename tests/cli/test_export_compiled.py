@@ -3,7 +3,7 @@
 The default run checks what needs no C++ build: the flag's argument errors, the missing
 compiler, the refusals torch.export gives (a data-dependent DetectionOutput, an untrusted
 Python layer: the same error as the plain .pt2), and that a failed or wrong build leaves
-no file (an existing one untouched).  Building a package of even a tiny net takes 30-60 s
+no file (an existing one untouched).  Building a package of even a tiny net takes 30-80 s
 on 2 cores, and a cold torch.compile 20-50 s, so the real builds and the cache checks in
 fresh processes run only with CAFFE_FX_AOT=1 (4-5 minutes on 2 busy cores):
 `CAFFE_FX_AOT=1 python -m pytest -q tests/cli/test_export_compiled.py`.
