@@ -193,11 +193,34 @@ def _net(params: str, *, num_classes: int = 3, loc: int = 8, conf: int | None = 
      r"num_classes = 3 is not supported; supported: 2 with map_object_to_agnostic"),
     ("num_classes: 3 mining_type: HARD_EXAMPLE sample_size: 0", {},
      r"sample_size = 0 is not supported; supported: sample_size > 0"),
+    ("num_classes: 3 conf_loss_type: LOGISTIC background_label_id: 5", {},
+     r"background_label_id = 5 is not supported; supported: below num_classes = 3 with "
+     r"mining_type = MAX_NEGATIVE"),
+    ("num_classes: 3 background_label_id: 4294967295", {},
+     r"background_label_id = -1 is not supported; supported: 0 to 2 for conf_loss_type "
+     r"SOFTMAX"),
+    ("num_classes: 2 conf_loss_type: LOGISTIC mining_type: NONE map_object_to_agnostic: true "
+     "background_label_id: 4294967295", {},
+     r"num_classes = 2 is not supported; supported: 1 with map_object_to_agnostic and "
+     r"background_label_id = -1"),
 ], ids=["no_num_classes", "zero_classes", "mining_without_share_location", "do_neg_mining",
-        "background_out_of_range", "agnostic_classes", "sample_size"])
+        "background_out_of_range", "agnostic_classes", "sample_size",
+        "logistic_mining_background_out_of_range", "uint32_background_wraps_to_minus_1",
+        "agnostic_without_background_is_one_class"])
 def test_unsupported_values_are_refused(params: str, kwargs: dict, match: str) -> None:
     with pytest.raises(UnsupportedFieldError, match=r"layer 'mbox' \(MultiBoxLoss\): .*" + match):
         caffe_fx.compile(_net(params, **kwargs))
+
+
+def test_agnostic_without_background_takes_one_class() -> None:
+    """background_label_id 4294967295 is the fork's int -1: map_object_to_agnostic then
+    wants num_classes 1 (EncodeConfPrediction), which compiles and runs."""
+    gm = caffe_fx.compile(_net("num_classes: 1 conf_loss_type: LOGISTIC mining_type: NONE "
+                               "map_object_to_agnostic: true background_label_id: 4294967295",
+                               num_classes=1))
+    inputs = _small_inputs([0, 0, 0, 0.1, 0.1, 0.5, 0.5, 0])
+    inputs["conf"] = torch.zeros(2, 2)
+    assert float(gm(**inputs)["loss"]) > 0
 
 
 @pytest.mark.parametrize("kwargs, match", [

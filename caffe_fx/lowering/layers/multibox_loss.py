@@ -15,6 +15,7 @@ from ...ops import multibox_loss as ops
 from ...proto import caffe_pb2
 from ..registry import Call, LayerView, register
 from .loss import _loss_setup, _normalization
+from .ssd import fork_int
 
 _P = caffe_pb2.MultiBoxLossParameter
 
@@ -45,14 +46,21 @@ def multibox_loss(view: LayerView) -> Call:
                         "only support negative mining if share_location is true.); or "
                         "mining_type: NONE")
     conf_type = _P.ConfLossType.Name(p.conf_loss_type)
-    bg = int(p.background_label_id)
-    if conf_type == "SOFTMAX" and not bg < num_classes:
+    bg = fork_int(p.background_label_id)
+    if conf_type == "SOFTMAX" and not 0 <= bg < num_classes:
         raise view.fail("multibox_loss_param.background_label_id", bg,
                         f"0 to {num_classes - 1} for conf_loss_type SOFTMAX (within "
                         "[0, num_classes))")
-    if p.map_object_to_agnostic and num_classes != 2:
+    if mining != "NONE" and not bg < num_classes:  # ComputeConfLoss's CHECK_LT, any type
+        raise view.fail("multibox_loss_param.background_label_id", bg,
+                        f"below num_classes = {num_classes} with mining_type = {mining} "
+                        "(Caffe: CHECK_LT(background_label_id, num_classes) in "
+                        "ComputeConfLoss)")
+    agnostic = 2 if bg >= 0 else 1  # EncodeConfPrediction's CHECK_EQ(num_classes, ...)
+    if p.map_object_to_agnostic and num_classes != agnostic:
         raise view.fail("multibox_loss_param.num_classes", num_classes,
-                        "2 with map_object_to_agnostic (background and object)")
+                        f"{agnostic} with map_object_to_agnostic and background_label_id "
+                        f"= {bg} ({'background and object' if bg >= 0 else 'object'})")
     if mining == "HARD_EXAMPLE" and p.sample_size <= 0:
         raise view.fail("multibox_loss_param.sample_size", p.sample_size,
                         "sample_size > 0 with mining_type HARD_EXAMPLE")

@@ -21,6 +21,13 @@ from ...proto import caffe_pb2
 from ..registry import IDENTITY, Call, CaffeModule, LayerView, register
 
 
+def fork_int(value: int) -> int:
+    """A uint32 proto field (background_label_id) as the fork's `int` holds it: values of
+    2**31 and more wrap to negative, so 4294967295 is -1 (no background class)."""
+    value = int(value)
+    return value - 2 ** 32 if value >= 2 ** 31 else value
+
+
 @register("Permute", params=("permute_param",), bottoms=1, tops=1, fork="weiliu89/caffe")
 def permute(view: LayerView):
     axes = len(view.input_shapes[0])

@@ -24,6 +24,7 @@ from ...ops import bbox_util as bu
 from ...ops import ssd_detection as ops
 from ...ops.bbox_util import FIT_LARGE_SIZE_AND_PAD, FIT_SMALL_SIZE, WARP
 from ..registry import Call, CaffeModule, LayerView, register
+from .ssd import fork_int
 
 _FLT_MAX = float(np.finfo(np.float32).max)
 
@@ -94,9 +95,7 @@ def detection_evaluate(view: LayerView) -> Call | DetectionEvaluate:
     if not p.overlap_threshold > 0:
         raise view.fail("detection_evaluate_param.overlap_threshold", p.overlap_threshold,
                         "overlap_threshold > 0 (Caffe: CHECK_GT(overlap_threshold_, 0.))")
-    bg = int(p.background_label_id)
-    if bg >= 2 ** 31:  # a uint32 field read into the fork's int
-        bg -= 2 ** 32
+    bg = fork_int(p.background_label_id)
     ops.check_detection_evaluate_shapes(f"layer '{view.name}' ({view.type})",
                                         view.input_shapes[0], view.input_shapes[1])
     if p.num_classes < (0 if bg == -1 else 1):
