@@ -206,7 +206,9 @@ def _eager_detection_evaluate(det: Tensor, gt: Tensor, num_classes: int,
                               background_label_id: int, *args: Any) -> Tensor:
     layer = args[-1]
     num_pos_classes = num_classes if background_label_id == -1 else num_classes - 1
-    if det.device.type == "meta":  # Reshape counts the rows whose label is not -1
+    # Shapes only: Reshape counts the rows whose label is not -1; at Net::Init the bottom
+    # (DetectionOutput's fake row, zero-filled, label 0) has none of -1, so every row.
+    if det.device.type == "meta":
         return torch.empty([1, 1, num_pos_classes + det.shape[2], 5], dtype=det.dtype,
                            device=det.device)
 
@@ -273,8 +275,9 @@ def _detection_evaluate(det: Tensor, gt: Tensor, num_classes: int, background_la
     who = f"layer '{layer}' (DetectionEvaluate)"
     check_detection_evaluate_shapes(who, tuple(det.shape), tuple(gt.shape))
     num_pos_classes = num_classes if background_label_id == -1 else num_classes - 1
-    d = det.reshape(-1, 7).detach().cpu()
-    g = gt.reshape(-1, 8).detach().cpu()
+    # The fork keeps the boxes and scores in NormalizedBBox's float fields, whatever Dtype.
+    d = det.reshape(-1, 7).detach().cpu().float()
+    g = gt.reshape(-1, 8).detach().cpu().float()
     num_valid = int((d[:, 1] != -1).sum())
     # GetDetectionResults / GetGroundTruth: int() of the stored floats; item -1 is skipped.
     d_item, d_label = d[:, 0].to(torch.int64), d[:, 1].to(torch.int64)
@@ -335,9 +338,9 @@ def _detection_evaluate(det: Tensor, gt: Tensor, num_classes: int, background_la
                 out.append((float(image), float(lab), scores[r], tp, fp))
         if sizes:  # the next image with detections takes the next size
             count = (count + 1) % len(sizes)
-    top = torch.zeros([num_pos_classes + num_valid, 5], dtype=torch.float32)
+    top = torch.zeros([num_pos_classes + num_valid, 5], dtype=det.dtype)
     if out:  # rows whose item is -1 but label is not stay zero, as Reshape counted them
-        top[:len(out)] = torch.tensor(out, dtype=torch.float32)
+        top[:len(out)] = torch.tensor(out, dtype=det.dtype)
     return top.to(det.device).reshape(1, 1, -1, 5), count
 
 

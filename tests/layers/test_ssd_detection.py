@@ -87,6 +87,16 @@ def test_goldens_exercise_what_they_are_named_after() -> None:
     assert (evaluated[3:, 3] + evaluated[3:, 4] == 1).all()
 
 
+def test_detection_evaluate_keeps_the_input_dtype() -> None:
+    """A double net (Caffe's Dtype double) gets a double top, of the float golden's values:
+    the fork holds boxes and scores in NormalizedBBox's float fields either way."""
+    rec = _load("de_difficult_evaluated")
+    gm = caffe_fx.compile(_prototxt(rec), outputs=["eval"])
+    out = gm(**{k: v.double() for k, v in _inputs(rec).items()})["eval"]
+    assert out.dtype == torch.float64
+    np.testing.assert_array_equal(out.numpy(), rec["data/eval"])
+
+
 # ------------------------------------------------- the data-dependent top, export, backward
 
 def _head() -> tuple[caffe_fx.GraphModule, dict[str, torch.Tensor], np.ndarray]:
