@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ..errors import InputError
 from ._shape_check import dims, wrong_shape
 from .caffe_grad import caffe_grad
 
@@ -78,13 +79,36 @@ def _label_log_probs(prob: Tensor, label: Tensor, axis: int, ignore_label: Optio
                      ) -> Tuple[Tensor, Tensor, int, int]:
     """prob viewed as (outer, C, inner), label as (outer, inner); ignored labels (which may
     be out of range) are replaced by class 0 before indexing and masked afterwards."""
+    picked, _, valid, outer, inner = _label_probs(prob, label, axis, ignore_label)
+    return picked, valid, outer, inner
+
+
+def _label_probs(prob: Tensor, label: Tensor, axis: int, ignore_label: Optional[int]
+                 ) -> Tuple[Tensor, Tensor, Tensor, int, int]:
+    """_label_log_probs with the label indices (outer, inner), ignored ones as class 0."""
     shape = list(prob.shape)
     outer, inner = _numel(shape[:axis]), _numel(shape[axis + 1:])
     p = prob.reshape(outer, shape[axis], inner)
     lab, valid = _valid(label.reshape(outer, inner), ignore_label)
     idx = torch.where(valid, lab, torch.zeros_like(lab))
     picked = p.gather(1, idx.unsqueeze(1)).squeeze(1)
-    return picked, valid, outer, inner
+    return picked, idx, valid, outer, inner
+
+
+def _check_labels(x: Tensor, label: Tensor, axis: int, ignore_label: Optional[int],
+                  layer: str, kind: str) -> None:
+    """The fork's DCHECK_GE(label_value, 0) / DCHECK_LT(label_value, channels) on the
+    labels that count, in eager mode only (a traced or compiled program cannot branch on
+    data; a release Caffe reads past the probabilities instead)."""
+    if torch.compiler.is_compiling() or label.numel() == 0 or label.is_meta:
+        return
+    lab, valid = _valid(label.reshape(-1), ignore_label)
+    bad = lab[valid & ((lab < 0) | (lab >= x.shape[axis]))]
+    if bad.numel():
+        raise InputError(f"layer '{layer}' ({kind}): label {int(bad[0])} is not a class of "
+                         f"the {x.shape[axis]} along axis {axis}; allowed: 0 to "
+                         f"{x.shape[axis] - 1}" + ("" if ignore_label is None else
+                                                   f", or ignore_label {ignore_label}"))
 
 
 def _softmax_loss(x: Tensor, label: Tensor, axis: int, ignore_label: Optional[int],
@@ -149,6 +173,7 @@ def softmax_loss_with_prob(x: Tensor, label: Tensor, axis: int, ignore_label: Op
     _first_dims(x, label, layer, "SoftmaxWithLoss")
     _label_count(x, label, axis, layer, "SoftmaxWithLoss")
     if not torch.jit.is_scripting():
+        _check_labels(x, label, axis, ignore_label, layer, "SoftmaxWithLoss")
         if caffe_grad(x):
             return CaffeSoftmaxLoss.apply(x, label, axis, ignore_label, normalization)
     return _softmax_loss(x, label, axis, ignore_label, normalization)
@@ -164,9 +189,7 @@ def _weighted_softmax_loss(x: Tensor, label: Tensor, class_weighting: List[float
     non-ignored positions (normalize) or outer_num_, never clamped: 0 / 0 when every
     label is ignored."""
     prob = torch.softmax(x, axis)
-    picked, valid, outer, inner = _label_log_probs(prob, label, axis, ignore_label)
-    lab, _ = _valid(label.reshape(outer, inner), ignore_label)
-    idx = torch.where(valid, lab, torch.zeros_like(lab))
+    picked, idx, valid, outer, inner = _label_probs(prob, label, axis, ignore_label)
     table = torch.tensor(class_weighting, dtype=x.dtype, device=x.device)
     weight = torch.where(valid, table[idx], torch.zeros_like(picked))
     logp = torch.log(torch.clamp(picked, min=1.1754943508222875e-38))
@@ -231,6 +254,7 @@ def softmax_loss_weighted_with_prob(x: Tensor, label: Tensor, class_weighting: L
                     + " class_weighting values",
                     "Number of class weight values does not match the number of classes.")
     if not torch.jit.is_scripting():
+        _check_labels(x, label, axis, ignore_label, layer, "SoftmaxWithLoss")
         if caffe_grad(x):
             return CaffeWeightedSoftmaxLoss.apply(x, label, class_weighting, axis,
                                                   ignore_label, normalize)

@@ -19,7 +19,7 @@ import torch
 from google.protobuf import text_format
 
 import caffe_fx
-from caffe_fx.errors import IgnoredFieldWarning, ShapeError, UnsupportedFieldError
+from caffe_fx.errors import IgnoredFieldWarning, InputError, ShapeError, UnsupportedFieldError
 from caffe_fx.ops import loss as L
 from caffe_fx.proto import caffe_pb2
 from tests.golden.harness import relative_error
@@ -193,6 +193,21 @@ def test_a_forward_with_other_channels_is_a_shape_error() -> None:
                                          r"3 class_weighting values; Caffe: \"Number of class "
                                          r"weight values"):
         gm(data=torch.zeros(2, 4, 2, 2), label=torch.zeros(2, 1, 2, 2))
+
+
+@pytest.mark.parametrize("loss_param", ["", f"weight_by_label_freqs: true {_W3}"],
+                         ids=["plain", "weighted"])
+@pytest.mark.parametrize("bad", [3, -2])
+def test_a_label_outside_the_classes_is_an_input_error(loss_param: str, bad: int) -> None:
+    gm = caffe_fx.compile(_net(loss_param + " ignore_label: -1"))
+    label = torch.zeros(2, 1, 2, 2)
+    label[1, 0, 1, 0] = -1  # ignored: allowed whatever its value
+    gm(data=torch.zeros(2, 3, 2, 2), label=label)
+    label[0, 0, 0, 1] = bad
+    with pytest.raises(InputError, match=rf"layer 'loss' \(SoftmaxWithLoss\): label {bad} is "
+                                         r"not a class of the 3 along axis 1; allowed: 0 to "
+                                         r"2, or ignore_label -1"):
+        gm(data=torch.zeros(2, 3, 2, 2, requires_grad=True), label=label)
 
 
 def test_the_probability_top_is_the_softmax() -> None:
