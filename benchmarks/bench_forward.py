@@ -121,7 +121,8 @@ def caffe_run(launch: Launcher, row: Row, iters: int, baseline_mb: float) -> Run
                                            "--iters", str(iters)))
     m = re.search(r"caffe forward: [0-9.]+ ms .*median ([0-9.]+) ms", out)
     if rc != 0 or not m:
-        return Run(note=f"failed: {(err or out).strip().splitlines()[-1:]}"[:160])
+        last = ((err or out).strip().splitlines() or [f"exit {rc}"])[-1]
+        return Run(note=f"failed: {last.strip()}"[:200])
     return Run(ms=float(m.group(1)), peak_mb=peak - baseline_mb)
 
 
@@ -174,7 +175,7 @@ def parity(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> str:
         value = value.reshape(want.shape) if value.size == want.size else value
         rel = max_rel_diff(value, want)
         if not rel <= TOL:
-            bad.append(f"{name} off by {rel:.2g} of max |Caffe|")
+            bad.append(f"{name} off by {rel:.2g} of Caffe's max magnitude")
     return "; ".join(bad)
 
 
@@ -368,8 +369,8 @@ def report(rows: list[Row], tools: list[str], a: argparse.Namespace, launch: Lau
         "the tools' order turning each round; a process makes "
         f"{a.warmup} warm-up forward(s), then up to {a.iters} timed ones (at least 3, stopping "
         f"after {a.budget:g} s); cells: median over rounds of each process's median",
-        f"- parity: a process's time counts only when every output is within {TOL:g} of max "
-        "|Caffe| of `caffe-oracle forward`'s on the same weights and input (else: notes)",
+        f"- parity: a process's time counts only when every output is within {TOL:g} of the "
+        "max magnitude of `caffe-oracle forward`'s on the same weights and input (else: notes)",
         "- memory: peak RSS of the process (wait4's ru_maxrss) minus its RSS right after its "
         "imports (caffe_fx's: after compiling and running a one-ReLU net); Caffe's baseline "
         "is the peak of `caffe-oracle time` on that one-ReLU net"
