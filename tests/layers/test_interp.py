@@ -7,12 +7,15 @@ compile() is checked against it forward and backward, the op by gradcheck, the f
 CHECKs as caffe_fx errors, and the net scripts and exports."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 import caffe_fx
-from caffe_fx.errors import NetDefinitionError, ShapeError, UnsupportedFieldError
+from caffe_fx.errors import (IgnoredFieldWarning, NetDefinitionError, ShapeError,
+                             UnsupportedFieldError)
 from caffe_fx.ops import interp as I
 from tests.golden.harness import relative_error
 
@@ -217,6 +220,21 @@ def test_the_forks_checks_are_refused(params, error, message) -> None:
     with pytest.raises(error, match=r"layer 'interp' \(Interp\)") as e:
         caffe_fx.compile(_net((1, 2, 6, 6), params))
     assert e.match(message)
+
+
+@pytest.mark.parametrize("case", ["shrink_over_size", "zoom_over_size"])
+def test_height_and_width_under_one_factor_are_ignored_and_said(case: str) -> None:
+    shape, params = CASES[case]
+    with pytest.warns(IgnoredFieldWarning, match=r"layer 'interp' \(Interp\): "
+                      r"interp_param.height and width set with a shrink/zoom factor; ignored"):
+        caffe_fx.compile(_net(shape, params))
+
+
+def test_height_and_width_over_both_factors_warn_of_nothing() -> None:
+    shape, params = CASES["size_over_both"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IgnoredFieldWarning)
+        caffe_fx.compile(_net(shape, params))
 
 
 def test_five_axes_and_in_place_are_refused() -> None:

@@ -21,7 +21,8 @@ import pytest
 import torch
 
 import caffe_fx
-from caffe_fx.errors import CaffeFxError, InputError, ShapeError, UnsupportedFieldError
+from caffe_fx.errors import (CaffeFxError, IgnoredFieldWarning, InputError, ShapeError,
+                             UnsupportedFieldError)
 from caffe_fx.ops import segnet as S
 from tests.golden.harness import relative_error
 
@@ -200,6 +201,14 @@ def _up(param: str, *shape: int) -> str:
 def test_upsample_bad_fields_are_refused(param: str, match: str) -> None:
     with pytest.raises(CaffeFxError, match=r"layer 'up' \(Upsample\).*" + match):
         caffe_fx.compile(_up(param, 1, 2, 3, 3))
+
+
+def test_upsample_h_and_w_override_scale_and_pad_out_and_say_so() -> None:
+    with pytest.warns(IgnoredFieldWarning, match=r"layer 'up' \(Upsample\): upsample_param."
+                      r"scale, pad_out_h set with upsample_h and upsample_w; ignored"):
+        gm = caffe_fx.compile(_up("upsample_h: 5 upsample_w: 6 scale: 3 pad_out_h: true",
+                                  1, 2, 3, 3))
+    assert gm.meta["caffe"].blob_shapes["out"] == (1, 2, 5, 6)
 
 
 def test_upsample_mask_of_another_shape_is_refused() -> None:

@@ -10,7 +10,9 @@ is reshaped before the bottom is read).
 """
 from __future__ import annotations
 
-from ...errors import ShapeError
+import warnings
+
+from ...errors import IgnoredFieldWarning, ShapeError
 from ...ops import interp as ops
 from ..registry import Call, LayerView, register
 
@@ -37,6 +39,12 @@ def interp(view: LayerView) -> Call:
         raise view.error("interp_param gives no output size; allowed: zoom_factor, "
                          "shrink_factor, both, or height and width together (the fork "
                          "stops with LOG(FATAL))")
+    ignored = [f for f in ("height", "width") if mode != ops.SIZE and p.HasField(f)]
+    if ignored:
+        warnings.warn(IgnoredFieldWarning(
+            f"layer '{view.name}' ({view.type}): interp_param."
+            f"{' and '.join(ignored)} set with a shrink/zoom factor; ignored, as the fork's "
+            "Reshape takes a factor set alone (or both factors) first"), stacklevel=2)
     if mode in (ops.SHRINK, ops.SHRINK_ZOOM) and p.shrink_factor < 1:
         raise view.fail("interp_param.shrink_factor", p.shrink_factor, "1 or more")
     if mode in (ops.ZOOM, ops.SHRINK_ZOOM) and p.zoom_factor < 1:

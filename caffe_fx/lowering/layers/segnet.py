@@ -10,12 +10,13 @@ caffe_layers/upsample_layer/upsample_layer.cpp (one bottom, top H * scale by W *
 """
 from __future__ import annotations
 
+import warnings
 from typing import Tuple
 
 import torch
 from torch import Tensor, nn
 
-from ...errors import ShapeError
+from ...errors import IgnoredFieldWarning, ShapeError
 from ...ops import segnet as ops
 from ...proto import caffe_pb2
 from ..registry import Call, CaffeModule, LayerView, register
@@ -105,6 +106,13 @@ def upsample(view: LayerView) -> Call:
         raise view.fail(f"upsample_param.{given}", getattr(p, given),
                         "upsample_h and upsample_w together (the fork ignores one alone)")
     if has("upsample_h"):  # the fork ignores scale and pad_out then
+        ignored = [f for f in ("scale", "scale_h", "scale_w", "pad_out_h", "pad_out_w")
+                   if has(f)]
+        if ignored:
+            warnings.warn(IgnoredFieldWarning(
+                f"layer '{view.name}' ({view.type}): upsample_param."
+                f"{', '.join(ignored)} set with upsample_h and upsample_w; ignored, as "
+                "the fork's Reshape takes upsample_h / upsample_w first"), stacklevel=2)
         for name in ("upsample_h", "upsample_w"):
             if getattr(p, name) <= 1:
                 raise view.fail(f"upsample_param.{name}", getattr(p, name), f"{name} > 1")
