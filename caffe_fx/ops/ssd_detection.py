@@ -158,7 +158,7 @@ def check_detection_output_shapes(who: str, loc: tuple[int, ...], conf: tuple[in
     """DetectionOutput's Reshape CHECKs (and that loc/conf hold only the checked axis, as
     Forward_cpu reads them flat per image), as a ShapeError."""
     num_loc = 1 if share_location else num_classes
-    if len(prior) < 3 or prior[0] != 1 or (len(prior) > 1 and prior[1] != 2) or \
+    if len(prior) < 3 or prior[0] != 1 or prior[1] != 2 or \
             any(d != 1 for d in prior[3:]):
         raise ShapeError(f"{who}: bottom 2 (the priors) of shape {list(prior)}; allowed: "
                          "PriorBox's (1, 2, num_priors * 4)")

@@ -224,12 +224,20 @@ _DE = ('input: "det" input_shape {{ dim: 1 dim: 1 dim: 2 dim: {w} }}\n'
     (f'num_classes: 3 name_size_file: "{GOLDEN / "name_size.txt"}" resize_param {{ '
      'resize_mode: WARP }', 7, UnsupportedFieldError, r"resize_param.height/width = 0 x 0"),
     ("num_classes: 3", 6, ShapeError, r"bottom 0 \(detections\) of shape \[1, 1, 2, 6\]"),
+    ("num_classes: 0", 7, UnsupportedFieldError,
+     r"'ev'.*num_classes = 0 is not supported; supported: at least 1 with "
+     r"background_label_id = 0 .*0 only with background_label_id -1"),
 ], ids=["no_num_classes", "overlap_0", "name_size_file_missing", "resize_no_size",
-        "det_width"])
+        "det_width", "no_classes"])
 def test_detection_evaluate_refuses(params: str, width: int, error: type, message: str
                                     ) -> None:
     with pytest.raises(error, match=message):
         caffe_fx.compile(_DE.format(w=width, p=params))
+
+
+def test_detection_evaluate_of_no_classes_without_background_compiles() -> None:
+    gm = caffe_fx.compile(_DE.format(w=7, p="num_classes: 0 background_label_id: 4294967295"))
+    assert gm.meta["caffe"].blob_shapes["out"] == (1, 1, 2, 5)
 
 
 def test_detection_evaluate_refuses_background_ground_truth_when_run() -> None:

@@ -44,7 +44,7 @@ class CaffeConv(CaffeModule):
         self.nhwc = not transposed and len(weight_shape) == 4  # see forward
         self.channels = weight_shape[0] if transposed else weight_shape[1] * groups
         self.ndim = axis + len(weight_shape) - 1  # the axes before, channels, spatial
-        self.caffe_layer = ""  # set by _conv_module, for the error of a wrong shape
+        self.caffe_layer = ""  # set by conv_module, for the error of a wrong shape
         self.caffe_type = "Deconvolution" if transposed else "Convolution"  # or a fork's
         self.declared = ()  # the bottom shape the net was set up with
 
@@ -114,7 +114,7 @@ class CaffeConv(CaffeModule):
                 f"pad={self.padding}, dilation={self.dilation}, groups={self.groups}")
 
 
-def _conv_module(view: LayerView, transposed: bool) -> CaffeConv:
+def conv_module(view: LayerView, transposed: bool) -> CaffeConv:
     p = view.param.convolution_param
     shape = view.input_shapes[0]
     # BaseConvolutionLayer::Reshape: CHECK "All inputs must have the same shape."
@@ -162,7 +162,7 @@ class CaffeSharedConv(CaffeConv):
         return tuple(self._one(x) for x in xs)
 
 
-def _check_pairs(view: LayerView) -> None:
+def check_pairs(view: LayerView) -> None:
     # Layer::CheckBlobCounts, EqualNumBottomTopBlobs: "<type> Layer produces one top blob
     # as output for each bottom blob input."
     if len(view.bottoms) != len(view.tops):
@@ -175,12 +175,12 @@ def _check_pairs(view: LayerView) -> None:
 @register("Convolution", params=("convolution_param",), bottoms=(1, None), tops=(1, None),
           inplace_ok=False)
 def convolution(view: LayerView) -> CaffeConv:
-    _check_pairs(view)
-    return _conv_module(view, transposed=False)
+    check_pairs(view)
+    return conv_module(view, transposed=False)
 
 
 @register("Deconvolution", params=("convolution_param",), bottoms=(1, None), tops=(1, None),
           inplace_ok=False)
 def deconvolution(view: LayerView) -> CaffeConv:
-    _check_pairs(view)
-    return _conv_module(view, transposed=True)
+    check_pairs(view)
+    return conv_module(view, transposed=True)

@@ -37,7 +37,7 @@ def _require(view: LayerView, ok: bool, message: str) -> None:
         raise view.error(message, ShapeError)
 
 
-def _loss_setup(view: LayerView, ntops: int = 1) -> None:
+def loss_setup(view: LayerView, ntops: int = 1) -> None:
     """LossLayer::LayerSetUp + Layer::SetLossWeights: one default loss_weight is added
     when none is given, so several tops need one loss_weight each; LossLayer::Reshape
     wants the first dimensions of data and label to agree."""
@@ -58,7 +58,7 @@ def _ignore_label(loss_param: caffe_pb2.LossParameter) -> int | None:
     return loss_param.ignore_label if loss_param.HasField("ignore_label") else None
 
 
-def _normalization(loss_param: caffe_pb2.LossParameter, legacy_default: int) -> str:
+def loss_normalization(loss_param: caffe_pb2.LossParameter, legacy_default: int) -> str:
     """The `normalization` field wins; else legacy `normalize` (true -> VALID, false ->
     BATCH_SIZE); else `legacy_default` (VALID from the proto, BATCH_SIZE for
     SigmoidCrossEntropyLoss)."""
@@ -90,7 +90,7 @@ def _class_axis(view: LayerView, axis: int, field: str) -> int:
           bottoms=2, tops=(1, 2), auto_top=True, is_loss=True)
 def softmax_with_loss(view: LayerView) -> Call:
     ntops = max(len(view.tops), 1)
-    _loss_setup(view, ntops)
+    loss_setup(view, ntops)
     axis = _class_axis(view, view.param.softmax_param.axis, "softmax_param.axis")
     lp = view.param.loss_param
     if lp.weight_by_label_freqs:
@@ -102,7 +102,7 @@ def softmax_with_loss(view: LayerView) -> Call:
             f"(alexgkendall/caffe-segnet) ignores it"), stacklevel=2)
     fn = ops.softmax_loss if ntops == 1 else ops.softmax_loss_with_prob
     return Call(fn, dict(axis=axis, ignore_label=_ignore_label(lp),
-                         normalization=_normalization(lp, lp.normalization), layer=view.name))
+                         normalization=loss_normalization(lp, lp.normalization), layer=view.name))
 
 
 def _segnet_weighted(view: LayerView, axis: int, ntops: int) -> Call:
@@ -143,7 +143,7 @@ def _segnet_weighted(view: LayerView, axis: int, ntops: int) -> Call:
 @register("EuclideanLoss", params=("loss_param",), bottoms=2, tops=1, auto_top=True,
           is_loss=True)
 def euclidean_loss(view: LayerView) -> Call:
-    _loss_setup(view)
+    loss_setup(view)
     a, b = view.input_shapes
     _require(view, _count(a, 1) == _count(b, 1),
              f"bottoms of shape {list(a)} and {list(b)} differ in count(1) (Inputs must "
@@ -154,7 +154,7 @@ def euclidean_loss(view: LayerView) -> Call:
 @register("SigmoidCrossEntropyLoss", params=("loss_param",), bottoms=2, tops=1,
           auto_top=True, is_loss=True)
 def sigmoid_cross_entropy_loss(view: LayerView) -> Call:
-    _loss_setup(view)
+    loss_setup(view)
     a, b = view.input_shapes
     _require(view, _count(a) == _count(b),
              f"bottoms of shape {list(a)} and {list(b)} differ in count (SIGMOID_CROSS_"
@@ -162,14 +162,14 @@ def sigmoid_cross_entropy_loss(view: LayerView) -> Call:
     lp = view.param.loss_param
     return Call(ops.sigmoid_cross_entropy_loss, dict(
         ignore_label=_ignore_label(lp),
-        normalization=_normalization(lp, caffe_pb2.LossParameter.BATCH_SIZE),
+        normalization=loss_normalization(lp, caffe_pb2.LossParameter.BATCH_SIZE),
         layer=view.name))
 
 
 @register("HingeLoss", params=("hinge_loss_param", "loss_param"), bottoms=2, tops=1,
           auto_top=True, is_loss=True)
 def hinge_loss(view: LayerView) -> Call:
-    _loss_setup(view)
+    loss_setup(view)
     norm = view.param.hinge_loss_param.norm
     return Call(ops.hinge_loss, dict(squared=norm == caffe_pb2.HingeLossParameter.L2,
                                      layer=view.name))
@@ -178,7 +178,7 @@ def hinge_loss(view: LayerView) -> Call:
 @register("ContrastiveLoss", params=("contrastive_loss_param", "loss_param"), bottoms=3,
           tops=1, auto_top=True, is_loss=True)
 def contrastive_loss(view: LayerView) -> Call:
-    _loss_setup(view)
+    loss_setup(view)
     a, b, sim = view.input_shapes
     # ContrastiveLossLayer::LayerSetUp reads the legacy num/channels/height/width.
     legacy = [tuple((s + (1,) * 4)[:4]) for s in (a, b, sim)]
@@ -194,7 +194,7 @@ def contrastive_loss(view: LayerView) -> Call:
 @register("MultinomialLogisticLoss", params=("loss_param",), bottoms=2, tops=1,
           auto_top=True, is_loss=True)
 def multinomial_logistic_loss(view: LayerView) -> Call:
-    _loss_setup(view)
+    loss_setup(view)
     label = view.input_shapes[1]
     _require(view, len(label) <= 4 and label[1:] == (1,) * len(label[1:]),
              f"label of shape {list(label)}; allowed: one label per sample, (N, 1, 1, 1) "
@@ -249,7 +249,7 @@ def _read_infogain(view: LayerView, source: str) -> np.ndarray:
           tops=(1, 2), auto_top=True, is_loss=True)
 def infogain_loss(view: LayerView) -> Call | InfogainLoss:
     ntops = max(len(view.tops), 1)
-    _loss_setup(view, ntops)
+    loss_setup(view, ntops)
     lp, ip = view.param.loss_param, view.param.infogain_loss_param
     if lp.HasField("normalize"):
         raise view.fail("loss_param.normalize", lp.normalize,
@@ -258,7 +258,7 @@ def infogain_loss(view: LayerView) -> Call | InfogainLoss:
     axis = _class_axis(view, ip.axis, "infogain_loss_param.axis")
     classes = view.input_shapes[0][axis]
     kwargs = dict(axis=axis, ignore_label=_ignore_label(lp),
-                  normalization=_normalization(lp, lp.normalization), layer=view.name)
+                  normalization=loss_normalization(lp, lp.normalization), layer=view.name)
     if len(view.input_shapes) == 3:
         h = _count(view.input_shapes[2])
     elif ip.HasField("source"):

@@ -16,9 +16,10 @@ a net with other values computes something else on the fork's GPU.
 """
 from __future__ import annotations
 
+from ...errors import ShapeError
 from ...ops import mobile as ops
 from ..registry import Call, LayerView, register
-from .convolution import CaffeConv, _check_pairs, _conv_module
+from .convolution import CaffeConv, check_pairs, conv_module
 
 
 @register("ReLU6", params=("relu_param",), bottoms=1, tops=1, fork="chuanqi305/ssd")
@@ -41,8 +42,8 @@ def shuffle_channel(view: LayerView) -> Call:
                         "a positive count dividing the channels (the fork: \"group must "
                         "be greater than 0\")")
     if not 2 <= len(shape) <= 4:
-        raise view.fail("bottom shape", list(shape),
-                        "2 to 4 axes (the fork reads num, channels, height and width)")
+        raise view.error(f"bottom of shape {list(shape)}; allowed: 2 to 4 axes (the fork "
+                         "reads num, channels, height and width)", ShapeError)
     channels = shape[1]
     if channels % group:
         raise view.fail("shuffle_channel_param.group", group,
@@ -59,5 +60,5 @@ def shuffle_channel(view: LayerView) -> Call:
 @register("DepthwiseConvolution", params=("convolution_param",), bottoms=(1, None),
           tops=(1, None), inplace_ok=False, fork="yonghenglh6/DepthwiseConvolution")
 def depthwise_convolution(view: LayerView) -> CaffeConv:
-    _check_pairs(view)
-    return _conv_module(view, transposed=False)
+    check_pairs(view)
+    return conv_module(view, transposed=False)

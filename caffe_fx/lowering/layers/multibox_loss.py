@@ -14,7 +14,7 @@ from ...errors import ShapeError
 from ...ops import multibox_loss as ops
 from ...proto import caffe_pb2
 from ..registry import Call, LayerView, register
-from .loss import _loss_setup, _normalization
+from .loss import loss_setup, loss_normalization
 from .ssd import fork_int
 
 _P = caffe_pb2.MultiBoxLossParameter
@@ -27,7 +27,7 @@ def _legacy(shape: tuple[int, ...], i: int) -> int:
 @register("MultiBoxLoss", params=("multibox_loss_param", "loss_param"), bottoms=4, tops=1,
           auto_top=True, is_loss=True, fork="weiliu89/caffe")
 def multibox_loss(view: LayerView) -> Call:
-    _loss_setup(view)
+    loss_setup(view)
     p = view.param.multibox_loss_param
     if not p.HasField("num_classes"):
         raise view.fail("multibox_loss_param.num_classes", "unset",
@@ -82,6 +82,7 @@ def multibox_loss(view: LayerView) -> Call:
             f"{num_classes} classes = {priors * num_classes} values per item are needed "
             "(Caffe: Number of priors must match number of confidence predictions.)",
             ShapeError)
+    # Unset, LayerSetUp adds propagate_down true, true, false, false to its own param.
     down = list(view.param.propagate_down) or [True, True, False, False]
     lp = view.param.loss_param
     nms = p.nms_param
@@ -101,5 +102,5 @@ def multibox_loss(view: LayerView) -> Call:
         has_nms=p.HasField("nms_param"), nms_threshold=float(nms.nms_threshold),
         top_k=int(nms.top_k), sample_size=int(p.sample_size),
         use_prior_for_nms=bool(p.use_prior_for_nms),
-        normalization=_normalization(lp, lp.normalization),
+        normalization=loss_normalization(lp, lp.normalization),
         loc_term=bool(down[0]), conf_term=bool(down[1]), layer=view.name))

@@ -16,7 +16,7 @@ import numpy as np
 from ...errors import ShapeError
 from ...ops import rcnn as ops
 from ..registry import Call, LayerView, register
-from .loss import _class_axis, _ignore_label, _loss_setup, _normalization
+from .loss import _class_axis, _ignore_label, loss_setup, loss_normalization
 
 Shape = tuple[int, ...]
 
@@ -29,7 +29,7 @@ def _legacy(shape: Shape) -> tuple[int, ...] | None:
 @register("SmoothL1Loss", params=("smooth_l1_loss_param", "loss_param"), bottoms=(2, 4),
           tops=1, auto_top=True, is_loss=True, fork="rbgirshick/caffe-fast-rcnn")
 def smooth_l1_loss(view: LayerView) -> Call:
-    _loss_setup(view)
+    loss_setup(view)
     shapes = view.input_shapes
     legacy = [_legacy(s) for s in shapes]
     if any(s is None for s in legacy) or any(s != legacy[0] for s in legacy[1:]):
@@ -56,7 +56,7 @@ def smooth_l1_loss(view: LayerView) -> Call:
 @register("WeightedSoftmaxWithLoss", params=("softmax_param", "loss_param"), bottoms=3,
           tops=1, auto_top=True, is_loss=True, fork="ppengtang/caffe")
 def weighted_softmax_with_loss(view: LayerView) -> Call:
-    _loss_setup(view)
+    loss_setup(view)
     axis = _class_axis(view, view.param.softmax_param.axis, "softmax_param.axis")
     outer = int(np.prod(view.input_shapes[0][:axis], dtype=np.int64))
     weights = view.input_shapes[2]
@@ -67,7 +67,7 @@ def weighted_softmax_with_loss(view: LayerView) -> Call:
     lp = view.param.loss_param
     return Call(ops.weighted_softmax_loss, dict(
         axis=axis, ignore_label=_ignore_label(lp),
-        normalization=_normalization(lp, lp.normalization), layer=view.name))
+        normalization=loss_normalization(lp, lp.normalization), layer=view.name))
 
 
 @register("GlobalSumPooling", bottoms=1, tops=1, inplace_ok=False, fork="ppengtang/caffe")
@@ -81,7 +81,7 @@ def global_sum_pooling(view: LayerView) -> Call:
 def _multiclass_setup(view: LayerView) -> None:
     """Reshape: batch_size = num(), channels = channels(); both bottoms are read as
     num * channels values (trailing axes of 1 allowed)."""
-    _loss_setup(view)
+    loss_setup(view)
     x, label = view.input_shapes
     n, c = (x[0], x[1] if len(x) > 1 else 1) if x else (1, 1)
     if int(np.prod(x)) != n * c or int(np.prod(label)) != n * c:

@@ -68,7 +68,8 @@ def detection_output(view: LayerView) -> Call:
     ops.check_detection_output_shapes(f"layer '{view.name}' ({view.type})", shapes[0],
                                       shapes[1], shapes[2], p.num_classes, p.share_location)
     # A 4th bottom is read only by visualize (the image), which is refused above.
-    return Call(_detection_output_3 if len(view.bottoms) == 3 else _detection_output_4, dict(
+    fn = ops.detection_output if len(view.bottoms) == 3 else ops.detection_output_image
+    return Call(fn, dict(
         num_classes=int(p.num_classes), share_location=bool(p.share_location),
         background_label_id=int(p.background_label_id),
         nms_threshold=float(nms.nms_threshold),
@@ -79,9 +80,6 @@ def detection_output(view: LayerView) -> Call:
         code_type=int(p.code_type),
         variance_encoded_in_target=bool(p.variance_encoded_in_target), layer=view.name))
 
-
-_detection_output_3 = ops.detection_output
-_detection_output_4 = ops.detection_output_image
 
 
 @register("DetectionEvaluate", params=("detection_evaluate_param",), bottoms=2, tops=1,
@@ -98,9 +96,10 @@ def detection_evaluate(view: LayerView) -> Call | DetectionEvaluate:
     bg = fork_int(p.background_label_id)
     ops.check_detection_evaluate_shapes(f"layer '{view.name}' ({view.type})",
                                         view.input_shapes[0], view.input_shapes[1])
-    if p.num_classes < (0 if bg == -1 else 1):
-        raise view.error(f"detection_evaluate_param.num_classes = {p.num_classes}; allowed: "
-                         "at least 1 (the background counts)", ShapeError)
+    if p.num_classes < (0 if bg == -1 else 1):  # Reshape's top has num_classes - 1 rows
+        raise view.fail("detection_evaluate_param.num_classes", p.num_classes,
+                        f"at least 1 with background_label_id = {bg} (the background "
+                        "counts; 0 only with background_label_id -1)")
     kwargs = dict(num_classes=int(p.num_classes), background_label_id=bg,
                   overlap_threshold=float(p.overlap_threshold),
                   evaluate_difficult_gt=bool(p.evaluate_difficult_gt), layer=view.name)
