@@ -224,32 +224,70 @@ def _parse(value: bytes, ctx: _Context, key: bytes) -> caffe_pb2.Datum:
     return datum
 
 
-# -- ImageData ----------------------------------------------------------------------------
+# -- ImageData and DenseImageData: a list of files -----------------------------------------
 
-class _ImageLoader(_Loader):
-    """ImageDataLayer: the list's images in order (shuffled at set-up and each epoch with
-    its own prefetch_rng_), read colour or grey, resized, transformed."""
+class _ListLoader(_Loader):
+    """What ImageDataLayer and SegNet's DenseImageDataLayer share: the source list read at
+    set-up (shuffled then by its own prefetch_rng_, and at each epoch), rand_skip's start,
+    one shape per batch and the restart at the list's end.  `field` names the param,
+    `unit` what a line lists, `says` whose messages are quoted (Caffe, the fork)."""
 
-    def __init__(self, ctx: _Context, caffe_rng: MT19937, glibc: GlibcRand) -> None:
-        super().__init__(ctx, caffe_rng, glibc)
-        p = ctx.layer.image_data_param
-        self.param = p
-        self.transform = Transformer(ctx.layer.transform_param, ctx.phase, ctx.who)
-        self.transform.init_rand(caffe_rng)
-        self.lines = _image_lines(p.source)
+    field = ""
+    unit = ""
+    says = "Caffe"
+    empty = " (Caffe: File is empty)"  # DenseImageData's set-up reads lines_[0] unchecked
+
+    def _open_list(self, param: Any, caffe_rng: MT19937, read: Any) -> None:
+        self.param = param
+        where = f"{self.ctx.who}: {self.field}.source = '{param.source}'"
+        try:
+            self.lines = read(param.source)
+        except OSError as e:
+            raise DataSourceError(f"{where} cannot be opened ({e.strerror or e})") from e
+        if not self.lines:
+            raise DataSourceError(f"{where} lists no {self.unit}{self.empty}")
         self.shuffle_rng: MT19937 | None = None
-        if p.shuffle:
+        if param.shuffle:
             self.shuffle_rng = MT19937(caffe_rng())
             caffe_shuffle(self.lines, self.shuffle_rng)
         self.index = 0
-        if p.rand_skip:
-            skip = caffe_rng() % p.rand_skip
+        if param.rand_skip:
+            skip = caffe_rng() % param.rand_skip
             if skip >= len(self.lines):
-                raise InputError(f"{ctx.who}: image_data_param.rand_skip = {p.rand_skip} drew "
-                                 f"a skip of {skip} but image_data_param.source = "
-                                 f"'{p.source}' lists {len(self.lines)} images; Caffe: Not "
-                                 f"enough points to skip")
+                raise InputError(f"{self.ctx.who}: {self.field}.rand_skip = {param.rand_skip}"
+                                 f" drew a skip of {skip} but {self.field}.source = "
+                                 f"'{param.source}' lists {len(self.lines)} {self.unit}; "
+                                 f"{self.says}: Not enough points to skip")
             self.index = skip
+
+    def _same_shape(self, data: list[np.ndarray], out: np.ndarray, what: str,
+                    hint: str) -> None:
+        if data and out.shape != data[0].shape:
+            raise ShapeError(f"{self.ctx.who}: {what} transforms to {_dims(out.shape)} but "
+                             f"the batch's first image to {_dims(data[0].shape)}; "
+                             f"{self.says} requires every image of a batch to have the "
+                             f"same shape (set {hint})")
+
+    def _advance(self) -> None:
+        self.index += 1
+        if self.index >= len(self.lines):
+            _LOG.info(_RESTART)
+            self.index = 0
+            if self.shuffle_rng is not None:
+                caffe_shuffle(self.lines, self.shuffle_rng)
+
+
+class _ImageLoader(_ListLoader):
+    """ImageDataLayer: the list's images in order (shuffled at set-up and each epoch with
+    its own prefetch_rng_), read colour or grey, resized, transformed."""
+
+    field, unit = "image_data_param", "images"
+
+    def __init__(self, ctx: _Context, caffe_rng: MT19937, glibc: GlibcRand) -> None:
+        super().__init__(ctx, caffe_rng, glibc)
+        self.transform = Transformer(ctx.layer.transform_param, ctx.phase, ctx.who)
+        self.transform.init_rand(caffe_rng)
+        self._open_list(ctx.layer.image_data_param, caffe_rng, _image_lines)
         first = self._image(self.index)
         self.transform.check(first.shape, self._what(self.index))
         self.transform.init_rand(caffe_rng)
@@ -276,20 +314,11 @@ class _ImageLoader(_Loader):
         labels = np.zeros(self.param.batch_size, np.float32)
         for i in range(self.param.batch_size):
             out = self.transform(self._image(self.index), self._what(self.index))
-            if data and out.shape != data[0].shape:
-                raise ShapeError(f"{self.ctx.who}: {self._what(self.index)} transforms to "
-                                 f"{_dims(out.shape)} but the batch's first image to "
-                                 f"{_dims(data[0].shape)}; Caffe requires every image of a "
-                                 f"batch to have the same shape (set new_height/new_width "
-                                 f"or crop_size)")
+            self._same_shape(data, out, self._what(self.index),
+                             "new_height/new_width or crop_size")
             data.append(out)
             labels[i] = self.lines[self.index][1]
-            self.index += 1
-            if self.index >= len(self.lines):
-                _LOG.info(_RESTART)
-                self.index = 0
-                if self.shuffle_rng is not None:
-                    caffe_shuffle(self.lines, self.shuffle_rng)
+            self._advance()
         return {self.tops[0]: np.stack(data), self.tops[1]: labels}
 
 
@@ -322,36 +351,30 @@ def _atoi(text: str) -> int:
 
 # -- DenseImageData (SegNet) ----------------------------------------------------------------
 
-class _DenseImageLoader(_Loader):
+class _DenseImageLoader(_ListLoader):
     """SegNet's DenseImageDataLayer (alexgkendall/caffe-segnet dense_image_data_layer.cpp):
     "image label" pairs in list order (shuffled at set-up and each epoch by its own
     prefetch_rng_), the image read colour or grey and resized bilinearly, the label map
     grey and resized by nearest neighbour; per item, mirror (one draw) then the crop
     offsets (two draws) from Caffe's own stream, which that fork shares with its prefetch
-    thread; then the image transformed (mean, scale) and the label kept as it is."""
+    thread; then the image transformed (mean, scale) and the label kept as it is.  As the
+    fork's set-up, the first pair is read (and its sizes checked) before any batch."""
+
+    field, unit, says, empty = "dense_image_data_param", "pairs", "the fork", ""
 
     def __init__(self, ctx: _Context, caffe_rng: MT19937, glibc: GlibcRand) -> None:
         super().__init__(ctx, caffe_rng, glibc)
-        p = ctx.layer.dense_image_data_param
-        self.param, self.rng = p, caffe_rng
+        self.rng = caffe_rng
         self.transform = Transformer(ctx.layer.transform_param, ctx.phase, ctx.who)
-        with open(p.source, "rb") as f:
-            words = list(_words(f))
-        self.lines = list(zip(words[0::2], words[1::2]))  # `infile >> image >> label`
-        self.shuffle_rng: MT19937 | None = None
-        if p.shuffle:
-            self.shuffle_rng = MT19937(caffe_rng())
-            caffe_shuffle(self.lines, self.shuffle_rng)
-        self.index = 0
-        if p.rand_skip:
-            skip = caffe_rng() % p.rand_skip
-            if skip >= len(self.lines):
-                raise InputError(f"{ctx.who}: dense_image_data_param.rand_skip = "
-                                 f"{p.rand_skip} drew a skip of {skip} but "
-                                 f"dense_image_data_param.source = '{p.source}' lists "
-                                 f"{len(self.lines)} pairs; the fork: Not enough points to "
-                                 f"skip")
-            self.index = skip
+        self._open_list(ctx.layer.dense_image_data_param, caffe_rng, _dense_pairs)
+        img, lab = self._pair(self.index)
+        p = self.param
+        if p.crop_height > 0 and p.crop_width > 0:
+            img = img[:p.crop_height, :p.crop_width]  # the shape Transform sees
+        self.transform.check(img.transpose(2, 0, 1).shape, self._what(self.index))
+
+    def _what(self, index: int) -> str:
+        return f"the image '{self.param.root_folder}{self.lines[index][0]}'"
 
     def _read(self, index: int, which: int) -> np.ndarray:
         """ReadImageToCVMat of the pair's image (which 0) or label (1), (H, W, C) uint8."""
@@ -371,18 +394,23 @@ class _DenseImageLoader(_Loader):
             img = resize(img, p.new_height, p.new_width)
         return img
 
+    def _pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The pair's image and label, of one height x width, as the fork requires."""
+        img, lab = self._read(index, 0), self._read(index, 1)
+        if img.shape[:2] != lab.shape[:2]:
+            raise ShapeError(f"{self.ctx.who}: {self._what(index)} is {_dims(img.shape[:2])} "
+                             f"but its label '{self.param.root_folder}{self.lines[index][1]}' "
+                             f"{_dims(lab.shape[:2])} (height x width); the fork requires "
+                             f"them equal")
+        return img, lab
+
     def batch(self) -> dict[str, np.ndarray]:
         p = self.param
         data: list[np.ndarray] = []
         labels: list[np.ndarray] = []
         for _ in range(p.batch_size):
-            img, lab = self._read(self.index, 0), self._read(self.index, 1)
-            what = f"the image '{p.root_folder}{self.lines[self.index][0]}'"
-            if img.shape[:2] != lab.shape[:2]:
-                raise ShapeError(f"{self.ctx.who}: {what} is {_dims(img.shape[:2])} but its "
-                                 f"label '{p.root_folder}{self.lines[self.index][1]}' "
-                                 f"{_dims(lab.shape[:2])} (height x width); the fork requires "
-                                 f"them equal")
+            img, lab = self._pair(self.index)
+            what = self._what(self.index)
             if p.mirror and self.rng() % 2:
                 img, lab = img[:, ::-1], lab[:, ::-1]
             if p.crop_height > 0 and p.crop_width > 0:
@@ -396,21 +424,19 @@ class _DenseImageLoader(_Loader):
                 window = (slice(h_off, h_off + p.crop_height), slice(w_off, w_off + p.crop_width))
                 img, lab = img[window], lab[window]
             out = self.transform(img.transpose(2, 0, 1), what)
-            if data and out.shape != data[0].shape:
-                raise ShapeError(f"{self.ctx.who}: {what} is {_dims(out.shape)} but the "
-                                 f"batch's first image {_dims(data[0].shape)}; the fork "
-                                 f"requires every image of a batch to have the same shape "
-                                 f"(set new_height/new_width, crop_height/crop_width, or "
-                                 f"batch_size: 1)")
+            self._same_shape(data, out, what, "new_height/new_width, crop_height/crop_width, "
+                             "or batch_size: 1")
             data.append(out)
             labels.append(lab.transpose(2, 0, 1).astype(np.float32))
-            self.index += 1
-            if self.index >= len(self.lines):
-                _LOG.info(_RESTART)
-                self.index = 0
-                if self.shuffle_rng is not None:
-                    caffe_shuffle(self.lines, self.shuffle_rng)
+            self._advance()
         return {self.tops[0]: np.stack(data), self.tops[1]: np.stack(labels)}
+
+
+def _dense_pairs(path: str) -> list[tuple[str, str]]:
+    """`while (infile >> image >> label)`: the file's words in pairs."""
+    with open(path, "rb") as f:
+        words = list(_words(f))
+    return list(zip(words[0::2], words[1::2]))
 
 
 # -- HDF5Data -----------------------------------------------------------------------------

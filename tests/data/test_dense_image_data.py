@@ -153,6 +153,16 @@ def test_a_missing_list_names_the_field(golden: Path) -> None:
         data_top_shapes(_layer("", source="nope.txt"), "net.prototxt")
 
 
+def test_the_set_up_checks_the_first_image_against_the_mean(golden: Path) -> None:
+    """As ImageData's set-up: a mean_value count that fits no image of the first pair is
+    refused when the feed opens, not at its first batch."""
+    net = caffe_pb2.NetParameter()
+    net.layer.append(_layer("", transform="mean_value: 1 mean_value: 2"))
+    with pytest.raises(NetDefinitionError, match=r"layer 'd' \(DenseImageData\): "
+                                                 r"transform_param has 2 mean_value"):
+        open_feed(net, phase=caffe_pb2.TEST, where="net.prototxt", seed=1)
+
+
 def test_the_batch_feeds_the_compiled_net(golden: Path, batches: dict) -> None:
     """compile() takes the data layer's tops as inputs; the feed's batch runs through it."""
     text = (GOLDEN / "nets" / "net_segnet_mini.prototxt").read_text()
