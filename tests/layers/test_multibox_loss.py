@@ -79,8 +79,9 @@ def test_goldens_cover_the_cases() -> None:
             "loss_weight"} <= names
 
 
-def test_the_cases_are_not_trivial() -> None:
-    """Each golden has matches and a nonzero loss (but no_gt_at_all), and mining picked a
+def test_golden_sanity_the_cases_are_not_trivial() -> None:
+    """A check of the goldens alone (test_matches_the_fork_forward_and_backward runs
+    caffe_fx on each): each golden has matches and a nonzero loss (but no_gt_at_all), and mining picked a
     strict subset of conf rows where it runs: the goldens exercise the matching."""
     for path in CASES:
         rec = _load(path)

@@ -69,8 +69,9 @@ def test_goldens_cover_the_cases() -> None:
             "net_ssd_output_head"} <= names
 
 
-def test_goldens_exercise_what_they_are_named_after() -> None:
-    """The fork's rows show each case's point: fake rows when nothing is kept, keep_top_k
+def test_golden_sanity_the_cases_show_what_they_are_named_after() -> None:
+    """A check of the goldens alone (test_matches_the_fork runs caffe_fx on each): the
+    fork's rows show each case's point: fake rows when nothing is kept, keep_top_k
     cutting across labels, an image without detections, detections of the no-gt image
     and difficult matches counting neither way."""
     det = _load("do_nothing_kept")["data/det"].reshape(-1, 7)
