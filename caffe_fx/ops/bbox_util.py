@@ -4,9 +4,9 @@ Shared by DetectionOutput, DetectionEvaluate and MultiBoxLoss: reading the prior
 (GetPriorBBoxes), decoding and encoding location predictions (DecodeBBox, EncodeBBox) for
 every PriorBoxParameter.CodeType, BBoxSize, JaccardOverlap on normalized boxes and the
 greedy NMS of ApplyNMSFast (score threshold, top_k, eta's adaptive threshold).  Boxes are
-float32 tensors [..., 4] of [xmin, ymin, xmax, ymax]; every operation is the fork's float
-arithmetic in its order, so results are bitwise those of its CPU code (exp/log up to the
-last ulp of the C library).
+float32 tensors [..., 4] of [xmin, ymin, xmax, ymax]; the operations are the fork's
+element-wise float arithmetic in its order, so equal to its CPU code up to rounding
+(exp/log to the last ulp of the C library; no sums here, which torch would order otherwise).
 """
 from __future__ import annotations
 

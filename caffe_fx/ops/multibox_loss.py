@@ -6,7 +6,9 @@ src/caffe/util/bbox_util.cpp: GetGroundTruth, MatchBBox/FindMatches, MineHardExa
 EncodeConfPrediction and ComputeConfLoss/ComputeLocLoss; the internal SmoothL1Loss or
 EuclideanLoss on the matched locations and SoftmaxWithLoss (normalization NONE) or
 SigmoidCrossEntropyLoss on the selected confidences.  Matching and mining are discrete:
-they run on detached CPU copies in the fork's float arithmetic and give a `_Plan`; the
+they run on detached CPU copies in float as the fork, exact up to rounding (the mining's
+per-prior ComputeConfLoss sums over classes in torch's vectorized order, not the fork's
+sequential one, so a near-tie in its sort may break otherwise) and give a `_Plan`; the
 loss and the fork's diffs for loc and conf come from `CaffeMultiBoxLoss`.  The prior and
 ground-truth bottoms never get a gradient (the fork aborts if asked for one).
 
