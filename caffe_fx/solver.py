@@ -372,11 +372,10 @@ class _GraphRunner:
                 for b in self.output_names]
 
     def clear_param_diffs(self) -> None:
+        # Dropped, not zeroed: the first backward then hands its gradient over without an
+        # add, and the optimizer takes a param whose .grad stays None as a zero diff.
         for p in self._params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            else:
-                p.grad.zero_()
+            p.grad = None
 
     def _module_tensors(self) -> dict[str, tuple[Any, list[str]]]:
         info = self.gm.meta["caffe"]
