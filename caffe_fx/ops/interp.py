@@ -11,13 +11,13 @@ from the input on every call, as Caffe re-runs Reshape before every Forward.
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._shape_check import dims, wrong_shape
+from ._shape_check import dims, legacy_shape, wrong_shape
 
 # How Reshape picks the output size, in its order of tests (TorchScript reads only
 # literals, so interp_size spells them out).
@@ -51,7 +51,7 @@ def interp(x: Tensor, mode: str, height: int = 0, width: int = 0, zoom: int = 1,
     if x.dim() > 4 or x.dim() < 1:
         wrong_shape(layer, "Interp", "bottom of shape " + dims(x) + "; allowed: 1 to 4 axes",
                     "Cannot use legacy accessors on Blobs with > 4 axes.")
-    shape: List[int] = [int(d) for d in x.shape] + [1] * (4 - x.dim())
+    shape = legacy_shape([int(d) for d in x.shape])
     x4 = x.reshape(shape)
     h_in, w_in = shape[2], shape[3]
     h_eff = h_in + pad_beg + pad_end

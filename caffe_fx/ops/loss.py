@@ -16,19 +16,13 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..errors import InputError
+from ._shape_check import count as _numel  # _numel: the name rcnn.py imports
 from ._shape_check import dims, wrong_shape
 from .caffe_grad import caffe_grad
 
 # TorchScript cannot read module-level floats, so the two clamps are written inline:
 # FLT_MIN = 1.1754943508222875e-38 (SoftmaxWithLoss) and kLOG_THRESHOLD = 1e-20
 # (include/caffe/layers/loss_layer.hpp; InfogainLoss, MultinomialLogisticLoss).
-
-
-def _numel(shape: List[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _first_dims(x: Tensor, label: Tensor, layer: str, kind: str) -> None:

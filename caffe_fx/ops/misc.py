@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ._shape_check import legacy_shape
 from .caffe_grad import caffe_grad, current_top, keep_top
 from .functional import pool2d
 
@@ -74,7 +75,7 @@ def argmax(x: Tensor, top_k: int, out_max_val: bool, axis: Optional[int]) -> Ten
 def _mvn(x: Tensor, normalize_variance: bool, across_channels: bool, eps: float
          ) -> Tuple[Tensor, Tensor]:
     """(top, std + eps); the std is a dummy when the variance is not normalised."""
-    shape = list(x.shape) + [1] * (4 - x.dim())
+    shape = legacy_shape(list(x.shape))
     x = x.reshape(shape)
     dims = [1, 2, 3] if across_channels else [2, 3]
     y = x - x.mean(dims, keepdim=True)

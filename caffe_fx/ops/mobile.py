@@ -10,13 +10,13 @@ inverse, which is what autograd gives for the permutation.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ._shape_check import dims, wrong_shape
+from ._shape_check import dims, legacy_shape, wrong_shape
 from .caffe_grad import caffe_grad, current_top, keep_top
 
 
@@ -57,7 +57,7 @@ def shuffle_channel(x: Tensor, group: int, layer: str = "") -> Tensor:
         wrong_shape(layer, "ShuffleChannel", "bottom of shape " + dims(x)
                     + "; allowed: 2 to 4 axes", "Cannot use legacy accessors on Blobs "
                     "with > 4 axes. / Blob::shape(1): axis out of range")
-    shape: List[int] = [int(d) for d in x.shape] + [1] * (4 - x.dim())
+    shape = legacy_shape([int(d) for d in x.shape])
     n, c = shape[0], shape[1]
     if c % group != 0:
         wrong_shape(layer, "ShuffleChannel", "bottom of shape " + dims(x) + " has "

@@ -30,7 +30,7 @@ from torch.autograd.function import once_differentiable
 
 from ..errors import ExportError, InputError
 from . import bbox_util as B
-from ._shape_check import dims, wrong_shape
+from ._shape_check import count, dims, legacy_shape, wrong_shape
 
 _FLT_MIN = 1.1754943508222875e-38
 _CODE_TYPE = {name: value for value, name in B.CODE_TYPES.items()}  # "CENTER_SIZE": 2
@@ -66,14 +66,12 @@ def _fail(layer: str, message: str) -> None:
 
 def _legacy(x: Tensor, i: int) -> int:
     """Blob::LegacyShape(i): num, channels, height, width (1 past the axes)."""
-    return int(x.shape[i]) if i < x.dim() else 1
+    return legacy_shape([int(d) for d in x.shape])[i]
 
 
 def _count(x: Tensor, start: int) -> int:
-    n = 1
-    for d in x.shape[start:]:
-        n *= int(d)
-    return n
+    """Blob::count(start)."""
+    return count([int(d) for d in x.shape[start:]])
 
 
 def check_shapes(loc: Tensor, conf: Tensor, prior: Tensor, gt: Tensor, num_classes: int,

@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..errors import InputError
-from ._shape_check import dims, wrong_shape
+from ._shape_check import dims, legacy_shape, wrong_shape
 from .caffe_grad import caffe_grad, keep_top
 
 # BNLayer::LayerSetUp's var_eps_ = 1e-9, a Dtype (float) constant.
@@ -28,7 +28,7 @@ BN_EPS = 1e-9
 def _legacy4d(x: Tensor) -> Tensor:
     """BN reads num/channels/height/width (legacy accessors: missing axes are 1) and
     reshapes its top to those four, so a 2-D bottom gives an (N, C, 1, 1) top."""
-    shape = [int(d) for d in x.shape] + [1] * (4 - x.dim())
+    shape = legacy_shape([int(d) for d in x.shape])
     return x.reshape(shape)
 
 

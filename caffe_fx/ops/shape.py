@@ -11,15 +11,9 @@ from typing import List
 import torch
 from torch import Tensor
 
+from ._shape_check import count as _count
 from ._shape_check import dims as _dims
 from ._shape_check import wrong_shape
-
-
-def _count(shape: List[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 @torch.fx.wrap

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ._shape_check import legacy_shape
 from .caffe_grad import caffe_grad, keep_top
 
 
@@ -27,7 +28,7 @@ def permute(x: Tensor, order: List[int]) -> Tensor:
 
 def _as4d(x: Tensor) -> Tensor:
     """Caffe's legacy num/channels/height/width view of a 2- to 4-D blob."""
-    shape = list(x.shape) + [1] * (4 - x.dim())
+    shape = legacy_shape(list(x.shape))
     return x.reshape(shape)
 
 

@@ -14,6 +14,7 @@ import warnings
 
 from ...errors import IgnoredFieldWarning, ShapeError
 from ...ops import interp as ops
+from ...ops._shape_check import legacy_shape
 from ..registry import Call, LayerView, register
 
 
@@ -58,7 +59,7 @@ def interp(view: LayerView) -> Call:
     if not 1 <= len(shape) <= 4:
         raise view.error(f"bottom of shape {list(shape)}; allowed: 1 to 4 axes (the fork "
                          "reads num, channels, height and width)", ShapeError)
-    legacy = list(shape) + [1] * (4 - len(shape))
+    legacy = legacy_shape(list(shape))
     crop = p.pad_beg + p.pad_end
     if legacy[2] + crop <= 0 or legacy[3] + crop <= 0:
         raise view.error(f"bottom of shape {list(shape)} cropped by pad_beg {p.pad_beg} "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ...errors import ShapeError
 from ...ops import multibox_loss as ops
+from ...ops._shape_check import legacy_shape
 from ...proto import caffe_pb2
 from ..registry import Call, LayerView, register
 from .loss import loss_setup, loss_normalization
@@ -21,7 +22,7 @@ _P = caffe_pb2.MultiBoxLossParameter
 
 
 def _legacy(shape: tuple[int, ...], i: int) -> int:
-    return int(shape[i]) if i < len(shape) else 1
+    return legacy_shape([int(d) for d in shape])[i]
 
 
 @register("MultiBoxLoss", params=("multibox_loss_param", "loss_param"), bottoms=4, tops=1,

@@ -15,6 +15,7 @@ import numpy as np
 
 from ...errors import ShapeError
 from ...ops import rcnn as ops
+from ...ops._shape_check import legacy_shape
 from ..registry import Call, LayerView, register
 from .loss import _class_axis, _ignore_label, loss_setup, loss_normalization
 
@@ -23,7 +24,7 @@ Shape = tuple[int, ...]
 
 def _legacy(shape: Shape) -> tuple[int, ...] | None:
     """Blob::LegacyShape's (num, channels, height, width), or None past 4 axes."""
-    return tuple(shape) + (1,) * (4 - len(shape)) if len(shape) <= 4 else None
+    return tuple(legacy_shape(list(shape))) if len(shape) <= 4 else None
 
 
 @register("SmoothL1Loss", params=("smooth_l1_loss_param", "loss_param"), bottoms=(2, 4),
