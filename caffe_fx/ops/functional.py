@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ._shape_check import dims, wrong_shape
 
-FLT_MAX = 3.4028234663852886e38  # float32's largest value, Caffe's -FLT_MAX start for MAX
+# -FLT_MAX (ops/constants.py) is written inline below: TorchScript reads no globals.
 
 
 class _GradInTopLayout(torch.autograd.Function):
