@@ -21,7 +21,7 @@ from ._shape_check import dims, wrong_shape
 from .caffe_grad import caffe_grad
 
 # TorchScript cannot read module-level floats, so the two clamps are written inline:
-# FLT_MIN = 1.1754943508222875e-38 (SoftmaxWithLoss) and kLOG_THRESHOLD = 1e-20
+# FLT_MIN = 1.1754943508222875e-38 (ops/constants.py; SoftmaxWithLoss) and kLOG_THRESHOLD = 1e-20
 # (include/caffe/layers/loss_layer.hpp; InfogainLoss, MultinomialLogisticLoss).
 
 

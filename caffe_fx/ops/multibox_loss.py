@@ -31,8 +31,8 @@ from torch.autograd.function import once_differentiable
 from ..errors import ExportError, InputError
 from . import bbox_util as B
 from ._shape_check import count, dims, legacy_shape, wrong_shape
+from .constants import FLT_MIN
 
-_FLT_MIN = 1.1754943508222875e-38
 _CODE_TYPE = {name: value for value, name in B.CODE_TYPES.items()}  # "CENTER_SIZE": 2
 _KIND = "MultiBoxLoss"
 
@@ -228,7 +228,7 @@ def _conf_loss(conf: Tensor, labels: Tensor, logistic: bool) -> Tensor:
         maxval = conf.amax(1, keepdim=True)
         e = torch.exp(conf - maxval)
         prob = e.gather(1, labels.unsqueeze(1)).squeeze(1) / e.sum(1)
-        return -torch.log(prob.clamp(min=_FLT_MIN))
+        return -torch.log(prob.clamp(min=FLT_MIN))
     target = torch.zeros_like(conf)
     inside = (labels >= 0) & (labels < conf.shape[1])
     target[inside.nonzero().reshape(-1), labels[inside]] = 1.0
@@ -561,7 +561,7 @@ class CaffeMultiBoxLoss(torch.autograd.Function):
         else:
             prob = torch.softmax(rows, 1)
             picked = prob.gather(1, plan.conf_target.unsqueeze(1)).squeeze(1)
-            conf_loss = -torch.log(picked.clamp(min=_FLT_MIN)).sum()
+            conf_loss = -torch.log(picked.clamp(min=FLT_MIN)).sum()
         lw = torch.tensor(loc_weight, dtype=loc.dtype)
         norm = torch.tensor(plan.normalizer, dtype=loc.dtype)
         total = torch.zeros((), dtype=loc.dtype, device=loc.device)

@@ -28,8 +28,8 @@ from torch import Tensor
 
 from ..errors import InputError
 from . import _cuda_kernels
+from .constants import FLT_MAX
 
-FLT_MAX = float(np.finfo(np.float32).max)
 _MAX_GATHER = 1 << 23  # elements gathered per chunk of rois (the padded path)
 _CHUNK = 1 << 20  # int64 keys gathered per chunk of rois (8 MiB: best measured at 1-2 threads)
 _TABLE_BYTES = 1 << 29  # the largest table of exact bin heights (else sparse along H too)

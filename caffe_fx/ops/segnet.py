@@ -17,10 +17,9 @@ from torch.autograd.function import once_differentiable
 
 from ..errors import InputError
 from ._shape_check import dims, legacy_shape, wrong_shape
+from .constants import BN_EPS  # BNLayer::LayerSetUp's var_eps_
 from .caffe_grad import caffe_grad, keep_top
 
-# BNLayer::LayerSetUp's var_eps_ = 1e-9, a Dtype (float) constant.
-BN_EPS = 1e-9
 
 
 # ------------------------------------------------------------------------------- BN
@@ -44,7 +43,7 @@ def _bn_learn(x4: Tensor, scale: Tensor, shift: Tensor
               ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(top, mean, var, sqrt(var + eps), x_norm), in Forward_cpu's order of operations."""
     mean, var = _bn_stats(x4)
-    std = torch.sqrt(var + 1e-9)  # BN_EPS; TorchScript cannot read globals
+    std = torch.sqrt(var + 1e-9)  # BN_EPS (ops/constants.py); TorchScript reads no globals
     x_norm = (x4 - mean) / std
     return x_norm * scale + shift, mean, var, std, x_norm
 

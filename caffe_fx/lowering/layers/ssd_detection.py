@@ -15,18 +15,17 @@ shaped (1, 1, N_gt, 8) with N_gt free per batch.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from ...errors import DataSourceError, ShapeError
+from ...errors import DataSourceError
 from ...ops import bbox_util as bu
 from ...ops import ssd_detection as ops
 from ...ops.bbox_util import FIT_LARGE_SIZE_AND_PAD, FIT_SMALL_SIZE, WARP
+from ...ops.constants import FLT_MAX
 from ..registry import Call, CaffeModule, LayerView, register
 from .ssd import fork_int
 
-_FLT_MAX = float(np.finfo(np.float32).max)
 
 
 @register("DetectionOutput", params=("detection_output_param",), bottoms=(3, 4), tops=1,
@@ -76,7 +75,7 @@ def detection_output(view: LayerView) -> Call:
         top_k=int(nms.top_k) if nms.HasField("top_k") else -1, eta=float(nms.eta),
         keep_top_k=int(p.keep_top_k),
         confidence_threshold=float(p.confidence_threshold)
-        if p.HasField("confidence_threshold") else -_FLT_MAX,
+        if p.HasField("confidence_threshold") else -FLT_MAX,
         code_type=int(p.code_type),
         variance_encoded_in_target=bool(p.variance_encoded_in_target), layer=view.name))
 
