@@ -21,7 +21,7 @@ lacks the 1 / variance of the derivative.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from torch.autograd.function import once_differentiable
 
 from ..errors import ExportError, InputError
 from . import bbox_util as B
-from ._shape_check import count, dims, legacy_shape, wrong_shape
+from ._shape_check import count, legacy_shape, wrong_shape
 from .constants import FLT_MIN
 
 _CODE_TYPE = {name: value for value, name in B.CODE_TYPES.items()}  # "CENTER_SIZE": 2
@@ -64,45 +64,35 @@ def _fail(layer: str, message: str) -> None:
     raise InputError(f"layer '{layer}' ({_KIND}): {message}")
 
 
-def _legacy(x: Tensor, i: int) -> int:
-    """Blob::LegacyShape(i): num, channels, height, width (1 past the axes)."""
-    return legacy_shape([int(d) for d in x.shape])[i]
-
-
-def _count(x: Tensor, start: int) -> int:
-    """Blob::count(start)."""
-    return count([int(d) for d in x.shape[start:]])
-
-
-def check_shapes(loc: Tensor, conf: Tensor, prior: Tensor, gt: Tensor, num_classes: int,
-                 loc_classes: int, layer: str) -> Tuple[int, int, int]:
-    """MultiBoxLossLayer::Reshape's checks; (num, num_priors, num_gt)."""
-    num = _legacy(loc, 0)
-    num_priors = _legacy(prior, 2) // 4
-    num_gt = _legacy(gt, 2)
-    if _legacy(conf, 0) != num:
-        wrong_shape(layer, _KIND, "loc of shape " + dims(loc) + " and conf of shape "
-                    + dims(conf) + " differ in num", "CHECK_EQ(bottom[0]->num(), "
-                    "bottom[1]->num())")
+def check_shapes(loc: Sequence[int], conf: Sequence[int], prior: Sequence[int],
+                 gt: Sequence[int], num_classes: int, loc_classes: int, layer: str
+                 ) -> Tuple[int, int, int]:
+    """MultiBoxLossLayer::Reshape's checks on the bottoms' shapes (the lowering's at
+    compile time, the forward's on each call); (num, num_priors, num_gt)."""
+    loc_l, conf_l = legacy_shape([int(d) for d in loc]), legacy_shape([int(d) for d in conf])
+    num = loc_l[0]
+    num_priors = legacy_shape([int(d) for d in prior])[2] // 4
+    num_gt = legacy_shape([int(d) for d in gt])[2]
+    if conf_l[0] != num:
+        wrong_shape(layer, _KIND, f"loc of shape {list(loc)} and conf of shape {list(conf)} "
+                    "differ in num", "CHECK_EQ(bottom[0]->num(), bottom[1]->num())")
     want = num_priors * loc_classes * 4
-    if _legacy(loc, 1) != want or _count(loc, 1) != want:
-        wrong_shape(layer, _KIND, "loc of shape " + dims(loc) + " for " + str(num_priors)
-                    + " priors needs " + str(want) + " values per item (priors x "
-                    + str(loc_classes) + " location classes x 4) along axis 1",
-                    "Number of priors must match number of location predictions.")
+    if loc_l[1] != want or count(list(loc[1:])) != want:
+        wrong_shape(layer, _KIND, f"loc of shape {list(loc)} for {num_priors} priors needs "
+                    f"{want} values per item (priors x {loc_classes} location classes x 4) "
+                    "along axis 1", "Number of priors must match number of location "
+                    "predictions.")
     want = num_priors * num_classes
-    if _legacy(conf, 1) != want or _count(conf, 1) != want:
-        wrong_shape(layer, _KIND, "conf of shape " + dims(conf) + " for " + str(num_priors)
-                    + " priors needs " + str(want) + " values per item (priors x "
-                    + str(num_classes) + " classes) along axis 1",
+    if conf_l[1] != want or count(list(conf[1:])) != want:
+        wrong_shape(layer, _KIND, f"conf of shape {list(conf)} for {num_priors} priors needs "
+                    f"{want} values per item (priors x {num_classes} classes) along axis 1",
                     "Number of priors must match number of confidence predictions.")
-    if prior.numel() < num_priors * 8:
-        wrong_shape(layer, _KIND, "prior of shape " + dims(prior) + " holds no variance for "
-                    "each of its " + str(num_priors) + " boxes",
-                    "PriorBox's top: 1 x 2 x num_priors * 4")
-    if gt.numel() != num_gt * 8:
-        wrong_shape(layer, _KIND, "label of shape " + dims(gt) + " is not 1 x 1 x N x 8 "
-                    "rows [item, label, instance, xmin, ymin, xmax, ymax, difficult]",
+    if count(list(prior)) < num_priors * 8:
+        wrong_shape(layer, _KIND, f"prior of shape {list(prior)} holds no variance for each "
+                    f"of its {num_priors} boxes", "PriorBox's top: 1 x 2 x num_priors * 4")
+    if count(list(gt)) != num_gt * 8:
+        wrong_shape(layer, _KIND, f"label of shape {list(gt)} is not 1 x 1 x N x 8 rows "
+                    "[item, label, instance, xmin, ymin, xmax, ymax, difficult]",
                     "gt_data[i * 8 + k] for i < bottom[3]->height()")
     return num, num_priors, num_gt
 
@@ -624,8 +614,8 @@ def multibox_loss(loc: Tensor, conf: Tensor, prior: Tensor, gt: Tensor, num_clas
     runs it between its graphs, torch.export raises ExportError, TorchScript cannot
     compile it."""
     loc_classes = 1 if share_location else num_classes
-    num, num_priors, num_gt = check_shapes(loc, conf, prior, gt, num_classes, loc_classes,
-                                           layer)
+    num, num_priors, num_gt = check_shapes(loc.shape, conf.shape, prior.shape, gt.shape,
+                                           num_classes, loc_classes, layer)
     if loc.device.type == "meta":
         return torch.empty((), dtype=loc.dtype, device=loc.device)
     if torch.compiler.is_exporting():

@@ -225,8 +225,10 @@ def test_agnostic_without_background_takes_one_class() -> None:
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"loc": 12}, r"loc of shape \[2, 12\].*2 priors x 1 location classes x 4 = 8"),
-    ({"conf": 5}, r"conf of shape \[2, 5\].*2 priors x 3 classes = 6"),
+    ({"loc": 12}, r"loc of shape \[2, 12\] for 2 priors needs 8 values per item \(priors "
+                  r"x 1 location classes x 4\)"),
+    ({"conf": 5}, r"conf of shape \[2, 5\] for 2 priors needs 6 values per item \(priors "
+                  r"x 3 classes\)"),
 ])
 def test_shapes_are_checked(kwargs: dict, match: str) -> None:
     with pytest.raises(ShapeError, match=r"layer 'mbox' \(MultiBoxLoss\).*" + match):

@@ -10,19 +10,13 @@ propagates down to loc (conf), as the fork reads its own propagate_down.
 """
 from __future__ import annotations
 
-from ...errors import ShapeError
 from ...ops import multibox_loss as ops
-from ...ops._shape_check import legacy_shape
 from ...proto import caffe_pb2
 from ..registry import Call, LayerView, register
 from .loss import loss_setup, loss_normalization
 from .ssd import fork_int
 
 _P = caffe_pb2.MultiBoxLossParameter
-
-
-def _legacy(shape: tuple[int, ...], i: int) -> int:
-    return legacy_shape([int(d) for d in shape])[i]
 
 
 @register("MultiBoxLoss", params=("multibox_loss_param", "loss_param"), bottoms=4, tops=1,
@@ -69,20 +63,7 @@ def multibox_loss(view: LayerView) -> Call:
         raise view.fail("multibox_loss_param.nms_param.top_k", p.nms_param.top_k,
                         "-1 (all) or a count >= 0")
     loc_classes = 1 if p.share_location else num_classes
-    loc, conf, prior, _ = view.input_shapes
-    priors = _legacy(prior, 2) // 4
-    if _legacy(loc, 1) != priors * loc_classes * 4:
-        raise view.error(
-            f"loc of shape {list(loc)} and prior of shape {list(prior)}: {priors} priors x "
-            f"{loc_classes} location classes x 4 = {priors * loc_classes * 4} values per item "
-            "are needed (Caffe: Number of priors must match number of location "
-            "predictions.)", ShapeError)
-    if _legacy(conf, 1) != priors * num_classes:
-        raise view.error(
-            f"conf of shape {list(conf)} and prior of shape {list(prior)}: {priors} priors x "
-            f"{num_classes} classes = {priors * num_classes} values per item are needed "
-            "(Caffe: Number of priors must match number of confidence predictions.)",
-            ShapeError)
+    ops.check_shapes(*view.input_shapes, num_classes, loc_classes, view.name)
     # Unset, LayerSetUp adds propagate_down true, true, false, false to its own param.
     down = list(view.param.propagate_down) or [True, True, False, False]
     lp = view.param.loss_param
