@@ -242,23 +242,34 @@ def _image_data(ctx: _Layer) -> list[Shape]:
     # Caffe splits each line at its last space: "<file> <label>"
     space = line.rfind(" ")
     path = p.root_folder + (line[:space] if space >= 0 else line)
-    what = (f"the image '{path}' (image_data_param.root_folder + the first line of "
-            f"image_data_param.source = '{p.source}')")
-    try:
-        image = _open_image(ctx, path, what)
-    except DataSourceError as e:
-        raise ctx.unreadable("image_data_param.source", p.source,
-                             f"lists first the image '{path}', which cannot be read "
-                             f"({e.__cause__ or e})") from e
-    with image:
-        height, width = _oriented_size(image)
+    height, width, what = _first_listed(ctx, "image_data_param", p.source, path, "image")
     if p.new_height:
         height, width = p.new_height, p.new_width
     shape = _crop(ctx, 3 if p.is_color else 1, height, width, what)
-    if p.batch_size <= 0:
-        raise ctx.invalid(f"image_data_param.batch_size = {p.batch_size}; Caffe requires a "
-                          f"positive batch size")
+    _positive_batch(ctx, "image_data_param", p.batch_size, "Caffe")
     return [(p.batch_size, *shape), (p.batch_size,)]
+
+
+def _first_listed(ctx: _Layer, field: str, source: str, path: str, what: str
+                  ) -> tuple[int, int, str]:
+    """(height, width, description) of the `what` ('image', 'label') at `path`, which the
+    first line of `field`.source names; unreadable, the list is named as the culprit."""
+    where = (f"the {what} '{path}' ({field}.root_folder + the first line of {field}.source "
+             f"= '{source}')")
+    try:
+        image = _open_image(ctx, path, where)
+    except DataSourceError as e:
+        raise ctx.unreadable(f"{field}.source", source, f"lists first the {what} '{path}', "
+                             f"which cannot be read ({e.__cause__ or e})") from e
+    with image:
+        height, width = _oriented_size(image)
+    return height, width, where
+
+
+def _positive_batch(ctx: _Layer, field: str, batch_size: int, who: str) -> None:
+    if batch_size <= 0:
+        raise ctx.invalid(f"{field}.batch_size = {batch_size}; {who} requires a positive "
+                          f"batch size")
 
 
 # -- DenseImageData (SegNet) ------------------------------------------------------------
@@ -275,19 +286,8 @@ def _dense_image_data(ctx: _Layer) -> list[Shape]:
     check_dense_params(ctx.layer, ctx.who)
     _check_transformer(ctx)
     pair = first_dense_pair(ctx, p.source)
-    shapes = []
-    for path, what in zip(pair, ("image", "label")):
-        full = p.root_folder + path
-        where = (f"the {what} '{full}' (dense_image_data_param.root_folder + the first line "
-                 f"of dense_image_data_param.source = '{p.source}')")
-        try:
-            image = _open_image(ctx, full, where)
-        except DataSourceError as e:
-            raise ctx.unreadable("dense_image_data_param.source", p.source,
-                                 f"lists first the {what} '{full}', which cannot be read "
-                                 f"({e.__cause__ or e})") from e
-        with image:
-            shapes.append(_oriented_size(image))
+    shapes = [_first_listed(ctx, "dense_image_data_param", p.source, p.root_folder + path,
+                            what)[:2] for path, what in zip(pair, ("image", "label"))]
     height, width = shapes[0]
     if p.new_height:
         height, width = p.new_height, p.new_width
@@ -301,9 +301,7 @@ def _dense_image_data(ctx: _Layer) -> list[Shape]:
         raise ctx.invalid(f"dense_image_data_param.crop_height = {p.crop_height} and "
                           f"crop_width = {p.crop_width} exceed the first image's {height} x "
                           f"{width} (height x width); allowed: at most its size", ShapeError)
-    if p.batch_size <= 0:
-        raise ctx.invalid(f"dense_image_data_param.batch_size = {p.batch_size}; the fork "
-                          f"requires a positive batch size")
+    _positive_batch(ctx, "dense_image_data_param", p.batch_size, "the fork")
     if p.crop_height:
         height, width = p.crop_height, p.crop_width
     return [(p.batch_size, 3 if p.is_color else 1, height, width),
