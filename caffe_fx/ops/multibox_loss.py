@@ -21,7 +21,7 @@ lacks the 1 / variance of the derivative.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -280,66 +280,80 @@ def _mine(conf: Tensor, loc: Tensor, gts: Dict[int, Tuple[Tensor, Tensor]],
     exactly equal loss at the cut it may pick others than the lowest indices chosen here
     (the loss is the same; which rows get a diff may differ)."""
     hard = cfg["mining_type"] == "HARD_EXAMPLE"
-    logistic = cfg["conf_loss_type"] == "LOGISTIC"
-    bg = cfg["background_label_id"]
-    num_classes = cfg["num_classes"]
-    neg_overlap = torch.tensor(cfg["neg_overlap"], dtype=torch.float32)
-    ratio = np.float32(cfg["neg_pos_ratio"])
+    losses = _mining_loss(conf, loc, gts, matches, priors, variances, cfg, layer)
     negs: List[List[int]] = []
-    labels = torch.full(conf.shape[:2], bg, dtype=torch.int64)
+    for i, image in enumerate(matches):
+        chosen: List[int] = []
+        for index, overlap in image.values():
+            selected = _select(losses[i], index, overlap, loc[i], priors, variances, cfg)
+            if hard:
+                index[(index > -1) & ~selected] = -1
+            # Dropped positives were not selected: the negatives are the selected -1s.
+            chosen += torch.nonzero((index == -1) & selected).reshape(-1).tolist()
+        negs.append(sorted(chosen))
+    return negs
+
+
+def _mining_loss(conf: Tensor, loc: Tensor, gts: Dict[int, Tuple[Tensor, Tensor]],
+                 matches: List[Dict[int, Tuple[Tensor, Tensor]]], priors: Tensor,
+                 variances: Tensor, cfg: Dict[str, Any], layer: str) -> Tensor:
+    """(num, num_priors): ComputeConfLoss against each prior's matched label (background
+    unmatched), plus for HARD_EXAMPLE ComputeLocLoss of the matched priors."""
+    num_classes = cfg["num_classes"]
+    labels = torch.full(conf.shape[:2], cfg["background_label_id"], dtype=torch.int64)
     for i, image in enumerate(matches):
         for index, _ in image.values():  # one label: mining needs share_location
             hit = index > -1
             labels[i, hit] = gts[i][1][index[hit]]
             _check_labels(layer, labels[i, hit], num_classes)  # ComputeConfLoss's CHECKs
-    conf_loss = _conf_loss(conf.reshape(-1, num_classes), labels.reshape(-1),
-                           logistic).reshape(labels.shape)
+    loss = _conf_loss(conf.reshape(-1, num_classes), labels.reshape(-1),
+                      cfg["conf_loss_type"] == "LOGISTIC").reshape(labels.shape)
+    if cfg["mining_type"] != "HARD_EXAMPLE":
+        return loss
+    loc_loss = torch.zeros_like(loss)
     for i, image in enumerate(matches):
-        loss = conf_loss[i]
-        if hard:
-            loc_loss = torch.zeros_like(loss)
-            for label, (index, _) in image.items():
-                m = torch.nonzero(index > -1).reshape(-1)
-                if m.numel():
-                    pred, target = _encode_loc(loc[i, :, 0 if label == -1 else label][m],
-                                               gts[i][0][index[m]], priors[m], variances[m],
-                                               cfg)
-                    loc_loss[m] = _loc_terms(pred, target,
-                                             cfg["loc_loss_type"] == "SMOOTH_L1").sum(1)
-            loss = loss + loc_loss
-        chosen: List[int] = []
-        for label, (index, overlap) in image.items():
-            eligible = torch.ones_like(index, dtype=torch.bool) if hard else \
-                (index == -1) & (overlap < neg_overlap)
-            cand = torch.nonzero(eligible).reshape(-1)
-            num_sel = int(cand.numel())
-            if hard:
-                num_sel = min(cfg["sample_size"], num_sel)
-            else:
-                num_pos = int((index > -1).sum())
-                num_sel = min(int(np.float32(num_pos) * ratio), num_sel)
-            num_sel = max(num_sel, 0)  # a negative count selects nothing (for n < num_sel)
-            if cfg["has_nms"] and cfg["nms_threshold"] > 0:
-                if cfg["use_prior_for_nms"]:
-                    boxes = priors[cand]
-                else:
-                    boxes = B.decode_boxes(loc[i, :, 0][cand], priors[cand], variances[cand],
-                                           cfg["code_type"], cfg["encode_variance_in_target"])
-                picked = _mining_nms(boxes, loss[cand], cfg["nms_threshold"], cfg["top_k"],
-                                     num_sel)
-                sel = cand[torch.tensor(picked, dtype=torch.int64)]
-            else:
-                order = torch.sort(loss[cand], descending=True, stable=True).indices
-                sel = cand[order[:num_sel]]
-            selected = torch.zeros_like(eligible)
-            selected[sel] = True
-            if hard:
-                drop = (index > -1) & ~selected
-                index[drop] = -1
-            # Dropped positives were not selected: the negatives are the selected -1s.
-            chosen += torch.nonzero((index == -1) & selected).reshape(-1).tolist()
-        negs.append(sorted(chosen))
-    return negs
+        for label, (index, _) in image.items():
+            m = torch.nonzero(index > -1).reshape(-1)
+            if m.numel():
+                pred, target = _encode_loc(loc[i, :, 0 if label == -1 else label][m],
+                                           gts[i][0][index[m]], priors[m], variances[m], cfg)
+                loc_loss[i, m] = _loc_terms(pred, target,
+                                            cfg["loc_loss_type"] == "SMOOTH_L1").sum(1)
+    return loss + loc_loss
+
+
+def _select(loss: Tensor, index: Tensor, overlap: Tensor, loc: Tensor, priors: Tensor,
+            variances: Tensor, cfg: Dict[str, Any]) -> Tensor:
+    """The priors of one image (and label) that mining selects, as a mask: the highest
+    losses among the eligible ones (every prior for HARD_EXAMPLE, else the unmatched of
+    overlap < neg_overlap), sample_size of them or neg_pos_ratio x the positives, through
+    the mining's NMS when nms_param has a threshold."""
+    hard = cfg["mining_type"] == "HARD_EXAMPLE"
+    neg_overlap = torch.tensor(cfg["neg_overlap"], dtype=torch.float32)
+    eligible = torch.ones_like(index, dtype=torch.bool) if hard else \
+        (index == -1) & (overlap < neg_overlap)
+    cand = torch.nonzero(eligible).reshape(-1)
+    num_sel = int(cand.numel())
+    if hard:
+        num_sel = min(cfg["sample_size"], num_sel)
+    else:
+        num_pos = int((index > -1).sum())
+        num_sel = min(int(np.float32(num_pos) * np.float32(cfg["neg_pos_ratio"])), num_sel)
+    num_sel = max(num_sel, 0)  # a negative count selects nothing (for n < num_sel)
+    if cfg["has_nms"] and cfg["nms_threshold"] > 0:
+        if cfg["use_prior_for_nms"]:
+            boxes = priors[cand]
+        else:
+            boxes = B.decode_boxes(loc[:, 0][cand], priors[cand], variances[cand],
+                                   cfg["code_type"], cfg["encode_variance_in_target"])
+        picked = _mining_nms(boxes, loss[cand], cfg["nms_threshold"], cfg["top_k"], num_sel)
+        sel = cand[torch.tensor(picked, dtype=torch.int64)]
+    else:
+        order = torch.sort(loss[cand], descending=True, stable=True).indices
+        sel = cand[order[:num_sel]]
+    selected = torch.zeros_like(eligible)
+    selected[sel] = True
+    return selected
 
 
 # --------------------------------------------------------------------------- encoding
@@ -386,6 +400,18 @@ def _check_boxes(layer: str, code_type: int, priors: Tensor, gts: Dict[int, Tupl
                              "width and height (Caffe: CHECK_GT(bbox_width, 0))")
 
 
+_Matches = List[Dict[int, Tuple[Tensor, Tensor]]]
+_GroundTruth = Dict[int, Tuple[Tensor, Tensor]]
+
+
+def _matched(image: Dict[int, Tuple[Tensor, Tensor]]) -> Iterator[Tuple[int, Tensor, Tensor]]:
+    """(label, match index, matched priors) of an image's matches in the fork's map order
+    (ascending label); the matched priors are those whose index is > -1."""
+    for label in sorted(image):
+        index = image[label][0]
+        yield label, index, torch.nonzero(index > -1).reshape(-1)
+
+
 def _plan(loc: Tensor, conf: Tensor, prior: Tensor, gt: Tensor, num_priors: int, num_gt: int,
           cfg: Dict[str, Any], layer: str) -> _Plan:
     num = loc.shape[0]
@@ -393,7 +419,6 @@ def _plan(loc: Tensor, conf: Tensor, prior: Tensor, gt: Tensor, num_priors: int,
     share = cfg["share_location"]
     loc_classes = 1 if share else num_classes
     bg = cfg["background_label_id"]
-    logistic = cfg["conf_loss_type"] == "LOGISTIC"
     mining = cfg["mining_type"] != "NONE"
     loc4 = loc.reshape(num, num_priors, loc_classes, 4)
     conf3 = conf.reshape(num, num_priors, num_classes)
@@ -407,114 +432,128 @@ def _plan(loc: Tensor, conf: Tensor, prior: Tensor, gt: Tensor, num_priors: int,
                             cfg["encode_variance_in_target"], cfg["ignore_cross_boundary_bbox"])
     negs = _mine(conf3, loc4, gts, matches, priors, variances, cfg, layer) if mining \
         else [[] for _ in range(num)]
-    # Locations: image, label (map order), prior.
+    loc_index, loc_target, loc_keep, loc_var = _loc_plan(loc4, gts, matches, priors,
+                                                         variances, cfg)
+    conf_rows: Optional[Tensor] = None
+    if mining:
+        conf_rows, conf_target = _conf_plan_mined(gts, matches, negs, num_priors, cfg, layer)
+    else:
+        conf_target = _conf_plan_all(gts, matches, num, num_priors, cfg, layer)
+    # VALID counts the matches left after HARD_EXAMPLE dropped some: the loc rows.
+    normalizer = _normalizer(cfg["normalization"], num, num_priors, int(loc_index.shape[0]))
+    dev = loc.device
+    return _Plan(loc_index.to(dev), loc_target.to(dev), loc_keep.to(dev), loc_var.to(dev),
+                 None if conf_rows is None else conf_rows.to(dev), conf_target.to(dev),
+                 normalizer, num_classes, cfg["encode_variance_in_target"])
+
+
+def _loc_plan(loc4: Tensor, gts: _GroundTruth, matches: _Matches, priors: Tensor,
+              variances: Tensor, cfg: Dict[str, Any]
+              ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The matched locations in the fork's order (image, label, prior): their flat indices
+    into loc, encoded targets, bp_inside keep mask and variances, each (M, 4)."""
+    _, num_priors, loc_classes, _ = loc4.shape
+    share = cfg["share_location"]
     idx_parts, tgt_parts, keep_parts, var_parts = [], [], [], []
-    num_matches = 0
     for i, image in enumerate(matches):
-        for label in sorted(image):
-            index = image[label][0]
-            m = torch.nonzero(index > -1).reshape(-1)
+        for label, index, m in _matched(image):
             if not m.numel():
                 continue
-            num_matches += int(m.numel())
             slot = 0 if share else label
-            pred = loc4[i, m, slot]
-            target, keep = _encode_target(pred, gts[i][0][index[m]], priors[m],
+            target, keep = _encode_target(loc4[i, m, slot], gts[i][0][index[m]], priors[m],
                                           variances[m], cfg)
             base = (i * num_priors + m) * loc_classes * 4 + slot * 4
             idx_parts.append(base.unsqueeze(1) + torch.arange(4))
             tgt_parts.append(target)
             keep_parts.append(keep)
             var_parts.append(variances[m])
-    if idx_parts:
-        loc_index = torch.cat(idx_parts)
-        loc_target, loc_keep, loc_var = torch.cat(tgt_parts), torch.cat(keep_parts), \
-            torch.cat(var_parts)
-    else:
-        loc_index = torch.zeros((0, 4), dtype=torch.int64)
-        loc_target = loc_var = torch.zeros((0, 4))
-        loc_keep = torch.zeros((0, 4), dtype=torch.bool)
-    # Confidences: EncodeConfPrediction.
-    agnostic = cfg["map_object_to_agnostic"]
+    if not idx_parts:
+        empty = torch.zeros((0, 4))
+        return torch.zeros((0, 4), dtype=torch.int64), empty, \
+            torch.zeros((0, 4), dtype=torch.bool), empty
+    return torch.cat(idx_parts), torch.cat(tgt_parts), torch.cat(keep_parts), \
+        torch.cat(var_parts)
 
-    def gt_label(i: int, index: Tensor) -> Tensor:
-        if agnostic:
-            return torch.full_like(index, bg + 1)
-        return gts[i][1][index]
 
-    conf_rows: Optional[Tensor]
-    if mining:
-        rows, labels, negative = [], [], []
+def _gt_label(gts: _GroundTruth, i: int, index: Tensor, cfg: Dict[str, Any]) -> Tensor:
+    """EncodeConfPrediction's label of image i's matched ground truth `index`."""
+    if cfg["map_object_to_agnostic"]:
+        return torch.full_like(index, cfg["background_label_id"] + 1)
+    return gts[i][1][index]
+
+
+def _conf_plan_mined(gts: _GroundTruth, matches: _Matches, negs: List[List[int]],
+                     num_priors: int, cfg: Dict[str, Any], layer: str
+                     ) -> Tuple[Tensor, Tensor]:
+    """EncodeConfPrediction with mining: the rows (each image's positives in label order,
+    then its mined negatives) and their targets."""
+    bg, num_classes = cfg["background_label_id"], cfg["num_classes"]
+    rows, labels, negative = [], [], []
+    for i, image in enumerate(matches):
+        if i not in gts:
+            continue
+        for _, index, m in _matched(image):
+            rows.append(i * num_priors + m)
+            labels.append(_gt_label(gts, i, index[m], cfg))
+            negative.append(torch.zeros(m.numel(), dtype=torch.bool))
+        n = torch.tensor(negs[i], dtype=torch.int64)
+        rows.append(i * num_priors + n)
+        labels.append(torch.full_like(n, bg))
+        negative.append(torch.ones(n.numel(), dtype=torch.bool))
+    conf_rows = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.int64)
+    conf_label = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
+    is_neg = torch.cat(negative) if negative else torch.zeros(0, dtype=torch.bool)
+    if cfg["conf_loss_type"] != "LOGISTIC":
+        _check_labels(layer, conf_label, num_classes)
+        return conf_rows, conf_label
+    # conf_gt is filled with background_label_id, then 1 at each row's label (a
+    # negative's only when the background id is a class).
+    target = torch.full((int(conf_rows.numel()), num_classes), float(bg))
+    r = torch.nonzero(~is_neg if not 0 <= bg < num_classes
+                      else torch.ones_like(is_neg)).reshape(-1)
+    _check_labels(layer, conf_label[r], num_classes)
+    target[r, conf_label[r]] = 1.0
+    return conf_rows, target
+
+
+def _conf_plan_all(gts: _GroundTruth, matches: _Matches, num: int, num_priors: int,
+                   cfg: Dict[str, Any], layer: str) -> Tensor:
+    """EncodeConfPrediction without mining: every row's target, background where no
+    ground truth matched."""
+    bg, num_classes = cfg["background_label_id"], cfg["num_classes"]
+    if cfg["conf_loss_type"] == "LOGISTIC":
+        # The fork steps conf_gt by num_priors per image, not num_priors * num_classes:
+        # image i's positive j sets flat element i * P + j * C + label.
+        flat = torch.full((num * num_priors * num_classes,), float(bg))
         for i, image in enumerate(matches):
             if i not in gts:
                 continue
-            for label in sorted(image):
-                index = image[label][0]
-                m = torch.nonzero(index > -1).reshape(-1)
-                rows.append(i * num_priors + m)
-                labels.append(gt_label(i, index[m]))
-                negative.append(torch.zeros(m.numel(), dtype=torch.bool))
-            n = torch.tensor(negs[i], dtype=torch.int64)
-            rows.append(i * num_priors + n)
-            labels.append(torch.full_like(n, bg))
-            negative.append(torch.ones(n.numel(), dtype=torch.bool))
-        conf_rows = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.int64)
-        conf_label = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
-        is_neg = torch.cat(negative) if negative else torch.zeros(0, dtype=torch.bool)
-        if logistic:
-            # conf_gt is filled with background_label_id, then 1 at each row's label
-            # (a negative's only when the background id is a class).
-            target = torch.full((int(conf_rows.numel()), num_classes), float(bg))
-            r = torch.nonzero(~is_neg if not 0 <= bg < num_classes
-                              else torch.ones_like(is_neg)).reshape(-1)
-            _check_labels(layer, conf_label[r], num_classes)
-            target[r, conf_label[r]] = 1.0
-            conf_target = target
-        else:
-            _check_labels(layer, conf_label, num_classes)
-            conf_target = conf_label
-    else:
-        conf_rows = None
-        if logistic:
-            # The fork steps conf_gt by num_priors per image, not num_priors * num_classes:
-            # image i's positive j sets flat element i * P + j * C + label.
-            flat = torch.full((num * num_priors * num_classes,), float(bg))
-            for i, image in enumerate(matches):
-                if i not in gts:
-                    continue
-                for label in sorted(image):
-                    index = image[label][0]
-                    m = torch.nonzero(index > -1).reshape(-1)
-                    lab = gt_label(i, index[m])
-                    _check_labels(layer, lab, num_classes)
-                    flat[i * num_priors + m * num_classes + lab] = 1.0
-            conf_target = flat.reshape(num * num_priors, num_classes)
-        else:
-            labels_all = torch.full((num, num_priors), bg, dtype=torch.int64)
-            for i, image in enumerate(matches):
-                if i not in gts:
-                    continue
-                for label in sorted(image):
-                    index = image[label][0]
-                    m = torch.nonzero(index > -1).reshape(-1)
-                    labels_all[i, m] = gt_label(i, index[m])
-            _check_labels(layer, labels_all, num_classes)
-            conf_target = labels_all.reshape(-1)
-    if mining:
-        num_matches = int(loc_index.shape[0])  # after HARD_EXAMPLE dropped some
-    norm = cfg["normalization"]
-    if norm == "FULL":
+            for _, index, m in _matched(image):
+                lab = _gt_label(gts, i, index[m], cfg)
+                _check_labels(layer, lab, num_classes)
+                flat[i * num_priors + m * num_classes + lab] = 1.0
+        return flat.reshape(num * num_priors, num_classes)
+    labels_all = torch.full((num, num_priors), bg, dtype=torch.int64)
+    for i, image in enumerate(matches):
+        if i not in gts:
+            continue
+        for _, index, m in _matched(image):
+            labels_all[i, m] = _gt_label(gts, i, index[m], cfg)
+    _check_labels(layer, labels_all, num_classes)
+    return labels_all.reshape(-1)
+
+
+def _normalizer(mode: str, num: int, num_priors: int, num_matches: int) -> float:
+    """LossLayer::GetNormalizer on the match count, at least 1."""
+    if mode == "FULL":
         normalizer = float(num * num_priors)
-    elif norm == "VALID":
+    elif mode == "VALID":
         normalizer = float(num_matches)
-    elif norm == "BATCH_SIZE":
+    elif mode == "BATCH_SIZE":
         normalizer = float(num)
     else:
         normalizer = 1.0
-    dev = loc.device
-    return _Plan(loc_index.to(dev), loc_target.to(dev), loc_keep.to(dev), loc_var.to(dev),
-                 None if conf_rows is None else conf_rows.to(dev), conf_target.to(dev),
-                 max(1.0, normalizer), num_classes, cfg["encode_variance_in_target"])
+    return max(1.0, normalizer)
 
 
 def _check_labels(layer: str, labels: Tensor, num_classes: int) -> None:
