@@ -17,7 +17,7 @@ from torch.autograd.function import once_differentiable
 
 from ..errors import InputError
 from ._shape_check import dims, legacy_shape, wrong_shape
-from .constants import BN_EPS  # BNLayer::LayerSetUp's var_eps_
+from .constants import BN_EPS  # noqa: F401 - var_eps_, read as ops.BN_EPS by the lowering
 from .caffe_grad import caffe_grad, keep_top
 
 
