@@ -87,7 +87,7 @@ def normal(*shape: int, scale: float = 1.0) -> Gen:
 
 def case(name: str, params: str = "", *, num: int = 2, num_classes: int = 4,
          gt: Gen | None = None, share_location: bool = True, extra: str = "",
-         propagate: str = "true true false false") -> ForkCase:
+         propagate: str = "true true false false", prior: Gen | None = None) -> ForkCase:
     loc_classes = 1 if share_location else num_classes
     body = ('bottom: "loc" bottom: "conf" bottom: "prior" bottom: "label" top: "loss" '
             + " ".join(f"propagate_down: {d}" for d in propagate.split()) + " "
@@ -95,7 +95,7 @@ def case(name: str, params: str = "", *, num: int = 2, num_classes: int = 4,
     inputs = {
         "loc": normal(num, NUM_PRIORS * loc_classes * 4, scale=0.5),
         "conf": normal(num, NUM_PRIORS * num_classes, scale=1.5),
-        "prior": priors(),
+        "prior": prior or priors(),
         "label": gt or ground_truth((3,) * num, num_classes),
     }
     diff_of = tuple(b for b, d in zip(("loc", "conf"), propagate.split()) if d == "true")
@@ -164,6 +164,14 @@ CASES = [
     case("background_not_zero", ssd(background_label_id="2"), num_classes=4,
          gt=lambda r: _relabel(ground_truth((3, 3), 4)(r), {2: 3})),
     case("loc_only", _SSD, propagate="true false false false"),
+    # background_label_id 4294967295 is the fork's int -1: agnostic then has 1 class.
+    case("agnostic_no_background", "map_object_to_agnostic: true conf_loss_type: LOGISTIC "
+         "mining_type: NONE background_label_id: 4294967295 code_type: CENTER_SIZE",
+         num_classes=1, gt=lambda r: _relabel(ground_truth((3, 3), 2)(r), {1: 0})),
+    # GetPriorBBoxes reads the prior blob flat: a second item is never read.
+    case("prior_of_two_items", _SSD, prior=lambda r: np.concatenate(
+        [prior_grid(), np.clip(prior_grid() + r.uniform(-0.1, 0.1, prior_grid().shape),
+                               0.01, 0.99)])),
 ]
 
 
