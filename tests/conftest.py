@@ -28,6 +28,18 @@ os.environ.setdefault("CAFFE_FX_CHECK_PASSES", "1")
 
 
 @pytest.fixture(autouse=True)
+def _oracle_fork_restored() -> Iterator[None]:
+    """CAFFE_ORACLE_FORK as it was before each test: a test that ran a fork's oracle must
+    not turn the later BVLC oracle runs into that fork's."""
+    before = os.environ.get("CAFFE_ORACLE_FORK")
+    yield
+    if before is None:
+        os.environ.pop("CAFFE_ORACLE_FORK", None)
+    else:
+        os.environ["CAFFE_ORACLE_FORK"] = before
+
+
+@pytest.fixture(autouse=True)
 def _no_leftover_caffe_alias() -> Iterator[None]:
     before = {n for n in sys.modules if n == "caffe" or n.startswith("caffe.")}
     yield

@@ -6,7 +6,6 @@ and backward."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.nets.oracle import oracle_unavailable, run_oracle  # noqa: E402
+from tests.nets.oracle import oracle_fork, oracle_unavailable, run_oracle  # noqa: E402
 
 Gen = Callable[[np.random.RandomState], np.ndarray]
 
@@ -113,10 +112,10 @@ def make_fork_golden(case: ForkCase, folder: Path, fork: str) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     net = folder / f".{case.name}.prototxt"
     net.write_text(text)
-    os.environ["CAFFE_ORACLE_FORK"] = case.fork or fork
     try:
-        got, meta = run_oracle(net, inputs, phase=case.phase, backward=case.backward,
-                               topdiffs=diffs, workdir=folder)
+        with oracle_fork(case.fork or fork):
+            got, meta = run_oracle(net, inputs, phase=case.phase, backward=case.backward,
+                                   topdiffs=diffs, workdir=folder)
     finally:
         net.unlink()
     tops = [t for layer in meta["layers"] for t in layer["tops"]

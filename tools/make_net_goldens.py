@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -29,17 +28,14 @@ sys.path.insert(0, str(ROOT))
 
 from tests.nets.catalog import GOLDEN, WEIGHTED, PublishedNet  # noqa: E402
 from tools._oracle_goldens import write_golden  # noqa: E402
-from tests.nets.oracle import MODELS, oracle_unavailable, run_oracle  # noqa: E402
+from tests.nets.oracle import MODELS, oracle_fork, oracle_unavailable, run_oracle  # noqa: E402
 
 SIZE_LIMIT = 2 * 1024 * 1024
 INPUT_LIMIT = 64 * 1024  # elements
 
 
 def _run(net: PublishedNet, inputs: dict[str, np.ndarray]) -> tuple[dict, dict]:
-    os.environ["CAFFE_ORACLE_FORK"] = net.fork
-    if not net.fork:
-        del os.environ["CAFFE_ORACLE_FORK"]
-    with tempfile.TemporaryDirectory() as tmp:
+    with oracle_fork(net.fork), tempfile.TemporaryDirectory() as tmp:
         proto = Path(tmp) / "net.prototxt"
         proto.write_text(net.oracle_prototxt(MODELS))
         return run_oracle(proto, inputs, weights=MODELS / net.weights)

@@ -353,7 +353,7 @@ def test_ssd_sized_detection_and_evaluation_equal_the_forks(tmp_path: Path, eval
                                                             ) -> None:
     """MobileNet-SSD's size (1920 priors, 21 classes, 3 images, no top_k, threshold 0.01:
     thousands of boxes kept) through DetectionOutput into DetectionEvaluate, live."""
-    from tests.nets.oracle import oracle_unavailable, run_oracle
+    from tests.nets.oracle import oracle_fork, oracle_unavailable, run_oracle
     from tools import make_ssd_detection_goldens as M
     why = oracle_unavailable()
     if why:
@@ -375,11 +375,8 @@ def test_ssd_sized_detection_and_evaluation_equal_the_forks(tmp_path: Path, eval
         f"{evaluate.replace('{sizes}', str(tmp_path / 'sizes.txt'))} }} }}\n")
     net = tmp_path / "net.prototxt"
     net.write_text(text)
-    os.environ["CAFFE_ORACLE_FORK"] = "ssd"
-    try:
+    with oracle_fork("ssd"):
         got, _ = run_oracle(net, inputs, workdir=tmp_path)
-    finally:
-        del os.environ["CAFFE_ORACLE_FORK"]
     out = caffe_fx.compile(text, outputs=["det", "ev"])(
         **{k: torch.from_numpy(v) for k, v in inputs.items()})
     assert got["data/det"].shape[2] > 1000

@@ -9,7 +9,8 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,24 @@ import numpy as np
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 MODELS = SHARED / "models"
 ORACLE = SHARED / "caffe-oracle" / "caffe-oracle"
+
+
+@contextmanager
+def oracle_fork(fork: str | None) -> Iterator[None]:
+    """CAFFE_ORACLE_FORK=fork (None or "": BVLC Caffe) for the oracle runs inside, and
+    the variable as it was afterwards, so one fork's run never leaks into later ones."""
+    before = os.environ.get("CAFFE_ORACLE_FORK")
+    if fork:
+        os.environ["CAFFE_ORACLE_FORK"] = fork
+    else:
+        os.environ.pop("CAFFE_ORACLE_FORK", None)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CAFFE_ORACLE_FORK", None)
+        else:
+            os.environ["CAFFE_ORACLE_FORK"] = before
 
 
 def oracle_unavailable() -> str | None:
