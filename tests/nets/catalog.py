@@ -254,24 +254,25 @@ RANDOMIZED: list[PublishedNet] = [
 
 
 # Nets of the Caffe forks (issue #11) with randomized weights, against the fork's oracle
-# (or BVLC's, through ORACLE_EDITS) run live: tests/nets/test_randomized_nets.py.  Long
-# (whole ImageNet-sized nets, forward and backward): marked `published`.
+# (or BVLC's, through ORACLE_EDITS) run live: tests/nets/test_randomized_nets.py.  Each
+# fork's layers have one net in the default run (3-22 s each); full SegNet (SegNet-basic's
+# layers, deeper, ~160 s) is `published`.
 FORK_RANDOMIZED: list[PublishedNet] = [
     # ceil_mode: false on pool1 (56x56, not BVLC's CEIL 57x57); BVLC runs it as FLOOR.
     PublishedNet("densenet121", "shicai+DenseNet-Caffe/DenseNet_121.prototxt", _IMAGENET,
-                 oracle_edits=("ceil_mode_as_round_mode",), extended=True),
+                 oracle_edits=("ceil_mode_as_round_mode",)),
     # No oracle has Axpy: BVLC runs each as Flatten + Scale(axis 0) + Eltwise SUM.
     PublishedNet("se_resnet50", "hujie-frank+SENet/models/SE-ResNet-50.prototxt", _IMAGENET,
-                 oracle_edits=("axpy_as_scale_eltwise",), extended=True),
+                 oracle_edits=("axpy_as_scale_eltwise",)),
     PublishedNet("segnet_basic",
                  "alexgkendall+SegNet-Tutorial/Models/segnet_basic_inference.prototxt",
                  {"data": (1, 3, 360, 480), "label": (1, 1, 360, 480)}, integers={"label": 11},
-                 fork="segnet", data_layer_as_input=True, extended=True),
+                 fork="segnet", data_layer_as_input=True),
     PublishedNet("segnet", "alexgkendall+SegNet-Tutorial/Models/segnet_inference.prototxt",
                  {"data": (1, 3, 360, 480), "label": (1, 1, 360, 480)}, integers={"label": 11},
                  fork="segnet", data_layer_as_input=True, extended=True),
     PublishedNet("mobilenet_ssd", "chuanqi305+MobileNet-SSD/deploy.prototxt",
-                 {"data": (1, 3, 300, 300)}, fork="ssd", extended=True),
+                 {"data": (1, 3, 300, 300)}, fork="ssd"),
 ]
 
 
