@@ -36,6 +36,20 @@ def relative_error(ours: np.ndarray, caffe: np.ndarray) -> float:
     return float(diff.max()) / max(scale, 1e-30) if diff.size else 0.0
 
 
+def load_record(path: Path) -> dict[str, np.ndarray]:
+    """A golden .npz as a dict (every array read, the file closed)."""
+    with np.load(path) as f:
+        return dict(f)
+
+
+def assert_like_fork(ours: np.ndarray, caffe: np.ndarray, what: str, tol: float = 1e-5
+                     ) -> None:
+    """Same shape, and within `tol` of the fork's blob relative to its largest magnitude."""
+    assert ours.shape == caffe.shape, f"{what}: shape {ours.shape}, Caffe's {caffe.shape}"
+    err = relative_error(ours, caffe)
+    assert err <= tol, f"{what} differs from the fork by {err:.3g} (relative)"
+
+
 def run_golden(path: Path, weights_dir: Path | None = None
                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
     """Compiles the case's net with Caffe's params and runs it on Caffe's inputs.

@@ -22,22 +22,11 @@ from google.protobuf import text_format
 import caffe_fx
 from caffe_fx.errors import ExportError, InputError, ShapeError, UnsupportedFieldError
 from caffe_fx.proto import caffe_pb2
-from tests.golden.harness import relative_error
+from tests.golden.harness import assert_like_fork as _close, load_record as _load, relative_error
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "multibox"
 CASES = sorted(p for p in GOLDEN.glob("*.npz") if not p.stem.startswith("net_"))
 BOTTOMS = ("loc", "conf", "prior", "label")
-
-
-def _load(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as f:
-        return dict(f)
-
-
-def _close(ours: np.ndarray, caffe: np.ndarray, what: str, tol: float = 1e-5) -> None:
-    assert ours.shape == caffe.shape, f"{what}: shape {ours.shape}, Caffe's {caffe.shape}"
-    err = relative_error(ours, caffe)
-    assert err <= tol, f"{what} differs from the fork by {err:.3g} (relative)"
 
 
 def _loss_weight(rec: dict[str, np.ndarray]) -> float:
@@ -105,7 +94,6 @@ def test_nms_param_without_top_k_mines_nothing() -> None:
     assert float(loss) == 0.0 and not inputs["conf"].grad.any()
 
 
-
 def test_an_image_without_ground_truth_gets_no_mined_negatives() -> None:
     """The fork mines per label of an image's matches, and an image without ground truth
     has none: under MAX_NEGATIVE its confidences get no diff at all (image 1 here)."""
@@ -125,7 +113,6 @@ def test_variance_in_target_backward_is_the_forks_not_autograds() -> None:
     prior = rec["input/prior"].reshape(2, -1, 4)
     var = np.tile(prior[1], (2, 1)).reshape(rec["diff/loc"].shape)
     assert relative_error(rec["diff/loc"] / var, rec["diff/loc"]) > 1
-
 
 
 def test_an_ssd_training_head_matches_the_fork() -> None:

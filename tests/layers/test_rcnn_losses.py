@@ -19,16 +19,11 @@ from google.protobuf import text_format
 import caffe_fx
 from caffe_fx.errors import NetDefinitionError, ShapeError
 from caffe_fx.proto import caffe_pb2
-from tests.golden.harness import relative_error
+from tests.golden.harness import load_record as _load, relative_error
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "rcnn_layers"
 # TRAIN Dropout draws torch's mask: tests/layers/test_dropout.py checks its form.
 CASES = sorted(p for p in GOLDEN.glob("*.npz") if "_train" not in p.stem)
-
-
-def _load(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as f:
-        return dict(f)
 
 
 def _tops(rec: dict[str, np.ndarray]) -> list[str]:

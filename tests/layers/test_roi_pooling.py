@@ -20,16 +20,11 @@ import torch
 import caffe_fx
 from caffe_fx.errors import InputError, ShapeError, UnsupportedFieldError
 from caffe_fx.ops import roi_pool as R
-from tests.golden.harness import relative_error
+from tests.golden.harness import assert_like_fork as _close, load_record as _load
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "roi"
 CASES = sorted(GOLDEN.glob("*.npz"))
 FLT_MAX = float(np.finfo(np.float32).max)
-
-
-def _load(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as f:
-        return dict(f)
 
 
 def _c_round(v: float) -> float:
@@ -77,12 +72,6 @@ def reference_backward(top_diff: np.ndarray, rois: np.ndarray, argmax: np.ndarra
         if a >= 0:
             plane[int(rois[r, 0]), ch, a] += top_diff[r, ch, ph, pw]
     return out
-
-
-def _close(ours: np.ndarray, caffe: np.ndarray, what: str, tol: float = 1e-5) -> None:
-    assert ours.shape == caffe.shape, f"{what}: shape {ours.shape}, Caffe's {caffe.shape}"
-    err = relative_error(ours, caffe)
-    assert err <= tol, f"{what} differs from the fork by {err:.3g} (relative)"
 
 
 # ---------------------------------------------------------------- the fork's goldens

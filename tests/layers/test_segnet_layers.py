@@ -24,21 +24,10 @@ import caffe_fx
 from caffe_fx.errors import (CaffeFxError, IgnoredFieldWarning, InputError, ShapeError,
                              UnsupportedFieldError)
 from caffe_fx.ops import segnet as S
-from tests.golden.harness import relative_error
+from tests.golden.harness import assert_like_fork as _close, load_record as _load, relative_error
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "segnet"
 CASES = sorted(GOLDEN.glob("*.npz"))
-
-
-def _load(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as f:
-        return dict(f)
-
-
-def _close(ours: np.ndarray, caffe: np.ndarray, what: str, tol: float = 1e-5) -> None:
-    assert ours.shape == caffe.shape, f"{what}: shape {ours.shape}, Caffe's {caffe.shape}"
-    err = relative_error(ours, caffe)
-    assert err <= tol, f"{what} differs from the fork by {err:.3g} (relative)"
 
 
 def _weights(rec: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:

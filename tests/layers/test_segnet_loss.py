@@ -22,16 +22,11 @@ import caffe_fx
 from caffe_fx.errors import IgnoredFieldWarning, InputError, ShapeError, UnsupportedFieldError
 from caffe_fx.ops import loss as L
 from caffe_fx.proto import caffe_pb2
-from tests.golden.harness import relative_error
+from tests.golden.harness import load_record as _load, relative_error
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "segnet_loss"
 RANDOM = {"dropout_sample_test"}  # the fork's own random mask
 CASES = sorted(p for p in GOLDEN.glob("*.npz") if p.stem not in RANDOM)
-
-
-def _load(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as f:
-        return dict(f)
 
 
 def _close(ours: np.ndarray, caffe: np.ndarray, what: str, tol: float = 1e-5) -> None:

@@ -18,21 +18,10 @@ import torch
 import caffe_fx
 from caffe_fx.errors import CaffeFxError, ShapeError
 from caffe_fx.ops import ssd as S
-from tests.golden.harness import relative_error
+from tests.golden.harness import assert_like_fork as _close, load_record as _load, relative_error
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "ssd"
 CASES = sorted(GOLDEN.glob("*.npz"))
-
-
-def _load(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as f:
-        return dict(f)
-
-
-def _close(ours: np.ndarray, caffe: np.ndarray, what: str, tol: float = 1e-5) -> None:
-    assert ours.shape == caffe.shape, f"{what}: shape {ours.shape}, Caffe's {caffe.shape}"
-    err = relative_error(ours, caffe)
-    assert err <= tol, f"{what} differs from the fork by {err:.3g} (relative)"
 
 
 def _run(rec: dict[str, np.ndarray]):
