@@ -440,7 +440,7 @@ class _Training:
     def _init_training(self, param: caffe_pb2.SolverParameter, where: str,
                        make_runner: Callable[[NetSpec, int], NetRunner],
                        weights: Sequence[str] = ()) -> None:
-        from .optim import from_solver
+        from .optim.solver_param import build
 
         self._param, self._where = param, where
         check_solver(param, where)
@@ -457,7 +457,7 @@ class _Training:
 
             gm = self._train.graph_module()
             broadcast_parameters([*gm.parameters(), *gm.buffers()])
-        self.optimizer, self.scheduler = from_solver(param, self._train.graph_module())
+        self.optimizer, self.scheduler = build(param, where, self._train.graph_module())
         self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self._callbacks: list[tuple[Callable[[], Any] | None, Callable[[], Any] | None]] = []
         self._iter = 0
@@ -578,7 +578,14 @@ class _Training:
 
     def _apply_update(self) -> None:
         """SGDSolver::ApplyUpdate: the lr line, then the optimizer's step (clip, normalize
-        by iter_size, regularize, update rule, data -= diff), without moving iter_."""
+        by iter_size, regularize, update rule, data -= diff), without moving iter_.  The
+        SSD fork's "plateau" policy first sees this iteration's smoothed loss."""
+        self._sync_optimizer()
+        before = self.scheduler.step_now
+        self.scheduler.observe_loss(float(self._smoothed))
+        if self.scheduler.step_now != before and self._root():
+            log.info("Plateau Status: Iteration %d, step = %d", self._iter,
+                     self.scheduler.step_now)
         rate = self._rate
         if self._param.display and self._iter % self._param.display == 0 and self._root():
             log.info("Iteration %d, lr = %s", self._iter, _g(rate))
@@ -750,14 +757,20 @@ class _Training:
         log.info("Snapshotting solver state to %s file %s", "HDF5" if hdf5 else "binary proto",
                  state_file)
         history = [h.detach().cpu().numpy() for h in self.optimizer.history()]
+        plateau = self.scheduler.policy == "plateau"  # the SSD fork's state, as it saves it
         write_solverstate(state_file, SolverState(
             iter=self._iter, current_step=self.scheduler.current_step, learned_net=model,
-            history=history), hdf5=hdf5, force=True)
+            history=history,
+            minimum_loss=self.scheduler.minimum_loss if plateau else None,
+            iter_last_event=self.scheduler.iter_last_event if plateau else None),
+            hdf5=hdf5, force=True)
         return model, state_file
 
     def _restore(self, state_file: str | os.PathLike) -> None:
         """Solver::Restore (binary or, by the `.h5` ending, HDF5): iter_, current_step_,
-        the history, and the weights of the learned_net file the state names."""
+        the SSD fork's minimum_loss_ and iter_last_event_ (a binary state without them
+        gives the fork's proto defaults, 1e38 and 0), the history, and the weights of the
+        learned_net file the state names."""
         from .optim import read_solverstate
 
         state = read_solverstate(state_file)
@@ -766,7 +779,10 @@ class _Training:
         self._iter = int(state.iter)
         self.optimizer.load_history([np.asarray(h) for h in state.history])
         self.optimizer.iteration = self._iter
-        self.scheduler.restore(self._iter, int(state.current_step))
+        self.scheduler.restore(
+            self._iter, int(state.current_step),
+            minimum_loss=1e38 if state.minimum_loss is None else state.minimum_loss,
+            iter_last_event=0 if state.iter_last_event is None else state.iter_last_event)
 
     # -- callbacks and signals ---------------------------------------------------------
 

@@ -125,12 +125,19 @@ def from_solver(solver: str | os.PathLike | caffe_pb2.SolverParameter,
     (every layer blob in the net's order, a shared blob once with the lr_mult/decay_mult
     Net::AppendParam gives it), including blobs of lr_mult 0, which never move but have
     history blobs in Caffe's solverstate; `optimizer.param_order` keeps Caffe's order.
-    The scheduler is a CaffeLR of the solver's lr_policy.
+    The scheduler is a CaffeLR of the solver's lr_policy (with the SSD fork's "plateau",
+    call `scheduler.observe_loss(smoothed_loss)` before each `optimizer.step()`).
     """
     if isinstance(solver, caffe_pb2.SolverParameter):
         param, where = solver, "<SolverParameter>"
     else:
         param, where = read_solver(solver), os.fspath(solver)
+    return build(param, where, module, iter_size=iter_size)
+
+
+def build(param: caffe_pb2.SolverParameter, where: str, module: fx.GraphModule, *,
+          iter_size: int | None = None) -> tuple[CaffeOptimizer, CaffeLR]:
+    """from_solver on a SolverParameter read from `where` (named in its errors)."""
     _check(param, where)
     learnable = _learnable(module, where)
     groups: dict[tuple[float, float], list[torch.Tensor]] = {}
@@ -157,5 +164,6 @@ def from_solver(solver: str | os.PathLike | caffe_pb2.SolverParameter,
     opt.param_order = [t for t, _, _ in learnable]
     scheduler = CaffeLR(opt, param.lr_policy, base_lr=param.base_lr, gamma=param.gamma,
                         power=param.power, stepsize=param.stepsize,
-                        stepvalue=list(param.stepvalue), max_iter=param.max_iter, where=where)
+                        stepvalue=list(param.stepvalue), max_iter=param.max_iter,
+                        plateau_winsize=list(param.plateau_winsize), where=where)
     return opt, scheduler

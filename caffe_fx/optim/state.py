@@ -4,7 +4,9 @@ Training stage.  Mirrors SGDSolver::SnapshotSolverStateToBinaryProto / ToHDF5 an
 RestoreSolverStateFromBinaryProto / FromHDF5 (src/caffe/solvers/sgd_solver.cpp): `iter`,
 `learned_net` (the caffemodel's path), `current_step` and the history blobs (HDF5: int
 datasets "iter" and "current_step", a string dataset "learned_net", group "history"
-with datasets "0", "1", ...).  Files are written atomically (caffe_fx/_atomic.py).
+with datasets "0", "1", ...), and the SSD fork's "plateau" state `minimum_loss` and
+`iter_last_event` (weiliu89/caffe; HDF5: a float and an int dataset).  Files are written
+atomically (caffe_fx/_atomic.py).
 """
 from __future__ import annotations
 
@@ -27,13 +29,17 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 @dataclass
 class SolverState:
     """What a .solverstate holds: Caffe's iter_, the caffemodel it was written with,
-    current_step_ (lr policies step/multistep) and the history blobs in Caffe's order
-    (see CaffeOptimizer.history)."""
+    current_step_ (lr policies step/multistep/plateau) and the history blobs in Caffe's
+    order (see CaffeOptimizer.history).  `minimum_loss` and `iter_last_event` are the SSD
+    fork's plateau state: None where the file has none (BVLC's), and written only when
+    set (the SSD fork writes them always, BVLC Caffe ignores them)."""
 
     iter: int
     current_step: int
     learned_net: str
     history: list[np.ndarray] = field(default_factory=list)
+    minimum_loss: float | None = None
+    iter_last_event: int | None = None
 
 
 def _blob_array(blob: caffe_pb2.BlobProto, where: str, i: int) -> np.ndarray:
@@ -76,7 +82,11 @@ def read_solverstate(path: str | os.PathLike) -> SolverState:
                               f"{e}") from e
     return SolverState(iter=state.iter, current_step=state.current_step,
                        learned_net=state.learned_net,
-                       history=[_blob_array(b, where, i) for i, b in enumerate(state.history)])
+                       history=[_blob_array(b, where, i) for i, b in enumerate(state.history)],
+                       minimum_loss=state.minimum_loss if state.HasField("minimum_loss")
+                       else None,
+                       iter_last_event=state.iter_last_event
+                       if state.HasField("iter_last_event") else None)
 
 
 def _read_hdf5(where: str) -> SolverState:
@@ -93,12 +103,18 @@ def _read_hdf5(where: str) -> SolverState:
             if names != [str(i) for i in range(len(names))]:
                 raise WeightsError(f"{where}: HDF5 history datasets are {sorted(hist.keys())}; "
                                    "expected 0, 1, ... as Caffe writes them")
+            def scalar(name: str) -> np.ndarray | None:
+                return np.asarray(f[name][()]).reshape(-1)[0] if name in f else None
+
+            minimum, last_event = scalar("minimum_loss"), scalar("iter_last_event")
             return SolverState(
                 iter=int(np.asarray(f["iter"][()]).reshape(-1)[0]),
                 current_step=int(np.asarray(f["current_step"][()]).reshape(-1)[0]),
                 learned_net=(learned.decode() if isinstance(learned, bytes)
                              else str(learned)).rstrip("\0"),
-                history=[np.asarray(hist[n][()], dtype=np.float32) for n in names])
+                history=[np.asarray(hist[n][()], dtype=np.float32) for n in names],
+                minimum_loss=None if minimum is None else float(minimum),
+                iter_last_event=None if last_event is None else int(last_event))
     except OSError as e:
         raise WeightsError(f"{where}: cannot read the HDF5 solver state: {e}") from e
 
@@ -125,9 +141,20 @@ def write_solverstate(path: str | os.PathLike, state: SolverState, *, hdf5: bool
             group = f.create_group("history")
             for i, a in enumerate(arrays):
                 group.create_dataset(str(i), data=a)
+            # The SSD fork's hdf5_save_int / hdf5_save_float: 1-element datasets.
+            if state.iter_last_event is not None:
+                f.create_dataset("iter_last_event",
+                                 data=np.array([state.iter_last_event], dtype=np.int32))
+            if state.minimum_loss is not None:
+                f.create_dataset("minimum_loss",
+                                 data=np.array([state.minimum_loss], dtype=np.float32))
         return p
     proto = caffe_pb2.SolverState(iter=state.iter, learned_net=state.learned_net,
                                   current_step=state.current_step)
+    if state.minimum_loss is not None:
+        proto.minimum_loss = state.minimum_loss
+    if state.iter_last_event is not None:
+        proto.iter_last_event = state.iter_last_event
     for a in arrays:
         blob = proto.history.add()
         blob.shape.dim.extend(int(d) for d in a.shape)

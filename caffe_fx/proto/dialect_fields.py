@@ -34,6 +34,8 @@ FORK_FIELDS: dict[str, tuple[str, int | None]] = {
     'caffe.SolverParameter.ap_version': ('weiliu89/caffe', 42),
     'caffe.SolverParameter.show_per_class_result': ('weiliu89/caffe', None),
     'caffe.SolverParameter.plateau_winsize': ('weiliu89/caffe', None),
+    'caffe.SolverState.minimum_loss': ('weiliu89/caffe', None),
+    'caffe.SolverState.iter_last_event': ('weiliu89/caffe', None),
     'caffe.LossParameter.weight_by_label_freqs': ('alexgkendall/caffe-segnet', 3),
     'caffe.LossParameter.class_weighting': ('alexgkendall/caffe-segnet', None),
     'caffe.PoolingParameter.ceil_mode': ('BVLC/caffe#3057', 13),

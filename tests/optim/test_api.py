@@ -15,7 +15,8 @@ def test_all() -> None:
         "SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam", "CaffeOptimizer",
         "CaffeLR", "POLICIES", "SOLVER_TYPES", "from_solver", "read_solver",
         "SolverState", "read_solverstate", "write_solverstate"])
-    assert optim.POLICIES == ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
+    assert optim.POLICIES == ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid",
+                              "plateau")
 
 
 def test_signatures() -> None:
