@@ -2,8 +2,9 @@
 <cfloat>'s FLT_MAX and FLT_MIN (float32's largest and smallest normal values, which
 Caffe's float and double code alike use) and SegNet BNLayer's var_eps_.
 
-TorchScript-compiled ops cannot read module globals: those write the literal inline,
-with a comment naming the constant here.
+TorchScript-compiled ops read them as attributes of this module (`constants.FLT_MIN`;
+TorchScript refuses a bare name imported from it), or write the literal inline with a
+comment naming the constant here.
 """
 from __future__ import annotations
 

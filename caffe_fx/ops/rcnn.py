@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from . import constants
 from ._shape_check import dims, wrong_shape
 from .caffe_grad import caffe_grad
 from .loss import _first_dims, _label_count, _label_log_probs, _normalizer, _numel, _valid
@@ -116,7 +117,7 @@ def _weighted_softmax_loss(x: Tensor, label: Tensor, weight: Tensor, axis: int,
     w = _sample_weights(weight, outer, inner).to(x.dtype)
     # VALID counts the non-ignored positions whose weight is > 1e-12 (compared in double).
     counted = valid & (w.to(torch.float64) > 1e-12)
-    logp = torch.log(torch.clamp(picked, min=1.1754943508222875e-38))
+    logp = torch.log(torch.clamp(picked, min=constants.FLT_MIN))
     loss = -torch.where(valid, w * logp, torch.zeros_like(logp)).sum()
     norm = _normalizer(loss, normalization, outer, inner, counted)
     return loss / norm, prob, w, valid, norm
