@@ -635,6 +635,14 @@ class CaffeMultiBoxLoss(torch.autograd.Function):
         return grad_loc, grad_conf, None, None, None, None, None, None
 
 
+def not_scripted(layer: str) -> str:
+    """Why torch.jit.script refuses a net with this layer (ExportError)."""
+    return (f"layer '{layer}' ({_KIND}) cannot be scripted with TorchScript: its matching "
+            "and hard-negative mining depend on the data and run only eagerly in Python; "
+            "script the net without it (compile(..., outputs=[its bottoms])), or train the "
+            "GraphModule eagerly or with torch.compile")
+
+
 @torch.fx.wrap
 def multibox_loss(loc: Tensor, conf: Tensor, prior: Tensor, gt: Tensor, num_classes: int,
                   share_location: bool, match_type: str, overlap_threshold: float,
@@ -650,8 +658,8 @@ def multibox_loss(loc: Tensor, conf: Tensor, prior: Tensor, gt: Tensor, num_clas
     (N, P * C), PriorBox's prior (1, 2, P * 4) and the label (1, 1, N_gt, 8); a 0-axis
     loss.  loc_term/conf_term: the layer's propagate_down for loc and conf (the fork adds
     a term to the loss only for a bottom it propagates to).  Eager only: torch.compile
-    runs it between its graphs, torch.export raises ExportError, TorchScript cannot
-    compile it."""
+    runs it between its graphs, torch.export raises ExportError, and torch.jit.script of
+    the net raises ExportError (not_scripted) from the layer's module."""
     loc_classes = 1 if share_location else num_classes
     num, num_priors, num_gt = check_shapes(loc.shape, conf.shape, prior.shape, gt.shape,
                                            num_classes, loc_classes, layer)

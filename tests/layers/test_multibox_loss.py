@@ -223,6 +223,17 @@ def test_export_is_refused_with_a_clear_error() -> None:
         torch.export.export(gm, (), inputs)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_torchscript_is_refused_naming_the_layer() -> None:
+    gm = caffe_fx.compile(_net("num_classes: 3"))
+    with pytest.raises(ExportError, match=r"layer 'mbox' \(MultiBoxLoss\) cannot be scripted "
+                       r"with TorchScript: its matching and hard-negative mining depend on "
+                       r"the data.*outputs=\[its bottoms\]"):
+        torch.jit.script(gm)
+    inputs = _small_inputs([0, 1, 0, 0.1, 0.1, 0.5, 0.5, 0])
+    assert float(gm(**inputs)["loss"]) > 0  # the refusal left the GraphModule as it was
+
+
 def test_torch_compile_runs_it_eagerly_between_graphs() -> None:
     rec = _load(GOLDEN / "hard_example_nms.npz")
     gm = torch.compile(caffe_fx.compile(str(rec["prototxt"]), outputs=["loss"]),

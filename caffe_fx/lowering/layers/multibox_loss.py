@@ -6,13 +6,20 @@ background id within [0, num_classes), the loss normalization from loss_param) a
 Reshape (the location and confidence counts against the priors'), plus the checks the fork
 makes at its first forward whatever the data: map_object_to_agnostic's class count and
 HARD_EXAMPLE's sample_size > 0.  The loss adds a loc (conf) term only when the layer
-propagates down to loc (conf), as the fork reads its own propagate_down.
+propagates down to loc (conf), as the fork reads its own propagate_down.  The layer is a
+blob-less submodule so that torch.jit.script refuses the net up front with an ExportError
+naming it: TorchScript cannot compile the eager matching and mining.
 """
 from __future__ import annotations
 
+from typing import Any, NoReturn
+
+from torch import Tensor
+
+from ...errors import ExportError
 from ...ops import multibox_loss as ops
 from ...proto import caffe_pb2
-from ..registry import Call, LayerView, register
+from ..registry import CaffeModule, LayerView, register
 from .loss import loss_setup, loss_normalization
 from .ssd import fork_int
 
@@ -21,7 +28,7 @@ _P = caffe_pb2.MultiBoxLossParameter
 
 @register("MultiBoxLoss", params=("multibox_loss_param", "loss_param"), bottoms=4, tops=1,
           auto_top=True, is_loss=True, fork="weiliu89/caffe")
-def multibox_loss(view: LayerView) -> Call:
+def multibox_loss(view: LayerView) -> MultiBoxLoss:
     loss_setup(view)
     p = view.param.multibox_loss_param
     if not p.HasField("num_classes"):
@@ -68,7 +75,7 @@ def multibox_loss(view: LayerView) -> Call:
     down = list(view.param.propagate_down) or [True, True, False, False]
     lp = view.param.loss_param
     nms = p.nms_param
-    return Call(ops.multibox_loss, dict(
+    return MultiBoxLoss(dict(
         num_classes=num_classes, share_location=bool(p.share_location),
         match_type=_P.MatchType.Name(p.match_type),
         overlap_threshold=float(p.overlap_threshold),
@@ -86,3 +93,19 @@ def multibox_loss(view: LayerView) -> Call:
         use_prior_for_nms=bool(p.use_prior_for_nms),
         normalization=loss_normalization(lp, lp.normalization),
         loc_term=bool(down[0]), conf_term=bool(down[1]), layer=view.name))
+
+
+class MultiBoxLoss(CaffeModule):
+    """ops.multibox_loss with the layer's literal arguments; it has no blobs."""
+
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        super().__init__()
+        self.kwargs = kwargs
+        self.layer: str = kwargs["layer"]
+
+    def forward(self, loc: Tensor, conf: Tensor, prior: Tensor, gt: Tensor) -> Tensor:
+        return ops.multibox_loss(loc, conf, prior, gt, **self.kwargs)
+
+    def __prepare_scriptable__(self) -> NoReturn:
+        # torch.jit.script calls this on every submodule before compiling anything.
+        raise ExportError(ops.not_scripted(self.layer))
