@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._atomic import atomic_path, check_writable
-from ..errors import ExportError, InputError, MissingDependencyError
+from ..errors import CaffeFxError, ExportError, InputError, MissingDependencyError
 from ._common import add_net_arguments, input_shapes
 
 if TYPE_CHECKING:
@@ -209,8 +209,13 @@ def _export_ts(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated
         torch.jit.save(scripted, str(path))
         loaded = torch.jit.load(str(path))
-    with torch.no_grad():
-        return dict(loaded(**inputs))
+
+    def check() -> dict[str, torch.Tensor]:
+        # A layer that scripts but refuses to run there (DetectionOutput) raises here.
+        with torch.no_grad():
+            return dict(loaded(**inputs))
+
+    return _guard("TorchScript", check, doing="check (load and run)")
 
 
 def _export_onnx(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
@@ -224,7 +229,10 @@ def _export_onnx(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
         level = log.level
         log.setLevel(logging.ERROR)
         try:
-            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            # A failing torch.export step prints its partial graph on stderr, as in
+            # _torch_export.
+            with contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(gm, (), str(path), kwargs=inputs, dynamo=True,
                                   external_data=False)
@@ -257,13 +265,36 @@ def _export_onnx(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
 
 def _guard(what: str, fn: Callable, doing: str = "export", hint: str = ""):
     """fn(), with whatever the exporter or runtime raises (many types) as one ExportError
-    line naming the step that failed; nothing is written then."""
+    line naming the step that failed; nothing is written then.  Where the failure began
+    as a caffe_fx error inside the trace (a layer refusing export), that error's own
+    message is the line, not the exporter's wrapper (torch.onnx's TorchExportError)."""
     try:
         return fn()
     except Exception as e:
-        first = str(e).strip().splitlines()[0].rstrip(".") if str(e).strip() else "no message"
-        raise ExportError(f"{what} {doing} failed: {type(e).__name__}: {first}{hint}; "
+        cause = _own_error(e)
+        shown = e if cause is None else cause
+        text = str(shown).strip()
+        name = type(shown).__name__
+        if cause is None and text.startswith("The following operation failed in the "
+                                             "TorchScript interpreter"):
+            # A RuntimeError raised inside TorchScript: its last line is that error.
+            name, _, text = text.splitlines()[-1].removeprefix("builtins.").partition(": ")
+        first = text.splitlines()[0].rstrip(".") if text else "no message"
+        raise ExportError(f"{what} {doing} failed: {name}: {first}{hint}; "
                           "nothing was written") from e
+
+
+def _own_error(e: BaseException) -> CaffeFxError | None:
+    """The first caffe_fx error along e's chain of causes (`raise ... from`, or raised
+    while handling), or None."""
+    seen: set[int] = set()
+    current: BaseException | None = e
+    while current is not None and id(current) not in seen:
+        if isinstance(current, CaffeFxError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _blob_list(text: str) -> list[str]:

@@ -100,6 +100,48 @@ def test_a_program_that_differs_is_not_kept(lenet, tmp_path: Path,
     assert not list(tmp_path.iterdir())
 
 
+def _detection_net(tmp_path: Path) -> list[str]:
+    from tests.cli.test_export_compiled import DETECT, _layers_only
+
+    proto, weights = tmp_path / "net.prototxt", tmp_path / "w.caffemodel"
+    proto.write_text(DETECT)
+    _layers_only(weights)
+    (tmp_path / "out").mkdir()
+    return ["export", str(proto), str(weights)]
+
+
+def test_onnx_failure_shows_the_layers_own_error(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """torch.onnx wraps the ExportError that DetectionOutput raises inside the trace in its
+    TorchExportError ("Failed to export the model with torch.export..."): the line shows
+    caffe_fx's error instead, and nothing else reaches the terminal."""
+    pytest.importorskip("onnxscript")
+    out = tmp_path / "out" / "n.onnx"
+    assert main(_detection_net(tmp_path) + ["-o", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith(
+        "caffe-fx export: error: ONNX export failed: ExportError: layer 'detect' "
+        "(DetectionOutput): its top has a data-dependent number of rows")
+    assert "TorchExportError" not in captured.err and "nothing was written" in captured.err
+    assert not list(out.parent.iterdir())
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_torchscript_run_failure_is_one_line(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """DetectionOutput scripts but refuses to run in TorchScript: the check run's error is
+    the layer's message, not the interpreter's traceback."""
+    out = tmp_path / "out" / "n.ts"
+    assert main(_detection_net(tmp_path) + ["-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("caffe-fx export: error: TorchScript check (load and run) failed: "
+                          "RuntimeError: layer 'detect' (DetectionOutput): its top has a "
+                          "data-dependent number of rows")
+    assert not list(out.parent.iterdir())
+
+
 def test_compare_checks_names_and_shapes() -> None:
     t = torch.zeros(2, 3)
     assert export_cmd.compare({"a": t + 1e-7}, {"a": t}, "X") == {"a": pytest.approx(1e-7)}
