@@ -956,7 +956,9 @@ class Solver(_Training):
 
     @property
     def lr(self) -> float:
-        """SGDSolver::GetLearningRate at the current iteration: what the next update uses."""
+        """SGDSolver::GetLearningRate at the current iteration: what the next update uses
+        (with the SSD fork's "plateau", unless that iteration's smoothed loss then lowers
+        it)."""
         return self._rate
 
     @property
