@@ -36,6 +36,7 @@ from ..layers import layers_overlay
 from ..lowering.expose import alias, expose_values
 from ..lowering.layers.python import python_sources
 from ..lowering.registry import CaffeModule, LayerView, lookup, supported_layers
+from ..ops import onednn
 from ..passes.name_automatic_tops import automatic_blobs
 from ..proto import caffe_pb2
 from ..weights_io import save_caffemodel
@@ -199,6 +200,10 @@ class Net:
         gm, modules = self._build(None)
         built = Built(gm, gm.meta["caffe"], tuple(modules))
         binding.bind(built, net, None, where)  # Caffe's fillers, shared params
+        # Blob.data is a NumPy view: writes through it move no version counter, so no
+        # weight reordered for oneDNN may be kept (ops/onednn.py).  Rebuilds adopt these
+        # tensors (_adopt).
+        onednn.use_prepacked(gm, False)
         self._slots = binding.slots_of(built, net)  # what copy_from/load_hdf5 fit to
         for view, module in modules:
             self._tensors[view.name] = module.blob_tensors()

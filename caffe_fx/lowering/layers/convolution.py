@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import NetDefinitionError, ShapeError
+from ...ops import onednn
 from ..geometry import Geometry, conv_geometry
 from ..registry import CaffeModule, LayerView, register
 from ..shapes import check_shape
@@ -78,18 +79,12 @@ class CaffeConv(CaffeModule):
             y = F.conv1d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                          self.groups)
         elif n == 2:
-            if x.device.type == "cpu":
-                # oneDNN convolves NHWC 15-35% faster on CPU; later layers keep the layout
-                # and compile() hands outputs back contiguous.  A no-op after the first conv.
-                if x.shape[1] == 1:
-                    # One channel: NCHW is already NHWC, so .contiguous() keeps the NCHW
-                    # strides and oneDNN would answer (and the pools run) NCHW; a view
-                    # with NHWC strides instead (LeNet b64's step 21.3 -> 18.7 ms).
-                    x = x.reshape(x.shape[0], x.shape[2], x.shape[3], 1).permute(0, 3, 1, 2)
-                else:
-                    x = x.contiguous(memory_format=torch.channels_last)
-            y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                         self.groups)
+            if not torch.jit.is_scripting():
+                if self.axis == 1 and onednn.applies(x, [self.weight, self.bias]):
+                    return onednn.conv2d(x, self.weight, self.bias, self.stride,
+                                         self.padding, self.dilation, self.groups)
+            y = onednn.conv2d_nhwc(x, self.weight, self.bias, self.stride, self.padding,
+                                   self.dilation, self.groups)
         else:
             y = F.conv3d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                          self.groups)

@@ -1,0 +1,145 @@
+"""Inference kernels for the CPU: oneDNN convolution with its weight reordered once.
+
+torch's eager `conv2d` hands oneDNN a plain (K, C, kh, kw) weight, which oneDNN reorders
+into its blocked layout on every call (plus a channels-last copy first): on ResNet-50 at
+batch 1 that is more than half the forward.  Inference engines (OpenCV dnn, onnxruntime,
+inductor's freezing) reorder once.  Here, when autograd records nothing (`torch.no_grad`,
+`inference_mode`, or no input or parameter needing grad) on a float32 CPU tensor in eager
+mode, the convolution runs `mkldnn::_convolution_pointwise` on a reordered weight kept
+beside the parameter, and redone when the parameter changes: another tensor, or its
+version counter moved (in-place ops, `load_state_dict`, optimizers, `.to()`).  Writes that
+bypass the counter - `param.data[...] = ...`, NumPy views of a parameter - are not seen:
+after those, call `caffe_fx.ops.onednn.forget(module)`, or switch the kernels off with
+`use_prepacked(module, False)` (the pycaffe facade, whose Blob.data are NumPy views, does).
+
+The same reorder takes a weight folded with the BatchNorm and Scale that follow the
+convolution (lowering/fuse.py): w' = w s / sqrt(var + eps), b' = (b - mean) s / sqrt(var +
+eps) + beta, computed in float64 and rounded once, and the ReLU after it runs inside the
+convolution.  Under autograd, TorchScript, torch.compile/export or jit tracing the ops take
+their plain path, Caffe's op-for-op arithmetic.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.utils.weak import WeakIdKeyDictionary
+
+# The weight (the conv's parameter) -> (key, reordered weight, bias) of its latest use.
+_CACHE: WeakIdKeyDictionary = WeakIdKeyDictionary()
+_OFF: WeakIdKeyDictionary = WeakIdKeyDictionary()  # weights whose kernels use_prepacked() stopped
+_AVAILABLE = torch.backends.mkldnn.is_available()
+
+
+def applies(x: Tensor, params: Sequence[Optional[Tensor]]) -> bool:
+    """Whether the prepacked kernel may run: eager, CPU, float32, 4-D, nothing recorded,
+    and not switched off for the weight (params[0])."""
+    if not _AVAILABLE or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return False
+    if params[0] in _OFF:
+        return False
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4:
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or any(
+            p is not None and p.requires_grad for p in params)):
+        return False
+    return not x.is_inference() or all(p is None or not p.is_inference() for p in params)
+
+
+def stamp(t: Optional[Tensor]) -> Tuple[int, int]:
+    """A tensor's identity for the cache: its storage address and version counter."""
+    return (0, -1) if t is None else (t.data_ptr(), t._version)
+
+
+def _packed(weight: Tensor, key: Tuple[Any, ...],
+            make: Callable[[], Tuple[Tensor, Optional[Tensor]]]) -> Tuple[Tensor, Optional[Tensor]]:
+    entry = _CACHE.get(weight)
+    if entry is not None and entry[0] == key:
+        return entry[1], entry[2]
+    w, b = make()
+    _CACHE[weight] = (key, w, b)
+    return w, b
+
+
+def conv2d_nhwc(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
+                pad: List[int], dilation: List[int], groups: int) -> Tensor:
+    """The plain path: torch's conv2d, on the CPU in NHWC (oneDNN convolves it 15-35%
+    faster; later layers keep the layout and compile() hands outputs back contiguous)."""
+    if x.device.type == "cpu":
+        if x.shape[1] == 1:
+            # One channel: NCHW is already NHWC, so .contiguous() keeps the NCHW strides
+            # and oneDNN would answer (and the pools run) NCHW; a view with NHWC strides
+            # instead (LeNet b64's step 21.3 -> 18.7 ms).
+            x = x.reshape(x.shape[0], x.shape[2], x.shape[3], 1).permute(0, 3, 1, 2)
+        else:
+            x = x.contiguous(memory_format=torch.channels_last)
+    return torch.nn.functional.conv2d(x, weight, bias, stride, pad, dilation, groups)
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
+           pad: List[int], dilation: List[int], groups: int, relu: bool = False,
+           fold: Optional[Tuple[Any, ...]] = None) -> Tensor:
+    """conv2d (then ReLU) with a reordered weight.  `fold`: (mean, variance,
+    scale_factor, gamma, beta, eps) of a BatchNorm and Scale to fold into it first (see
+    fold_batch_norm; tensors may be None).  The output is channels-last, as the plain
+    path's."""
+    if x.shape[1] != 1:
+        x = x.contiguous(memory_format=torch.channels_last)
+    shape = list(x.shape)
+    folded = () if fold is None else tuple(
+        stamp(t) if isinstance(t, Tensor) or t is None else t for t in fold)
+    key = (stamp(weight), stamp(bias), folded, tuple(shape), tuple(stride), tuple(pad),
+           tuple(dilation), groups)
+
+    def make() -> Tuple[Tensor, Optional[Tensor]]:
+        w, b = (weight, bias) if fold is None else fold_batch_norm(weight, bias, *fold)
+        w = torch.ops.mkldnn._reorder_convolution_weight(
+            w.detach(), pad, stride, dilation, groups, shape)
+        return w, None if b is None else b.detach().contiguous()
+
+    w, b = _packed(weight, key, make)
+    return torch.ops.mkldnn._convolution_pointwise(
+        x, w, b, pad, stride, dilation, groups, "relu" if relu else "none", [], "")
+
+
+def fold_batch_norm(weight: Tensor, bias: Optional[Tensor], mean: Optional[Tensor],
+                    variance: Optional[Tensor], scale_factor: Optional[Tensor],
+                    gamma: Optional[Tensor], beta: Optional[Tensor],
+                    eps: float) -> Tuple[Tensor, Tensor]:
+    """The convolution's weight and bias with the BatchNorm (global statistics: the sums
+    over scale_factor, 0 when it is 0) and then the Scale (gamma, beta) folded in."""
+    w = weight.detach().double()
+    k = w.shape[0]
+    b = bias.detach().double() if bias is not None else torch.zeros(k, dtype=torch.float64)
+    if mean is not None and variance is not None and scale_factor is not None:
+        s = float(scale_factor.detach().reshape(-1)[0])
+        f = 0.0 if s == 0 else 1.0 / s
+        inv = 1.0 / torch.sqrt(variance.detach().double() * f + eps)
+        b = (b - mean.detach().double() * f) * inv
+        w = w * inv.reshape(-1, 1, 1, 1)
+    if gamma is not None:
+        g = gamma.detach().double().reshape(-1).expand(k)
+        w = w * g.reshape(-1, 1, 1, 1)
+        b = b * g
+    if beta is not None:
+        b = b + beta.detach().double().reshape(-1).expand(k)
+    return w.to(weight.dtype).contiguous(), b.to(weight.dtype)
+
+
+def use_prepacked(module: nn.Module, enabled: bool) -> None:
+    """Switches the prepacked kernels of `module`'s convolutions (plain and fused) on or
+    off: they follow the weight parameter, wherever it is used."""
+    forget(module)
+    for p in module.parameters():
+        if enabled:
+            _OFF.pop(p, None)
+        else:
+            _OFF[p] = True
+
+
+def forget(module: nn.Module) -> None:
+    """Drops the reordered weights of `module`'s parameters (after writes that bypass
+    their version counters); the next inference forward reorders again."""
+    for p in module.parameters():
+        _CACHE.pop(p, None)
