@@ -35,6 +35,7 @@ def compile(  # noqa: A001  (the public name the design asks for)
     trust_python_layers: bool = False,
     layers: Mapping[str, Callable[[dict], Any]] | None = None,
     strict: bool = False,
+    fuse: bool = True,
 ) -> fx.GraphModule:
     """Compiles a Caffe net to a torch.fx.GraphModule that computes what Caffe computes.
 
@@ -69,6 +70,13 @@ def compile(  # noqa: A001  (the public name the design asks for)
         strict: weights that do not fit (a layer of the net with blobs they lack, a layer
             with blobs they hold that the net lacks) raise WeightsError instead of the
             one `caffe_fx.errors.UnusedWeightsWarning` that lists them.
+        fuse: each 2-D Convolution followed by a BatchNorm (global statistics) and/or a
+            Scale, and a ReLU, becomes one node (caffe_fx/lowering/fuse.py) when nothing
+            else reads the values between them: without autograd on the CPU one oneDNN
+            convolution with the BatchNorm and Scale folded into its weight (rounding
+            differs from Caffe's layer by layer arithmetic; within 1e-4 on the published
+            nets); under autograd, TorchScript, export or on CUDA each layer's own
+            arithmetic.  False keeps one node per layer.
 
     Returns:
         A GraphModule taking the input blobs as keyword (or positional, in Caffe's order)
@@ -89,6 +97,10 @@ def compile(  # noqa: A001  (the public name the design asks for)
     where = _describe_weights(weights)
     pipeline.in_step("bind", binding.bind, built, prepared.net, stored, where, strict=strict)
     gm = built.gm
+    if fuse:
+        from .lowering.fuse import fuse_conv_chains
+
+        pipeline.in_step("fuse", fuse_conv_chains, gm)
     gm.eval() if prepared.net.state.phase == caffe_pb2.TEST else gm.train()
     return gm
 

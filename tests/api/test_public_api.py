@@ -24,7 +24,7 @@ def test_compile_signature():
         "caffe_proto: 'str | os.PathLike | None' = None, "
         "trust_python_layers: 'bool' = False, "
         "layers: 'Mapping[str, Callable[[dict], Any]] | None' = None, "
-        "strict: 'bool' = False) -> 'fx.GraphModule'")
+        "strict: 'bool' = False, fuse: 'bool' = True) -> 'fx.GraphModule'")
 
 
 def test_save_caffemodel_signature():

@@ -230,7 +230,8 @@ def assert_graph_matches(prototxt: Path, weights: Path, inputs: Mapping[str, np.
     forward values (see _OnCaffesValues)."""
     net = read_net(str(prototxt))
     blobs = [b for b in meta["blobs"] if f"data/{b}" in caffe]
-    gm = caffe_fx.compile(str(prototxt), str(weights), outputs=blobs,
+    # One node per layer (fuse=False): Caffe's values are put in layer by layer.
+    gm = caffe_fx.compile(str(prototxt), str(weights), outputs=blobs, fuse=False,
                           input_shapes={k: v.shape for k, v in inputs.items()})
     inplace = {layer.top[j] for layer in net.layer for j in range(len(layer.top))
                if j < len(layer.bottom) and layer.bottom[j] == layer.top[j]}

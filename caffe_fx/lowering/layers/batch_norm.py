@@ -14,11 +14,8 @@ import torch
 from torch import Tensor
 
 from ...errors import ShapeError
+from ...ops.fused import batch_norm_global
 from ..registry import CaffeModule, LayerView, register
-
-
-def _channel_view(t: Tensor, ndim: int) -> Tensor:
-    return t.reshape([1, -1] + [1] * (ndim - 2)) if ndim > 1 else t
 
 
 class BatchNorm(CaffeModule):
@@ -38,16 +35,7 @@ class BatchNorm(CaffeModule):
     def forward(self, x: Tensor) -> Tensor:
         n = x.dim()
         if self.use_global_stats:
-            s = self.scale_factor
-            f = torch.where(s == 0, torch.zeros_like(s), 1.0 / s)
-            if n >= 2:
-                # One fused pass: (x - mean) * (1 / sqrt(var + eps)); within an ulp of
-                # Caffe's subtract-then-divide.
-                return torch.nn.functional.batch_norm(
-                    x, self.mean * f, self.variance * f, None, None, False, 0.0, self.eps)
-            mean = _channel_view(self.mean * f, n)
-            var = _channel_view(self.variance * f, n)
-            return (x - mean) / torch.sqrt(var + self.eps)
+            return batch_norm_global(x, self.mean, self.variance, self.scale_factor, self.eps)
         dims: List[int] = [0] + list(range(2, n))
         mean = x.mean(dims, keepdim=True)
         centered = x - mean

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ...errors import ShapeError
 from ...ops import shape as CS
+from ...ops.fused import affine
 from ...proto import caffe_pb2
 from ..registry import Call, CaffeModule, LayerView, Shape, register
 from .softmax import canonical_axis
@@ -42,19 +43,12 @@ class ScaleBias(CaffeModule):
         self.axis = axis
 
     def forward(self, x: Tensor, scale: Optional[Tensor] = None) -> Tensor:
-        n = x.dim()
-        weight = self.weight
+        if scale is None:
+            return affine(x, self.weight, self.bias, self.axis)
+        x = x * CS.along_axis(scale, self.axis, x.dim())
         bias = self.bias
-        if scale is None and weight is not None and bias is not None:
-            # x * w + b in one pass (BatchNorm + Scale pairs in every ResNet).
-            return torch.addcmul(CS.along_axis(bias, self.axis, n), x,
-                                 CS.along_axis(weight, self.axis, n))
-        if scale is not None:
-            x = x * CS.along_axis(scale, self.axis, n)
-        elif weight is not None:
-            x = x * CS.along_axis(weight, self.axis, n)
         if bias is not None:
-            x = x + CS.along_axis(bias, self.axis, n)
+            x = x + CS.along_axis(bias, self.axis, x.dim())
         return x
 
     def extra_repr(self) -> str:

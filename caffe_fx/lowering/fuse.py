@@ -1,0 +1,129 @@
+"""Convolution -> BatchNorm -> Scale -> ReLU chains as one node (ops/fused.py).
+
+Lowering stage, after the weights are bound; `compile(..., fuse=True)`, its default.  A
+chain starts at a 2-D Convolution with one bottom (axis 1, not Deconvolution) and takes,
+in this order and each optional, a BatchNorm with global statistics, a Scale with learned
+per-channel blobs and one bottom (axis 1), and a ReLU with negative_slope 0 - at least
+one BatchNorm or Scale.  Each value inside the chain must have that next layer as its
+only reader and not be an output, so no result the GraphModule returns changes beyond
+rounding: in Caffe such chains run in place, and only the end is ever in the blob.  The
+modules stay where they are (state_dict, `gm.meta["caffe"].modules` and the weight
+writers see the same names and tensors); the fused node reads their tensors.
+"""
+from __future__ import annotations
+
+import torch
+from torch import fx
+
+from ..ops.fused import conv_bn_scale_relu
+from .builder import Lowering
+from .layers.batch_norm import BatchNorm
+from .layers.convolution import CaffeConv
+from .layers.scale_bias import ScaleBias
+
+_RELU = (torch.relu, torch.relu_)
+
+
+def _sole_reader(node: fx.Node) -> fx.Node | None:
+    users = list(node.users)
+    if len(users) != 1 or users[0].op == "output":
+        return None
+    user = users[0]
+    flat = [a for a in user.args if isinstance(a, fx.Node)]
+    return user if flat == [node] and not user.kwargs.get("scale") else None
+
+
+def _module(gm: fx.GraphModule, node: fx.Node | None, kind: type) -> object | None:
+    if node is None or node.op != "call_module":
+        return None
+    module = gm.get_submodule(node.target)
+    return module if type(module) is kind else None
+
+
+def fuse_conv_chains(gm: fx.GraphModule) -> int:
+    """Rewrites every chain in `gm`; returns how many it fused."""
+    info: Lowering = gm.meta["caffe"]
+    fused = 0
+    for node in list(gm.graph.nodes):
+        conv = _module(gm, node, CaffeConv)
+        if conv is None or conv.transposed or conv.axis != 1 or conv.weight.dim() != 4 \
+                or len(node.args) != 1 or node.kwargs:
+            continue
+        k = conv.weight.shape[0]
+        chain, end = [node], node
+        bn = _module(gm, _sole_reader(end), BatchNorm)
+        if bn is not None and bn.use_global_stats and bn.mean.shape == (k,):
+            end = _sole_reader(end)
+            chain.append(end)
+        else:
+            bn = None
+        scale = _module(gm, _sole_reader(end), ScaleBias)
+        if scale is not None and scale.axis == 1 and len(_sole_reader(end).args) == 1 \
+                and all(t is None or t.shape == (k,) for t in (scale.weight, scale.bias)):
+            end = _sole_reader(end)
+            chain.append(end)
+        else:
+            scale = None
+        if bn is None and scale is None:
+            continue
+        relu = _sole_reader(end)
+        if relu is not None and relu.op == "call_function" and relu.target in _RELU \
+                and not relu.kwargs:
+            end = relu
+            chain.append(relu)
+        else:
+            relu = None
+        _replace(gm, info, chain, conv, bn, scale, relu is not None)
+        fused += 1
+    if fused:
+        gm.graph = _copied(gm.graph)
+        gm.graph.lint()
+    return fused
+
+
+def _copied(graph: fx.Graph) -> fx.Graph:
+    """`graph` in a fresh namespace, so that each fused node takes its chain end's name
+    (the erased node's name is not released in the old one)."""
+    out = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for node in graph.nodes:
+        env[node] = out.node_copy(node, lambda n: env[n])
+    return out
+
+
+def _replace(gm: fx.GraphModule, info: Lowering, chain: list[fx.Node], conv: CaffeConv,
+             bn: BatchNorm | None, scale: ScaleBias | None, relu: bool) -> None:
+    graph, first, end = gm.graph, chain[0], chain[-1]
+    names = [n.meta.get("caffe_layer", n.name) for n in chain]
+
+    def attr(module_node: fx.Node | None, name: str) -> fx.Node | None:
+        if module_node is None or getattr(gm.get_submodule(module_node.target), name) is None:
+            return None
+        return graph.get_attr(f"{module_node.target}.{name}")
+
+    bn_node = chain[1] if bn is not None else None
+    scale_node = chain[1 + (bn is not None)] if scale is not None else None
+    with graph.inserting_before(first):
+        args = (first.args[0], attr(first, "weight"), attr(first, "bias"),
+                attr(bn_node, "mean"), attr(bn_node, "variance"),
+                attr(bn_node, "scale_factor"), attr(scale_node, "weight"),
+                attr(scale_node, "bias"))
+        new = graph.call_function(conv_bn_scale_relu, args, dict(
+            stride=list(conv.stride), pad=list(conv.padding), dilation=list(conv.dilation),
+            groups=conv.groups, eps=float(bn.eps) if bn is not None else 0.0, relu=relu,
+            layers=",".join(names)))
+    new.meta.update(end.meta)
+    new.meta["caffe_layers"] = names
+    end.replace_all_uses_with(new)
+    gone = {n.name for n in chain}
+    end_name = end.name
+    for n in reversed(chain):
+        graph.erase_node(n)
+    new.name = end_name  # unique now; _copied() gives it a clean namespace
+    # The values inside the chain are gone; the chain's end is the fused node.
+    for vid, name in list(info.value_nodes.items()):
+        if name in gone:
+            if name == end_name:
+                info.value_nodes[vid] = new.name
+            else:
+                del info.value_nodes[vid]

@@ -1,0 +1,57 @@
+"""Golden cases for compile()'s fused Convolution -> BatchNorm -> Scale -> ReLU chains
+(caffe_fx/lowering/fuse.py), in place as ResNet and MobileNet write them, with the
+chains the pass must leave alone beside them.  Layer "ConvChain": tests/layers/
+test_fusion.py picks them."""
+from . import Case, input_net
+
+
+def _conv(name: str, bottom: str, top: str, params: str) -> str:
+    return (f'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{top}"\n'
+            f'  convolution_param {{ {params} }} }}\n')
+
+
+def _bn_scale(name: str, blob: str, bn: str = "", scale: str = "bias_term: true",
+              relu: bool = True) -> str:
+    out = (f'layer {{ name: "bn_{name}" type: "BatchNorm" bottom: "{blob}" top: "{blob}"\n'
+           f'  batch_norm_param {{ {bn} }} }}\n'
+           f'layer {{ name: "scale_{name}" type: "Scale" bottom: "{blob}" top: "{blob}"\n'
+           f'  scale_param {{ {scale} }} }}\n')
+    if relu:
+        out += f'layer {{ name: "relu_{name}" type: "ReLU" bottom: "{blob}" top: "{blob}" }}\n'
+    return out
+
+
+def chain(name: str, body: str, shape=(2, 4, 9, 9)) -> Case:
+    return Case(f"fusion-{name}", "ConvChain", input_net({"data": shape}) + body,
+                {"data": shape})
+
+
+CASES = [
+    # ResNet's stem: conv with bias, BN, Scale with bias, ReLU, all in place.
+    chain("resnet_stem", _conv("conv1", "data", "conv1",
+                               "num_output: 6 kernel_size: 3 stride: 2 pad: 1")
+          + _bn_scale("conv1", "conv1")),
+    # A bias-less 1x1 conv and no ReLU (a ResNet shortcut), then an Eltwise reading it.
+    chain("shortcut_eltwise", _conv("a", "data", "a", "num_output: 4 kernel_size: 1 "
+                                    "bias_term: false")
+          + _bn_scale("a", "a", relu=False)
+          + _conv("b", "data", "b", "num_output: 4 kernel_size: 3 pad: 1")
+          + _bn_scale("b", "b", bn="eps: 0.001")
+          + 'layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "sum" }\n'),
+    # MobileNet: a depthwise conv (group = channels), BN, Scale, ReLU; then a 1x1.
+    chain("depthwise", _conv("dw", "data", "dw", "num_output: 4 group: 4 kernel_size: 3 "
+                             "pad: 1 bias_term: false")
+          + _bn_scale("dw", "dw")
+          + _conv("pw", "dw", "pw", "num_output: 8 kernel_size: 1 bias_term: false")
+          + _bn_scale("pw", "pw")),
+    # Not fused: a conv whose top is read twice (BN and Pooling), and a BN -> Scale
+    # without a conv.  Fused: a dilated conv with only a Scale after it.
+    chain("shared_top", _conv("c", "data", "c", "num_output: 4 kernel_size: 3")
+          + 'layer { name: "pool" type: "Pooling" bottom: "c" top: "pool"\n'
+            '  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n'
+          + 'layer { name: "bn" type: "BatchNorm" bottom: "c" top: "bn" }\n'
+          + 'layer { name: "s" type: "Scale" bottom: "bn" top: "s" }\n'
+          + _conv("d", "data", "d", "num_output: 3 kernel_size: 3 dilation: 2 pad: 2")
+          + 'layer { name: "sd" type: "Scale" bottom: "d" top: "d" scale_param { '
+            'bias_term: true } }\n'),
+]

@@ -1,0 +1,138 @@
+"""compile()'s fused Convolution -> BatchNorm -> Scale -> ReLU chains (lowering/fuse.py,
+ops/fused.py) against real Caffe, and what the fusion must keep: autograd's values,
+TorchScript, torch.export, fuse=False."""
+import numpy as np
+import pytest
+import torch
+
+import caffe_fx
+from caffe_fx.ops.fused import conv_bn_scale_relu
+from tests.golden.harness import assert_matches, cases_for, ids, relative_error
+
+CASES = cases_for("ConvChain")
+FUSED = {"fusion-resnet_stem": 1, "fusion-shortcut_eltwise": 2, "fusion-depthwise": 2,
+         "fusion-shared_top": 1}
+
+
+def _load(path):
+    with np.load(path) as f:
+        rec = dict(f)
+    weights = {}
+    for key in sorted(k for k in rec if k.startswith("param/")):
+        _, layer, i = key.split("/")
+        weights.setdefault(layer, []).append(rec[key])
+    inputs = {k[len("input/"):]: torch.from_numpy(v) for k, v in rec.items()
+              if k.startswith("input/")}
+    return str(rec["prototxt"]), weights, inputs, rec
+
+
+def _fused_nodes(gm):
+    return [n for n in gm.graph.nodes if n.target is conv_bn_scale_relu]
+
+
+def test_cases_exist():
+    assert sorted(p.stem for p in CASES) == sorted(FUSED)
+
+
+@pytest.mark.parametrize("path", CASES, ids=ids(CASES))
+def test_fused_chains_match_caffe(path):
+    # harness: compile() (fuse=True) under no_grad, every blob Caffe keeps, 1e-5.
+    assert_matches(path)
+    proto, weights, _, _ = _load(path)
+    assert len(_fused_nodes(caffe_fx.compile(proto, weights))) == FUSED[path.stem]
+    assert not _fused_nodes(caffe_fx.compile(proto, weights, fuse=False))
+
+
+def test_fused_node_reads_the_modules_tensors():
+    proto, weights, inputs, rec = _load(cases_for("ConvChain")[1])  # resnet_stem
+    gm = caffe_fx.compile(proto, weights)
+    (node,) = _fused_nodes(gm)
+    assert node.name == "relu_conv1" and node.kwargs["relu"] is True  # the end's name
+    assert node.kwargs["layers"] == "conv1,bn_conv1,scale_conv1,relu_conv1"
+    assert [a.target for a in node.args[1:]] == [
+        "conv1.weight", "conv1.bias", "bn_conv1.mean", "bn_conv1.variance",
+        "bn_conv1.scale_factor", "scale_conv1.weight", "scale_conv1.bias"]
+    # The state_dict keeps Caffe's layer names.
+    assert set(gm.state_dict()) == set(caffe_fx.compile(proto, weights, fuse=False)
+                                       .state_dict())
+
+
+def test_shared_top_is_not_fused():
+    proto, weights, _, _ = _load(cases_for("ConvChain")[2])  # shared_top
+    gm = caffe_fx.compile(proto, weights)
+    (node,) = _fused_nodes(gm)
+    assert node.kwargs["layers"] == "d,sd" and node.args[3] is None  # no BatchNorm
+    kept = {n.target for n in gm.graph.nodes if n.op == "call_module"}
+    assert {"c", "bn", "s"} <= kept
+
+
+NOT_IN_PLACE = (
+    'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 '
+    'dim: 5 dim: 5 } } }\n'
+    'layer { name: "conv" type: "Convolution" bottom: "x" top: "c" '
+    'convolution_param { num_output: 3 kernel_size: 3 weight_filler { type: "gaussian" } '
+    'bias_filler { type: "gaussian" } } }\n'
+    'layer { name: "bn" type: "BatchNorm" bottom: "c" top: "b" }\n'
+    'layer { name: "sc" type: "Scale" bottom: "b" top: "s" scale_param { bias_term: true '
+    'filler { type: "gaussian" } bias_filler { type: "gaussian" } } }\n')
+
+
+@pytest.mark.parametrize("outputs, layers", [
+    (["s"], "conv,bn,sc"),  # nothing reads c or b but the next layer
+    (["b", "s"], "conv,bn"),  # b is an output: the chain ends there
+    (["c", "s"], None),  # c is an output: no BatchNorm or Scale follows alone
+])
+def test_an_output_ends_the_chain(outputs, layers):
+    gm = caffe_fx.compile(NOT_IN_PLACE, outputs=outputs)
+    gm.bn.mean.normal_(), gm.bn.variance.uniform_(0.5, 2), gm.bn.scale_factor.fill_(0.5)
+    nodes = _fused_nodes(gm)
+    assert [n.kwargs["layers"] for n in nodes] == ([layers] if layers else [])
+    plain = caffe_fx.compile(NOT_IN_PLACE, outputs=outputs, fuse=False)
+    plain.load_state_dict(gm.state_dict())
+    x = torch.randn(1, 2, 5, 5)
+    with torch.no_grad():
+        got, want = gm(x=x), plain(x=x)
+    for k in outputs:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("path", CASES, ids=ids(CASES))
+def test_autograd_is_each_layers_own(path):
+    """Under autograd the fused node computes each layer as its module does: the same
+    values and gradients as fuse=False, bit for bit."""
+    proto, weights, inputs, _ = _load(path)
+    grads = []
+    for fuse in (True, False):
+        gm = caffe_fx.compile(proto, weights, fuse=fuse)
+        x = inputs["data"].clone().requires_grad_(True)
+        out = gm(data=x)
+        sum(v.sum() * (i + 1) for i, v in enumerate(out.values())).backward()
+        grads.append([x.grad] + [p.grad for _, p in sorted(gm.named_parameters())]
+                     + [v.detach() for v in out.values()])
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+
+
+def test_fused_net_scripts_and_exports():
+    proto, weights, inputs, rec = _load(cases_for("ConvChain")[3])  # shortcut_eltwise
+    gm = caffe_fx.compile(proto, weights)
+    with torch.no_grad():
+        want = gm(**inputs)["sum"]
+    scripted = torch.jit.script(gm)
+    with torch.no_grad():
+        got = scripted(**inputs)["sum"]
+    assert relative_error(got.numpy(), rec["data/sum"]) <= 1e-5
+    ep = torch.export.export(gm, (), {k: v for k, v in inputs.items()})
+    got = ep.module()(**inputs)["sum"]
+    assert relative_error(got.detach().numpy(), rec["data/sum"]) <= 1e-5
+    assert relative_error(want.numpy(), rec["data/sum"]) <= 1e-5
+
+
+def test_wrong_channels_name_the_conv():
+    proto, weights, inputs, _ = _load(cases_for("ConvChain")[1])
+    gm = caffe_fx.compile(proto, weights)
+    with pytest.raises(caffe_fx.errors.ShapeError,
+                       match=r"layer 'conv1' \(Convolution\): bottom of shape \[2, 3, 9, 9\]; "
+                             r"the weight takes 4-D bottoms with 4 channels"):
+        with torch.no_grad():
+            gm(data=torch.zeros(2, 3, 9, 9))

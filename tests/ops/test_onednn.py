@@ -1,0 +1,115 @@
+"""ops/onednn.py: the reordered weights of inference follow every change a parameter's
+version counter sees, and forget()/use_prepacked() cover the writes it does not."""
+import pytest
+import torch
+
+import caffe_fx
+from caffe_fx.ops import onednn
+from caffe_fx.ops.onednn import _CACHE
+
+NET = ('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 '
+       'dim: 7 dim: 7 } } }\n'
+       'layer { name: "conv" type: "Convolution" bottom: "x" top: "c" convolution_param { '
+       'num_output: 4 kernel_size: 3 stride: 2 pad: 1 weight_filler { type: "gaussian" } '
+       'bias_filler { type: "gaussian" } } }\n'
+       'layer { name: "bn" type: "BatchNorm" bottom: "c" top: "c" }\n'
+       'layer { name: "sc" type: "Scale" bottom: "c" top: "c" scale_param { bias_term: true '
+       'filler { type: "gaussian" } bias_filler { type: "gaussian" } } }\n'
+       'layer { name: "relu" type: "ReLU" bottom: "c" top: "c" }\n'
+       'layer { name: "conv2" type: "Convolution" bottom: "c" top: "d" convolution_param { '
+       'num_output: 2 kernel_size: 1 weight_filler { type: "gaussian" } } }\n')
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN")
+
+
+@pytest.fixture
+def nets():
+    gm = caffe_fx.compile(NET)
+    gm.bn.mean.normal_(), gm.bn.variance.uniform_(0.5, 2), gm.bn.scale_factor.fill_(2.0)
+    plain = caffe_fx.compile(NET, fuse=False)
+    plain.load_state_dict(gm.state_dict())
+    onednn.use_prepacked(plain, False)
+    return gm, plain
+
+
+def _check(gm, plain, x):
+    with torch.no_grad():
+        got, want = gm(x=x)["d"], plain(x=x)["d"]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    return got
+
+
+def test_inference_reorders_once(nets):
+    gm, plain = nets
+    x = torch.randn(2, 3, 7, 7)
+    _check(gm, plain, x)
+    entry = _CACHE.get(gm.conv.weight)
+    assert entry is not None and _CACHE.get(gm.conv2.weight) is not None
+    _check(gm, plain, x)
+    assert _CACHE.get(gm.conv.weight)[1] is entry[1]  # reused, not reordered again
+    assert _CACHE.get(plain.conv.weight) is None  # switched off: the plain path
+
+
+def test_autograd_takes_the_plain_path(nets):
+    gm, _ = nets
+    gm(x=torch.randn(2, 3, 7, 7))["d"].sum().backward()
+    assert _CACHE.get(gm.conv.weight) is None and gm.conv.weight.grad is not None
+
+
+def test_changes_the_version_counter_sees_are_followed(nets):
+    gm, plain = nets
+    x = torch.randn(2, 3, 7, 7)
+    before = _check(gm, plain, x)
+    with torch.no_grad():
+        for net in (gm, plain):
+            net.conv.weight.mul_(-2)  # in place
+            net.bn.variance.add_(1.0)  # a BatchNorm buffer folded into the weight
+            net.sc.bias.sub_(0.5)
+    assert not torch.allclose(_check(gm, plain, x), before)
+    state = {k: torch.randn_like(v) if v.dtype.is_floating_point else v
+             for k, v in gm.state_dict().items()}
+    for k in ("bn.variance", "bn.scale_factor"):
+        state[k] = state[k].abs() + 0.1
+    gm.load_state_dict(state), plain.load_state_dict(state)
+    _check(gm, plain, x)
+    gm.conv2.weight = torch.nn.Parameter(torch.randn_like(gm.conv2.weight))  # a new tensor
+    plain.conv2.weight = torch.nn.Parameter(gm.conv2.weight.detach().clone())
+    _check(gm, plain, x)
+    _check(gm, plain, torch.randn(1, 3, 9, 9))  # another input shape
+    with torch.inference_mode():
+        torch.testing.assert_close(gm(x=x)["d"], plain(x=x)["d"], rtol=1e-5, atol=1e-5)
+
+
+def test_writes_past_the_counter_need_forget(nets):
+    gm, plain = nets
+    x = torch.randn(2, 3, 7, 7)
+    _check(gm, plain, x)
+    for net in (gm, plain):
+        net.conv.weight.data.mul_(3)  # `.data` has a counter of its own
+    with torch.no_grad():
+        stale = gm(x=x)["d"]
+    assert not torch.allclose(stale, plain(x=x)["d"].detach())  # the documented limit
+    onednn.forget(gm)
+    _check(gm, plain, x)
+    onednn.use_prepacked(gm, False)
+    for net in (gm, plain):
+        net.conv.weight.detach().numpy()[:] *= -1  # NumPy view: no counter moves
+    _check(gm, plain, x)
+    onednn.use_prepacked(gm, True)
+    _check(gm, plain, x)
+
+
+def test_pycaffe_nets_never_keep_reordered_weights(tmp_path):
+    import numpy as np
+
+    import caffe_fx.pycaffe as caffe
+
+    path = tmp_path / "net.prototxt"
+    path.write_text(NET)
+    net = caffe.Net(str(path), caffe.TEST)
+    net.blobs["x"].data[...] = np.random.RandomState(0).randn(2, 3, 7, 7)
+    net.params["bn"][2].data[...] = 1.0
+    net.params["bn"][1].data[...] = 1.0
+    first = net.forward()["d"].copy()
+    net.params["conv2"][0].data[...] *= 2  # through Blob.data's NumPy view
+    np.testing.assert_allclose(net.forward()["d"], 2 * first, rtol=1e-5, atol=1e-6)
