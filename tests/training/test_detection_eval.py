@@ -32,9 +32,9 @@ def _solver(case: dict, folder: Path) -> Path:
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_mean_ap_is_the_forks(case: dict, tmp_path: Path, caplog) -> None:
-    solver = caffe_fx.Solver(_solver(case, tmp_path))
-    with caplog.at_level(logging.INFO, logger="caffe_fx.solver"):
-        result = solver.test(0)
+    with caffe_fx.Solver(_solver(case, tmp_path)) as solver, \
+            caplog.at_level(logging.INFO, logger="caffe_fx.solver"):
+        result = solver.test(0)  # closed after: no data-feed thread outlives the test
     assert set(result) == {"detection_eval"}
     assert result["detection_eval"] == pytest.approx(case["mean_ap"], abs=1e-6)
     ours = {int(m.group(1)): float(m.group(2)) for m in
@@ -79,7 +79,8 @@ def test_an_output_that_is_not_detection_rows_is_refused(tmp_path: Path) -> None
     test_net.write_text(test_net.read_text() + 'layer { name: "flat" type: "Flatten" '
                         'bottom: "det" top: "flat" }\n')
     with pytest.raises(InputError, match=r"'flat' has shape \[1, 84\].*\(\.\.\., 5\) rows"):
-        caffe_fx.Solver(path).test(0)
+        with caffe_fx.Solver(path) as solver:
+            solver.test(0)
 
 
 @pytest.mark.parametrize("rel", [
