@@ -2,7 +2,7 @@
 real Caffe (../shared/caffe-oracle), the forward nets with their cached random weights and
 inputs, and the small formatting helpers of their tables.
 
-Imports no torch: bench_forward.py and bench_train.py set OMP_WAIT_POLICY before torch.
+Imports no torch: bench_train.py sets OMP_WAIT_POLICY before torch.
 """
 from __future__ import annotations
 

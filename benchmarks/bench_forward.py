@@ -86,9 +86,9 @@ class Launcher:
                         OPENBLAS_NUM_THREADS=str(threads), TORCHINDUCTOR_COMPILE_THREADS="1",
                         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
                                                                  os.environ.get("PYTHONPATH")])))
-        # libgomp's default spin-waiting collapses when the cores are shared (4-5x slower
-        # 2-thread forwards measured on a busy 2-core machine); ACTIVE in the environment wins.
-        self.env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # OMP_WAIT_POLICY is left as the caller's environment has it: users run with
+        # libgomp's default (spin a while, then sleep), which bench_contention.py finds no
+        # worse under contention than PASSIVE relative to Caffe and OpenCV, and faster idle.
         self.loads: list[float] = []  # the 1-min load average before each process
         self.caffe_base: float | None = None  # Caffe's RSS after imports (MB)
 
@@ -356,7 +356,7 @@ def report(rows: list[Row], tools: list[str], a: argparse.Namespace, launch: Lau
         f"{platform.system()} {platform.release()}",
         f"- threads: {n} for every tool, each process pinned to CPUs "
         f"{','.join(map(str, launch.cpus))}: torch.set_num_threads({n}) and OMP_NUM_THREADS={n} "
-        f"(eager, torch.compile; OMP_WAIT_POLICY={launch.env['OMP_WAIT_POLICY']}), onnxruntime "
+        f"(eager, torch.compile; OMP_WAIT_POLICY={launch.env.get('OMP_WAIT_POLICY', 'unset')}), onnxruntime "
         f"intra_op_num_threads={n} and inter_op 1, OpenCV cv2.setNumThreads({n}), Caffe's "
         "OpenBLAS one thread per CPU it may run on (the oracle's chroot drops the environment)",
         *(f"- {TOOLS[t]}: {versions.get(t, 'no successful run')}" for t in tools),
