@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -63,11 +64,55 @@ def csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+LOGITS_MAX = 8.0  # the largest logit magnitude calibrate() leaves
+CALIBRATION = b"logits<=8"  # in the cache key: weights made before calibration differ
+
+
+def calibrate(prototxt: Path, weights: Path, magnitudes: dict[str, float]) -> None:
+    """Scales, in place, the layer feeding each output Softmax so that Caffe's logits
+    reach at most LOGITS_MAX (see _calibrate.py: saturated random softmaxes make the
+    parity check ill-conditioned)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _FIND_SOFTMAX, str(prototxt)], capture_output=True, text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    if out.returncode != 0:
+        raise RuntimeError(f"finding {prototxt.name}'s softmax failed:\n{out.stderr[-2000:]}")
+    for line in out.stdout.split("\n"):
+        if not line.strip():
+            continue
+        layer, logits = line.split("\t")
+        m = magnitudes.get(logits, 0.0)
+        if m > LOGITS_MAX:
+            subprocess.run([sys.executable, str(Path(__file__).with_name("_calibrate.py")),
+                            str(prototxt), str(weights), str(weights), layer,
+                            repr(LOGITS_MAX / m)], check=True,
+                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+# Prints "<layer>\t<blob>" for each Softmax whose top is an output: the layer writing the
+# Softmax's bottom and that bottom.
+_FIND_SOFTMAX = """
+import sys
+from caffe_fx.frontend.read import read_net
+net = read_net(sys.argv[1])
+writer, read = {}, set()
+for layer in net.layer:
+    read.update(layer.bottom)
+    for top in layer.top:
+        writer[top] = layer
+for layer in net.layer:
+    if layer.type == "Softmax" and layer.top[0] not in read:
+        src = writer.get(layer.bottom[0])
+        if src is not None and src.type in ("InnerProduct", "Convolution"):
+            print(src.name + "\t" + layer.bottom[0])
+"""
+
+
 def prepare_net(key: str, prototxt: Path, workdir: Path) -> tuple[Path, dict]:
-    """A caffemodel of well-scaled random weights (`--randomize 7`) and the net's meta
-    (inputs, outputs, blob shapes), made once by real Caffe and cached in `workdir`, keyed
-    by a hash of the prototxt."""
-    digest = hashlib.sha256(prototxt.read_bytes()).hexdigest()[:10]
+    """A caffemodel of well-scaled random weights (`--randomize 7`, the classifier then
+    scaled by calibrate()) and the net's meta (inputs, outputs, blob shapes), made once by
+    real Caffe and cached in `workdir`, keyed by a hash of the prototxt."""
+    digest = hashlib.sha256(prototxt.read_bytes() + CALIBRATION).hexdigest()[:10]
     weights = workdir / f"{key}-{digest}.caffemodel"
     meta_path = workdir / f"{key}-{digest}.json"
     fresh = weights.exists() and meta_path.exists() and "outputs" in json.loads(
@@ -81,8 +126,11 @@ def prepare_net(key: str, prototxt: Path, workdir: Path) -> tuple[Path, dict]:
                    str(partial), "--out", str(record))
             with np.load(record) as z:
                 meta = json.loads(str(z["meta"]))
+                record_logits = {b: float(np.abs(z[f"data/{b}"]).max())
+                                 for b in meta["blobs"] if f"data/{b}" in z.files}
         finally:
             record.unlink(missing_ok=True)  # every blob and param: large, not needed
+        calibrate(prototxt, partial, record_logits)
         meta_path.write_text(json.dumps({k: meta[k] for k in ("inputs", "outputs", "blobs")}))
         partial.replace(weights)
     return weights, json.loads(meta_path.read_text())
