@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import networkx as nx
 
+from . import _malloc
 from .errors import CaffeFxError, InputError, UnsupportedFieldError
 from .frontend.graph import build_graph
 from .frontend.read import NetSource, describe, read_net
@@ -226,6 +227,7 @@ def lower(prepared: Prepared, *, input_shapes: Mapping[str, Sequence[int]] | Non
     """build on the prepared DAG (modules on the meta device, nothing allocated).
     `python_layers`: None refuses Python layers by name; a dict trusts them (they are
     imported and set up once each, kept in it across rebuilds)."""
+    _malloc.tune()  # the nets built here run forwards: keep their activations mapped
     if python_layers is None:
         try:
             refuse_untrusted(prepared.net, prepared.where)
