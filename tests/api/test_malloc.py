@@ -14,7 +14,8 @@ def calls(monkeypatch):
     seen = []
     monkeypatch.setattr(_malloc, "_done", False)
     monkeypatch.setattr(_malloc, "_mallopt", lambda: lambda k, v: seen.append((k, v)) or 1)
-    for k in ("CAFFE_FX_MALLOPT", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+    for k in ("CAFFE_FX_MALLOPT", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+              "MALLOC_MMAP_MAX_"):
         monkeypatch.delenv(k, raising=False)
     return seen
 
@@ -22,11 +23,12 @@ def calls(monkeypatch):
 def test_compile_raises_the_thresholds_once(calls):
     caffe_fx.compile(NET)
     caffe_fx.compile(NET)
-    assert calls == [(-3, 32 << 20), (-1, 1 << 30)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+    # M_MMAP_THRESHOLD, M_MMAP_MAX, M_TRIM_THRESHOLD
+    assert calls == [(-3, 32 << 20), (-4, 0), (-1, 1 << 30)]
 
 
 @pytest.mark.parametrize("env", [("CAFFE_FX_MALLOPT", "0"), ("MALLOC_MMAP_THRESHOLD_", "4096"),
-                                 ("MALLOC_TRIM_THRESHOLD_", "0")])
+                                 ("MALLOC_TRIM_THRESHOLD_", "0"), ("MALLOC_MMAP_MAX_", "8")])
 def test_the_environment_wins(calls, monkeypatch, env):
     monkeypatch.setenv(*env)
     caffe_fx.compile(NET)
