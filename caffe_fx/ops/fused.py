@@ -65,7 +65,7 @@ def conv_bn_scale_relu(x: Tensor, weight: Tensor, bias: Optional[Tensor],
                     + str(weight.shape[1] * groups) + " channels at axis 1",
                     "Input size incompatible with convolution kernel")
     if not torch.jit.is_scripting():
-        if onednn.applies(x, [weight, bias, gamma, beta]):
+        if onednn.applies(x, [weight, bias, gamma, beta, mean, variance, scale_factor]):
             return onednn.conv2d(x, weight, bias, stride, pad, dilation, groups, relu,
                                  fold=(mean, variance, scale_factor, gamma, beta, eps))
     y = onednn.conv2d_nhwc(x, weight, bias, stride, pad, dilation, groups)

@@ -24,8 +24,11 @@ pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason
 
 @pytest.fixture
 def nets():
+    torch.manual_seed(0)  # the fillers draw from torch's generator
     gm = caffe_fx.compile(NET)
     gm.bn.mean.normal_(), gm.bn.variance.uniform_(0.5, 2), gm.bn.scale_factor.fill_(2.0)
+    with torch.no_grad():
+        gm.sc.weight.abs_()  # the ReLU keeps something of every channel
     plain = caffe_fx.compile(NET, fuse=False)
     plain.load_state_dict(gm.state_dict())
     onednn.use_prepacked(plain, False)
@@ -113,3 +116,10 @@ def test_pycaffe_nets_never_keep_reordered_weights(tmp_path):
     first = net.forward()["d"].copy()
     net.params["conv2"][0].data[...] *= 2  # through Blob.data's NumPy view
     np.testing.assert_allclose(net.forward()["d"], 2 * first, rtol=1e-5, atol=1e-6)
+
+
+def test_a_net_made_under_inference_mode_takes_the_plain_path():
+    with torch.inference_mode():
+        gm = caffe_fx.compile(NET)  # its parameters keep no version counter
+        y = gm(x=torch.randn(2, 3, 7, 7))["d"]
+    assert y.shape == (2, 2, 4, 4) and _CACHE.get(gm.conv.weight) is None
