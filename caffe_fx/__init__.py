@@ -26,6 +26,10 @@ __all__ = ["Solver", "__version__", "compile", "errors", "register_layer", "save
            "supported_layers"]
 __version__ = "0.1.0"
 
+from ._threads import choose_spin as _choose_spin  # noqa: E402  (before torch loads libgomp)
+
+_choose_spin()
+
 # Public name -> (module, attribute; None for the module itself).
 _LAZY: dict[str, tuple[str, str | None]] = {
     "compile": (".compiler", "compile"),
