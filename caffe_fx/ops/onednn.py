@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-# The weight (the conv's parameter) -> (key, reordered weight, bias) of its latest use.
+# The weight (the conv's parameter) -> (key, reordered weight, bias, sources) of its latest use.
 _CACHE: WeakIdKeyDictionary = WeakIdKeyDictionary()
 _OFF: WeakIdKeyDictionary = WeakIdKeyDictionary()  # weights whose kernels use_prepacked() stopped
 _AVAILABLE = torch.backends.mkldnn.is_available()
@@ -53,13 +53,16 @@ def stamp(t: Optional[Tensor]) -> Tuple[int, int]:
     return (0, -1) if t is None else (t.data_ptr(), t._version)
 
 
-def _packed(weight: Tensor, key: Tuple[Any, ...],
+def _packed(weight: Tensor, key: Tuple[Any, ...], sources: Sequence[Optional[Tensor]],
             make: Callable[[], Tuple[Tensor, Optional[Tensor]]]) -> Tuple[Tensor, Optional[Tensor]]:
     entry = _CACHE.get(weight)
     if entry is not None and entry[0] == key:
         return entry[1], entry[2]
     w, b = make()
-    _CACHE[weight] = (key, w, b)
+    # The entry holds the tensors it was made from (views: no copies), so that their
+    # storage is not freed and reused at the same address by a tensor that replaces them
+    # (`param.data = new` twice) while the key still names that address.
+    _CACHE[weight] = (key, w, b, [t.detach() for t in sources if t is not None])
     return w, b
 
 
@@ -99,7 +102,9 @@ def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
             w.detach(), pad, stride, dilation, groups, shape)
         return w, None if b is None else b.detach().contiguous()
 
-    w, b = _packed(weight, key, make)
+    sources = [weight, bias] + ([] if fold is None else
+                                [t for t in fold if isinstance(t, Tensor)])
+    w, b = _packed(weight, key, sources, make)
     return torch.ops.mkldnn._convolution_pointwise(
         x, w, b, pad, stride, dilation, groups, "relu" if relu else "none", [], "")
 

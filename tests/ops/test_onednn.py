@@ -123,3 +123,14 @@ def test_a_net_made_under_inference_mode_takes_the_plain_path():
         gm = caffe_fx.compile(NET)  # its parameters keep no version counter
         y = gm(x=torch.randn(2, 3, 7, 7))["d"]
     assert y.shape == (2, 2, 4, 4) and _CACHE.get(gm.conv.weight) is None
+
+
+def test_a_replaced_storage_is_not_reused_under_the_key(nets):
+    gm, plain = nets
+    x = torch.randn(2, 3, 7, 7)
+    _check(gm, plain, x)
+    for _ in range(3):  # each new tensor could land where a freed one was, at version 0
+        w = torch.randn_like(gm.conv2.weight)
+        gm.conv2.weight.data = w
+        plain.conv2.weight.data = w.clone()
+        _check(gm, plain, x)
