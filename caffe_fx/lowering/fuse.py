@@ -29,8 +29,7 @@ def _sole_reader(node: fx.Node) -> fx.Node | None:
     if len(users) != 1 or users[0].op == "output":
         return None
     user = users[0]
-    flat = [a for a in user.args if isinstance(a, fx.Node)]
-    return user if flat == [node] and not user.kwargs.get("scale") else None
+    return user if user.all_input_nodes == [node] else None  # no other bottom, arg or kwarg
 
 
 def _module(gm: fx.GraphModule, node: fx.Node | None, kind: type) -> object | None:
@@ -51,16 +50,18 @@ def fuse_conv_chains(gm: fx.GraphModule) -> int:
             continue
         k = conv.weight.shape[0]
         chain, end = [node], node
-        bn = _module(gm, _sole_reader(end), BatchNorm)
+        reader = _sole_reader(end)
+        bn = _module(gm, reader, BatchNorm)
         if bn is not None and bn.use_global_stats and bn.mean.shape == (k,):
-            end = _sole_reader(end)
+            end = reader
             chain.append(end)
         else:
             bn = None
-        scale = _module(gm, _sole_reader(end), ScaleBias)
-        if scale is not None and scale.axis == 1 and len(_sole_reader(end).args) == 1 \
+        reader = _sole_reader(end)
+        scale = _module(gm, reader, ScaleBias)
+        if scale is not None and scale.axis == 1 and len(reader.args) == 1 \
                 and all(t is None or t.shape == (k,) for t in (scale.weight, scale.bias)):
-            end = _sole_reader(end)
+            end = reader
             chain.append(end)
         else:
             scale = None

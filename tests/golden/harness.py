@@ -50,19 +50,29 @@ def assert_like_fork(ours: np.ndarray, caffe: np.ndarray, what: str, tol: float 
     assert err <= tol, f"{what} differs from the fork by {err:.3g} (relative)"
 
 
+def golden_weights(rec: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
+    """A record's `param/<layer>/<i>` arrays as {layer: [blob 0, blob 1, ...]}."""
+    params: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for key in sorted(k for k in rec if k.startswith("param/")):
+        _, layer, i = key.split("/")
+        params.setdefault(layer, []).append((int(i), rec[key]))
+    return {k: [a for _, a in sorted(v, key=lambda t: t[0])] for k, v in params.items()}
+
+
+def golden_inputs(rec: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """A record's `input/<blob>` arrays as tensors, by blob."""
+    return {k[len("input/"):]: torch.from_numpy(v) for k, v in rec.items()
+            if k.startswith("input/")}
+
+
 def run_golden(path: Path, weights_dir: Path | None = None
                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
     """Compiles the case's net with Caffe's params and runs it on Caffe's inputs.
     Returns (ours, caffe's, meta) keyed by blob name.  Cases that stored Caffe's own
     caffemodel load it from a file in `weights_dir` (default: a temporary folder)."""
-    with np.load(path) as f:
-        rec = dict(f)
+    rec = load_record(path)
     meta = json.loads(str(rec["meta"]))
-    params: dict[str, list[np.ndarray]] = {}
-    for key in sorted(k for k in rec if k.startswith("param/")):
-        _, layer, i = key.split("/")
-        params.setdefault(layer, []).append((int(i), rec[key]))
-    weights = {k: [a for _, a in sorted(v, key=lambda t: t[0])] for k, v in params.items()}
+    weights, inputs = golden_weights(rec), golden_inputs(rec)
     blobs = [b for b in meta["blobs"] if f"data/{b}" in rec]
     if "caffemodel" in rec:
         with tempfile.TemporaryDirectory(dir=weights_dir) as tmp:
@@ -73,8 +83,6 @@ def run_golden(path: Path, weights_dir: Path | None = None
     else:
         gm = caffe_fx.compile(str(rec["prototxt"]), weights=weights, phase=str(rec["phase"]),
                               outputs=blobs)
-    inputs = {k[len("input/"):]: torch.from_numpy(v) for k, v in rec.items()
-              if k.startswith("input/")}
     with torch.no_grad():
         out = gm(**inputs)
     ours = {b: out[b].detach().numpy() for b in blobs}

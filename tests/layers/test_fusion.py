@@ -1,13 +1,13 @@
 """compile()'s fused Convolution -> BatchNorm -> Scale -> ReLU chains (lowering/fuse.py,
 ops/fused.py) against real Caffe, and what the fusion must keep: autograd's values,
 TorchScript, torch.export, fuse=False."""
-import numpy as np
 import pytest
 import torch
 
 import caffe_fx
 from caffe_fx.ops.fused import conv_bn_scale_relu
-from tests.golden.harness import assert_matches, cases_for, ids, relative_error
+from tests.golden.harness import (assert_matches, cases_for, golden_inputs,
+                                  golden_weights, ids, load_record, relative_error)
 
 CASES = cases_for("ConvChain")
 FUSED = {"fusion-resnet_stem": 1, "fusion-shortcut_eltwise": 2, "fusion-depthwise": 2,
@@ -15,15 +15,8 @@ FUSED = {"fusion-resnet_stem": 1, "fusion-shortcut_eltwise": 2, "fusion-depthwis
 
 
 def _load(path):
-    with np.load(path) as f:
-        rec = dict(f)
-    weights = {}
-    for key in sorted(k for k in rec if k.startswith("param/")):
-        _, layer, i = key.split("/")
-        weights.setdefault(layer, []).append(rec[key])
-    inputs = {k[len("input/"):]: torch.from_numpy(v) for k, v in rec.items()
-              if k.startswith("input/")}
-    return str(rec["prototxt"]), weights, inputs, rec
+    rec = load_record(path)
+    return str(rec["prototxt"]), golden_weights(rec), golden_inputs(rec), rec
 
 
 def _fused_nodes(gm):
