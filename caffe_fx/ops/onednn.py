@@ -17,6 +17,13 @@ convolution (lowering/fuse.py): w' = w s / sqrt(var + eps), b' = (b - mean) s / 
 eps) + beta, computed in float64 and rounded once, and the ReLU after it runs inside the
 convolution.  Under autograd, TorchScript, torch.compile/export or jit tracing the ops take
 their plain path, Caffe's op-for-op arithmetic.
+
+InnerProduct's matrix products go to oneDNN's inner product (`mkldnn::_linear_pointwise`)
+on the weight as stored, with no reorder and no copy, so there is nothing to cache: MKL's
+sgemm, torch's default for float32 matmul, takes no AVX-512 path on AMD CPUs and runs these
+shapes 1.3-2.7x slower (benchmarks/README.md).  With autograd recording, `_InnerProduct`
+computes the backward's two products the same way; it is the derivative of the forward,
+Caffe's own (inner_product_layer.cpp), so only the summation order changes.
 """
 from __future__ import annotations
 
@@ -131,6 +138,68 @@ def fold_batch_norm(weight: Tensor, bias: Optional[Tensor], mean: Optional[Tenso
     if beta is not None:
         b = b + beta.detach().double().reshape(-1).expand(k)
     return w.to(weight.dtype).contiguous(), b.to(weight.dtype)
+
+
+def linear_applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether InnerProduct's products may go to oneDNN: eager, CPU, float32, a 2-D
+    bottom with rows, no autocast (whose casts the op would skip)."""
+    if not _AVAILABLE or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return False
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2
+            and x.shape[0] > 0 and weight.dtype == torch.float32
+            and weight.device.type == "cpu" and not torch.is_autocast_enabled("cpu"))
+
+
+def _product(a: Tensor, b_t: Tensor) -> Tensor:
+    """a @ b_t.T (b_t: (out, in), any strides) by oneDNN."""
+    return torch.ops.mkldnn._linear_pointwise(a.contiguous(), b_t, None, "none", [], "")
+
+
+def inner_product(x: Tensor, weight: Tensor, bias: Optional[Tensor], transpose: bool) -> Tensor:
+    """x W^T + b for a 2-D x; `weight` as Caffe stores it: (N, K), or (K, N) with
+    `transpose`.  Call where linear_applies(x, weight)."""
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (
+            bias is not None and bias.requires_grad)):
+        return _InnerProduct.apply(x, weight, bias, transpose)
+    w = weight.t() if transpose else weight
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), w, bias, "none", [], "")
+
+
+class _InnerProduct(torch.autograd.Function):
+    """inner_product() under autograd: Backward_cpu's bottom_diff = top_diff W and
+    weight_diff = top_diff^T x (x^T top_diff with `transpose`), bias_diff = the column
+    sums, by oneDNN; a backward that itself records (create_graph) uses torch's ops on
+    the saved inputs, so higher derivatives exist."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                transpose: bool) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.transpose = transpose
+        ctx.has_bias = bias is not None
+        w = weight.t() if transpose else weight
+        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), w, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b, _ = ctx.needs_input_grad
+        w = weight.t() if ctx.transpose else weight  # (N, K) view
+        gx = gw = gb = None
+        if torch.is_grad_enabled():
+            if need_x:
+                gx = grad @ w
+            if need_w:
+                gw = x.t() @ grad if ctx.transpose else grad.t() @ x
+        else:
+            grad = grad.contiguous()
+            if need_x:
+                gx = _product(grad, w.t())
+            if need_w:
+                gw = _product(x.t(), grad.t()) if ctx.transpose else _product(grad.t(), x.t())
+        if need_b and ctx.has_bias:
+            gb = grad.sum(0)
+        return gx, gw, gb, None
 
 
 def use_prepacked(module: nn.Module, enabled: bool) -> None:

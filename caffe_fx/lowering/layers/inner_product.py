@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ShapeError
+from ...ops import onednn
 from ..registry import CaffeModule, LayerView, register
 from ..shapes import check_shape
 
@@ -49,11 +50,15 @@ class InnerProduct(CaffeModule):
                     + " on; the weight takes K = " + str(self.k))
             self._wrong_shape(x)
         x = torch.flatten(x, self.axis)
+        if not torch.jit.is_scripting():
+            if onednn.linear_applies(x, self.weight):
+                return onednn.inner_product(x, self.weight, self.bias, self.transpose)
         weight = self.weight.t() if self.transpose else self.weight
         if x.dim() != 2:
             return F.linear(x, weight, self.bias)
         # y^T = W x^T: the same product, but MKL's sgemm runs it ~2x faster than x W^T
-        # for a few rows (batch 8 on AMD EPYC; benchmarks/README.md).
+        # for a few rows (batch 8 on AMD EPYC; benchmarks/README.md).  Eager float32 on
+        # the CPU goes to oneDNN above instead.
         if self.bias is None:
             return torch.mm(weight, x.t()).t().contiguous()
         return torch.addmm(self.bias.unsqueeze(1), weight, x.t()).t().contiguous()
