@@ -167,7 +167,7 @@ def open_feed(net: Any, *, phase: int, where: str, required: bool,
 
 def load_net(model: str, weights: str | None, *, phase: str, level: int,
              stage: Sequence[str], device: Any, feed: bool, feed_required: bool,
-             caffe_proto: str | None = None) -> LoadedNet:
+             caffe_proto: str | None = None, fuse: bool = True) -> LoadedNet:
     """compile() plus the phase-filtered NetParameter and the data feed."""
     from .. import pipeline
     from ..compiler import compile
@@ -177,7 +177,7 @@ def load_net(model: str, weights: str | None, *, phase: str, level: int,
                                 caffe_proto=caffe_proto)
     net = prepared.net
     gm = compile(model, weights, phase=cast(Literal["train", "test"], phase), level=level,
-                 stages=stage, caffe_proto=caffe_proto).to(device)
+                 stages=stage, caffe_proto=caffe_proto, fuse=fuse).to(device)
     weights_by_top: dict[str, float] = {}
     for layer in net.layer:
         for top, w in zip(layer.top, top_loss_weights(layer)):

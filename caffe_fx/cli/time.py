@@ -147,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     print("Use GPU with device ID", gpus[0]) if gpus else print("Use CPU.")
     loaded = load_net(args.model, args.weights, phase=args.phase, level=args.level,
                       stage=stages(args), device=device, feed=True, feed_required=False,
-                      caffe_proto=args.caffe_proto)
+                      caffe_proto=args.caffe_proto,
+                      fuse=False)  # one node per layer: each layer's own time, as Caffe's
     try:
         _benchmark(loaded, args.iterations, device, torch)
     finally:

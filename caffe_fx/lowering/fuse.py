@@ -4,9 +4,11 @@ Lowering stage, after the weights are bound; `compile(..., fuse=True)`, its defa
 chain starts at a 2-D Convolution with one bottom (axis 1, not Deconvolution) and takes,
 in this order and each optional, a BatchNorm with global statistics, a Scale with learned
 per-channel blobs and one bottom (axis 1), and a ReLU with negative_slope 0 - at least
-one BatchNorm or Scale.  Each value inside the chain must have that next layer as its
-only reader and not be an output, so no result the GraphModule returns changes beyond
-rounding: in Caffe such chains run in place, and only the end is ever in the blob.  The
+one of the three (a Convolution -> ReLU pair, every convolution of AlexNet, VGG and
+SqueezeNet, saves the ReLU's pass over the top).  Each value inside the chain must have
+that next layer as its only reader and not be an output, so no result the GraphModule
+returns changes beyond rounding: in Caffe such chains run in place, and only the end is
+ever in the blob.  The
 modules stay where they are (state_dict, `gm.meta["caffe"].modules` and the weight
 writers see the same names and tensors); the fused node reads their tensors.
 """
@@ -65,8 +67,6 @@ def fuse_conv_chains(gm: fx.GraphModule) -> int:
             chain.append(end)
         else:
             scale = None
-        if bn is None and scale is None:
-            continue
         relu = _sole_reader(end)
         if relu is not None and relu.op == "call_function" and relu.target in _RELU \
                 and not relu.kwargs:
@@ -74,7 +74,12 @@ def fuse_conv_chains(gm: fx.GraphModule) -> int:
             chain.append(relu)
         else:
             relu = None
-        _replace(gm, info, chain, conv, bn, scale, relu is not None)
+        if bn is None and scale is None:
+            if relu is None:
+                continue
+            _relu_into_conv(gm, info, node, relu)
+        else:
+            _replace(gm, info, chain, conv, bn, scale, relu is not None)
         fused += 1
     if fused:
         gm.graph = _copied(gm.graph)
@@ -90,6 +95,30 @@ def _copied(graph: fx.Graph) -> fx.Graph:
     for node in graph.nodes:
         env[node] = out.node_copy(node, lambda n: env[n])
     return out
+
+
+def _relu_into_conv(gm: fx.GraphModule, info: Lowering, conv: fx.Node, relu: fx.Node) -> None:
+    """Convolution -> ReLU: the conv's own node, called with relu=True, under the ReLU's
+    name (`relu1 = self.conv1(data, relu = True)`)."""
+    names = [conv.meta.get("caffe_layer", conv.name), relu.meta.get("caffe_layer", relu.name)]
+    conv.kwargs = {"relu": True}
+    conv.meta.update(relu.meta)
+    conv.meta["caffe_layers"] = names
+    relu.replace_all_uses_with(conv)
+    conv_name, relu_name = conv.name, relu.name
+    gm.graph.erase_node(relu)
+    conv.name = relu_name  # unique once _copied() gives the graph a clean namespace
+    _rename_values(info, {conv_name, relu_name}, relu_name, conv.name)
+
+
+def _rename_values(info: Lowering, gone: set[str], end_name: str, new_name: str) -> None:
+    """The values inside a fused chain are gone; the chain's end is the fused node."""
+    for vid, name in list(info.value_nodes.items()):
+        if name in gone:
+            if name == end_name:
+                info.value_nodes[vid] = new_name
+            else:
+                del info.value_nodes[vid]
 
 
 def _replace(gm: fx.GraphModule, info: Lowering, chain: list[fx.Node], conv: CaffeConv,
@@ -121,10 +150,4 @@ def _replace(gm: fx.GraphModule, info: Lowering, chain: list[fx.Node], conv: Caf
     for n in reversed(chain):
         graph.erase_node(n)
     new.name = end_name  # unique now; _copied() gives it a clean namespace
-    # The values inside the chain are gone; the chain's end is the fused node.
-    for vid, name in list(info.value_nodes.items()):
-        if name in gone:
-            if name == end_name:
-                info.value_nodes[vid] = new.name
-            else:
-                del info.value_nodes[vid]
+    _rename_values(info, gone, end_name, new.name)

@@ -39,10 +39,17 @@ _OFF: WeakIdKeyDictionary = WeakIdKeyDictionary()  # weights whose kernels use_p
 _AVAILABLE = torch.backends.mkldnn.is_available()
 
 
+def _eager() -> bool:
+    """oneDNN is there and no tracer, compiler or torch.func transform (whose wrapped
+    tensors the raw ops and _InnerProduct cannot take) is looking."""
+    return (_AVAILABLE and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+            and not torch._C._are_functorch_transforms_active())
+
+
 def applies(x: Tensor, params: Sequence[Optional[Tensor]]) -> bool:
     """Whether the prepacked kernel may run: eager, CPU, float32, 4-D, nothing recorded,
     and not switched off for the weight (params[0])."""
-    if not _AVAILABLE or torch.jit.is_tracing() or torch.compiler.is_compiling():
+    if not _eager():
         return False
     if params[0] in _OFF:
         return False
@@ -76,8 +83,12 @@ def _packed(weight: Tensor, key: Tuple[Any, ...], sources: Sequence[Optional[Ten
 def conv2d_nhwc(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
                 pad: List[int], dilation: List[int], groups: int) -> Tensor:
     """The plain path: torch's conv2d, on the CPU in NHWC (oneDNN convolves it 15-35%
-    faster; later layers keep the layout and compile() hands outputs back contiguous)."""
-    if x.device.type == "cpu":
+    faster; later layers keep the layout and compile() hands outputs back contiguous).
+    Not under torch.func's vmap, which cannot query memory formats."""
+    nhwc = x.device.type == "cpu"
+    if not torch.jit.is_scripting():
+        nhwc = nhwc and not torch._C._are_functorch_transforms_active()
+    if nhwc:
         if x.shape[1] == 1:
             # One channel: NCHW is already NHWC, so .contiguous() keeps the NCHW strides
             # and oneDNN would answer (and the pools run) NCHW; a view with NHWC strides
@@ -143,7 +154,7 @@ def fold_batch_norm(weight: Tensor, bias: Optional[Tensor], mean: Optional[Tenso
 def linear_applies(x: Tensor, weight: Tensor) -> bool:
     """Whether InnerProduct's products may go to oneDNN: eager, CPU, float32, a 2-D
     bottom with rows, no autocast (whose casts the op would skip)."""
-    if not _AVAILABLE or torch.jit.is_tracing() or torch.compiler.is_compiling():
+    if not _eager():
         return False
     return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2
             and x.shape[0] > 0 and weight.dtype == torch.float32

@@ -43,7 +43,7 @@ layer { name: "relu" type: "ReLU" bottom: "conv1_1" top: "conv1_1" }
 
 
 def test_generated_names_follow_the_rule():
-    gm = caffe_fx.compile(NET)
+    gm = caffe_fx.compile(NET, fuse=False)  # one node per layer
     names = [n.name for n in gm.graph.nodes]
     assert names == ["input_", "conv1_3x3", "conv1_1", "relu", "relu_out", "output"]
     assert sorted(gm.state_dict()) == ["conv1_1.bias", "conv1_1.weight", "conv1_3x3.bias",
@@ -52,6 +52,12 @@ def test_generated_names_follow_the_rule():
     assert list(out) == ["conv1_1"]  # output keys stay Caffe's blob names
     assert [n.meta.get("caffe_blob") for n in gm.graph.nodes][:4] == [
         "input", "conv1/3x3", "conv1_1", "conv1_1"]
+    # Fused (the default), the Convolution -> ReLU pair is one node with the ReLU's name.
+    fused = caffe_fx.compile(NET)
+    calls = [n for n in fused.graph.nodes if n.op in ("call_module", "call_function")]
+    assert [(n.name, n.target, n.kwargs) for n in calls] == [
+        ("conv1_3x3", "conv1_3x3", {}), ("relu", "conv1_1", {"relu": True})]
+    assert calls[1].meta["caffe_blob"] == "conv1_1"
 
 
 def test_input_names_keep_their_case():

@@ -11,7 +11,7 @@ from tests.golden.harness import (assert_matches, cases_for, golden_inputs,
 
 CASES = cases_for("ConvChain")
 FUSED = {"fusion-resnet_stem": 1, "fusion-shortcut_eltwise": 2, "fusion-depthwise": 2,
-         "fusion-shared_top": 1}
+         "fusion-shared_top": 1, "fusion-conv_relu": 3}
 
 
 def _load(path):
@@ -19,8 +19,15 @@ def _load(path):
     return str(rec["prototxt"]), golden_weights(rec), golden_inputs(rec), rec
 
 
+def _case(name):
+    return next(p for p in CASES if p.stem == f"fusion-{name}")
+
+
 def _fused_nodes(gm):
-    return [n for n in gm.graph.nodes if n.target is conv_bn_scale_relu]
+    """The fused chains: conv_bn_scale_relu nodes, and convolutions called with relu=True
+    (a Convolution -> ReLU pair)."""
+    return [n for n in gm.graph.nodes if n.target is conv_bn_scale_relu
+            or (n.op == "call_module" and n.kwargs.get("relu") is True)]
 
 
 def test_cases_exist():
@@ -37,7 +44,7 @@ def test_fused_chains_match_caffe(path):
 
 
 def test_fused_node_reads_the_modules_tensors():
-    proto, weights, inputs, rec = _load(cases_for("ConvChain")[1])  # resnet_stem
+    proto, weights, inputs, rec = _load(_case("resnet_stem"))
     gm = caffe_fx.compile(proto, weights)
     (node,) = _fused_nodes(gm)
     assert node.name == "relu_conv1" and node.kwargs["relu"] is True  # the end's name
@@ -50,8 +57,26 @@ def test_fused_node_reads_the_modules_tensors():
                                        .state_dict())
 
 
+def test_conv_relu_is_the_convs_own_node():
+    proto, weights, inputs, rec = _load(_case("conv_relu"))
+    gm = caffe_fx.compile(proto, weights)
+    nodes = _fused_nodes(gm)
+    assert [(n.name, n.target, n.meta["caffe_layers"]) for n in nodes] == [
+        ("r1", "c1", ["c1", "r1"]), ("r2", "c2", ["c2", "r2"]), ("out", "c3", ["c3", "out"])]
+    assert "self.c1(data, relu = True)" in gm.code
+    assert not [n for n in gm.graph.nodes if n.target in (torch.relu, torch.relu_)]
+    # The ReLU's top "r2" is never an output here; asked for, c2 and r2 stay apart.
+    kept = caffe_fx.compile(proto, weights, outputs=["c2", "r2", "out"])
+    assert [n.meta["caffe_layers"] for n in _fused_nodes(kept)] == [["c1", "r1"],
+                                                                   ["c3", "out"]]
+    with torch.no_grad():
+        got = kept(**inputs)
+    for blob in ("c2", "r2", "out"):
+        assert relative_error(got[blob].numpy(), rec[f"data/{blob}"]) <= 1e-5
+
+
 def test_shared_top_is_not_fused():
-    proto, weights, _, _ = _load(cases_for("ConvChain")[2])  # shared_top
+    proto, weights, _, _ = _load(_case("shared_top"))
     gm = caffe_fx.compile(proto, weights)
     (node,) = _fused_nodes(gm)
     assert node.kwargs["layers"] == "d,sd" and node.args[3] is None  # no BatchNorm
@@ -107,7 +132,7 @@ def test_autograd_is_each_layers_own(path):
 
 
 def test_fused_net_scripts_and_exports():
-    proto, weights, inputs, rec = _load(cases_for("ConvChain")[3])  # shortcut_eltwise
+    proto, weights, inputs, rec = _load(_case("shortcut_eltwise"))
     gm = caffe_fx.compile(proto, weights)
     with torch.no_grad():
         want = gm(**inputs)["sum"]
@@ -122,7 +147,7 @@ def test_fused_net_scripts_and_exports():
 
 
 def test_wrong_channels_name_the_conv():
-    proto, weights, inputs, _ = _load(cases_for("ConvChain")[1])
+    proto, weights, inputs, _ = _load(_case("resnet_stem"))
     gm = caffe_fx.compile(proto, weights)
     with pytest.raises(caffe_fx.errors.ShapeError,
                        match=r"layer 'conv1' \(Convolution\): bottom of shape \[2, 3, 9, 9\]; "

@@ -144,6 +144,8 @@ def test_compile_forward_and_autograd(oicr) -> None:
     with torch.no_grad():
         outs = gm(**feeds)
     _assert_fit({f"data/{b}": outs[b].numpy() for b in blobs}, golden, "forward")
+    # One node per layer (fuse=False) for the backward: Caffe's values go in layer by layer.
+    gm = caffe_fx.compile(str(net_file), weights, phase="train", outputs=blobs, fuse=False)
     placeholders = [n.meta["caffe_blob"] for n in gm.graph.nodes if n.op == "placeholder"]
     fork = {k[len("full/"):]: v for k, v in golden.items() if k.startswith("full/")}
     relus = {f"relu{k}": f"conv{k}" for k in range(2, 6)}

@@ -155,3 +155,20 @@ def test_a_replaced_storage_is_not_reused_under_the_key(nets):
         gm.conv2.weight.data = w
         plain.conv2.weight.data = w.clone()
         _check(gm, plain, x)
+
+
+def test_torch_func_transforms_take_the_plain_path(nets):
+    """vmap's and grad's wrapped tensors cannot enter oneDNN's raw ops, nor can vmap
+    query memory formats: under torch.func the convolutions run torch's conv2d, NCHW."""
+    gm, _ = nets
+    x = torch.randn(2, 3, 7, 7)
+    with torch.no_grad():
+        want = gm(x=x)["d"]
+        batched = torch.func.vmap(lambda xi: gm(x=xi[None])["d"][0])(x)
+    torch.testing.assert_close(batched, want, rtol=1e-5, atol=1e-5)
+    params = dict(gm.named_parameters())
+    grads = torch.func.grad(
+        lambda p: torch.func.functional_call(gm, p, (x,))["d"].square().sum())(params)
+    gm(x=x)["d"].square().sum().backward()
+    for k, g in grads.items():
+        torch.testing.assert_close(g, params[k].grad, rtol=1e-5, atol=1e-5)

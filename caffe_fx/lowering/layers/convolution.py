@@ -49,10 +49,12 @@ class CaffeConv(CaffeModule):
         self.caffe_type = "Deconvolution" if transposed else "Convolution"  # or a fork's
         self.declared = ()  # the bottom shape the net was set up with
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self._one(x)
+    def forward(self, x: Tensor, relu: bool = False) -> Tensor:
+        """`relu`: the ReLU (negative_slope 0) that lowering/fuse.py found after this layer,
+        inside the convolution where oneDNN runs it, else in place on its output."""
+        return self._one(x, relu)
 
-    def _one(self, x: Tensor) -> Tensor:
+    def _one(self, x: Tensor, relu: bool = False) -> Tensor:
         if x.dim() != self.ndim or x.shape[self.axis] != self.channels:
             if torch.jit.is_scripting():
                 raise RuntimeError(
@@ -82,7 +84,7 @@ class CaffeConv(CaffeModule):
             if not torch.jit.is_scripting():
                 if self.axis == 1 and onednn.applies(x, [self.weight, self.bias]):
                     return onednn.conv2d(x, self.weight, self.bias, self.stride,
-                                         self.padding, self.dilation, self.groups)
+                                         self.padding, self.dilation, self.groups, relu)
             y = onednn.conv2d_nhwc(x, self.weight, self.bias, self.stride, self.padding,
                                    self.dilation, self.groups)
         else:
@@ -90,6 +92,8 @@ class CaffeConv(CaffeModule):
                          self.groups)
         if self.axis != 1:
             y = y.reshape(list(lead) + list(y.shape[1:]))
+        if relu:
+            y = torch.relu_(y)
         return y
 
     @torch.jit.unused

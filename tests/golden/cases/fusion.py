@@ -54,4 +54,13 @@ CASES = [
           + _conv("d", "data", "d", "num_output: 3 kernel_size: 3 dilation: 2 pad: 2")
           + 'layer { name: "sd" type: "Scale" bottom: "d" top: "d" scale_param { '
             'bias_term: true } }\n'),
+    # AlexNet/VGG/SqueezeNet: a conv and its in-place ReLU only (fused), then a conv whose
+    # ReLU writes another top, so that the conv's own top stays a blob (fused too: the
+    # GraphModule returns only "out"), and a strided grouped conv and ReLU (fused).
+    chain("conv_relu", _conv("c1", "data", "c1", "num_output: 6 kernel_size: 3 pad: 1")
+          + 'layer { name: "r1" type: "ReLU" bottom: "c1" top: "c1" }\n'
+          + _conv("c2", "c1", "c2", "num_output: 4 kernel_size: 1")
+          + 'layer { name: "r2" type: "ReLU" bottom: "c2" top: "r2" }\n'
+          + _conv("c3", "r2", "c3", "num_output: 4 group: 2 kernel_size: 3 stride: 2")
+          + 'layer { name: "out" type: "ReLU" bottom: "c3" top: "out" }\n'),
 ]
