@@ -74,10 +74,9 @@ def compile(  # noqa: A001  (the public name the design asks for)
             Scale and a ReLU, in that order, becomes one node (caffe_fx/lowering/fuse.py)
             when nothing else reads the values between them: without autograd on the CPU
             one oneDNN convolution with the BatchNorm and Scale folded into its weight and
-            the ReLU inside it (rounding
-            differs from Caffe's layer by layer arithmetic; within 1e-4 on the published
-            nets); under autograd, TorchScript, export or on CUDA each layer's own
-            arithmetic.  False keeps one node per layer.
+            the ReLU inside it (rounding differs from Caffe's layer by layer arithmetic;
+            within 1e-4 on the published nets); under autograd, TorchScript, export or on
+            CUDA each layer's own arithmetic.  False keeps one node per layer.
 
     Returns:
         A GraphModule taking the input blobs as keyword (or positional, in Caffe's order)

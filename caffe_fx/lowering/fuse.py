@@ -8,9 +8,9 @@ one of the three (a Convolution -> ReLU pair, every convolution of AlexNet, VGG 
 SqueezeNet, saves the ReLU's pass over the top).  Each value inside the chain must have
 that next layer as its only reader and not be an output, so no result the GraphModule
 returns changes beyond rounding: in Caffe such chains run in place, and only the end is
-ever in the blob.  The
-modules stay where they are (state_dict, `gm.meta["caffe"].modules` and the weight
-writers see the same names and tensors); the fused node reads their tensors.
+ever in the blob.  The modules stay where they are (state_dict, `gm.meta["caffe"].modules`
+and the weight writers see the same names and tensors); the fused node reads their
+tensors.
 """
 from __future__ import annotations
 
@@ -105,20 +105,18 @@ def _relu_into_conv(gm: fx.GraphModule, info: Lowering, conv: fx.Node, relu: fx.
     conv.meta.update(relu.meta)
     conv.meta["caffe_layers"] = names
     relu.replace_all_uses_with(conv)
-    conv_name, relu_name = conv.name, relu.name
+    inner = conv.name
     gm.graph.erase_node(relu)
-    conv.name = relu_name  # unique once _copied() gives the graph a clean namespace
-    _rename_values(info, {conv_name, relu_name}, relu_name, conv.name)
+    conv.name = relu.name  # unique once _copied() gives the graph a clean namespace
+    _drop_values(info, {inner})
 
 
-def _rename_values(info: Lowering, gone: set[str], end_name: str, new_name: str) -> None:
-    """The values inside a fused chain are gone; the chain's end is the fused node."""
+def _drop_values(info: Lowering, inner: set[str]) -> None:
+    """The values of a fused chain's inner nodes are gone; the fused node carries the
+    end's name, so the end's values keep theirs."""
     for vid, name in list(info.value_nodes.items()):
-        if name in gone:
-            if name == end_name:
-                info.value_nodes[vid] = new_name
-            else:
-                del info.value_nodes[vid]
+        if name in inner:
+            del info.value_nodes[vid]
 
 
 def _replace(gm: fx.GraphModule, info: Lowering, chain: list[fx.Node], conv: CaffeConv,
@@ -150,4 +148,4 @@ def _replace(gm: fx.GraphModule, info: Lowering, chain: list[fx.Node], conv: Caf
     for n in reversed(chain):
         graph.erase_node(n)
     new.name = end_name  # unique now; _copied() gives it a clean namespace
-    _rename_values(info, gone, end_name, new.name)
+    _drop_values(info, gone - {end_name})

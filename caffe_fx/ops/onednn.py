@@ -172,6 +172,10 @@ def inner_product(x: Tensor, weight: Tensor, bias: Optional[Tensor], transpose: 
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (
             bias is not None and bias.requires_grad)):
         return _InnerProduct.apply(x, weight, bias, transpose)
+    return _top(x, weight, bias, transpose)
+
+
+def _top(x: Tensor, weight: Tensor, bias: Optional[Tensor], transpose: bool) -> Tensor:
     w = weight.t() if transpose else weight
     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), w, bias, "none", [], "")
 
@@ -188,8 +192,7 @@ class _InnerProduct(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.transpose = transpose
         ctx.has_bias = bias is not None
-        w = weight.t() if transpose else weight
-        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), w, bias, "none", [], "")
+        return _top(x, weight, bias, transpose)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], ...]:

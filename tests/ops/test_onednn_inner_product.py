@@ -72,8 +72,8 @@ def test_diffs_accumulate_and_double_backward_exists():
     x = torch.randn(5, 3, 4, 4, requires_grad=True)
     for _ in range(2):  # Caffe's param diffs accumulate until cleared; .grad does too
         gm(x=x)["y"].sum().backward()
-    once = torch.ones(5, 7).t() @ x.detach().reshape(5, -1)
-    assert torch.allclose(gm.ip.weight.grad, 2 * once, rtol=1e-5, atol=1e-5)
+    once = torch.ones(5, 7, dtype=torch.float64).t() @ x.detach().double().reshape(5, -1)
+    assert torch.allclose(gm.ip.weight.grad.double(), 2 * once, rtol=1e-5, atol=1e-5)
     # create_graph: the backward records torch's ops, so a second derivative exists.
     gm.zero_grad()
     (gx,) = torch.autograd.grad(gm(x=x)["y"].square().sum(), x, create_graph=True)
