@@ -95,6 +95,13 @@ CASES = {
                        'iter_size: 2 weight_decay: 0.01')),
     "sgd_clip": ("basic", ('type: "SGD" base_lr: 0.1 momentum: 0.9 lr_policy: "fixed" '
                  'clip_gradients: 0.1')),
+    # SGD where torch's fused kernel does not apply (optim/solvers.py SGD._apply): L1, and
+    # no momentum.
+    "sgd_step_l1_groups": ("groups", ('type: "SGD" base_lr: 0.1 momentum: 0.9 lr_policy: '
+                           '"step" gamma: 0.5 stepsize: 4 weight_decay: 0.01 '
+                           'regularization_type: "L1"')),
+    "sgd_no_momentum": ("basic", ('type: "SGD" base_lr: 0.1 lr_policy: "fixed" '
+                        'weight_decay: 0.01')),
     "adam_hdf5_l1": ("basic", ('type: "Adam" base_lr: 0.01 momentum: 0.9 lr_policy: "fixed" '
                      'weight_decay: 0.01 regularization_type: "L1" snapshot_format: HDF5')),
 }

