@@ -2,7 +2,8 @@
 real Caffe (../shared/caffe-oracle), the forward nets with their cached random weights and
 inputs, and the small formatting helpers of their tables.
 
-Imports no torch: bench_train.py sets OMP_WAIT_POLICY before torch.
+Imports no torch: the scripts import caffe_fx before torch, so that libgomp runs with the
+spin caffe_fx chooses for its users (caffe_fx/_threads.py); `wait_policy()` names it.
 """
 from __future__ import annotations
 
@@ -39,6 +40,14 @@ def oracle(*args: str) -> str:
     if proc.returncode != 0:
         raise RuntimeError(f"caffe-oracle {args[0]} failed:\n{proc.stderr[-1500:]}")
     return proc.stdout
+
+
+def wait_policy() -> str:
+    """libgomp's wait setting this process runs with, for a table's header."""
+    for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        if key in os.environ:
+            return f"{key}={os.environ[key]}"
+    return "libgomp's default wait policy"
 
 
 def first_line(e: BaseException) -> str:

@@ -28,11 +28,14 @@ import tempfile
 import time
 from pathlib import Path
 
-# As bench_forward.py: libgomp's spinning threads collapse on shared cores.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# caffe_fx before torch: libgomp then runs with the spin caffe_fx chooses for users
+# (caffe_fx/_threads.py); an OMP_WAIT_POLICY or GOMP_SPINCOUNT set by the caller wins.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import caffe_fx  # noqa: E402,F401  (first; see above)
 
 from _common import (FORWARD_NETS, MODELS, ROOT, caffe_outputs, cpu_model,  # noqa: E402
-                     csv_list, fmt, make_inputs, max_rel_diff, prepare_net)
+                     csv_list, fmt, make_inputs, max_rel_diff, prepare_net,
+                     wait_policy)
 
 TOL = 1e-4
 MODES = ("eager", "torch.compile", "package")
@@ -161,8 +164,8 @@ def main() -> int:
     load_after = os.getloadavg()
     table = "\n".join([
         f"{datetime.date.today()}, {cpu_model()}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY="
-        f"{os.environ['OMP_WAIT_POLICY']}; load average {load_before[0]:.1f} before, "
+        f"{torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{wait_policy()}; load average {load_before[0]:.1f} before, "
         f"{load_after[0]:.1f} after; {a.rounds} rounds of {a.iters} forwards, interleaved.",
         "",
         "| net | batch | mode | build (s) | set-up, first (s) | set-up, later (s) | "

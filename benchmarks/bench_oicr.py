@@ -33,15 +33,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as bench_train.py, before torch
+# caffe_fx before torch: libgomp then runs with the spin caffe_fx chooses for users
+# (caffe_fx/_threads.py); an OMP_WAIT_POLICY or GOMP_SPINCOUNT set by the caller wins.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import caffe_fx  # noqa: E402,F401  (first; see above)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import ROOT, cpu_model, oracle  # noqa: E402
 
-sys.path.insert(0, str(ROOT))
-
-import caffe_fx  # noqa: E402
 from caffe_fx import pycaffe  # noqa: E402
 from tools import make_oicr_goldens as M  # noqa: E402
 

@@ -31,14 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
-# libgomp's spin-waiting threads collapse when the cores are shared (see bench_forward.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# caffe_fx before torch: libgomp then runs with the spin caffe_fx chooses for users
+# (caffe_fx/_threads.py); an OMP_WAIT_POLICY or GOMP_SPINCOUNT set by the caller wins.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import caffe_fx  # noqa: E402,F401  (first; see above)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import ROOT, cpu_model, csv_list  # noqa: E402
-
-sys.path.insert(0, str(ROOT))
 
 from caffe_fx.ops import roi_pool as R  # noqa: E402
 

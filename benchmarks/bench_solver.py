@@ -35,18 +35,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as bench_train.py: before torch
+# caffe_fx before torch: libgomp then runs with the spin caffe_fx chooses for users
+# (caffe_fx/_threads.py); an OMP_WAIT_POLICY or GOMP_SPINCOUNT set by the caller wins.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import caffe_fx  # noqa: E402,F401  (first; see above)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import MODELS, ROOT, cpu_model, csv_list, first_line, fmt  # noqa: E402
+from _common import MODELS, ROOT, cpu_model, csv_list, first_line, fmt, wait_policy  # noqa: E402
 from bench_train import NETS as TRAIN_NETS  # noqa: E402
 from bench_train import Spec, busy, commit, prepare, time_it  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
 
-sys.path.insert(0, str(ROOT))
-
-import caffe_fx  # noqa: E402
 from caffe_fx import pycaffe  # noqa: E402
 from caffe_fx.proto import caffe_pb2  # noqa: E402
 from tools._chroot import run_in_chroot  # noqa: E402
@@ -305,7 +305,7 @@ def main() -> None:
         "# Solver-iteration benchmark: caffe_fx vs Caffe 1.0 (CPU, forward + backward + update)",
         "",
         f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; caffe_fx commit "
-        f"{commit()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}",
+        f"{commit()}; {wait_policy()}",
         "- see the docstring of benchmarks/bench_solver.py for what each column runs",
         "",
         markdown(rows, load, sys.argv[1:]),

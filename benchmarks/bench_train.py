@@ -46,18 +46,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# As in bench_forward.py: libgomp's spin-waiting threads collapse when the cores are
-# shared.  Must precede `import torch`; OMP_WAIT_POLICY=ACTIVE in the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# caffe_fx before torch: libgomp then runs with the spin caffe_fx chooses for users
+# (caffe_fx/_threads.py); an OMP_WAIT_POLICY or GOMP_SPINCOUNT set by the caller wins.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import caffe_fx  # noqa: E402,F401  (first; see above)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import MODELS, ROOT, cpu_model, csv_list, first_line, fmt, oracle  # noqa: E402
+from _common import (MODELS, ROOT, cpu_model, csv_list, first_line, fmt, oracle,  # noqa: E402
+                     wait_policy)
 from google.protobuf import text_format  # noqa: E402
 
-sys.path.insert(0, str(ROOT))
-
-import caffe_fx  # noqa: E402
 import caffe_fx.optim  # noqa: E402
 from caffe_fx import pycaffe  # noqa: E402
 from caffe_fx.proto import caffe_pb2  # noqa: E402
@@ -433,7 +432,7 @@ def report(rows: list[Row], a: argparse.Namespace, load: tuple[float, float]) ->
         f"{platform.system()} {platform.release()}",
         f"- caffe_fx {caffe_fx.__version__} (commit {commit()}), torch {torch.__version__}, "
         f"torch.get_num_threads() = {torch.get_num_threads()}, "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, float32",
+        f"{wait_policy()}, float32",
         "- nets: the TRAIN phase of each train_val net with its data layer replaced by an "
         "Input of data and label; ResNet-50's deploy net plus a SoftmaxWithLoss on a label "
         "Input, its BatchNorms without `use_global_stats: true` (batch statistics, as Caffe "
