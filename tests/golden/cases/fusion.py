@@ -63,4 +63,10 @@ CASES = [
           + 'layer { name: "r2" type: "ReLU" bottom: "c2" top: "r2" }\n'
           + _conv("c3", "r2", "c3", "num_output: 4 group: 2 kernel_size: 3 stride: 2")
           + 'layer { name: "out" type: "ReLU" bottom: "c3" top: "out" }\n'),
+    # Conv -> BatchNorm -> Scale, each with its own top: fused as far as the first blob
+    # asked for as an output (tests/layers/test_fusion.py test_an_output_ends_the_chain).
+    chain("not_in_place", _conv("conv", "data", "c", "num_output: 3 kernel_size: 3")
+          + 'layer { name: "bn" type: "BatchNorm" bottom: "c" top: "b" }\n'
+          + 'layer { name: "sc" type: "Scale" bottom: "b" top: "s" scale_param { '
+            'bias_term: true } }\n', shape=(1, 2, 5, 5)),
 ]
