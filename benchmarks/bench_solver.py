@@ -8,7 +8,8 @@ For every net, its published solver (LeNet's lenet_solver, CIFAR-10 quick's
 cifar10_quick_solver, CaffeNet's solver) on the TRAIN net of bench_train.py (the data
 layer replaced by an Input of data and label, at the batch sizes of the issue: 64, 100 and
 32), without test nets, snapshots or display, timed four ways in the same run from the same
-weights and batch:
+weights and batch (the first three interleaved, one step of each in turn; the loop's time
+cuts the count to fit --budget):
 
 1. the pycaffe facade: `caffe_fx.pycaffe.get_solver(S)`, then `solver.step(1)`;
 2. `caffe_fx.Solver(S, weights=W, inputs=...)`, then `solver.step(1)`;
@@ -44,7 +45,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import MODELS, ROOT, cpu_model, csv_list, first_line, fmt, wait_policy  # noqa: E402
 from bench_train import NETS as TRAIN_NETS  # noqa: E402
-from bench_train import Spec, busy, commit, prepare, time_it  # noqa: E402
+from bench_train import Spec, busy, commit, prepare, time_interleaved  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
 
 from caffe_fx import pycaffe  # noqa: E402
@@ -194,20 +195,25 @@ def bench_net(key: str, a: argparse.Namespace, workdir: Path) -> Row:
         return row
     with np.load(in_path) as z:
         arrays = {k: z[k] for k in z.files}
-    iters = a.iters
     makers: dict[str, Callable[[], Callable[[], None]]] = {
         "loop": lambda: loop_step(solver_path, prototxt, weights, arrays),
         "solver": lambda: solver_step(solver_path, weights, arrays),
         "pycaffe": lambda: pycaffe_step(solver_path, weights, arrays),
     }
-    for i, (column, make) in enumerate(makers.items()):  # the loop's time sets the count
+    steps = {}
+    for column, make in makers.items():
         try:
-            one = make()
-            row.ms[column], n = time_it(one, a.warmup, iters, a.budget if i == 0 else 1e9)
-            iters = n if i == 0 else iters
-            del one
+            steps[column] = make()
         except Exception as e:  # noqa: BLE001
             row.status.append(f"{column} failed: {first_line(e)}")
+    iters = a.iters
+    if steps:  # interleaved, so that a change of the machine's speed hits every column
+        try:
+            ms, iters = time_interleaved(steps, a.warmup, a.iters, a.budget)
+            row.ms.update(ms)
+        except Exception as e:  # noqa: BLE001
+            row.status.append(f"step failed: {first_line(e)}")
+    steps.clear()
     row.iters = iters
     if not a.no_caffe:
         try:
