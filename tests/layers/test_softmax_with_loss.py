@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import caffe_fx
-from caffe_fx.errors import NetDefinitionError, ShapeError
+from caffe_fx.errors import InputError, NetDefinitionError, ShapeError
 
 from tests.golden.harness import assert_matches, cases_for, ids
 
@@ -74,3 +74,27 @@ def test_label_count_must_match():
         'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "data" bottom: "label" top: "l" }\n')
     with pytest.raises(ShapeError, match="label of shape \\[4, 2\\] holds 8 values"):
         caffe_fx.compile(net)
+
+
+_LOSS = _INPUT + ('layer { name: "loss" type: "SoftmaxWithLoss" bottom: "data" bottom: "label"\n'
+                  '  top: "loss" IGNORE }\n')
+
+
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("label, ignore, bad", [
+    ([0.0, 5.0, 1.0, 2.0], None, 5),  # one past the 5 classes
+    ([0.0, 1.0, -1.0, 2.0], None, -1),
+    ([255.0, 7.0, 1.0, 2.0], 255, 7),  # the ignored value may be out of range; 7 may not
+])
+def test_a_label_outside_the_classes_is_an_input_error(label, ignore, bad, grad):
+    """Caffe's DCHECKs on the labels that count (a release build reads past the
+    probabilities): the error names the layer, the label and what is allowed."""
+    param = "" if ignore is None else f"loss_param {{ ignore_label: {ignore} }}"
+    gm = caffe_fx.compile(_LOSS.replace("IGNORE", param))
+    data = torch.randn(4, 5, requires_grad=grad)
+    allowed = "allowed: 0 to 4" + ("" if ignore is None else f", or ignore_label {ignore}")
+    with pytest.raises(InputError, match=rf"layer 'loss' \(SoftmaxWithLoss\): label {bad} is "
+                                         rf"not a class of the 5 along axis 1; {allowed}"):
+        gm(data, torch.tensor(label))
+    ok = [v if v != bad else 3.0 for v in label]  # the ignored value alone passes
+    assert torch.isfinite(gm(data, torch.tensor(ok))["loss"])
