@@ -16,9 +16,12 @@ from torch import Tensor
 def caffe_grad(*xs: Tensor) -> bool:
     """True when autograd will differentiate through the op: grad mode on and an input
     that requires grad, in eager mode or under torch.compile.  Never in TorchScript (the
-    callers test torch.jit.is_scripting() first) nor under torch.export, whose programs
-    (ONNX's too) keep the plain forward."""
-    if not torch.is_grad_enabled() or torch.compiler.is_exporting():
+    callers test torch.jit.is_scripting() first), under torch.export, whose programs
+    (ONNX's too) keep the plain forward, nor under a torch.func transform (grad, vmap,
+    jacrev...), which takes no autograd.Function written for Function.apply's ctx: there
+    the plain forward's own derivative runs (README, deliberate differences)."""
+    if not torch.is_grad_enabled() or torch.compiler.is_exporting() \
+            or torch._C._are_functorch_transforms_active():
         return False
     return any(x.requires_grad for x in xs)
 

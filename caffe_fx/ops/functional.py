@@ -39,11 +39,12 @@ class _GradInTopLayout(torch.autograd.Function):
 
 def _grad_in_top_layout(y: Tensor) -> Tensor:
     """`y`, through _GradInTopLayout where eager autograd will differentiate it (never in
-    TorchScript, under torch.compile, whose kernels choose layouts themselves, or under
-    torch.export)."""
+    TorchScript, under torch.compile, whose kernels choose layouts themselves, under
+    torch.export or a torch.func transform)."""
     if not torch.jit.is_scripting():
         if y.requires_grad and torch.is_grad_enabled() and y.device.type == "cpu" \
-                and not torch.compiler.is_compiling():
+                and not torch.compiler.is_compiling() \
+                and not torch._C._are_functorch_transforms_active():
             return _GradInTopLayout.apply(y)
     return y
 

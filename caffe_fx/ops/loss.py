@@ -92,9 +92,10 @@ def _label_probs(prob: Tensor, label: Tensor, axis: int, ignore_label: Optional[
 def _check_labels(x: Tensor, label: Tensor, axis: int, ignore_label: Optional[int],
                   layer: str, kind: str) -> None:
     """The fork's DCHECK_GE(label_value, 0) / DCHECK_LT(label_value, channels) on the
-    labels that count, in eager mode only (a traced or compiled program cannot branch on
-    data; a release Caffe reads past the probabilities instead)."""
-    if torch.compiler.is_compiling() or label.numel() == 0 or label.is_meta:
+    labels that count, in eager mode only (a traced, compiled or torch.func-transformed
+    program cannot branch on data; a release Caffe reads past the probabilities instead)."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active() \
+            or label.numel() == 0 or label.is_meta:
         return
     low, high = torch.aminmax(label.reshape(-1).to(torch.int64))
     if int(low) >= 0 and int(high) < x.shape[axis]:

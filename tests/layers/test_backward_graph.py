@@ -207,3 +207,45 @@ def test_autograd_gives_caffes_blob_diffs(path: Path) -> None:
 
 def test_goldens_are_present() -> None:
     assert len(CASES) >= 250
+
+
+# Nets whose layers' Caffe backward is their forward's derivative, so that torch.func,
+# which runs the plain forward ops (README, deliberate differences), gives Caffe's diffs.
+FUNCTIONAL = ["conv_relu_pool_softmax", "batchnorm_scale", "split_two_losses"]
+
+
+@pytest.mark.parametrize("case", FUNCTIONAL)
+def test_torch_func_grad_gives_caffes_param_diffs(case: str) -> None:
+    """torch.func.grad over functional_call: the param diffs of Caffe's seeded backward;
+    torch.func.vmap over two batches: Caffe's blobs for each."""
+    golden = Golden(GOLDEN / "backward" / f"{case}.npz")
+    gm = golden.compile()
+    inputs = {k: v.detach() for k, v in golden.inputs().items()}
+    params = {n: p.detach() for n, p in gm.named_parameters() if p.requires_grad}
+
+    def seeded(ps: dict[str, torch.Tensor]) -> torch.Tensor:
+        outs = torch.func.functional_call(gm, ps, (), inputs)
+        return sum((outs[b] * d).sum() for b, d in golden.seeds(outs).items())
+
+    grads = torch.func.grad(seeded)(params)
+    names = {id(p): n for n, p in gm.named_parameters()}
+    checked = 0
+    for layer in golden.params:
+        for i, p in enumerate(golden.param_tensors(gm, layer)):
+            if names.get(id(p)) in grads:
+                check(grads[names[id(p)]].numpy(), golden.g[f"pdiff/{layer}/{i}"],
+                      f"torch.func.grad: param diff {layer}/{i}")
+                checked += 1
+    assert checked == len(params)
+
+    def forward(x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return torch.func.functional_call(gm, params, (), x)
+
+    twice = {k: torch.stack([v, v]) for k, v in inputs.items()}
+    with torch.no_grad():
+        outs = torch.func.vmap(forward)(twice)
+    blobs = [b for b in outs if f"data/{b}" in golden.g and b not in golden.in_place]
+    assert blobs
+    for b in blobs:
+        for k in range(2):
+            check(outs[b][k].numpy(), golden.g[f"data/{b}"], f"torch.func.vmap: blob {b}")
