@@ -231,7 +231,8 @@ class SGD(CaffeOptimizer):
     def _fusable(self, p: torch.Tensor, group: dict[str, Any], diff: torch.Tensor) -> bool:
         rate = self._local_rate(group)
         history = self.state[p].get("history")
-        return (self.regularization == "L2" and _f32(group["momentum"]) != 0
+        return (hasattr(torch, "_fused_sgd_")  # private to torch (2.4 on)
+                and self.regularization == "L2" and _f32(group["momentum"]) != 0
                 and _f32(1.0 - (1.0 - rate)) == rate
                 and p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64)
                 and not p.is_sparse and p.is_contiguous() and diff.is_contiguous()
