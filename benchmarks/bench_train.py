@@ -3,7 +3,8 @@ Caffe 1.0.
 
     python benchmarks/bench_train.py [--nets lenet,cifar10_quick,caffenet]
         [--batch N] [--iters 10] [--warmup 2] [--budget 20] [--threads N] [--workdir DIR]
-        [--quick] [--markdown] [--out benchmarks/TRAIN.md | --no-write] [--no-caffe]
+        [--rounds 3] [--quick] [--markdown] [--out benchmarks/TRAIN.md | --no-write]
+        [--no-caffe]
 
 For every net, one training step (forward, backward from the loss, then Caffe's SGD
 update with momentum and weight decay) timed three ways in the same run, on the same
@@ -21,7 +22,9 @@ derived prototxt, solver, weights and input batch:
    time --backward`) is shown beside it.
 
 The facade's and the GraphModule's steps run interleaved (one of each in turn), Caffe's
-after them in its own process.
+after them in its own process; `--rounds` (3) repeats that, and each cell is the median
+of its column's round medians, so that Caffe's own step, which moves by 10-50% from one
+process to the next on a shared VM, is not taken from one process alone.
 
 Prints a Markdown table (median ms per step and the ratios facade / GM, Caffe / GM,
 Caffe / facade) and writes it, with the machine it ran on, to benchmarks/TRAIN.md;
@@ -330,20 +333,30 @@ def bench_net(key: str, a: argparse.Namespace, workdir: Path) -> Row:
         steps["facade"] = facade_step(solver, weights, arrays)
     except Exception as e:  # noqa: BLE001
         row.status.append(f"facade failed: {first_line(e)}")
-    if steps:
-        try:  # interleaved, so that a change in the machine's load hits both alike
-            ms, iters = time_interleaved(steps, a.warmup, a.iters, a.budget)
-            row.gm_ms, row.facade_ms = ms.get("gm"), ms.get("facade")
-        except Exception as e:  # noqa: BLE001
-            row.status.append(f"caffe_fx failed: {first_line(e)}")
+    runs: dict[str, list[float]] = {"gm": [], "facade": [], "caffe": []}
+    caffe_ok = not a.no_caffe
+    for r in range(a.rounds):  # caffe_fx's steps, then Caffe's, round after round
+        if steps:
+            try:  # interleaved, so that a change in the machine's load hits both alike
+                ms, iters = time_interleaved(steps, a.warmup if r == 0 else 1, iters,
+                                             a.budget)
+                for name, value in ms.items():
+                    runs[name].append(value)
+            except Exception as e:  # noqa: BLE001
+                row.status.append(f"caffe_fx failed: {first_line(e)}")
+                steps.clear()
+        if caffe_ok:
+            try:
+                runs["caffe"].append(time_caffe_step(prototxt, weights, in_path, iters))
+                if r == 0:
+                    row.caffe_fb_ms = time_caffe_fb(prototxt, weights, in_path, iters)
+            except Exception as e:  # noqa: BLE001
+                row.status.append(f"caffe failed: {first_line(e)}")
+                caffe_ok = False
     steps.clear()
     row.iters = iters
-    if not a.no_caffe:
-        try:
-            row.caffe_ms = time_caffe_step(prototxt, weights, in_path, iters)
-            row.caffe_fb_ms = time_caffe_fb(prototxt, weights, in_path, iters)
-        except Exception as e:  # noqa: BLE001
-            row.status.append(f"caffe failed: {first_line(e)}")
+    row.gm_ms, row.facade_ms, row.caffe_ms = (
+        statistics.median(runs[k]) if runs[k] else None for k in ("gm", "facade", "caffe"))
     print("  " + format_row(row), flush=True)
     return row
 
@@ -454,6 +467,8 @@ def report(rows: list[Row], a: argparse.Namespace, load: tuple[float, float]) ->
         "facade's and the GraphModule's steps interleaved; `iters` "
         "is cut (to >= 3) so that the GraphModule's timed steps take about "
         f"{a.budget:g} s",
+        f"- rounds: {a.rounds} (caffe_fx's steps, then Caffe's, in turn); each cell is the "
+        "median of its column's round medians (`Caffe fwd+bwd`: the first round's)",
         f"- load average (1 min) at start / end: {load[0]:.1f} / {load[1]:.1f} "
         f"on {os.cpu_count()} cores{LOAD_WARNING if busy(load) else ''}",
         f"- weights: random (`caffe-oracle forward --randomize 7`); targets: facade / GM <= "
@@ -497,12 +512,15 @@ def main() -> None:
                     help="where to write the table with its header")
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--no-caffe", action="store_true", help="skip Caffe's timings")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of caffe_fx's steps then Caffe's; each column's cell is "
+                         "the median of its rounds' medians (default 3)")
     a = ap.parse_args()
     if a.quick:
         if a.nets == ap.get_default("nets"):
             a.nets = "lenet,cifar10_quick"
         a.batch = a.batch or 4
-        a.iters, a.warmup, a.no_write = 3, 1, True
+        a.iters, a.warmup, a.no_write, a.rounds = 3, 1, True, 1
 
     nets = csv_list(a.nets)
     unknown = [n for n in nets if n not in NETS]
