@@ -9,7 +9,8 @@ cifar10_quick_solver, CaffeNet's solver) on the TRAIN net of bench_train.py (the
 layer replaced by an Input of data and label, at the batch sizes of the issue: 64, 100 and
 32), without test nets, snapshots or display, timed four ways in the same run from the same
 weights and batch (the first three interleaved, one step of each in turn; the loop's time
-cuts the count to fit --budget):
+cuts the count to fit --budget), `--rounds` (3) times, in turn with Caffe's process; each
+cell is the median of its column's round medians:
 
 1. the pycaffe facade: `caffe_fx.pycaffe.get_solver(S)`, then `solver.step(1)`;
 2. `caffe_fx.Solver(S, weights=W, inputs=...)`, then `solver.step(1)`;
@@ -29,6 +30,7 @@ import argparse
 import datetime
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -207,20 +209,29 @@ def bench_net(key: str, a: argparse.Namespace, workdir: Path) -> Row:
         except Exception as e:  # noqa: BLE001
             row.status.append(f"{column} failed: {first_line(e)}")
     iters = a.iters
-    if steps:  # interleaved, so that a change of the machine's speed hits every column
-        try:
-            ms, iters = time_interleaved(steps, a.warmup, a.iters, a.budget)
-            row.ms.update(ms)
-        except Exception as e:  # noqa: BLE001
-            row.status.append(f"step failed: {first_line(e)}")
+    runs: dict[str, list[float]] = {}
+    caffe_ok = not a.no_caffe
+    for r in range(a.rounds):  # as bench_train.py: caffe_fx's steps, then Caffe's
+        if steps:  # interleaved, so that a change of the machine's speed hits every column
+            try:
+                ms, iters = time_interleaved(steps, a.warmup if r == 0 else 1, iters,
+                                             a.budget)
+                for name, value in ms.items():
+                    runs.setdefault(name, []).append(value)
+            except Exception as e:  # noqa: BLE001
+                row.status.append(f"step failed: {first_line(e)}")
+                steps.clear()
+        if caffe_ok:
+            try:
+                caffe_solver = solver_file(bench, prototxt, workdir, chroot=True)
+                runs.setdefault("caffe", []).append(
+                    caffe_step_ms(caffe_solver, weights, in_path, iters, workdir))
+            except Exception as e:  # noqa: BLE001
+                row.status.append(f"caffe failed: {first_line(e)}")
+                caffe_ok = False
     steps.clear()
     row.iters = iters
-    if not a.no_caffe:
-        try:
-            caffe_solver = solver_file(bench, prototxt, workdir, chroot=True)
-            row.ms["caffe"] = caffe_step_ms(caffe_solver, weights, in_path, iters, workdir)
-        except Exception as e:  # noqa: BLE001
-            row.status.append(f"caffe failed: {first_line(e)}")
+    row.ms.update({name: statistics.median(values) for name, values in runs.items()})
     print("  " + format_row(row), flush=True)
     return row
 
@@ -246,7 +257,8 @@ def format_row(r: Row) -> str:
             f"{ratio(caffe, ms['loop'])} | {r.iters} | {'; '.join(r.status)} |")
 
 
-def markdown(rows: list[Row], load: tuple[float, float], argv: list[str]) -> str:
+def markdown(rows: list[Row], load: tuple[float, float], argv: list[str],
+             rounds: int) -> str:
     when = datetime.date.today().isoformat()
     under = (f" Taken under load (1-minute load average {load[0]:.1f} / {load[1]:.1f} on "
              f"{os.cpu_count()} cores): absolute times are inflated." if busy(load) else "")
@@ -255,7 +267,8 @@ def markdown(rows: list[Row], load: tuple[float, float], argv: list[str]) -> str
         f"{cpu_model()} ({os.cpu_count()} cores), torch {torch.__version__.split('+')[0]} "
         f"({torch.get_num_threads()} threads), Caffe 1.0 with OpenBLAS; regenerate with "
         f"`python benchmarks/bench_solver.py {' '.join(argv)}`. Median ms per iteration; "
-        f"target: Caffe / ours >= {TARGET:.0f}x.{under}",
+        f"target: Caffe / ours >= {TARGET:.0f}x; each cell the median of {rounds} rounds "
+        f"(caffe_fx's steps, then Caffe's, in turn).{under}",
         "",
         HEADER,
         *(format_row(r) for r in rows),
@@ -283,12 +296,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "SOLVER.md")
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--no-caffe", action="store_true", help="skip Caffe's timings")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of caffe_fx's steps then Caffe's; each cell is the median "
+                         "of its column's round medians (default 3)")
     a = ap.parse_args()
     if a.quick:
         if a.nets == ap.get_default("nets"):
             a.nets = "lenet,cifar10_quick"
         a.batch = a.batch or 4
-        a.iters, a.warmup, a.no_write = 3, 1, True
+        a.iters, a.warmup, a.no_write, a.rounds = 3, 1, True, 1
     nets = csv_list(a.nets)
     unknown = [n for n in nets if n not in NETS]
     if unknown:
@@ -314,7 +330,7 @@ def main() -> None:
         f"{commit()}; {wait_policy()}",
         "- see the docstring of benchmarks/bench_solver.py for what each column runs",
         "",
-        markdown(rows, load, sys.argv[1:]),
+        markdown(rows, load, sys.argv[1:], a.rounds),
         "",
     ])
     print()
@@ -324,7 +340,7 @@ def main() -> None:
         a.out.write_text(text)
         print(f"wrote {a.out}")
     if a.markdown:
-        print(markdown(rows, load, sys.argv[1:]))
+        print(markdown(rows, load, sys.argv[1:], a.rounds))
 
 
 if __name__ == "__main__":
