@@ -33,10 +33,10 @@ def rss_mb(field: str = "VmRSS") -> float:
 
 
 def load_eager(spec: dict, inputs: dict[str, np.ndarray], info: dict) -> Callable[[], Runner]:
-    import torch
-
     sys.path.insert(0, spec["root"])
-    import caffe_fx
+    import caffe_fx  # before torch: libgomp waits as caffe_fx sets it up for its users
+
+    import torch
 
     torch.set_num_threads(spec["threads"])
     info.update(version=f"caffe_fx {caffe_fx.__version__}, torch {torch.__version__}",

@@ -86,9 +86,9 @@ class Launcher:
                         OPENBLAS_NUM_THREADS=str(threads), TORCHINDUCTOR_COMPILE_THREADS="1",
                         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
                                                                  os.environ.get("PYTHONPATH")])))
-        # OMP_WAIT_POLICY is left as the caller's environment has it: users run with
-        # libgomp's default (spin a while, then sleep), which bench_contention.py finds no
-        # worse under contention than PASSIVE relative to Caffe and OpenCV, and faster idle.
+        # The caffe_fx workers import caffe_fx before torch, so libgomp waits as caffe_fx
+        # sets it up for users (GOMP_SPINCOUNT=20000, caffe_fx/_threads.py); an
+        # OMP_WAIT_POLICY or GOMP_SPINCOUNT in the caller's environment wins.
         self.loads: list[float] = []  # the 1-min load average before each process
         self.caffe_base: float | None = None  # Caffe's RSS after imports (MB)
 
@@ -109,6 +109,14 @@ class Launcher:
             proc.returncode = os.waitstatus_to_exitcode(status)
             err.seek(0)
             return proc.returncode, out, err.read()[-1500:], usage.ru_maxrss / 1024.0
+
+
+def spin_setting(env: dict[str, str]) -> str:
+    """libgomp's wait in the caffe_fx workers: the caller's setting, else caffe_fx's."""
+    for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        if key in env:
+            return f"{key}={env[key]}"
+    return "GOMP_SPINCOUNT=20000 from `import caffe_fx` before torch"
 
 
 def oracle_cmd(*args: str) -> list[str]:
@@ -356,7 +364,7 @@ def report(rows: list[Row], tools: list[str], a: argparse.Namespace, launch: Lau
         f"{platform.system()} {platform.release()}",
         f"- threads: {n} for every tool, each process pinned to CPUs "
         f"{','.join(map(str, launch.cpus))}: torch.set_num_threads({n}) and OMP_NUM_THREADS={n} "
-        f"(eager, torch.compile; OMP_WAIT_POLICY={launch.env.get('OMP_WAIT_POLICY', 'unset')}), onnxruntime "
+        f"(eager, torch.compile; {spin_setting(launch.env)}), onnxruntime "
         f"intra_op_num_threads={n} and inter_op 1, OpenCV cv2.setNumThreads({n}), Caffe's "
         "OpenBLAS one thread per CPU it may run on (the oracle's chroot drops the environment)",
         *(f"- {TOOLS[t]}: {versions.get(t, 'no successful run')}" for t in tools),
