@@ -13,6 +13,13 @@ import torch
 from torch import Tensor
 
 
+def transformed() -> bool:
+    """Whether a torch.func transform (grad, vmap, jacrev...) is running the op: its
+    wrapped tensors take no autograd.Function written for Function.apply's ctx, no raw
+    oneDNN op, no memory-format query and no data-dependent branch."""
+    return torch._C._are_functorch_transforms_active()
+
+
 def caffe_grad(*xs: Tensor) -> bool:
     """True when autograd will differentiate through the op: grad mode on and an input
     that requires grad, in eager mode or under torch.compile.  Never in TorchScript (the
@@ -20,8 +27,7 @@ def caffe_grad(*xs: Tensor) -> bool:
     (ONNX's too) keep the plain forward, nor under a torch.func transform (grad, vmap,
     jacrev...), which takes no autograd.Function written for Function.apply's ctx: there
     the plain forward's own derivative runs (README, deliberate differences)."""
-    if not torch.is_grad_enabled() or torch.compiler.is_exporting() \
-            or torch._C._are_functorch_transforms_active():
+    if not torch.is_grad_enabled() or torch.compiler.is_exporting() or transformed():
         return False
     return any(x.requires_grad for x in xs)
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._shape_check import dims, wrong_shape
+from .caffe_grad import transformed
 
 # -FLT_MAX (ops/constants.py) is written inline below: TorchScript reads no globals.
 
@@ -44,7 +45,7 @@ def _grad_in_top_layout(y: Tensor) -> Tensor:
     if not torch.jit.is_scripting():
         if y.requires_grad and torch.is_grad_enabled() and y.device.type == "cpu" \
                 and not torch.compiler.is_compiling() \
-                and not torch._C._are_functorch_transforms_active():
+                and not transformed():
             return _GradInTopLayout.apply(y)
     return y
 

@@ -18,7 +18,7 @@ from torch.autograd.function import once_differentiable
 from ..errors import InputError
 from ._shape_check import count as _numel  # _numel: the name rcnn.py imports
 from ._shape_check import dims, wrong_shape
-from .caffe_grad import caffe_grad
+from .caffe_grad import caffe_grad, transformed
 
 # TorchScript cannot read module-level floats, so the two clamps are written inline:
 # FLT_MIN = 1.1754943508222875e-38 (ops/constants.py; SoftmaxWithLoss) and kLOG_THRESHOLD = 1e-20
@@ -52,11 +52,13 @@ def _valid(label: Tensor, ignore_label: Optional[int]) -> Tuple[Tensor, Tensor]:
     return lab, lab != ignore_label
 
 
-def _normalizer(loss: Tensor, mode: str, outer: int, inner: int, valid: Tensor) -> Tensor:
-    """LossLayer::GetNormalizer, then max(1, normalizer); forward and backward use it."""
-    if mode == "FULL":
+def _normalizer(loss: Tensor, mode: str, outer: int, inner: int, valid: Optional[Tensor]
+                ) -> Tensor:
+    """LossLayer::GetNormalizer, then max(1, normalizer); forward and backward use it.
+    `valid` None: every position counts."""
+    if mode == "FULL" or (mode == "VALID" and valid is None):
         norm = torch.tensor(float(outer * inner), dtype=loss.dtype, device=loss.device)
-    elif mode == "VALID":
+    elif mode == "VALID" and valid is not None:
         norm = valid.sum().to(loss.dtype)
     elif mode == "BATCH_SIZE":
         norm = torch.tensor(float(outer), dtype=loss.dtype, device=loss.device)
@@ -94,8 +96,7 @@ def _check_labels(x: Tensor, label: Tensor, axis: int, ignore_label: Optional[in
     """The fork's DCHECK_GE(label_value, 0) / DCHECK_LT(label_value, channels) on the
     labels that count, in eager mode only (a traced, compiled or torch.func-transformed
     program cannot branch on data; a release Caffe reads past the probabilities instead)."""
-    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active() \
-            or label.numel() == 0 or label.is_meta:
+    if torch.compiler.is_compiling() or transformed() or label.numel() == 0 or label.is_meta:
         return
     low, high = torch.aminmax(label.reshape(-1).to(torch.int64))
     if int(low) >= 0 and int(high) < x.shape[axis]:
@@ -137,7 +138,8 @@ class CaffeSoftmaxLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, label: Tensor, axis: int, ignore_label: Optional[int],
                 normalization: str) -> Tuple[Tensor, Tensor]:
-        if ignore_label is None:
+        ctx.masked = ignore_label is not None
+        if not ctx.masked:
             return CaffeSoftmaxLoss._every_label(ctx, x, label, axis, normalization)
         loss, prob = _softmax_loss(x, label, axis, ignore_label, normalization)
         idx, valid, norm = _class_grad(prob, label, axis, ignore_label, normalization, loss)
@@ -154,22 +156,20 @@ class CaffeSoftmaxLoss(torch.autograd.Function):
         outer, inner = _numel(shape[:axis]), _numel(shape[axis + 1:])
         idx = label.reshape(outer, 1, inner).to(torch.int64)
         picked = prob.reshape(outer, shape[axis], inner).gather(1, idx)
-        count = {"FULL": outer * inner, "VALID": outer * inner, "BATCH_SIZE": outer}
-        norm = float(max(1, count.get(normalization, 1)))
+        norm = _normalizer(prob, normalization, outer, inner, None)
         loss = -torch.log(torch.clamp(picked, min=1.1754943508222875e-38)).sum() / norm
-        ctx.save_for_backward(prob, idx)
-        ctx.norm = norm
+        ctx.save_for_backward(prob, idx, norm)
         return loss, prob
 
     @staticmethod
     @once_differentiable  # Caffe has no second derivative
     def backward(ctx: Any, d_loss: Tensor, d_prob: Optional[Tensor]
                  ) -> Tuple[Tensor, None, None, None, None]:
-        if len(ctx.saved_tensors) == 2:  # _every_label
-            prob, idx = ctx.saved_tensors
+        if not ctx.masked:  # _every_label
+            prob, idx, norm = ctx.saved_tensors
             dx = prob.reshape(idx.shape[0], -1, idx.shape[2]).clone()
             dx.scatter_add_(1, idx, torch.full_like(idx, -1, dtype=dx.dtype))
-            return dx.mul_(d_loss / ctx.norm).reshape(prob.shape), None, None, None, None
+            return dx.mul_(d_loss / norm).reshape(prob.shape), None, None, None, None
         prob, idx, valid, norm = ctx.saved_tensors
         outer, inner = valid.shape
         dx = prob.reshape(outer, -1, inner).clone()

@@ -33,6 +33,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.weak import WeakIdKeyDictionary
 
+from .caffe_grad import transformed
+
 # The weight (the conv's parameter) -> (key, reordered weight, bias, sources) of its latest use.
 _CACHE: WeakIdKeyDictionary = WeakIdKeyDictionary()
 _OFF: WeakIdKeyDictionary = WeakIdKeyDictionary()  # weights whose kernels use_prepacked() stopped
@@ -43,7 +45,7 @@ def _eager() -> bool:
     """oneDNN is there and no tracer, compiler or torch.func transform (whose wrapped
     tensors the raw ops and _InnerProduct cannot take) is looking."""
     return (_AVAILABLE and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
-            and not torch._C._are_functorch_transforms_active())
+            and not transformed())
 
 
 def applies(x: Tensor, params: Sequence[Optional[Tensor]]) -> bool:
@@ -87,7 +89,7 @@ def conv2d_nhwc(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[
     Not under torch.func's vmap, which cannot query memory formats."""
     nhwc = x.device.type == "cpu"
     if not torch.jit.is_scripting():
-        nhwc = nhwc and not torch._C._are_functorch_transforms_active()
+        nhwc = nhwc and not transformed()
     if nhwc:
         if x.shape[1] == 1:
             # One channel: NCHW is already NHWC, so .contiguous() keeps the NCHW strides
