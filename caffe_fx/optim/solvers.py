@@ -205,8 +205,9 @@ class SGD(CaffeOptimizer):
         param-by-param path."""
         buckets: dict[tuple[int, torch.dtype], list[int]] = {}
         rest = []
+        fused_rule = {id(g): self._fused_rule(g) for g in self.param_groups}
         for i, ((p, group), diff) in enumerate(zip(entries, diffs)):
-            if self._fusable(p, group, diff):
+            if fused_rule[id(group)] and self._fused_layout(p, diff):
                 buckets.setdefault((id(group), p.dtype), []).append(i)
             else:
                 rest.append(i)
@@ -228,13 +229,17 @@ class SGD(CaffeOptimizer):
         if rest:
             super()._apply([entries[i] for i in rest], [diffs[i] for i in rest])
 
-    def _fusable(self, p: torch.Tensor, group: dict[str, Any], diff: torch.Tensor) -> bool:
+    def _fused_rule(self, group: dict[str, Any]) -> bool:
+        """Whether the fused kernel computes this group's update rule."""
         rate = self._local_rate(group)
-        history = self.state[p].get("history")
         return (hasattr(torch, "_fused_sgd_")  # private to torch (2.4 on)
                 and self.regularization == "L2" and _f32(group["momentum"]) != 0
-                and _f32(1.0 - (1.0 - rate)) == rate
-                and p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64)
+                and _f32(1.0 - (1.0 - rate)) == rate)
+
+    def _fused_layout(self, p: torch.Tensor, diff: torch.Tensor) -> bool:
+        """Whether the kernel, which walks memory in order, can take these tensors."""
+        history = self.state[p].get("history")
+        return (p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64)
                 and not p.is_sparse and p.is_contiguous() and diff.is_contiguous()
                 and diff.dtype == p.dtype and diff.device == p.device
                 and (history is None or history.is_contiguous()))
