@@ -13,6 +13,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +43,14 @@ def oracle(*args: str) -> str:
     return proc.stdout
 
 
-def wait_policy() -> str:
-    """libgomp's wait setting this process runs with, for a table's header."""
+def wait_policy(env: Mapping[str, str] = os.environ,
+                unset: str = "libgomp's default wait policy") -> str:
+    """libgomp's wait setting in `env` (this process's), for a table's header; `unset`
+    where it holds none."""
     for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
-        if key in os.environ:
-            return f"{key}={os.environ[key]}"
-    return "libgomp's default wait policy"
+        if key in env:
+            return f"{key}={env[key]}"
+    return unset
 
 
 def first_line(e: BaseException) -> str:

@@ -33,11 +33,13 @@ from pathlib import Path
 
 import numpy as np
 from _common import (FORWARD_NETS, MODELS, ORACLE, ROOT, caffe_outputs, cpu_model, csv_list,
-                     first_line, fmt, make_inputs, max_rel_diff, prepare_net)
+                     first_line, fmt, make_inputs, max_rel_diff, prepare_net, wait_policy)
 
 TOOLS = {"caffe": "Caffe", "eager": "caffe_fx eager", "inductor": "caffe_fx + torch.compile",
          "onnxruntime": "onnxruntime", "opencv": "OpenCV dnn"}
 PEERS = ("onnxruntime", "opencv")
+# The caffe_fx workers' libgomp wait where the caller's environment sets none.
+CAFFE_FX_SPIN = "GOMP_SPINCOUNT=20000 from `import caffe_fx` before torch"
 OPENCV_VERSION = "4.14"  # the Caffe importer users pick today (issue #13)
 TOL = 1e-4  # max |tool - Caffe| / max |Caffe|, per output
 WORKER = Path(__file__).with_name("_forward_worker.py")
@@ -109,14 +111,6 @@ class Launcher:
             proc.returncode = os.waitstatus_to_exitcode(status)
             err.seek(0)
             return proc.returncode, out, err.read()[-1500:], usage.ru_maxrss / 1024.0
-
-
-def spin_setting(env: dict[str, str]) -> str:
-    """libgomp's wait in the caffe_fx workers: the caller's setting, else caffe_fx's."""
-    for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
-        if key in env:
-            return f"{key}={env[key]}"
-    return "GOMP_SPINCOUNT=20000 from `import caffe_fx` before torch"
 
 
 def oracle_cmd(*args: str) -> list[str]:
@@ -364,7 +358,7 @@ def report(rows: list[Row], tools: list[str], a: argparse.Namespace, launch: Lau
         f"{platform.system()} {platform.release()}",
         f"- threads: {n} for every tool, each process pinned to CPUs "
         f"{','.join(map(str, launch.cpus))}: torch.set_num_threads({n}) and OMP_NUM_THREADS={n} "
-        f"(eager, torch.compile; {spin_setting(launch.env)}), onnxruntime "
+        f"(eager, torch.compile; {wait_policy(launch.env, CAFFE_FX_SPIN)}), onnxruntime "
         f"intra_op_num_threads={n} and inter_op 1, OpenCV cv2.setNumThreads({n}), Caffe's "
         "OpenBLAS one thread per CPU it may run on (the oracle's chroot drops the environment)",
         *(f"- {TOOLS[t]}: {versions.get(t, 'no successful run')}" for t in tools),

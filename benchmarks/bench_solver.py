@@ -30,7 +30,6 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -47,7 +46,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import MODELS, ROOT, cpu_model, csv_list, first_line, fmt, wait_policy  # noqa: E402
 from bench_train import NETS as TRAIN_NETS  # noqa: E402
-from bench_train import Spec, busy, commit, prepare, time_interleaved  # noqa: E402
+from bench_train import Spec, busy, commit, prepare, time_rounds  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
 
 from caffe_fx import pycaffe  # noqa: E402
@@ -208,30 +207,13 @@ def bench_net(key: str, a: argparse.Namespace, workdir: Path) -> Row:
             steps[column] = make()
         except Exception as e:  # noqa: BLE001
             row.status.append(f"{column} failed: {first_line(e)}")
-    iters = a.iters
-    runs: dict[str, list[float]] = {}
-    caffe_ok = not a.no_caffe
-    for r in range(a.rounds):  # as bench_train.py: caffe_fx's steps, then Caffe's
-        if steps:  # interleaved, so that a change of the machine's speed hits every column
-            try:
-                ms, iters = time_interleaved(steps, a.warmup if r == 0 else 1, iters,
-                                             a.budget)
-                for name, value in ms.items():
-                    runs.setdefault(name, []).append(value)
-            except Exception as e:  # noqa: BLE001
-                row.status.append(f"step failed: {first_line(e)}")
-                steps.clear()
-        if caffe_ok:
-            try:
-                caffe_solver = solver_file(bench, prototxt, workdir, chroot=True)
-                runs.setdefault("caffe", []).append(
-                    caffe_step_ms(caffe_solver, weights, in_path, iters, workdir))
-            except Exception as e:  # noqa: BLE001
-                row.status.append(f"caffe failed: {first_line(e)}")
-                caffe_ok = False
+    caffe = None
+    if not a.no_caffe:
+        caffe_solver = solver_file(bench, prototxt, workdir, chroot=True)
+        caffe = lambda n: caffe_step_ms(caffe_solver, weights, in_path, n, workdir)  # noqa: E731
+    ms, row.iters = time_rounds(steps, caffe, a, row.status)
     steps.clear()
-    row.iters = iters
-    row.ms.update({name: statistics.median(values) for name, values in runs.items()})
+    row.ms.update(ms)
     print("  " + format_row(row), flush=True)
     return row
 

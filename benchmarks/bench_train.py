@@ -246,6 +246,33 @@ def time_interleaved(steps: dict[str, Callable[[], None]], warmup: int, iters: i
     return {name: statistics.median(t) * 1000.0 for name, t in times.items()}, n
 
 
+def time_rounds(steps: dict[str, Callable[[], None]], caffe: Callable[[int], float] | None,
+                a: argparse.Namespace, status: list[str]) -> tuple[dict[str, float], int]:
+    """`a.rounds` rounds of the caffe_fx steps (time_interleaved), then Caffe's process
+    (`caffe(iters)`, its median ms; None: no Caffe), in turn: each column's median over
+    its rounds ("caffe" for Caffe's) and the timed count.  A column that fails is
+    reported in `status` and left out of the later rounds."""
+    runs: dict[str, list[float]] = {}
+    iters = a.iters
+    for r in range(a.rounds):
+        if steps:  # interleaved, so that a change in the machine's load hits each alike
+            try:
+                ms, iters = time_interleaved(steps, a.warmup if r == 0 else 1, iters,
+                                             a.budget)
+                for name, value in ms.items():
+                    runs.setdefault(name, []).append(value)
+            except Exception as e:  # noqa: BLE001
+                status.append(f"caffe_fx failed: {first_line(e)}")
+                steps = {}
+        if caffe is not None:
+            try:
+                runs.setdefault("caffe", []).append(caffe(iters))
+            except Exception as e:  # noqa: BLE001
+                status.append(f"caffe failed: {first_line(e)}")
+                caffe = None
+    return {name: statistics.median(values) for name, values in runs.items()}, iters
+
+
 def gm_step(prototxt: Path, solver: Path, weights: Path, arrays: dict[str, np.ndarray]
             ) -> Callable[[], None]:
     gm = caffe_fx.compile(prototxt, weights, phase="train")
@@ -323,7 +350,6 @@ def bench_net(key: str, a: argparse.Namespace, workdir: Path) -> Row:
         return row
     with np.load(in_path) as z:
         arrays = {k: z[k] for k in z.files}
-    iters = a.iters
     steps: dict[str, Callable[[], None]] = {}
     try:
         steps["gm"] = gm_step(prototxt, solver, weights, arrays)
@@ -333,30 +359,17 @@ def bench_net(key: str, a: argparse.Namespace, workdir: Path) -> Row:
         steps["facade"] = facade_step(solver, weights, arrays)
     except Exception as e:  # noqa: BLE001
         row.status.append(f"facade failed: {first_line(e)}")
-    runs: dict[str, list[float]] = {"gm": [], "facade": [], "caffe": []}
-    caffe_ok = not a.no_caffe
-    for r in range(a.rounds):  # caffe_fx's steps, then Caffe's, round after round
-        if steps:
-            try:  # interleaved, so that a change in the machine's load hits both alike
-                ms, iters = time_interleaved(steps, a.warmup if r == 0 else 1, iters,
-                                             a.budget)
-                for name, value in ms.items():
-                    runs[name].append(value)
-            except Exception as e:  # noqa: BLE001
-                row.status.append(f"caffe_fx failed: {first_line(e)}")
-                steps.clear()
-        if caffe_ok:
-            try:
-                runs["caffe"].append(time_caffe_step(prototxt, weights, in_path, iters))
-                if r == 0:
-                    row.caffe_fb_ms = time_caffe_fb(prototxt, weights, in_path, iters)
-            except Exception as e:  # noqa: BLE001
-                row.status.append(f"caffe failed: {first_line(e)}")
-                caffe_ok = False
+    caffe = None if a.no_caffe else (
+        lambda n: time_caffe_step(prototxt, weights, in_path, n))
+    ms, iters = time_rounds(steps, caffe, a, row.status)
     steps.clear()
     row.iters = iters
-    row.gm_ms, row.facade_ms, row.caffe_ms = (
-        statistics.median(runs[k]) if runs[k] else None for k in ("gm", "facade", "caffe"))
+    row.gm_ms, row.facade_ms, row.caffe_ms = ms.get("gm"), ms.get("facade"), ms.get("caffe")
+    if row.caffe_ms is not None:
+        try:
+            row.caffe_fb_ms = time_caffe_fb(prototxt, weights, in_path, iters)
+        except Exception as e:  # noqa: BLE001
+            row.status.append(f"caffe failed: {first_line(e)}")
     print("  " + format_row(row), flush=True)
     return row
 
@@ -468,7 +481,7 @@ def report(rows: list[Row], a: argparse.Namespace, load: tuple[float, float]) ->
         "is cut (to >= 3) so that the GraphModule's timed steps take about "
         f"{a.budget:g} s",
         f"- rounds: {a.rounds} (caffe_fx's steps, then Caffe's, in turn); each cell is the "
-        "median of its column's round medians (`Caffe fwd+bwd`: the first round's)",
+        "median of its column's round medians (`Caffe fwd+bwd`: one run, after them)",
         f"- load average (1 min) at start / end: {load[0]:.1f} / {load[1]:.1f} "
         f"on {os.cpu_count()} cores{LOAD_WARNING if busy(load) else ''}",
         f"- weights: random (`caffe-oracle forward --randomize 7`); targets: facade / GM <= "
