@@ -106,7 +106,7 @@ def oicr(shared_models: Path, tmp_path_factory: pytest.TempPathFactory
          ) -> tuple[Path, dict[str, np.ndarray], dict[str, list[np.ndarray]], dict]:
     train = shared_models / TRAIN
     if not train.is_file():
-        pytest.skip(f"needs {train}")
+        pytest.skip(f"needs {train} (OICR's VGG_M net, in ../shared/models)")
     with np.load(GOLDEN) as f:
         golden = dict(f)
     folder = tmp_path_factory.mktemp("oicr")
