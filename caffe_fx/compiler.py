@@ -71,10 +71,11 @@ def compile(  # noqa: A001  (the public name the design asks for)
             with blobs they hold that the net lacks) raise WeightsError instead of the
             one `caffe_fx.errors.UnusedWeightsWarning` that lists them.
         fuse: each 2-D Convolution followed by any of a BatchNorm (global statistics), a
-            Scale and a ReLU, in that order, becomes one node (caffe_fx/lowering/fuse.py)
-            when nothing else reads the values between them: without autograd on the CPU
-            one oneDNN convolution with the BatchNorm and Scale folded into its weight and
-            the ReLU inside it (rounding differs from Caffe's layer by layer arithmetic;
+            Scale, a two-bottom Eltwise SUM (a residual block's) and a ReLU, in that
+            order, becomes one node (caffe_fx/lowering/fuse.py) when nothing else reads
+            the values between them: without autograd on the CPU one oneDNN convolution
+            with the BatchNorm and Scale folded into its weight and the sum and ReLU
+            inside it (rounding differs from Caffe's layer by layer arithmetic;
             within 1e-4 on the published nets); under autograd, TorchScript, export or on
             CUDA each layer's own arithmetic.  False keeps one node per layer.
 

@@ -1,10 +1,10 @@
-"""Convolution -> BatchNorm -> Scale -> ReLU as one op, where lowering/fuse.py finds the
-chain (ResNet's and MobileNet's every convolution) and nothing else reads the blobs in
-between - in Caffe those layers run in place, so the chain's end is the only value its
-blob ever shows.
+"""Convolution -> BatchNorm -> Scale -> Eltwise SUM -> ReLU as one op, where
+lowering/fuse.py finds the chain (ResNet's and MobileNet's every convolution, and the sum
+that closes each residual block) and nothing else reads the blobs in between - in Caffe
+those layers run in place, so the chain's end is the only value its blob ever shows.
 
 Without autograd on the CPU it is one oneDNN convolution with the BatchNorm and Scale
-folded into its weight and the ReLU inside it (ops/onednn.py), which changes rounding
+folded into its weight and the sum and ReLU inside it (ops/onednn.py), which changes rounding
 (a deliberate difference, README; within 1e-4 of Caffe on the benchmark nets).  Otherwise
 - autograd, TorchScript, torch.compile/export, CUDA - it computes each layer as its own
 module does (batch_norm_global, affine below; BatchNorm and ScaleBias call them too).
@@ -18,6 +18,7 @@ from torch import Tensor
 
 from . import onednn
 from ._shape_check import dims, wrong_shape
+from .eltwise import eltwise_add
 from .shape import along_axis
 
 
@@ -55,24 +56,33 @@ def conv_bn_scale_relu(x: Tensor, weight: Tensor, bias: Optional[Tensor],
                        scale_factor: Optional[Tensor], gamma: Optional[Tensor],
                        beta: Optional[Tensor], stride: List[int], pad: List[int],
                        dilation: List[int], groups: int, eps: float, relu: bool,
-                       layers: str) -> Tensor:
+                       layers: str, add: Optional[Tensor] = None, add_bottom: int = 1,
+                       add_in_place: bool = False) -> Tensor:
     """The layers named in `layers` (comma-separated, Caffe's order): a 2-D Convolution,
     then BatchNorm (global statistics; `mean` None when absent), Scale (`gamma`/`beta`,
-    per channel) and ReLU (`relu`), any of the last three absent."""
+    per channel), a two-bottom Eltwise SUM with `add` (its bottom `add_bottom`; the layer
+    before the ReLU in `layers`) and ReLU (`relu`), any of the last four absent.
+    `add_in_place`: nothing reads `add` afterwards, so oneDNN may sum into it."""
     if x.dim() != 4 or x.shape[1] != weight.shape[1] * groups:
         wrong_shape(layers.split(",")[0], "Convolution", "bottom of shape " + dims(x)
                     + "; the weight takes 4-D bottoms with "
                     + str(weight.shape[1] * groups) + " channels at axis 1",
                     "Input size incompatible with convolution kernel")
     if not torch.jit.is_scripting():
-        if onednn.applies(x, [weight, bias, gamma, beta, mean, variance, scale_factor]):
+        if onednn.applies(x, [weight, bias, gamma, beta, mean, variance, scale_factor]) and (
+                add is None or onednn.adds(add, x, weight, stride, pad, dilation)):
             return onednn.conv2d(x, weight, bias, stride, pad, dilation, groups, relu,
-                                 fold=(mean, variance, scale_factor, gamma, beta, eps))
+                                 fold=(mean, variance, scale_factor, gamma, beta, eps),
+                                 add=add, add_in_place=add_in_place)
     y = onednn.conv2d_nhwc(x, weight, bias, stride, pad, dilation, groups)
     if mean is not None and variance is not None and scale_factor is not None:
         y = batch_norm_global(y, mean, variance, scale_factor, eps)
     if gamma is not None or beta is not None:
         y = affine(y, gamma, beta, 1)
+    if add is not None:
+        names = layers.split(",")
+        eltwise = names[-2] if relu else names[-1]
+        y = eltwise_add(add, y, eltwise) if add_bottom == 0 else eltwise_add(y, add, eltwise)
     if relu:
         y = torch.relu(y)
     return y

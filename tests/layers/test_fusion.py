@@ -11,7 +11,8 @@ from tests.golden.harness import (assert_matches, cases_for, golden_inputs,
 
 CASES = cases_for("ConvChain")
 FUSED = {"fusion-resnet_stem": 1, "fusion-shortcut_eltwise": 2, "fusion-depthwise": 2,
-         "fusion-shared_top": 1, "fusion-conv_relu": 3, "fusion-not_in_place": 1}
+         "fusion-shared_top": 1, "fusion-conv_relu": 3, "fusion-not_in_place": 1,
+         "fusion-residual": 6, "fusion-residual_kept": 2}
 
 
 def _load(path):
@@ -118,19 +119,102 @@ def test_autograd_is_each_layers_own(path):
         assert torch.equal(a, b)
 
 
-def test_fused_net_scripts_and_exports():
-    proto, weights, inputs, rec = _load(_case("shortcut_eltwise"))
+@pytest.mark.parametrize("name, top", [("shortcut_eltwise", "sum"), ("residual", "s3")])
+def test_fused_net_scripts_and_exports(name, top):
+    proto, weights, inputs, rec = _load(_case(name))
     gm = caffe_fx.compile(proto, weights)
     with torch.no_grad():
-        want = gm(**inputs)["sum"]
+        want = gm(**inputs)[top]
     scripted = torch.jit.script(gm)
     with torch.no_grad():
-        got = scripted(**inputs)["sum"]
-    assert relative_error(got.numpy(), rec["data/sum"]) <= 1e-5
+        got = scripted(**inputs)[top]
+    assert relative_error(got.numpy(), rec[f"data/{top}"]) <= 1e-5
     ep = torch.export.export(gm, (), {k: v for k, v in inputs.items()})
-    got = ep.module()(**inputs)["sum"]
-    assert relative_error(got.detach().numpy(), rec["data/sum"]) <= 1e-5
-    assert relative_error(want.numpy(), rec["data/sum"]) <= 1e-5
+    got = ep.module()(**inputs)[top]
+    assert relative_error(got.detach().numpy(), rec[f"data/{top}"]) <= 1e-5
+    assert relative_error(want.numpy(), rec[f"data/{top}"]) <= 1e-5
+
+
+def _sums(gm):
+    return [(n.name, n.kwargs["layers"], n.kwargs["add"].name, n.kwargs["add_bottom"],
+             n.kwargs.get("add_in_place", False))
+            for n in gm.graph.nodes if n.target is conv_bn_scale_relu and "add" in n.kwargs]
+
+
+class _Values(torch.fx.Interpreter):
+    """Runs the GraphModule node by node, keeping each node's storage address."""
+
+    def run_node(self, n):
+        out = super().run_node(n)
+        if isinstance(out, torch.Tensor):
+            self.addresses[n.name] = out.data_ptr()
+        return out
+
+
+def _addresses(gm, inputs):
+    run = _Values(gm)
+    run.addresses = {}
+    with torch.no_grad():
+        out = run.run(*inputs.values())
+    return out, run.addresses
+
+
+def test_residual_sums_run_inside_the_convolution():
+    """ResNet's blocks: each closing sum inside the last convolution of its branch, written
+    into the shortcut's memory where nothing reads the shortcut again; values equal to
+    Caffe's, the same on every call."""
+    proto, weights, inputs, rec = _load(_case("residual"))
+    gm = caffe_fx.compile(proto, weights)
+    assert _sums(gm) == [("r1", "c,bn_c,scale_c,s1,r1", "relu_a", 0, True),
+                         ("r2", "e,bn_e,scale_e,s2,r2", "r1", 1, True),
+                         ("r3", "f,bn_f,scale_f,s3,r3", "r2", 0, False)]
+    assert not [n for n in gm.graph.nodes if n.target in (torch.relu, torch.relu_)]
+    out, at = _addresses(gm, inputs)
+    # r1 and r2 live in a's memory; r3 (its conv reads r2) has its own.
+    assert at["r1"] == at["relu_a"] and at["r2"] == at["relu_a"] and at["r3"] != at["r2"]
+    assert relative_error(out["s3"].numpy(), rec["data/s3"]) <= 1e-5
+    with torch.no_grad():
+        first, again = gm(**inputs)["s3"], gm(**inputs)["s3"]
+    assert torch.equal(first, again) and torch.equal(first, out["s3"])
+    # fuse=False: the Eltwise and ReLU nodes stay.
+    plain = caffe_fx.compile(proto, weights, fuse=False)
+    assert not _sums(plain)
+    with torch.no_grad():
+        assert relative_error(plain(**inputs)["s3"].numpy(), rec["data/s3"]) <= 1e-5
+
+
+def test_residual_sums_that_must_not_overwrite():
+    """A sum with the net's input, and one whose shortcut a later layer reads, are fused
+    but make a tensor of their own; a sum with coefficients and a product stay apart."""
+    proto, weights, inputs, rec = _load(_case("residual_kept"))
+    gm = caffe_fx.compile(proto, weights)
+    assert _sums(gm) == [("s1", "a,bn_a,scale_a,s1", "data", 0, False),
+                         ("s2", "b,s2", "s1", 1, False)]
+    data = inputs["data"].clone()
+    out, at = _addresses(gm, inputs)
+    assert torch.equal(inputs["data"], data)
+    assert len({at["data"], at["s1"], at["s2"]}) == 3
+    for top in ("pool", "s4"):
+        assert relative_error(out[top].numpy(), rec[f"data/{top}"]) <= 1e-5, top
+
+
+def test_a_sum_of_mismatched_shapes_names_the_eltwise():
+    """At compile time the shapes agree; a 9x9 input makes the pooled bottom 5x5 and the
+    convolution's 4x4: the fused node reports Caffe's Eltwise check."""
+    proto = ('input: "data" input_shape { dim: 1 dim: 4 dim: 8 dim: 8 }\n'
+             'layer { name: "p" type: "Pooling" bottom: "data" top: "p"\n'
+             '  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n'
+             'layer { name: "c" type: "Convolution" bottom: "data" top: "c"\n'
+             '  convolution_param { num_output: 4 kernel_size: 2 stride: 2 } }\n'
+             'layer { name: "s" type: "Eltwise" bottom: "p" bottom: "c" top: "s" }\n')
+    gm = caffe_fx.compile(proto)
+    assert _sums(gm) == [("s", "c,s", "p", 0, True)]  # a pooled tensor: may overwrite
+    with torch.no_grad():
+        assert gm(data=torch.ones(1, 4, 8, 8))["s"].shape == (1, 4, 4, 4)
+        with pytest.raises(caffe_fx.errors.ShapeError,
+                           match=r"layer 's' \(Eltwise\): bottom\[1\] of shape \[1, 4, 4, 4\] "
+                                 r"does not match bottom\[0\] of shape \[1, 4, 5, 5\]"):
+            gm(data=torch.ones(1, 4, 9, 9))
 
 
 def test_wrong_channels_name_the_conv():

@@ -63,6 +63,44 @@ CASES = [
           + 'layer { name: "r2" type: "ReLU" bottom: "c2" top: "r2" }\n'
           + _conv("c3", "r2", "c3", "num_output: 4 group: 2 kernel_size: 3 stride: 2")
           + 'layer { name: "out" type: "ReLU" bottom: "c3" top: "out" }\n'),
+    # ResNet blocks: the shortcut "a" read by the branch's first conv and the sum, the
+    # sum's ReLU in place (the sum may write into "a"); an identity block over it (its
+    # sum may write into the first's, which is "a"'s memory); a one-conv block, whose
+    # sum must not write into its conv's own bottom.
+    chain("residual", _conv("a", "data", "a", "num_output: 4 kernel_size: 1")
+          + _bn_scale("a", "a")
+          + _conv("b", "a", "b", "num_output: 3 kernel_size: 3 pad: 1 bias_term: false")
+          + _bn_scale("b", "b")
+          + _conv("c", "b", "c", "num_output: 4 kernel_size: 1 bias_term: false")
+          + _bn_scale("c", "c", relu=False)
+          + 'layer { name: "s1" type: "Eltwise" bottom: "a" bottom: "c" top: "s1" }\n'
+          + 'layer { name: "r1" type: "ReLU" bottom: "s1" top: "s1" }\n'
+          + _conv("d", "s1", "d", "num_output: 3 kernel_size: 1")
+          + _bn_scale("d", "d")
+          + _conv("e", "d", "e", "num_output: 4 kernel_size: 3 pad: 1")
+          + _bn_scale("e", "e", relu=False)
+          + 'layer { name: "s2" type: "Eltwise" bottom: "e" bottom: "s1" top: "s2" }\n'
+          + 'layer { name: "r2" type: "ReLU" bottom: "s2" top: "s2" }\n'
+          + _conv("f", "s2", "f", "num_output: 4 kernel_size: 3 pad: 1")
+          + _bn_scale("f", "f", relu=False)
+          + 'layer { name: "s3" type: "Eltwise" bottom: "s2" bottom: "f" top: "s3" }\n'
+          + 'layer { name: "r3" type: "ReLU" bottom: "s3" top: "s3" }\n'),
+    # Sums fused but not in place: with the net's input; with a shortcut that a Pooling
+    # reads after the sum; a conv without BatchNorm then a sum without ReLU (MobileNet
+    # v2).  Not fused: a sum with coefficients, a product.
+    chain("residual_kept", _conv("a", "data", "a", "num_output: 4 kernel_size: 3 pad: 1")
+          + _bn_scale("a", "a", relu=False)
+          + 'layer { name: "s1" type: "Eltwise" bottom: "data" bottom: "a" top: "s1" }\n'
+          + _conv("b", "s1", "b", "num_output: 4 kernel_size: 1")
+          + 'layer { name: "s2" type: "Eltwise" bottom: "b" bottom: "s1" top: "s2" }\n'
+          + 'layer { name: "pool" type: "Pooling" bottom: "s1" top: "pool"\n'
+            '  pooling_param { pool: MAX kernel_size: 3 stride: 3 } }\n'
+          + _conv("c", "s2", "c", "num_output: 4 kernel_size: 1")
+          + 'layer { name: "s3" type: "Eltwise" bottom: "c" bottom: "s2" top: "s3"\n'
+            '  eltwise_param { coeff: 1 coeff: -0.5 } }\n'
+          + _conv("d", "s3", "d", "num_output: 4 kernel_size: 1")
+          + 'layer { name: "s4" type: "Eltwise" bottom: "d" bottom: "s3" top: "s4"\n'
+            '  eltwise_param { operation: PROD } }\n'),
     # Conv -> BatchNorm -> Scale, each with its own top: fused as far as the first blob
     # asked for as an output (tests/layers/test_fusion.py test_an_output_ends_the_chain).
     chain("not_in_place", _conv("conv", "data", "c", "num_output: 3 kernel_size: 3")
