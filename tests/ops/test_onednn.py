@@ -73,6 +73,29 @@ def test_inference_reorders_once(nets):
     assert _CACHE.get(plain.conv.weight) is None  # switched off: the plain path
 
 
+def test_reordered_weights_go_with_their_module():
+    """The cache holds no module alive: its entries (reordered weights, the tensors they
+    came from) go when the weight does; a new tensor at a reused address misses."""
+    import gc
+    import weakref
+
+    gm, plain = caffe_fx.compile(NET), caffe_fx.compile(NET)
+    onednn.use_prepacked(plain, False)
+    assert plain.conv.weight in onednn._OFF
+    with torch.no_grad():
+        gm(x=torch.randn(2, 3, 7, 7))
+    weight = weakref.ref(gm.conv.weight)
+    address = id(gm.conv.weight)
+    assert _CACHE.get(gm.conv.weight) is not None and address in _CACHE._items
+    del gm
+    gc.collect()
+    assert weight() is None and address not in _CACHE._items
+    stranger = torch.zeros(1)
+    assert _CACHE.get(stranger) is None and stranger not in _CACHE
+    onednn.use_prepacked(plain, True)  # _OFF forgets the same way
+    assert plain.conv.weight not in onednn._OFF
+
+
 def test_autograd_takes_the_plain_path(nets):
     gm, _ = nets
     gm(x=torch.randn(2, 3, 7, 7))["d"].sum().backward()
