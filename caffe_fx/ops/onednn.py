@@ -33,6 +33,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from . import winograd
 from .caffe_grad import transformed
 
 
@@ -162,17 +163,24 @@ def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
         x = x.contiguous(memory_format=torch.channels_last)
     sources = (weight, bias) if fold is None else (weight, bias) + tuple(fold)
     key = _key(x, sources, stride, pad, dilation, groups)
+    wino = winograd.applies(x, weight, stride, pad, dilation, groups)
+    key.append(wino)
     entry = _CACHE.get(weight)
     if entry is not None and entry[0] == key:
         w, b = entry[1], entry[2]
     else:
         def make() -> Tuple[Tensor, Optional[Tensor]]:
             w, b = (weight, bias) if fold is None else fold_batch_norm(weight, bias, *fold)
-            w = torch.ops.mkldnn._reorder_convolution_weight(
-                w.detach(), pad, stride, dilation, groups, list(x.shape))
+            if wino:
+                w = winograd.pack(w)
+            else:
+                w = torch.ops.mkldnn._reorder_convolution_weight(
+                    w.detach(), pad, stride, dilation, groups, list(x.shape))
             return w, None if b is None else b.detach().contiguous()
 
         w, b = _packed(weight, key, sources, make)
+    if wino:
+        return winograd.conv2d(x, w, b, pad, relu, add)
     if add is not None:
         unary = "relu" if relu else None
         if add_in_place and add.is_contiguous(memory_format=torch.channels_last):

@@ -1,0 +1,108 @@
+"""3x3 stride-1 convolutions by Winograd's minimal filtering F(4x4, 3x3), for inference on
+the CPU (ops/onednn.py takes it where it is faster than oneDNN's direct kernel).
+
+Each 4x4 tile of the output comes from a 6x6 tile of the input: V = B^T d B (input
+transform), M = V . U per channel pair, summed over input channels (36 matrix products,
+one per tile position), Y = A^T M A (output transform), with U = G g G^T the transformed
+3x3 filter, made once per weight in float64 and rounded once.  Per output 36/16 = 2.25
+multiplications instead of 9: VGG16's 3x3 convolutions at 28x28 and 56x56 take about
+0.55-0.65 of oneDNN's time at batch 1 (Lavin and Gray, "Fast Algorithms for
+Convolutional Neural Networks", 2016, for the method).
+
+Rounding differs from a direct convolution's (the transforms add and subtract scaled
+copies of the data): 3-5e-6 of the float64 convolution relative to the output's largest
+magnitude (1-3e-6 for oneDNN's direct kernel), checked below 1e-5 on the shapes
+tests/ops/test_winograd.py draws; a deliberate difference the README lists.
+CAFFE_FX_WINOGRAD=0 in the environment (read at import) switches it off.
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+import torch
+from torch import Tensor
+
+ENABLED = os.environ.get("CAFFE_FX_WINOGRAD", "1") != "0"
+
+# Points 0, 1, -1, 2, -1/2 and infinity: the Toom-Cook matrices (A^T: powers of the
+# points; G: those over the product of each point's differences to the others; B^T the
+# one that makes A^T [(G g) * (B^T d)] the correlation of d with g).  They round about 3
+# times less than the usual 0, +-1, +-2 (measured, 3e-6 against 9e-6 relative), and A^T
+# and B^T hold only dyadic fractions, exact in float32.
+_BT = torch.tensor([[1, 3 / 2, -2, -3 / 2, 1, 0],
+                    [0, -1, -5 / 2, -1 / 2, 1, 0],
+                    [0, 1, 1 / 2, -5 / 2, 1, 0],
+                    [0, -1 / 2, -1, 1 / 2, 1, 0],
+                    [0, 2, -1, -2, 1, 0],
+                    [0, 1, 3 / 2, -2, -3 / 2, 1]], dtype=torch.float64)
+_G = torch.tensor([[1, 0, 0],
+                   [-1 / 3, -1 / 3, -1 / 3],
+                   [1 / 3, -1 / 3, 1 / 3],
+                   [1 / 15, 2 / 15, 4 / 15],
+                   [-16 / 15, 8 / 15, -4 / 15],
+                   [0, 0, 1]], dtype=torch.float64)
+_AT = torch.tensor([[1, 1, 1, 1, 1, 0],
+                    [0, 1, -1, 2, -1 / 2, 0],
+                    [0, 1, 1, 4, 1 / 4, 0],
+                    [0, 1, -1, 8, -1 / 8, 1]], dtype=torch.float64)
+# Both 2-D transforms as one matrix on the flattened tile: vec(B^T d B) = (B^T x B^T) vec(d).
+_IN = torch.kron(_BT, _BT).float()  # (36, 36); exact in float32 (dyadic fractions)
+_OUT = torch.kron(_AT, _AT).float()  # (16, 36); exact too
+
+
+def applies(x: Tensor, weight: Tensor, stride: List[int], pad: List[int],
+            dilation: List[int], groups: int) -> bool:
+    """Where F(4x4, 3x3) beats oneDNN's direct kernel on 2 cores (measured per shape and
+    per net): 3x3, stride 1, no dilation or groups, pad at most 2, at least 128 channels
+    in and 256 out, and 784 output pixels over the batch (28x28 at batch 1): VGG16's
+    conv3_1 to conv4_3 (0.5-0.65 of oneDNN's time), ResNet-50's res4 and GoogLeNet's
+    inception 4c-4e at batch 8.  Smaller maps or fewer channels leave the 36 products too
+    small to run near the machine's peak (VGG16's 14x14 conv5 at batch 1: 4.8 against
+    oneDNN's 4.3 ms; 128 to 128 channels at 28x28: no faster)."""
+    if not ENABLED or groups != 1 or weight.shape[2] != 3 or weight.shape[3] != 3:
+        return False
+    if stride[0] != 1 or stride[1] != 1 or dilation[0] != 1 or dilation[1] != 1:
+        return False
+    if pad[0] > 2 or pad[1] > 2 or weight.shape[0] < 256 or weight.shape[1] < 128:
+        return False
+    return x.shape[0] * (x.shape[2] + 2 * pad[0] - 2) * (x.shape[3] + 2 * pad[1] - 2) >= 784
+
+
+def pack(weight: Tensor) -> Tensor:
+    """U = G g G^T for each (out, in) filter pair, as (36, in, out) float32 (computed in
+    float64 from `weight`, (out, in, 3, 3))."""
+    u = torch.einsum("ij,kcjl,ml->imkc", _G, weight.detach().double(), _G)  # (6, 6, K, C)
+    k, c = weight.shape[0], weight.shape[1]
+    return u.reshape(36, k, c).transpose(1, 2).contiguous().to(weight.dtype)
+
+
+def conv2d(x: Tensor, u: Tensor, bias: Optional[Tensor], pad: List[int], relu: bool,
+           add: Optional[Tensor] = None) -> Tensor:
+    """The convolution of `x` (N, C, H, W; channels-last memory) with the packed filters
+    `u`, + bias, + `add` (the output's shape), then ReLU; channels-last like oneDNN's."""
+    n, c, h, w = x.shape
+    k = u.shape[2]
+    oh, ow = h + 2 * pad[0] - 2, w + 2 * pad[1] - 2
+    th, tw = (oh + 3) // 4, (ow + 3) // 4
+    nhwc = x.permute(0, 2, 3, 1)
+    # Pad to whole tiles: 4 t + 2 rows and columns, the convolution's own pad first.
+    xp = torch.nn.functional.pad(nhwc, (0, 0, pad[1], 4 * tw + 2 - w - pad[1],
+                                        pad[0], 4 * th + 2 - h - pad[0]))
+    s = xp.stride()
+    tiles = xp.as_strided((n, th, tw, 6, 6, c), (s[0], 4 * s[1], 4 * s[2], s[1], s[2], s[3]))
+    d = tiles.permute(3, 4, 0, 1, 2, 5).reshape(36, -1)  # (36, tiles * C)
+    v = torch.mm(_IN, d).view(36, -1, c)  # (36, tiles, C)
+    m = torch.bmm(v, u)  # (36, tiles, K)
+    y = torch.mm(_OUT, m.view(36, -1)).view(4, 4, n, th, tw, k)
+    y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, 4 * th, 4 * tw, k)[:, :oh, :ow]
+    out = torch.empty(n, oh, ow, k, dtype=x.dtype)
+    if bias is not None:
+        torch.add(y, bias, out=out)
+    else:
+        out.copy_(y)
+    if add is not None:
+        out.add_(add.permute(0, 2, 3, 1))
+    if relu:
+        out.relu_()
+    return out.permute(0, 3, 1, 2)
