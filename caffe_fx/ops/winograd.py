@@ -82,6 +82,12 @@ def pack(weight: Tensor) -> Tensor:
     return u
 
 
+# Images per pass: as many as keep the transformed tiles (36 x tiles x channels floats)
+# under this, so that a batch's temporaries stay near one image's (VGG16 b8's peak:
+# 1201 MB in one pass, Caffe's 1354).
+_CHUNK_BYTES = 16 << 20
+
+
 def conv2d(x: Tensor, u: Tensor, bias: Optional[Tensor], pad: List[int], relu: bool,
            add: Optional[Tensor] = None) -> Tensor:
     """The convolution of `x` (N, C, H, W; channels-last memory) with the packed filters
@@ -90,6 +96,22 @@ def conv2d(x: Tensor, u: Tensor, bias: Optional[Tensor], pad: List[int], relu: b
     k = u.shape[2]
     oh, ow = h + 2 * pad[0] - 2, w + 2 * pad[1] - 2
     th, tw = (oh + 3) // 4, (ow + 3) // 4
+    out = torch.empty(n, oh, ow, k, dtype=x.dtype)
+    step = max(1, _CHUNK_BYTES // (36 * th * tw * max(c, k) * x.element_size()))
+    for i in range(0, n, step):
+        _tiles(x[i:i + step], u, pad, th, tw, out[i:i + step], bias)
+    if add is not None:
+        out.add_(add.permute(0, 2, 3, 1))
+    if relu:
+        out.relu_()
+    return out.permute(0, 3, 1, 2)
+
+
+def _tiles(x: Tensor, u: Tensor, pad: List[int], th: int, tw: int, out: Tensor,
+           bias: Optional[Tensor]) -> None:
+    """Writes the convolution of the images `x` (+ bias) into `out` (their NHWC output)."""
+    n, c, h, w = x.shape
+    k = u.shape[2]
     nhwc = x.permute(0, 2, 3, 1)
     # Pad to whole tiles: 4 t + 2 rows and columns, the convolution's own pad first.
     xp = torch.nn.functional.pad(nhwc, (0, 0, pad[1], 4 * tw + 2 - w - pad[1],
@@ -100,14 +122,8 @@ def conv2d(x: Tensor, u: Tensor, bias: Optional[Tensor], pad: List[int], relu: b
     v = torch.mm(_IN, d).view(36, -1, c)  # (36, tiles, C)
     m = torch.bmm(v, u)  # (36, tiles, K)
     y = torch.mm(_OUT, m.view(36, -1)).view(4, 4, n, th, tw, k)
-    y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, 4 * th, 4 * tw, k)[:, :oh, :ow]
-    out = torch.empty(n, oh, ow, k, dtype=x.dtype)
+    y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, 4 * th, 4 * tw, k)[:, :out.shape[1], :out.shape[2]]
     if bias is not None:
         torch.add(y, bias, out=out)
     else:
         out.copy_(y)
-    if add is not None:
-        out.add_(add.permute(0, 2, 3, 1))
-    if relu:
-        out.relu_()
-    return out.permute(0, 3, 1, 2)

@@ -115,3 +115,23 @@ def test_the_environment_switches_it_off():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_a_batch_runs_a_few_images_at_a_time(monkeypatch):
+    """Big batches go through in chunks of images (temporaries bounded): the same
+    answer as one pass, every image within 1e-5 of the float64 convolution."""
+    torch.manual_seed(2)
+    x = torch.randn(5, 16, 12, 12).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(24, 16, 3, 3) * 0.1, torch.randn(24)
+    u = winograd.pack(weight)
+    whole = winograd.conv2d(x, u, bias, [1, 1], True)
+    seen = []
+    tiles = winograd._tiles
+    monkeypatch.setattr(winograd, "_tiles", lambda x, *a: seen.append(len(x)) or tiles(x, *a))
+    monkeypatch.setattr(winograd, "_CHUNK_BYTES", 36 * 9 * 24 * 4 * 2)  # two images
+    parts = winograd.conv2d(x, u, bias, [1, 1], True)
+    assert seen == [2, 2, 1]
+    want = torch.relu(torch.nn.functional.conv2d(x.double(), weight.double(), bias.double(),
+                                                 1, 1))
+    assert _relative(parts, want) <= 1e-5 and _relative(whole, want) <= 1e-5
+    torch.testing.assert_close(parts, whole, rtol=0, atol=1e-6)
