@@ -127,7 +127,8 @@ def fuse_conv_chains(gm: fx.GraphModule) -> int:
 
 def _fresh(gm: fx.GraphModule, node: fx.Node) -> bool:
     """Whether `node`'s value is a tensor of its own, never a view or the very tensor of
-    an input (a fused sum written into its `add` is followed by _sums_in_place)."""
+    an input (a fused sum that writes into its `add` shares that tensor's memory:
+    _unseen_after follows it)."""
     if node.op == "call_module":
         return type(gm.get_submodule(str(node.target))) is CaffeConv
     return node.op == "call_function" and node.target in _FRESH
@@ -146,20 +147,26 @@ def _sums_in_place(gm: fx.GraphModule) -> None:
         add = node.kwargs.get("add") if node.target is conv_bn_scale_relu else None
         if not isinstance(add, fx.Node) or add in node.args:
             continue  # (the convolution's own bottom: a one-convolution branch)
-        members = [add]  # the tensors sharing add's memory, latest first
-        while _writes_into(members[-1]) is not None:
-            members.append(_writes_into(members[-1]))
-        safe = all(_fresh(gm, m) for m in members)
-        for m in members if safe else ():
-            for user in m.users:
-                if user is node or (user in members and _writes_into(user) is m):
-                    continue  # this sum, or the earlier sum that wrote into m
-                if user.op == "output" or order[user] >= order[node] \
-                        or not _fresh(gm, user) or _writes_into(user) is m:
-                    safe = False
-                    break
-        if safe:
+        if _unseen_after(gm, node, add, order):
             node.kwargs = {**node.kwargs, "add_in_place": True}
+
+
+def _unseen_after(gm: fx.GraphModule, node: fx.Node, add: fx.Node,
+                  order: dict[fx.Node, int]) -> bool:
+    """Whether nothing reads `add`'s memory once `node` runs (see _sums_in_place)."""
+    members = [add]  # the tensors sharing add's memory, latest first
+    while (into := _writes_into(members[-1])) is not None:
+        members.append(into)
+    for m in members:
+        if not _fresh(gm, m):
+            return False
+        for user in m.users:
+            if user is node or (user in members and _writes_into(user) is m):
+                continue  # this sum, or the earlier sum that wrote into m
+            if user.op == "output" or order[user] >= order[node] or not _fresh(gm, user) \
+                    or _writes_into(user) is m:
+                return False
+    return True
 
 
 def _writes_into(node: fx.Node) -> fx.Node | None:

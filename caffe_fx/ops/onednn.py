@@ -28,14 +28,13 @@ Caffe's own (inner_product_layer.cpp), so only the summation order changes.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from . import winograd
 from .caffe_grad import transformed
-
 
 
 class _ByIdentity:
@@ -91,14 +90,14 @@ def applies(x: Tensor, params: Sequence[Optional[Tensor]]) -> bool:
         return False
     if not x.is_cpu or x.dtype != torch.float32 or x.dim() != 4:
         return False
-    recorded = torch.is_grad_enabled() and x.requires_grad
+    grad = torch.is_grad_enabled()
+    if grad and x.requires_grad:
+        return False
     for p in params:
-        if p is not None:
-            # Parameters made under inference_mode keep no version counter to key the
-            # cache on.
-            if p.is_inference() or (p.requires_grad and torch.is_grad_enabled()):
-                return False
-    return not recorded
+        # Parameters made under inference_mode keep no version counter to key the cache on.
+        if p is not None and (p.is_inference() or (grad and p.requires_grad)):
+            return False
+    return True
 
 
 def _key(x: Tensor, sources: Sequence[Any], stride: List[int], pad: List[int],
@@ -116,12 +115,14 @@ def _key(x: Tensor, sources: Sequence[Any], stride: List[int], pad: List[int],
     return key
 
 
-def _packed(weight: Tensor, key: List[Any], sources: Sequence[Any],
-            make: Callable[[], Tuple[Tensor, Optional[Tensor]]]) -> Tuple[Tensor, Optional[Tensor]]:
+def _cached(weight: Tensor, key: List[Any]) -> Optional[Tuple[Tensor, Optional[Tensor]]]:
+    """The (weight, bias) made for `weight` under `key`, if the latest one was."""
     entry = _CACHE.get(weight)
-    if entry is not None and entry[0] == key:
-        return entry[1], entry[2]
-    w, b = make()
+    return (entry[1], entry[2]) if entry is not None and entry[0] == key else None
+
+
+def _remember(weight: Tensor, key: List[Any], sources: Sequence[Any], w: Tensor,
+              b: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
     # The entry holds the tensors it was made from (views: no copies), so that their
     # storage is not freed and reused at the same address by a tensor that replaces them
     # (`param.data = new` twice) while the key still names that address.
@@ -165,20 +166,16 @@ def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
     key = _key(x, sources, stride, pad, dilation, groups)
     wino = winograd.applies(x, weight, stride, pad, dilation, groups)
     key.append(wino)
-    entry = _CACHE.get(weight)
-    if entry is not None and entry[0] == key:
-        w, b = entry[1], entry[2]
-    else:
-        def make() -> Tuple[Tensor, Optional[Tensor]]:
-            w, b = (weight, bias) if fold is None else fold_batch_norm(weight, bias, *fold)
-            if wino:
-                w = winograd.pack(w)
-            else:
-                w = torch.ops.mkldnn._reorder_convolution_weight(
-                    w.detach(), pad, stride, dilation, groups, list(x.shape))
-            return w, None if b is None else b.detach().contiguous()
-
-        w, b = _packed(weight, key, sources, make)
+    hit = _cached(weight, key)
+    if hit is None:
+        w, b = (weight, bias) if fold is None else fold_batch_norm(weight, bias, *fold)
+        if wino:
+            w = winograd.pack(w)
+        else:
+            w = torch.ops.mkldnn._reorder_convolution_weight(
+                w.detach(), pad, stride, dilation, groups, list(x.shape))
+        hit = _remember(weight, key, sources, w, None if b is None else b.detach().contiguous())
+    w, b = hit
     if wino:
         return winograd.conv2d(x, w, b, pad, relu, add)
     if add is not None:
@@ -199,7 +196,7 @@ def adds(add: Tensor, x: Tensor, weight: Tensor, stride: List[int], pad: List[in
          dilation: List[int]) -> bool:
     """Whether conv2d() may sum `add` into its output: a float32 CPU tensor of exactly
     the output's shape (no broadcasting, as Caffe's Eltwise), not recorded by autograd."""
-    if add.device.type != "cpu" or add.dtype != torch.float32 or add.dim() != 4:
+    if not add.is_cpu or add.dtype != torch.float32 or add.dim() != 4:
         return False
     if torch.is_grad_enabled() and add.requires_grad:
         return False

@@ -21,6 +21,13 @@ def _bn_scale(name: str, blob: str, bn: str = "", scale: str = "bias_term: true"
     return out
 
 
+def _sum(top: str, a: str, b: str, relu: str) -> str:
+    """A two-bottom Eltwise SUM and a ReLU named `relu` in place on it."""
+    return (f'layer {{ name: "{top}" type: "Eltwise" bottom: "{a}" bottom: "{b}" '
+            f'top: "{top}" }}\n'
+            f'layer {{ name: "{relu}" type: "ReLU" bottom: "{top}" top: "{top}" }}\n')
+
+
 def chain(name: str, body: str, shape=(2, 4, 9, 9)) -> Case:
     return Case(f"fusion-{name}", "ConvChain", input_net({"data": shape}) + body,
                 {"data": shape})
@@ -73,18 +80,15 @@ CASES = [
           + _bn_scale("b", "b")
           + _conv("c", "b", "c", "num_output: 4 kernel_size: 1 bias_term: false")
           + _bn_scale("c", "c", relu=False)
-          + 'layer { name: "s1" type: "Eltwise" bottom: "a" bottom: "c" top: "s1" }\n'
-          + 'layer { name: "r1" type: "ReLU" bottom: "s1" top: "s1" }\n'
+          + _sum("s1", "a", "c", "r1")
           + _conv("d", "s1", "d", "num_output: 3 kernel_size: 1")
           + _bn_scale("d", "d")
           + _conv("e", "d", "e", "num_output: 4 kernel_size: 3 pad: 1")
           + _bn_scale("e", "e", relu=False)
-          + 'layer { name: "s2" type: "Eltwise" bottom: "e" bottom: "s1" top: "s2" }\n'
-          + 'layer { name: "r2" type: "ReLU" bottom: "s2" top: "s2" }\n'
+          + _sum("s2", "e", "s1", "r2")
           + _conv("f", "s2", "f", "num_output: 4 kernel_size: 3 pad: 1")
           + _bn_scale("f", "f", relu=False)
-          + 'layer { name: "s3" type: "Eltwise" bottom: "s2" bottom: "f" top: "s3" }\n'
-          + 'layer { name: "r3" type: "ReLU" bottom: "s3" top: "s3" }\n'),
+          + _sum("s3", "s2", "f", "r3")),
     # Sums fused but not in place: with the net's input; with a shortcut that a Pooling
     # reads after the sum; a conv without BatchNorm then a sum without ReLU (MobileNet
     # v2).  Not fused: a sum with coefficients, a product.
