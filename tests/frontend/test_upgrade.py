@@ -29,7 +29,8 @@ LEGACY = Path(__file__).resolve().parent / "legacy"
 GOLDEN = REPO / "tests" / "golden" / "upgrade"
 CASES: dict[str, dict] = json.loads((GOLDEN / "cases.json").read_text())
 
-needs_shared = pytest.mark.skipif(not MODELS.is_dir(), reason="needs ../shared/models")
+needs_shared = pytest.mark.skipif(
+    not MODELS.is_dir(), reason=f"needs {MODELS} (the published caffemodels these facts record)")
 
 ERRORS = sorted(name for name in CASES if name.startswith("error_"))
 UPGRADED = sorted(name for name, case in CASES.items()
@@ -91,7 +92,7 @@ def _parse_text(path: Path) -> caffe_pb2.NetParameter:
 def _legacy(name: str) -> caffe_pb2.NetParameter:
     path = _input_path(name)
     if CASES[name]["root"] == "shared" and not MODELS.is_dir():
-        pytest.skip("needs ../shared/models")
+        pytest.skip(f"needs {path} (a published net in ../shared/models)")
     return _parse_text(path)
 
 
