@@ -61,6 +61,16 @@ def _held(sync: _Synced) -> bool:
     return sync.host is not None and sys.getrefcount(sync.host) > 2
 
 
+def _kept(tensor: torch.Tensor, sync: _Synced, shape: list[int], count: int) -> torch.Tensor:
+    """Blob::Reshape's memory for `shape`: zeros when it holds more than `tensor`, else
+    `tensor`'s first `count` values in Caffe's (row-major) order, the same memory where
+    `tensor` is contiguous, with the host's writes pushed first."""
+    if count > tensor.numel():
+        return torch.zeros(shape, dtype=torch.float32, device=tensor.device)
+    sync.push(tensor)
+    return tensor.detach().reshape(-1)[:count].view(shape)
+
+
 class Blob:
     """One Caffe blob; `data`/`diff` are re-fetched after `reshape` (as in pycaffe)."""
 
@@ -246,7 +256,11 @@ class Blob:
         return self._legacy(3, "width")
 
     def reshape(self, *dims: int) -> None:
-        """Blob::Reshape; contents are undefined afterwards (zeros here) unless unchanged."""
+        """Blob::Reshape.  As Caffe's SyncedMemory, a blob that does not grow keeps its
+        memory, now read in the new shape (the first `count` values of data and diff,
+        still shared with arrays handed out before); one that grows gets zeros.  (Caffe
+        reallocates only beyond the largest count the blob ever had, so growing back after
+        a shrink shows its old values there; here, zeros.)"""
         shape = []
         for k, d in enumerate(dims):
             if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0:
@@ -259,8 +273,12 @@ class Blob:
             raise PycaffeNotImplementedError(
                 f"blob.reshape{tuple(dims)} of a parameter blob of shape {list(self.shape)} is "
                 "not implemented yet in caffe_fx.pycaffe")
-        self._data_t = torch.zeros(shape, dtype=torch.float32, device=self._data_t.device)
-        self._diff_t = None
+        count = 1
+        for d in shape:
+            count *= d
+        self._data_t = _kept(self._data_t, self._sync_data, shape, count)
+        if self._diff_t is not None:
+            self._diff_t = _kept(self._diff_t, self._sync_diff, shape, count)
         self._sync_data, self._sync_diff = _Synced(), _Synced()
 
     def __repr__(self) -> str:

@@ -1,8 +1,8 @@
 """pycaffe Net scripts run unchanged under BVLC pycaffe 1.0 and caffe_fx.pycaffe.
 
 `run(caffe, prototxt, weights, ranges)` drives one net through construction, forward,
-forward(start=, end=), reshape + forward, writing net.params and forward_all, and
-returns (meta, arrays): names and shapes as JSON-able values, blob data as float32.
+forward(start=, end=), reshape + forward, writing net.params, Blob::Reshape's kept
+memory and forward_all, and returns (meta, arrays): names and shapes as JSON-able values, blob data as float32.
 tools/make_pycaffe_goldens.py runs it under real pycaffe (Python 3.9); tests/pycaffe/
 test_net.py runs it with caffe_fx.pycaffe and compares.
 """
@@ -131,6 +131,18 @@ def run(caffe, prototxt, weights, ranges, batches=(2, 3)):
     net.params[first][0].data[...] *= -0.5
     net.forward()
     record("params", net)
+
+    # Blob::Reshape keeps the memory of a blob that does not grow: the input shrunk and
+    # net.reshape() with nothing written shows the first values of every blob, which the
+    # next forward then reads.  (Growing back is not recorded: Caffe shows old values up
+    # to the largest size a blob ever had, caffe_fx.pycaffe zeros.)
+    net.blobs[in_].reshape(1, *shape[1:])
+    net.reshape()
+    record("shrink", net)
+    net.forward()
+    record("shrink_forward", net)
+    net.blobs[in_].reshape(n2, *shape[1:])
+    net.reshape()
 
     if any(len(net.blobs[o].shape) == 0 for o in net.outputs):
         return meta, arrays  # forward_all cannot concatenate scalar (loss) outputs
