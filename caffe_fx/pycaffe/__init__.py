@@ -37,6 +37,10 @@ from .solver import (
     get_solver,
 )
 
+# pycaffe's own (_caffe.cpp exports Caffe's AS_STRING(CAFFE_VERSION)): the API this
+# facade follows, for scripts that check it.
+__version__ = "1.0.0"
+
 __all__ = [
     "TEST",
     "TRAIN",

@@ -69,6 +69,7 @@ def test_script_matches_real_pycaffe(name, tmp_path, shared_or_none):
 def test_module_surface():
     assert caffe.TRAIN == caffe_pb2.TRAIN == 0 and caffe.TEST == caffe_pb2.TEST == 1
     assert caffe.proto.caffe_pb2 is caffe_pb2
+    assert caffe.__version__ == "1.0.0"  # what the oracle's pycaffe (BVLC 1.0) reports
     assert caffe.io.Transformer is not None and caffe.NetSpec is caffe.net_spec.NetSpec
     types = caffe.layer_type_list()
     assert types == sorted(types) and {"Input", "Data", "Convolution", "Split"} <= set(types)
