@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -18,7 +19,7 @@ import numpy as np
 from google.protobuf import message as _message
 from google.protobuf import text_format
 
-from ..errors import ProtoParseError, WeightsError
+from ..errors import ProtoParseError, UnusedWeightsWarning, WeightsError
 from ..proto import caffe_pb2
 from .files import check_file, max_text_bytes
 from .hdf5 import is_hdf5, read_hdf5
@@ -199,8 +200,9 @@ class StoredWeights:
 def read_stored(path: str | os.PathLike, *, mmap: bool | None = None) -> StoredWeights:
     """caffemodel (binary, any legacy format) or HDF5 caffemodel -> StoredWeights.
 
-    Order of layers is the file's; a layer name seen twice keeps its first entry, as
-    Caffe matches the first.  A binary file is mapped or read once (wire.py) and the
+    Order of layers is the file's; a layer name seen twice keeps its last entry, as
+    CopyTrainedLayersFrom copies every source layer in turn (the last copy stays; checked
+    with the oracle), with an UnusedWeightsWarning naming the layers.  A binary file is mapped or read once (wire.py) and the
     arrays are writable views of it: no per-value conversion, no second copy.  `mmap`:
     True maps the file copy-on-write, False reads it, None (default) maps files of
     16 MiB or more unless CAFFE_FX_MMAP says otherwise (frontend/mapped.py).
@@ -210,10 +212,16 @@ def read_stored(path: str | os.PathLike, *, mmap: bool | None = None) -> StoredW
         return StoredWeights({name: [None if a is None else StoredBlob(a, False) for a in blobs]
                               for name, blobs in read_hdf5(p, mmap=mmap).items()}, hdf5=True)
     out: dict[str, list[StoredBlob | None]] = {}
+    repeated: dict[str, int] = {}
     for layer in read_caffemodel(p, mmap=mmap):
-        if layer.name not in out:
-            out[layer.name] = [StoredBlob(b.data.reshape(b.shape), b.legacy)
-                               for b in layer.blobs]
+        if layer.name in out:
+            repeated[layer.name] = repeated.get(layer.name, 1) + 1
+        out[layer.name] = [StoredBlob(b.data.reshape(b.shape), b.legacy) for b in layer.blobs]
+    if repeated:
+        named = ", ".join(f"'{n}' ({k} times)" for n, k in repeated.items())
+        warnings.warn(f"{p}: holds layers more than once: {named}; Caffe copies each in "
+                      "turn, so the last one's blobs are used", UnusedWeightsWarning,
+                      stacklevel=2)
     return StoredWeights(out, hdf5=False)
 
 

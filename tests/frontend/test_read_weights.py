@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import caffe_fx
-from caffe_fx.errors import WeightsError
+from caffe_fx.errors import UnusedWeightsWarning, WeightsError
 from caffe_fx.frontend.read import StoredBlob, read_weights
 from caffe_fx.proto import caffe_pb2
 from tests.nets.oracle import MODELS
@@ -41,15 +41,22 @@ def test_binary_matches_protobuf_parse() -> None:
             np.testing.assert_array_equal(blob.array.ravel(), np.array(proto.data, np.float32))
 
 
-def test_first_of_two_layers_with_one_name_wins(tmp_path: Path) -> None:
+def test_last_of_two_layers_with_one_name_wins(tmp_path: Path) -> None:
+    """Real Caffe (caffe-oracle forward with such a file: conv's weight all 1, then all
+    2) loads 2: CopyTrainedLayersFrom copies every source layer in turn."""
     net = caffe_pb2.NetParameter()
-    for value in (1.0, 2.0):
-        blob = net.layer.add(name="ip", type="InnerProduct").blobs.add()
+    for name, value in (("ip", 1.0), ("other", 5.0), ("ip", 2.0), ("ip", 3.0)):
+        blob = net.layer.add(name=name, type="InnerProduct").blobs.add()
         blob.shape.dim.append(1)
         blob.data.append(value)
     path = tmp_path / "twice.caffemodel"
     path.write_bytes(net.SerializeToString())
-    assert read_weights(path)["ip"][0].array.tolist() == [1.0]
+    with pytest.warns(UnusedWeightsWarning, match=r"twice.caffemodel: holds layers more "
+                      r"than once: 'ip' \(3 times\); Caffe copies each in turn, so the "
+                      r"last one's blobs are used"):
+        stored = read_weights(path)
+    assert list(stored) == ["ip", "other"]
+    assert stored["ip"][0].array.tolist() == [3.0]
 
 
 @pytest.mark.skipif(not H5_MODELS, reason=f"needs the HDF5 caffemodels in {H5_DIR}")
