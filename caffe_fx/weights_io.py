@@ -230,6 +230,9 @@ def _as_float32(arr: Any, where: str) -> np.ndarray:
     if isinstance(arr, StoredBlob):
         arr = arr.array
     if isinstance(arr, torch.Tensor):
+        if arr.is_complex():  # .to(float32) would drop the imaginary part with a warning
+            raise WeightsError(f"{where}: holds {str(arr.dtype).replace('torch.', '')} "
+                               "values; Caffe blobs hold numbers")
         arr = arr.detach().to("cpu", torch.float32).numpy()
     a = np.asarray(arr)
     if a.dtype.kind not in "fiub":

@@ -382,3 +382,18 @@ def test_progress_bar_only_on_a_terminal_and_large_work():
         quiet.advance(size)
         quiet.close()
         assert stream.getvalue() == ""
+
+
+@pytest.mark.parametrize("suffix", ["pt", "npz"])
+def test_complex_values_are_refused_in_every_format(tmp_path, capsys, suffix):
+    """torch's .to(float32) drops a complex tensor's imaginary part (a UserWarning, exit
+    0): refused as the same values in an .npz are."""
+    values = np.array([1 + 2j, 3 - 4j], np.complex64)
+    path = tmp_path / f"w.{suffix}"
+    if suffix == "pt":
+        torch.save({"conv1.0": torch.from_numpy(values)}, path)
+    else:
+        np.savez(path, **{"conv1.0": values})
+    assert convert(path, "-o", tmp_path / "w.caffemodel") == 1
+    assert "holds complex64 values; Caffe blobs hold numbers" in one_error_line(capsys)
+    assert not (tmp_path / "w.caffemodel").exists()
