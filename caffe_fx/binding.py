@@ -79,9 +79,26 @@ def read(weights: WeightsSource, *, mmap: bool | None = None) -> StoredWeights |
     if weights is None:
         return None
     if isinstance(weights, Mapping):
-        return StoredWeights(
-            {k: [StoredBlob(np.array(a, dtype=np.float32, copy=True), False) for a in v]
-             for k, v in weights.items()}, hdf5=False)
+        layers: dict[str, list[StoredBlob | None]] = {}
+        bad = []
+        for k, v in weights.items():
+            try:
+                if isinstance(v, (str, bytes)) or not isinstance(k, str):
+                    raise TypeError
+                arrays = [np.asarray(a) for a in v]
+                for a in arrays:
+                    if a.dtype.kind not in "fiub":  # complex, objects, strings
+                        raise TypeError(f"an array of {a.dtype}")
+                layers[k] = [StoredBlob(np.array(a, dtype=np.float32, copy=True), False)
+                             for a in arrays]
+            except (TypeError, ValueError) as e:
+                what = str(e) if str(e).startswith("an array of") else type(v).__name__
+                bad.append(f"{k!r}: {what}")
+        if bad:
+            raise WeightsError(f"weights={{...}}: {', '.join(bad)}; allowed: a layer name "
+                               "mapped to a list of arrays of numbers (its blobs in Caffe's "
+                               "order)")
+        return StoredWeights(layers, hdf5=False)
     return read_stored(weights, mmap=mmap)
 
 

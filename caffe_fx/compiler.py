@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from numbers import Integral
 from typing import Any, Literal
 
+import numpy as np
 from torch import fx
 
 from . import binding, pipeline
 from .binding import WeightsSource
+from .errors import InputError
 from .frontend.read import NetSource, StoredWeights
 from .proto import caffe_pb2
 
@@ -86,6 +89,7 @@ def compile(  # noqa: A001  (the public name the design asks for)
     """
     from .layers import layers_overlay
 
+    _check_arguments(prototxt, weights, level, stages, outputs, input_shapes)
     stored_weights = _read_weights_meanwhile(weights)  # the disk works while we build
     # A loss layer without a top gets Caffe's "(automatic)" blob: an output here, so that
     # a training loop can call backward on it.
@@ -109,6 +113,50 @@ def compile(  # noqa: A001  (the public name the design asks for)
 def _describe_weights(weights: WeightsSource) -> str:
     return "<weights mapping>" if isinstance(weights, Mapping) else os.fspath(weights) \
         if weights is not None else "<no weights>"
+
+
+_INT32 = 2 ** 31
+
+
+def _names_problem(value: Any, what: str) -> list[str]:
+    if isinstance(value, (str, bytes)):
+        return [f"{what}={value!r} is one string; allowed: a list of names, e.g. "
+                f"{what}=[{value!r}]"]
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        return [f"{what}={value!r}; allowed: a list of strings"]
+    return []
+
+
+def _check_arguments(prototxt: Any, weights: Any, level: Any, stages: Any, outputs: Any,
+                     input_shapes: Any) -> None:
+    """compile()'s arguments of the wrong kind, all in one InputError, before anything is
+    read (a string given as stages= would otherwise be read as its letters)."""
+    problems = []
+    if not isinstance(prototxt, (str, os.PathLike, caffe_pb2.NetParameter)):
+        problems.append(f"prototxt of type {type(prototxt).__name__}; allowed: a path, "
+                        "prototxt text or a caffe_pb2.NetParameter")
+    if weights is not None and not isinstance(weights, (str, os.PathLike, Mapping)):
+        problems.append(f"weights of type {type(weights).__name__}; allowed: None, a path "
+                        "or a mapping {layer name: [arrays]}")
+    if isinstance(level, bool) or not isinstance(level, Integral) \
+            or not -_INT32 <= level < _INT32:
+        problems.append(f"level={level!r}; allowed: an int of 32 bits (NetState.level)")
+    problems += _names_problem(stages, "stages")
+    if outputs is not None:
+        problems += _names_problem(outputs, "outputs")
+    if input_shapes is not None:
+        if not isinstance(input_shapes, Mapping):
+            problems.append(f"input_shapes of type {type(input_shapes).__name__}; allowed: "
+                            "a mapping {input blob: shape}, e.g. {'data': (1, 3, 224, 224)}")
+        else:
+            for name, shape in input_shapes.items():
+                if not isinstance(name, str) or isinstance(shape, (str, bytes)) \
+                        or not isinstance(shape, (Sequence, np.ndarray)) or not all(
+                            isinstance(d, Integral) and not isinstance(d, bool) for d in shape):
+                    problems.append(f"input_shapes[{name!r}] = {shape!r}; allowed: a blob "
+                                    "name and a sequence of ints")
+    if problems:
+        raise InputError("compile(): " + "; ".join(problems))
 
 
 def _read_weights_meanwhile(weights: WeightsSource) -> Callable[[], StoredWeights | None]:

@@ -143,6 +143,42 @@ def test_bad_phase():
         caffe_fx.compile(INPUT + CONV, phase="deploy")
 
 
+def test_a_string_for_a_list_of_names_is_refused_not_read_as_its_letters():
+    """stages="deploy" had kept a layer included in stage "d" and dropped one in "deploy"."""
+    with pytest.raises(InputError, match=r"stages='deploy' is one string; allowed: a list "
+                       r"of names, e.g. stages=\['deploy'\]"):
+        caffe_fx.compile(INPUT + CONV, stages="deploy")
+    with pytest.raises(InputError, match=r"outputs='conv1' is one string"):
+        caffe_fx.compile(INPUT + CONV, outputs="conv1")
+    gm = caffe_fx.compile(INPUT + CONV, stages=("deploy",), outputs=["conv1"])
+    assert gm.meta["caffe"].outputs == ["conv1"]
+
+
+def test_arguments_of_the_wrong_kind_all_reported_at_once():
+    with pytest.raises(InputError) as info:
+        caffe_fx.compile(b"layer {}", 5, level="a", stages=[1],
+                         input_shapes={"data": "1,3,8,8"})
+    message = str(info.value)
+    for part in ("prototxt of type bytes", "weights of type int", "level='a'",
+                 "stages=[1]; allowed: a list of strings",
+                 "input_shapes['data'] = '1,3,8,8'; allowed: a blob name and a sequence"):
+        assert part in message, part
+    with pytest.raises(InputError, match=r"level=1099511627776; allowed: an int of 32 bits"):
+        caffe_fx.compile(INPUT + CONV, level=2 ** 40)
+    with pytest.raises(InputError, match=r"input_shapes of type list; allowed: a mapping"):
+        caffe_fx.compile(INPUT + CONV, input_shapes=[1, 3, 8, 8])
+    # what a shape usually is: a tuple, torch.Size, a NumPy array of ints
+    for shape in ((1, 3, 8, 8), np.array([1, 3, 8, 8]), np.zeros((1, 3, 8, 8)).shape):
+        gm = caffe_fx.compile(INPUT + CONV, input_shapes={"data": shape})
+        assert tuple(gm.meta["caffe"].blob_shapes["data"]) == (1, 3, 8, 8)
+
+
+def test_weights_mapping_of_the_wrong_kind():
+    with pytest.raises(WeightsError, match=r"weights=\{...\}: 'conv1': int, 'x': an array of "
+                       r"complex64; allowed: a layer name mapped to a list of arrays"):
+        caffe_fx.compile(INPUT + CONV, {"conv1": 1, "x": [np.zeros(2, np.complex64)]})
+
+
 def test_data_layer_needs_input_shapes():
     net = ('layer { name: "mnist" type: "Data" top: "data" top: "label" '
            'data_param { source: "x" batch_size: 4 } }\n') + CONV
