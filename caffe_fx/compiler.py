@@ -115,18 +115,6 @@ def _describe_weights(weights: WeightsSource) -> str:
         if weights is not None else "<no weights>"
 
 
-_INT32 = 2 ** 31
-
-
-def _names_problem(value: Any, what: str) -> list[str]:
-    if isinstance(value, (str, bytes)):
-        return [f"{what}={value!r} is one string; allowed: a list of names, e.g. "
-                f"{what}=[{value!r}]"]
-    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
-        return [f"{what}={value!r}; allowed: a list of strings"]
-    return []
-
-
 def _check_arguments(prototxt: Any, weights: Any, level: Any, stages: Any, outputs: Any,
                      input_shapes: Any) -> None:
     """compile()'s arguments of the wrong kind, all in one InputError, before anything is
@@ -138,12 +126,9 @@ def _check_arguments(prototxt: Any, weights: Any, level: Any, stages: Any, outpu
     if weights is not None and not isinstance(weights, (str, os.PathLike, Mapping)):
         problems.append(f"weights of type {type(weights).__name__}; allowed: None, a path "
                         "or a mapping {layer name: [arrays]}")
-    if isinstance(level, bool) or not isinstance(level, Integral) \
-            or not -_INT32 <= level < _INT32:
-        problems.append(f"level={level!r}; allowed: an int of 32 bits (NetState.level)")
-    problems += _names_problem(stages, "stages")
+    problems += pipeline.state_problems(level, stages)
     if outputs is not None:
-        problems += _names_problem(outputs, "outputs")
+        problems += pipeline.names_problems(outputs, "outputs")
     if input_shapes is not None:
         if not isinstance(input_shapes, Mapping):
             problems.append(f"input_shapes of type {type(input_shapes).__name__}; allowed: "

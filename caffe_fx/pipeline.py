@@ -25,6 +25,7 @@ import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any, TypeVar
 
 import networkx as nx
@@ -74,10 +75,33 @@ def _phase(phase: str | int) -> int:
     raise InputError(f"phase = {phase!r} is not a phase; allowed: 'train', 'test'")
 
 
+def names_problems(value: Any, what: str) -> list[str]:
+    """Why `value`, given as `what=`, is not a list of names (a string would be read as
+    its letters)."""
+    if isinstance(value, (str, bytes)):
+        return [f"{what}={value!r} is one string; allowed: a list of names, e.g. "
+                f"{what}=[{value!r}]"]
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        return [f"{what}={value!r}; allowed: a list of strings"]
+    return []
+
+
+def state_problems(level: Any, stages: Any) -> list[str]:
+    """Why `level` and `stages` cannot go into a NetState (int32 level, string stages)."""
+    problems = names_problems(stages, "stages")
+    if isinstance(level, bool) or not isinstance(level, Integral) \
+            or not -2 ** 31 <= level < 2 ** 31:
+        problems.insert(0, f"level={level!r}; allowed: an int of 32 bits (NetState.level)")
+    return problems
+
+
 def net_state(phase: str | int, level: int = 0, stages: Sequence[str] = (),
               base: caffe_pb2.NetState | None = None) -> caffe_pb2.NetState:
     """Net::Net's NetState: `base` (the file's `state`) with phase and level set and
     `stages` appended to its stages."""
+    problems = state_problems(level, stages)
+    if problems:
+        raise InputError("; ".join(problems))
     state = caffe_pb2.NetState()
     if base is not None:
         state.CopyFrom(base)
