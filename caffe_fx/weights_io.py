@@ -10,6 +10,7 @@ src/caffe/net.cpp, Blob::ToProto / ShapeEquals in src/caffe/blob.cpp.
 from __future__ import annotations
 
 import fnmatch
+import io
 import json
 import math
 import os
@@ -458,9 +459,14 @@ def write_flat(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], fmt: F
         _write_npy_folder(Path(path), arrays, force, prog)
         return
     check_writable(path, force)
+    # torch.save and safetensors serialize into memory first, then one write: on a full
+    # disk their own file writers raise RuntimeError / SafetensorError (and torch's can
+    # abort the process), where a plain write's OSError becomes a WriteError.
     if fmt == "pt":
-        with atomic_path(path, force=force) as tmp:
-            torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, str(tmp))
+        buf = io.BytesIO()
+        torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, buf)
+        with atomic_write(path, force=force) as f:
+            f.write(buf.getbuffer())
         prog.advance(sum(a.nbytes for a in arrays.values()))
     elif fmt == "npz":
         with atomic_path(path, force=force) as tmp, \
@@ -481,8 +487,9 @@ def write_flat(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], fmt: F
             f.write("\n}}\n")
     elif fmt == "safetensors":
         st = _safetensors("numpy")
-        with atomic_path(path, force=force) as tmp:
-            st.save_file(dict(arrays), str(tmp), metadata={"format": JSON_FORMAT})
+        data = st.save(dict(arrays), metadata={"format": JSON_FORMAT})
+        with atomic_write(path, force=force) as f:
+            f.write(data)
         prog.advance(sum(a.nbytes for a in arrays.values()))
     else:
         raise InputError(f"{path}: cannot write format {fmt!r} as a flat file")

@@ -148,14 +148,24 @@ def _export_pt2(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
     import torch
 
     ep = _guard("torch.export", lambda: _torch_export(gm, inputs))
-    # Open files, not names: torch.export wants a name ending in .pt2, and the
-    # temporary file's does not.
-    with open(path, "wb") as f:
-        torch.export.save(ep, f)
-    with open(path, "rb") as f:
-        loaded = torch.export.load(f)
+    # Into memory, checked from there, then one write (see _write): torch's own file
+    # writer aborts the process on a full disk.  (A buffer, not a name: torch.export
+    # wants names ending in .pt2, and the temporary file's does not.)
+    buf = io.BytesIO()
+    torch.export.save(ep, buf)
+    buf.seek(0)
+    loaded = torch.export.load(buf)
     with torch.no_grad():
-        return loaded.module()(**inputs)
+        got = loaded.module()(**inputs)
+    _write(path, buf)
+    return got
+
+
+def _write(path: Path, buf: io.BytesIO) -> None:
+    """The serialized program as one plain write, whose OSError (a full disk) the atomic
+    writer reports as a WriteError naming the file."""
+    with open(path, "wb") as f:
+        f.write(buf.getbuffer())
 
 
 def _torch_export(gm: fx.GraphModule, inputs: dict[str, torch.Tensor]) -> Any:
@@ -207,15 +217,19 @@ def _export_ts(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
     scripted = _guard("TorchScript", script)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated
-        torch.jit.save(scripted, str(path))
-        loaded = torch.jit.load(str(path))
+        buf = io.BytesIO()
+        torch.jit.save(scripted, buf)  # into memory first, as _export_pt2
+        buf.seek(0)
+        loaded = torch.jit.load(buf)
 
     def check() -> dict[str, torch.Tensor]:
         # A layer that scripts but refuses to run there (DetectionOutput) raises here.
         with torch.no_grad():
             return dict(loaded(**inputs))
 
-    return _guard("TorchScript", check, doing="check (load and run)")
+    got = _guard("TorchScript", check, doing="check (load and run)")
+    _write(path, buf)
+    return got
 
 
 def _export_onnx(gm: fx.GraphModule, inputs: dict[str, torch.Tensor],
