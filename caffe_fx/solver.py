@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,8 @@ from torch import fx
 
 from . import binding, pipeline
 from .data.top_shapes import READS_BATCHES
-from .errors import CALLER, DeviceError, InputError, NetDefinitionError, ProtoError
+from .errors import (CALLER, DeviceError, InputError, NetDefinitionError, ProtoError,
+                     UnusedWeightsWarning)
 from .frontend.read import read_net
 from .proto import caffe_pb2
 
@@ -413,7 +415,15 @@ class _GraphRunner:
         assert stored is not None
         tensors = {layer: [getattr(m, a) for a in attrs]
                    for layer, (m, attrs) in self._module_tensors().items()}
-        binding.copy_into(binding.fit(stored, self.slots, path), tensors)
+        fitted = binding.fit(stored, self.slots, path)
+        if not any(fitted.values()) and any(stored.layers.values()):
+            # Fine-tuning leaves some layers to their fillers (Caffe logs each "Ignoring
+            # source layer"); a file none of whose layers the net has is a mistake.
+            warnings.warn(f"{path}: none of its layers with blobs is a layer of the net, so "
+                          "nothing was copied (Ignoring source layer: "
+                          f"{', '.join(n for n, b in stored.layers.items() if b)})",
+                          UnusedWeightsWarning, stacklevel=2)
+        binding.copy_into(fitted, tensors)
 
     def save(self, path: str, hdf5: bool) -> None:
         from .weights_io import save_caffemodel

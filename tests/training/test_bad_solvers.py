@@ -111,3 +111,22 @@ def test_bad_signal_effect(work: Path) -> None:
     with pytest.raises(InputError, match=r"on_sigint='quit'.*allowed: 'stop', 'snapshot', "
                        "'none'"):
         caffe_fx.Solver("sgd_solver.prototxt", on_sigint="quit")  # type: ignore[arg-type]
+
+
+def test_weights_of_which_nothing_fits_are_said(work: Path) -> None:
+    """Fine-tuning from a caffemodel none of whose layers the net has copied nothing and
+    said nothing (caffe-fx train --weights exited 0 with an empty stderr)."""
+    from caffe_fx.errors import UnusedWeightsWarning
+    from caffe_fx.proto import caffe_pb2
+
+    other = caffe_pb2.NetParameter()
+    blob = other.layer.add(name="elsewhere", type="InnerProduct").blobs.add()
+    blob.shape.dim.append(1)
+    blob.data.append(1.0)
+    (work / "other.caffemodel").write_bytes(other.SerializeToString())
+    (work / "s.prototxt").write_text(BASE + NET)
+    with pytest.warns(UnusedWeightsWarning, match=r"other.caffemodel: none of its layers with "
+                      r"blobs is a layer of the net, so nothing was copied \(Ignoring source "
+                      r"layer: elsewhere\)"):
+        caffe_fx.Solver("s.prototxt", weights="other.caffemodel",
+                        inputs=lambda it: batches()[it % 3])
