@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from numbers import Integral
 from typing import Any, Literal
 
 import numpy as np
@@ -135,9 +134,9 @@ def _check_arguments(prototxt: Any, weights: Any, level: Any, stages: Any, outpu
                             "a mapping {input blob: shape}, e.g. {'data': (1, 3, 224, 224)}")
         else:
             for name, shape in input_shapes.items():
+                # the dims themselves (ints >= 0, the size limits) are the builder's
                 if not isinstance(name, str) or isinstance(shape, (str, bytes)) \
-                        or not isinstance(shape, (Sequence, np.ndarray)) or not all(
-                            isinstance(d, Integral) and not isinstance(d, bool) for d in shape):
+                        or not isinstance(shape, (Sequence, np.ndarray)):
                     problems.append(f"input_shapes[{name!r}] = {shape!r}; allowed: a blob "
                                     "name and a sequence of ints")
     if problems:
