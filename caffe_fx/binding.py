@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -82,24 +82,35 @@ def read(weights: WeightsSource, *, mmap: bool | None = None) -> StoredWeights |
         layers: dict[str, list[StoredBlob | None]] = {}
         bad = []
         for k, v in weights.items():
-            try:
-                if isinstance(v, (str, bytes)) or not isinstance(k, str):
-                    raise TypeError
-                arrays = [np.asarray(a) for a in v]
-                for a in arrays:
-                    if a.dtype.kind not in "fiub":  # complex, objects, strings
-                        raise TypeError(f"an array of {a.dtype}")
-                layers[k] = [StoredBlob(np.array(a, dtype=np.float32, copy=True), False)
-                             for a in arrays]
-            except (TypeError, ValueError) as e:
-                what = str(e) if str(e).startswith("an array of") else type(v).__name__
-                bad.append(f"{k!r}: {what}")
+            blobs = _mapped_blobs(v) if isinstance(k, str) else type(v).__name__
+            if isinstance(blobs, str):
+                bad.append(f"{k!r}: {blobs}")
+            else:
+                layers[k] = [StoredBlob(a, False) for a in blobs]
         if bad:
             raise WeightsError(f"weights={{...}}: {', '.join(bad)}; allowed: a layer name "
                                "mapped to a list of arrays of numbers (its blobs in Caffe's "
                                "order)")
         return StoredWeights(layers, hdf5=False)
     return read_stored(weights, mmap=mmap)
+
+
+def _mapped_blobs(blobs: Any) -> list[np.ndarray] | str:
+    """A weights mapping's value as float32 copies, or what it is instead of a list of
+    arrays of numbers (complex values, objects and strings are not: float32 would drop
+    or refuse them)."""
+    if isinstance(blobs, (str, bytes)) or not isinstance(blobs, Iterable):
+        return type(blobs).__name__
+    out = []
+    for a in blobs:
+        try:
+            a = np.asarray(a)
+        except ValueError:  # ragged nested lists
+            return type(blobs).__name__
+        if a.dtype.kind not in "fiub":
+            return f"an array of {a.dtype}"
+        out.append(np.array(a, dtype=np.float32, copy=True))
+    return out
 
 
 def shape_equals(blob: StoredBlob, target: Shape, *, legacy_unknown: bool = False) -> bool:

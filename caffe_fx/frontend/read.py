@@ -202,8 +202,9 @@ def read_stored(path: str | os.PathLike, *, mmap: bool | None = None) -> StoredW
 
     Order of layers is the file's; a layer name seen twice keeps its last entry, as
     CopyTrainedLayersFrom copies every source layer in turn (the last copy stays; checked
-    with the oracle), with an UnusedWeightsWarning naming the layers.  A binary file is mapped or read once (wire.py) and the
-    arrays are writable views of it: no per-value conversion, no second copy.  `mmap`:
+    with the oracle), with an UnusedWeightsWarning naming the layers.  A binary file is
+    mapped or read once (wire.py) and the arrays are writable views of it: no per-value
+    conversion, no second copy.  `mmap`:
     True maps the file copy-on-write, False reads it, None (default) maps files of
     16 MiB or more unless CAFFE_FX_MMAP says otherwise (frontend/mapped.py).
     """

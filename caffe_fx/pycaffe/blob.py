@@ -10,6 +10,7 @@ head (pycaffe hands out mutable_cpu_data), and the net copies it back before it 
 """
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -273,9 +274,7 @@ class Blob:
             raise PycaffeNotImplementedError(
                 f"blob.reshape{tuple(dims)} of a parameter blob of shape {list(self.shape)} is "
                 "not implemented yet in caffe_fx.pycaffe")
-        count = 1
-        for d in shape:
-            count *= d
+        count = math.prod(shape)
         self._data_t = _kept(self._data_t, self._sync_data, shape, count)
         if self._diff_t is not None:
             self._diff_t = _kept(self._diff_t, self._sync_diff, shape, count)
