@@ -19,7 +19,7 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-from .errors import ShapeError, UnusedWeightsWarning, WeightsError
+from .errors import CaffeFxError, ShapeError, UnusedWeightsWarning, WeightsError, together
 from .frontend.read import StoredBlob, StoredWeights, read_stored
 from .lowering.builder import Built
 from .lowering.fillers import fill
@@ -129,7 +129,8 @@ def fit_layer(where: str, slots: LayerSlots, blobs: Sequence[StoredBlob | None],
               hdf5: bool = False, legacy_unknown: bool = False) -> list[np.ndarray | None]:
     """One layer's stored blobs as arrays of the net's shapes (views, never copies); None
     for a blob an HDF5 file leaves to the layer it is shared from.  Raises WeightsError in
-    Caffe's words ("Incompatible number of blobs", "Cannot copy param k weights")."""
+    Caffe's words ("Incompatible number of blobs", "Cannot copy param k weights"), every
+    blob that does not fit named."""
     who = f"{where}: layer '{slots.layer}' ({slots.type})"
     names = f" ({', '.join(slots.attrs)})" if slots.attrs else ""
     hint = "; rename the layer to skip its weights"
@@ -138,30 +139,43 @@ def fit_layer(where: str, slots: LayerSlots, blobs: Sequence[StoredBlob | None],
         raise WeightsError(f"{who}: the weights hold {n} blobs, the layer has {m}{names} "
                            f"(Incompatible number of blobs){hint}")
     out: list[np.ndarray | None] = []
+    bad: list[str] = []
     for k, shape in enumerate(slots.shapes):
         blob = blobs[k] if k < n else None
+        attr = f" ({slots.attrs[k]})" if slots.attrs else ""
         if blob is None:
             if not slots.shared[k]:  # CopyTrainedLayersFromHDF5: only a shared param may
-                raise WeightsError(f"{who}: no dataset /data/{slots.layer}/{k} in the "
-                                   f"weights (Incompatible number of blobs){hint}")
+                bad.append(f"no dataset /data/{slots.layer}/{k}{attr} in the weights "
+                           "(Incompatible number of blobs)")
             out.append(None)
-            continue
-        if not shape_equals(blob, shape, legacy_unknown=legacy_unknown):
+        elif shape_equals(blob, shape, legacy_unknown=legacy_unknown):
+            out.append(blob.array.reshape(shape))
+        else:
             why = "Cannot load blob from hdf5; shape mismatch" if hdf5 \
                 else f"Cannot copy param {k} weights"
-            attr = f" ({slots.attrs[k]})" if slots.attrs else ""
-            raise WeightsError(f"{who}: blob {k}{attr} has shape {list(blob.array.shape)} in "
-                               f"the weights but {list(shape)} in the net ({why}){hint}")
-        out.append(blob.array.reshape(shape))
+            bad.append(f"blob {k}{attr} has shape {list(blob.array.shape)} in the weights "
+                       f"but {list(shape)} in the net ({why})")
+    if bad:
+        raise WeightsError(f"{who}: {'; '.join(bad)}{hint}")
     return out
 
 
 def fit(stored: StoredWeights, slots: Mapping[str, LayerSlots], where: str
         ) -> dict[str, list[np.ndarray | None]]:
     """Net::CopyTrainedLayersFrom: every stored layer the net has, fitted; the others
-    are skipped, as Caffe skips them ("Ignoring source layer")."""
-    return {name: fit_layer(where, slots[name], blobs, hdf5=stored.hdf5)
-            for name, blobs in stored.layers.items() if name in slots}
+    are skipped, as Caffe skips them ("Ignoring source layer").  The layers that do not
+    fit are reported together."""
+    fitted: dict[str, list[np.ndarray | None]] = {}
+    problems: list[CaffeFxError] = []
+    for name, blobs in stored.layers.items():
+        if name in slots:
+            try:
+                fitted[name] = fit_layer(where, slots[name], blobs, hdf5=stored.hdf5)
+            except WeightsError as e:
+                problems.append(e)
+    if problems:
+        raise together(problems, where)
+    return fitted
 
 
 @torch.no_grad()

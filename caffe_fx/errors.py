@@ -8,13 +8,18 @@ what is allowed.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
 
 # Who is calling, so that advice in a message is spelled as that caller can follow it:
 # "python" (compile()'s keyword arguments: input_shapes=, trust_python_layers=) or "cli"
 # (the caffe-fx command line sets it while a subcommand runs: --input-shape ...).
 CALLER: ContextVar[str] = ContextVar("caffe_fx_caller", default="python")
+
+
+def spelled(python: str, cli: str) -> str:
+    """`python` or `cli`, the one the caller (CALLER) can follow."""
+    return cli if CALLER.get() == "cli" else python
 
 __all__ = [
     "CaffeFxError",
@@ -25,7 +30,7 @@ __all__ = [
     "NetDefinitionError",
     "UnsupportedLayerError",
     "UnsupportedFieldError",
-    "UnsupportedNetError",
+    "NetProblemsError",
     "ShapeError",
     "InputError",
     "InputArrayError",
@@ -49,6 +54,21 @@ __all__ = [
 
 class CaffeFxError(Exception):
     """Base class of every error raised by caffe_fx."""
+
+    def __reduce__(self):  # as it is (a class's __init__ may take other arguments)
+        return _restored, (type(self), self.args, self.__dict__)
+
+
+def _restored(cls: type, args: tuple, state: dict) -> CaffeFxError:
+    e = _bare(cls)
+    e.args = args
+    e.__dict__.update(state)
+    return e
+
+
+def with_message(e: CaffeFxError, message: str) -> CaffeFxError:
+    """A copy of `e` (same class and attributes) saying `message` instead."""
+    return _restored(type(e), (message,), e.__dict__)
 
 
 class ProtoError(CaffeFxError, ValueError):
@@ -91,14 +111,82 @@ class UnsupportedFieldError(CaffeFxError, NotImplementedError):
     """A layer field or value caffe_fx does not implement (never silently ignored)."""
 
 
-class UnsupportedNetError(UnsupportedLayerError, UnsupportedFieldError, ProtoParseError):
-    """Every problem of one net at once, of several kinds: fields no schema knows, layer
-    types caffe_fx cannot lower, fields a layer does not read, Python layers not
-    trusted.  Caught by an `except` for any of those kinds."""
+class NetProblemsError(CaffeFxError):
+    """Every problem of one net at once, of several kinds (fields no schema knows, layer
+    types caffe_fx cannot lower, dangling bottoms, shapes Caffe rejects, weights that do
+    not fit...).  Raised as a class that also derives from each kind it holds, so an
+    `except` for any of them catches it; `problems` holds one error per kind, `layers`
+    the unknown layer types among them (as UnsupportedLayerError's)."""
 
-    def __init__(self, message: str, layers: Iterable[tuple[str, str]] = ()):
-        self.layers = list(layers)
-        CaffeFxError.__init__(self, message)
+    problems: list[CaffeFxError]
+    layers: list[tuple[str, str]]
+
+    def __reduce__(self):  # its class is made per set of kinds: made again from them
+        return _rebuilt, (self.args[0] if self.args else "", self.problems)
+
+
+def together(problems: Sequence[CaffeFxError], where: str) -> CaffeFxError:
+    """One error for all of `problems` of the net `where` names: a problem alone is
+    itself; several of one class are that class, their messages one under another;
+    several kinds a NetProblemsError deriving from every kind."""
+    if not problems:
+        raise ValueError("together() of no problems")
+    kinds: dict[type, list[CaffeFxError]] = {}
+    for p in problems:
+        kinds.setdefault(type(p), []).append(p)
+    merged = [_merged(ps) for ps in kinds.values()]
+    if len(merged) == 1:
+        return merged[0]
+    message = f"{where}: {len(merged)} kinds of problems stop this net:\n" + "\n".join(
+        f"({i}) " + str(e).replace("\n", "\n    ") for i, e in enumerate(merged, 1))
+    return _rebuilt(message, merged)
+
+
+def _merged(same: list[CaffeFxError]) -> CaffeFxError:
+    """Errors of one class as one: the first's attributes, lists (`layers`) joined."""
+    if len(same) == 1:
+        return same[0]
+    first = same[0]
+    out = with_message(first, "\n".join(str(e) for e in same))
+    for name, value in first.__dict__.items():
+        if isinstance(value, list):
+            setattr(out, name, [x for e in same for x in getattr(e, name, [])])
+    return out
+
+
+def _bare(cls: type) -> CaffeFxError:
+    """An instance of `cls` without its __init__, made by the builtin base that owns its
+    layout (OSError's for a DataSourceError, not ValueError's)."""
+    for base in cls.__mro__:
+        if base.__module__ == "builtins":
+            try:
+                return base.__new__(cls)
+            except TypeError:
+                continue
+    raise TypeError(f"cannot make a {cls.__name__}")
+
+
+_COMBINED: dict[tuple[type, ...], type] = {}
+
+
+def _rebuilt(message: str, problems: Sequence[CaffeFxError]) -> NetProblemsError:
+    kinds = tuple(dict.fromkeys(type(p) for p in problems))
+    cls = _COMBINED.get(kinds)
+    if cls is None:
+        # An OSError's instance layout conflicts with the others': DataSourceError is
+        # caught as the InputError it also is.
+        bases = [InputError if issubclass(k, OSError) else k for k in kinds]
+        bases = [b for b in dict.fromkeys(bases)
+                 if not any(o is not b and issubclass(o, b) for o in bases)]
+        name = f"NetProblemsError[{', '.join(k.__name__ for k in kinds)}]"
+        cls = type(name, (NetProblemsError, *bases),
+                   {"__module__": __name__, "__doc__": NetProblemsError.__doc__})
+        _COMBINED[kinds] = cls
+    e = _bare(cls)
+    e.args = (message,)
+    e.problems = list(problems)
+    e.layers = [x for p in problems for x in getattr(p, "layers", [])]
+    return e
 
 
 class ShapeError(CaffeFxError, ValueError):

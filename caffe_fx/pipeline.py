@@ -31,10 +31,10 @@ from typing import Any, TypeVar
 import networkx as nx
 
 from . import _malloc
-from .errors import CaffeFxError, InputError, UnsupportedFieldError
-from .frontend.graph import build_graph
+from .errors import CaffeFxError, InputError, UnsupportedFieldError, together, with_message
+from .frontend.graph import build_graph, wiring_problems
 from .frontend.read import NetSource, describe, read_net
-from .lowering.builder import SOURCE_TYPES, Built, build
+from .lowering.builder import SOURCE_TYPES, Built, build, support_problems
 from .lowering.layers.python import refuse_unimportable, refuse_untrusted, trusted
 from .lowering.registry import CaffeModule, auto_tops
 from .passes.filter_phase import filter_phase
@@ -132,29 +132,11 @@ def in_step(step: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return fn(*args, **kwargs)
     except CaffeFxError as e:
-        named = _renamed(e, f"{e} [in {step}]")
-        if named is None:
-            raise
-        raise named from e
+        raise with_message(e, f"{e} [in {step}]") from e
     except Exception as e:
         if hasattr(e, "add_note"):  # Python >= 3.11
             e.add_note(f"(in caffe_fx's {step})")
         raise
-
-
-def _renamed(e: CaffeFxError, message: str) -> CaffeFxError | None:
-    """A copy of `e` (same class and attributes) with another message."""
-    cls = type(e)
-    try:  # not cls(message): a class may take other arguments (UnsupportedLayerError)
-        named = cls.__new__(cls, message)
-    except TypeError:  # a layout of another builtin base (DataSourceError's OSError)
-        try:
-            named = cls(*e.args)
-        except Exception:  # noqa: BLE001  (then the original is raised as it is)
-            return None
-    named.__dict__.update(e.__dict__)
-    named.args = (message,)
-    return named
 
 
 def run_passes(net: caffe_pb2.NetParameter, where: str = "<net>",
@@ -186,7 +168,10 @@ def check_pass(name: str, net: caffe_pb2.NetParameter, before: bytes,
         fail("modified its input")
     if out.state != net.state:
         fail("changed the NetState")
-    if _wired(net) and not _wired(out):
+    # Dropping layers (filter_phase) may strand their readers: the net's own error, which
+    # the wiring check reports; any other pass must keep a wired net wired.
+    kept = {layer.name for layer in net.layer} <= {layer.name for layer in out.layer}
+    if kept and _wired(net) and not _wired(out):
         fail("left a bottom that no earlier layer produces")
 
 
@@ -239,7 +224,11 @@ def prepare(prototxt: NetSource, *, phase: str | int = "test", level: int = 0,
     where = describe(prototxt)
     unknown: list[str] = []
     source = with_state(read_net(prototxt, caffe_proto, unknown=unknown), phase, level, stages)
-    proto = run_passes(source, where, PROTO_PASSES)
+    filtered = run_passes(source, where, PROTO_PASSES[:1])  # filter_phase
+    miswired = wiring_problems(filtered, where)
+    if miswired:  # said with what the layers' types and fields show besides
+        raise together([*miswired, *support_problems(filtered.layer, where, unknown)], where)
+    proto = run_passes(filtered, where, PROTO_PASSES[1:])
     net = run_passes(proto, where, PASSES[len(PROTO_PASSES):])
     graph = in_step("build_graph", build_graph, net, where, auto_tops=auto_tops)
     return Prepared(where, source, proto, net, graph, tuple(unknown))

@@ -17,12 +17,13 @@ registry's, passed in by the pipeline: the frontend does not import the lowering
 """
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import networkx as nx
 
-from ..errors import NetDefinitionError
+from ..errors import NetDefinitionError, together
 from ..proto import caffe_pb2
 
 
@@ -35,9 +36,47 @@ class Value:
     inplace: bool  # written in place over the previous version of `blob`
 
 
+def wiring_problems(net: caffe_pb2.NetParameter, where: str = "<net>"
+                    ) -> list[NetDefinitionError]:
+    """Every wiring error Net::Init would stop at, in layer order: bottoms no earlier
+    layer produces ("Unknown bottom blob") and tops produced twice ("Top blob produced by
+    multiple sources"), every reader of a missing blob named."""
+    problems: list[NetDefinitionError] = []
+    known: dict[str, None] = dict.fromkeys(net.input)
+    for layer in net.layer:
+        who = f"{where}: layer '{layer.name}' ({layer.type})"
+        for j, blob in enumerate(layer.bottom):
+            if blob not in known:
+                problems.append(NetDefinitionError(
+                    f"{who}: bottom[{j}] = '{blob}' is not produced by any earlier layer "
+                    f"(Unknown bottom blob); {_known(blob, list(known))}"))
+        for j, blob in enumerate(layer.top):
+            inplace = j < len(layer.bottom) and layer.bottom[j] == blob
+            if not inplace and blob in known:
+                problems.append(NetDefinitionError(
+                    f"{who}: top[{j}] = '{blob}' is already produced by another layer (Top "
+                    "blob produced by multiple sources); in-place use needs the same name "
+                    "at the same bottom index"))
+            known[blob] = None
+    return problems
+
+
+def _known(blob: str, known: list[str]) -> str:
+    if not known:
+        return "no layer before it has tops"
+    if len(known) <= 12:
+        return f"known blobs: {', '.join(known)}"
+    close = difflib.get_close_matches(blob, known, n=3)
+    near = f"; the closest: {', '.join(close)}" if close else ""
+    return f"{len(known)} blobs are known{near}"
+
+
 def build_graph(net: caffe_pb2.NetParameter, where: str = "<net>", *,
                 auto_tops: Callable[[str], int]) -> nx.DiGraph:
     """`auto_tops(type)`: how many tops Net::AppendTop creates for a layer of that type."""
+    problems = wiring_problems(net, where)
+    if problems:
+        raise together(problems, where)
     g = nx.DiGraph(source=where)
     values: dict[str, Value] = {}
     current: dict[str, str] = {}  # blob name -> id of its latest version
@@ -46,23 +85,13 @@ def build_graph(net: caffe_pb2.NetParameter, where: str = "<net>", *,
     inputs: list[str] = []
     net_phase = net.state.phase
     for i, layer in enumerate(net.layer):
-        who = f"{where}: layer '{layer.name}' ({layer.type})"
         bottoms = []
-        for j, blob in enumerate(layer.bottom):
-            if blob not in current:
-                raise NetDefinitionError(
-                    f"{who}: bottom[{j}] = '{blob}' is not produced by any earlier layer "
-                    "(Unknown bottom blob)")
+        for blob in layer.bottom:
             bottoms.append(current[blob])
             consumed.add(blob)
         tops = []
         for j, blob in enumerate(layer.top):
             inplace = j < len(layer.bottom) and layer.bottom[j] == blob
-            if not inplace and blob in current:
-                raise NetDefinitionError(
-                    f"{who}: top[{j}] = '{blob}' is already produced by another layer (Top "
-                    "blob produced by multiple sources); in-place use needs the same name "
-                    "at the same bottom index")
             vid = _unique(f"{blob}@{layer.name}" if inplace else blob, values)
             values[vid] = Value(vid, blob, i, j, inplace)
             tops.append(vid)

@@ -25,7 +25,7 @@ from torch import fx, nn
 
 from ..errors import (CaffeFxError, IgnoredFieldWarning, InputError, NetDefinitionError,
                       ProtoParseError, ShapeError, UnsupportedFieldError, UnsupportedLayerError,
-                      UnsupportedNetError)
+                      spelled, together, with_message)
 from ..frontend.graph import Value
 from ..frontend.read import unknown_fields_message
 from ..ops.eltwise import eltwise_add
@@ -98,26 +98,24 @@ class Built:
     modules: tuple[tuple[LayerView, CaffeModule], ...]
 
 
-def _all_source_shapes(g: nx.DiGraph, given: Mapping[str, Sequence[int]], where: str
-                       ) -> dict[int, list[tuple[int, ...]]]:
-    """The shapes of every input and data layer's tops; the shapes missing or wrong in
-    several such layers are reported in one error."""
+def _all_source_shapes(g: nx.DiGraph, given: Mapping[str, Sequence[int]], where: str,
+                       problems: list[CaffeFxError]) -> dict[int, list[tuple[int, ...]]]:
+    """The shapes of the tops of every input and data layer that has them; the others'
+    problems are appended to `problems`."""
     out: dict[int, list[tuple[int, ...]]] = {}
-    errors: list[CaffeFxError] = []
     for i in sorted(g.nodes):
         layer = g.nodes[i]["layer"]
         if is_source(layer):
             try:
                 out[i] = _source_shapes(layer, given, where)
             except CaffeFxError as e:
-                errors.append(e)
-    if len(errors) == 1:
-        raise errors[0]
-    if errors:
-        if all(isinstance(e, InputError) for e in errors):
-            raise InputError("\n".join(str(e) for e in errors))
-        raise NetDefinitionError("\n".join(str(e) for e in errors))
+                problems.append(e)
     return out
+
+
+def _flag_dims(dims: str) -> str:
+    """A shape as written for input_shapes= ("(N, C, H, W)"), as --input-shape takes it."""
+    return dims.split(":")[0].strip("()").replace(" ", "")
 
 
 def _source_shapes(layer: caffe_pb2.LayerParameter, given: Mapping[str, Sequence[int]],
@@ -159,7 +157,8 @@ def _source_shapes(layer: caffe_pb2.LayerParameter, given: Mapping[str, Sequence
             raise InputError(
                 f"{where}: layer '{layer.name}' ({layer.type}) reads its data from files "
                 f"that caffe_fx does not read; its top '{top}' becomes an input: give its "
-                f"shape with input_shapes={{'{top}': {dims}}}")
+                "shape with " + spelled(f"input_shapes={{'{top}': {dims}}}",
+                                        f"--input-shape {top}={_flag_dims(dims)}"))
     return shapes
 
 
@@ -179,7 +178,8 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
                for b in g.nodes[i]["layer"].top]
     bad = sorted(set(given) - set(sources))
     if bad:
-        raise InputError(f"{where}: input_shapes names {bad}, which are not inputs of the net; "
+        flag = spelled("input_shapes", "--input-shape")
+        raise InputError(f"{where}: {flag} names {bad}, which are not inputs of the net; "
                          f"inputs: {sources}")
 
     wanted = list(outputs) if outputs is not None else list(g.graph["outputs"])
@@ -187,8 +187,10 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
         wanted = _swallowed(g, where)
     missing = [b for b in wanted if b not in blobs]
     if missing:
-        raise InputError(f"{where}: outputs={missing} are not blobs of the net "
-                         f"(in this phase); blobs: {list(blobs)}")
+        what = spelled(f"outputs={missing} are",
+                       f"--outputs {','.join(missing)} names {missing}, which are")
+        raise InputError(f"{where}: {what} not blobs of the net (in this phase); blobs: "
+                         f"{list(blobs)}")
     # Without outputs=, every layer is set up (as Caffe does, so every blob gets its
     # shape); nodes nothing reads are dropped from the graph at the end.
     needed = set(g.nodes) if outputs is None else set()
@@ -200,7 +202,10 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
         if spec is not None and spec.side_effects:
             needed |= {i} | nx.ancestors(g, i)
 
-    _check_support(g, needed, where, read_problems, untrusted)
+    early = support_problems([g.nodes[i]["layer"] for i in sorted(needed)], where,
+                             read_problems, untrusted)
+    if early:
+        raise together(early, where)
 
     graph = fx.Graph()
     root = nn.Module()
@@ -211,11 +216,17 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
     modules: list[tuple[LayerView, CaffeModule]] = []
     totals: list[tuple[int, ...]] = []  # every blob and parameter, for the per-net limit
 
-    source_shapes = _all_source_shapes(g, given, where)
+    # Every layer that can be set up is: the problems of all of them are raised together.
+    problems: list[CaffeFxError] = []
+    broken: set[str] = set()  # the values of layers that failed, or were not checked
+    source_shapes = _all_source_shapes(g, given, where, problems)
     for i in sorted(g.nodes):
         attrs = g.nodes[i]
         layer: caffe_pb2.LayerParameter = attrs["layer"]
         if is_source(layer):
+            if i not in source_shapes:
+                broken.update(attrs["tops"])
+                continue
             shapes = source_shapes[i]
             for vid, shape in zip(attrs["tops"], shapes):
                 blob = values[vid].blob
@@ -228,91 +239,100 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
             continue
         if i not in needed:
             continue
-        spec = lookup(layer.type)
-        assert spec is not None
-        view = LayerView(
-            name=layer.name, type=layer.type,
-            bottoms=tuple(layer.bottom), tops=tuple(layer.top), param=layer,
-            phase=attrs["phase"],
-            input_shapes=tuple(tuple(meta[v].shape) for v in attrs["bottoms"]),
-        )
-        _check_counts(view, spec, len(attrs["tops"]), where)
-        who = f"{where}: layer '{layer.name}' ({layer.type})"
-        try:
-            with torch.device("meta"):
-                lowered = spec.fn(view)
-        except CaffeFxError as e:
-            raise type(e)(f"{where}: {e}") from e
-        except RuntimeError as e:  # torch refusing a blob shape (int64 overflow)
-            raise ShapeError(f"{who}: cannot set up its blobs: {e}") from e
-        if isinstance(lowered, CaffeModule):
-            for attr in lowered.caffe_blobs:
-                blob = getattr(lowered, attr)
-                check_shape(blob.shape, f"{who}: blob '{attr}'")
-                totals.append(tuple(blob.shape))
-        info.layers.append(layer.name)
-        tops = attrs["tops"]
-        if lowered is IDENTITY:
-            for j, vid in enumerate(tops):
-                src = attrs["bottoms"][j if j < len(attrs["bottoms"]) else 0]
-                env[vid], meta[vid] = env[src], meta[src]
+        if broken.intersection(attrs["bottoms"]):
+            broken.update(attrs["tops"])  # unchecked: its bottoms have no shapes
             continue
-        args: list = [env[v] for v in attrs["bottoms"]]
-        inputs: list = [meta[v] for v in attrs["bottoms"]]
-        for j, down in enumerate(layer.propagate_down[:len(args)]):
-            if not down:  # Net::Init: no diff for this bottom, whatever else needs one
-                args[j] = _detached(graph, args[j], node_names)
-        if isinstance(lowered, Call) and lowered.packed:
-            args, inputs = [args], [inputs]
-        if isinstance(lowered, CaffeModule):
-            mod_name = module_names(layer.name)
-            root.add_module(mod_name, lowered)
-            info.modules[layer.name] = mod_name
-            modules.append((view, lowered))
-            target, run = mod_name, lowered
-            kind, kwargs = "call_module", {}
-        elif isinstance(lowered, Call):
-            target, run, kind = lowered.fn, lowered.fn, "call_function"
-            kwargs = {k: _readable(v) for k, v in lowered.kwargs.items()}
-        else:
-            raise TypeError(f"{layer.type} lowering returned {type(lowered).__name__}")
         try:
-            if inputs or kind == "call_module":
-                result = run(*inputs, **kwargs)
-            else:  # DummyData: shapes only; the forward makes the values
+            spec = lookup(layer.type)
+            assert spec is not None
+            view = LayerView(
+                name=layer.name, type=layer.type,
+                bottoms=tuple(layer.bottom), tops=tuple(layer.top), param=layer,
+                phase=attrs["phase"],
+                input_shapes=tuple(tuple(meta[v].shape) for v in attrs["bottoms"]),
+            )
+            _check_counts(view, spec, len(attrs["tops"]), where)
+            who = f"{where}: layer '{layer.name}' ({layer.type})"
+            try:
                 with torch.device("meta"):
-                    result = run(*inputs, **kwargs)
-        except CaffeFxError as e:
-            raise type(e)(f"{where}: layer '{layer.name}' ({layer.type}): {e}") from e
-        except (RuntimeError, ValueError, IndexError) as e:
-            shapes = [list(meta[v].shape) for v in attrs["bottoms"]]
-            raise ShapeError(
-                f"{where}: layer '{layer.name}' ({layer.type}) cannot run on bottoms of shape "
-                f"{shapes}: {e}") from e
-        if not tops and not spec.side_effects:
-            continue  # a layer without tops that has a node: kept by its _is_impure
-        outs = [] if not tops else list(result) if isinstance(result, (tuple, list)) \
-            else [result]
-        if len(outs) != len(tops):
-            raise TypeError(f"{layer.type} lowering gave {len(outs)} outputs for {len(tops)} tops")
-        single = len(tops) == 1
-        name = node_names(_value_name(values[tops[0]], layer.name) if single else layer.name)
-        node = graph.create_node(kind, target, tuple(args), kwargs, name=name)
-        _check_name(node, name)
-        node.meta["caffe_layer"] = layer.name
-        for j, vid in enumerate(tops):
-            if single:
-                out = node
+                    lowered = spec.fn(view)
+            except CaffeFxError as e:
+                raise with_message(e, f"{where}: {e}") from e
+            except RuntimeError as e:  # torch refusing a blob shape (int64 overflow)
+                raise ShapeError(f"{who}: cannot set up its blobs: {e}") from e
+            if isinstance(lowered, CaffeModule):
+                for attr in lowered.caffe_blobs:
+                    blob = getattr(lowered, attr)
+                    check_shape(blob.shape, f"{who}: blob '{attr}'")
+                    totals.append(tuple(blob.shape))
+            info.layers.append(layer.name)
+            tops = attrs["tops"]
+            if lowered is IDENTITY:
+                for j, vid in enumerate(tops):
+                    src = attrs["bottoms"][j if j < len(attrs["bottoms"]) else 0]
+                    env[vid], meta[vid] = env[src], meta[src]
+                continue
+            args: list = [env[v] for v in attrs["bottoms"]]
+            inputs: list = [meta[v] for v in attrs["bottoms"]]
+            for j, down in enumerate(layer.propagate_down[:len(args)]):
+                if not down:  # Net::Init: no diff for this bottom, whatever else needs one
+                    args[j] = _detached(graph, args[j], node_names)
+            if isinstance(lowered, Call) and lowered.packed:
+                args, inputs = [args], [inputs]
+            if isinstance(lowered, CaffeModule):
+                mod_name = module_names(layer.name)
+                root.add_module(mod_name, lowered)
+                info.modules[layer.name] = mod_name
+                modules.append((view, lowered))
+                target, run = mod_name, lowered
+                kind, kwargs = "call_module", {}
+            elif isinstance(lowered, Call):
+                target, run, kind = lowered.fn, lowered.fn, "call_function"
+                kwargs = {k: _readable(v) for k, v in lowered.kwargs.items()}
             else:
-                want = node_names(_value_name(values[vid], layer.name))
-                out = graph.create_node("call_function", operator.getitem, (node, j), name=want)
-                _check_name(out, want)
-            out.meta["caffe_blob"] = values[vid].blob
-            out.meta["shape"] = check_shape(tuple(outs[j].shape),
-                                            f"{who}: top '{values[vid].blob}'")
-            totals.append(out.meta["shape"])
-            env[vid], meta[vid] = out, outs[j]
+                raise TypeError(f"{layer.type} lowering returned {type(lowered).__name__}")
+            try:
+                if inputs or kind == "call_module":
+                    result = run(*inputs, **kwargs)
+                else:  # DummyData: shapes only; the forward makes the values
+                    with torch.device("meta"):
+                        result = run(*inputs, **kwargs)
+            except CaffeFxError as e:
+                raise with_message(e, f"{where}: layer '{layer.name}' ({layer.type}): {e}") from e
+            except (RuntimeError, ValueError, IndexError) as e:
+                shapes = [list(meta[v].shape) for v in attrs["bottoms"]]
+                raise ShapeError(
+                    f"{where}: layer '{layer.name}' ({layer.type}) cannot run on bottoms of shape "
+                    f"{shapes}: {e}") from e
+            if not tops and not spec.side_effects:
+                continue  # a layer without tops that has a node: kept by its _is_impure
+            outs = [] if not tops else list(result) if isinstance(result, (tuple, list)) \
+                else [result]
+            if len(outs) != len(tops):
+                raise TypeError(f"{layer.type} lowering gave {len(outs)} outputs for {len(tops)} tops")
+            single = len(tops) == 1
+            name = node_names(_value_name(values[tops[0]], layer.name) if single else layer.name)
+            node = graph.create_node(kind, target, tuple(args), kwargs, name=name)
+            _check_name(node, name)
+            node.meta["caffe_layer"] = layer.name
+            for j, vid in enumerate(tops):
+                if single:
+                    out = node
+                else:
+                    want = node_names(_value_name(values[vid], layer.name))
+                    out = graph.create_node("call_function", operator.getitem, (node, j), name=want)
+                    _check_name(out, want)
+                out.meta["caffe_blob"] = values[vid].blob
+                out.meta["shape"] = check_shape(tuple(outs[j].shape),
+                                                f"{who}: top '{values[vid].blob}'")
+                totals.append(out.meta["shape"])
+                env[vid], meta[vid] = out, outs[j]
+        except CaffeFxError as e:  # reported with the net's other problems
+            problems.append(e)
+            broken.update(attrs["tops"])
 
+    if problems:
+        raise together(problems, where)
     check_net_total(totals, where)
     if any(getattr(m, "nhwc", False) for _, m in modules):
         result_nodes = {b: _contiguous(graph, env[blobs[b]], meta[blobs[b]], node_names)
@@ -377,14 +397,14 @@ def _param_specs(modules: Sequence[tuple[LayerView, CaffeModule]], names: Mappin
     return specs
 
 
-def _check_support(g: nx.DiGraph, needed: set[int], where: str,
-                   read_problems: Sequence[str], untrusted: str | None) -> None:
-    """Every problem that stops the net from lowering, at once: unknown fields, types the
-    outputs need that caffe_fx cannot lower, fields a layer does not read, untrusted
-    Python layers.  One kind raises its own class (as each check alone would); several
-    raise an UnsupportedNetError naming them all."""
-    layers = [g.nodes[i]["layer"] for i in sorted(needed)
-              if not is_source(g.nodes[i]["layer"])]
+def support_problems(layers: Sequence[caffe_pb2.LayerParameter], where: str,
+                     read_problems: Sequence[str] = (), untrusted: str | None = None
+                     ) -> list[CaffeFxError]:
+    """What stops `layers` from lowering before any is set up, one error per kind: fields
+    no schema knows (`read_problems`), types caffe_fx cannot lower, fields a layer does
+    not read, Python layers not trusted (`untrusted`, the refusal).  Fields a layer type
+    ignores (as Caffe ignores them) are warned about here, all in one warning."""
+    layers = [layer for layer in layers if not is_source(layer)]
     unknown = [(layer.name, layer.type) for layer in layers if lookup(layer.type) is None]
     fields: list[str] = []
     ignored: list[str] = []
@@ -400,30 +420,16 @@ def _check_support(g: nx.DiGraph, needed: set[int], where: str,
             f"{where}: {len(ignored)} field(s) set where the layer type does not read them; "
             "ignored, as Caffe ignores them:\n" + "\n".join(f"  {x}" for x in ignored)),
             stacklevel=2)
-    kinds = [bool(read_problems), bool(unknown), bool(fields), untrusted is not None]
-    if sum(kinds) == 0:
-        return
-    if sum(kinds) == 1:
-        if read_problems:
-            raise ProtoParseError(unknown_fields_message(where, list(read_problems)))
-        if unknown:
-            raise UnsupportedLayerError(unknown, where)
-        if fields:
-            raise UnsupportedFieldError(f"{where}: " + f"\n{where}: ".join(fields))
-        raise UnsupportedFieldError(str(untrusted))
-    parts = []
+    problems: list[CaffeFxError] = []
     if read_problems:
-        parts.append(unknown_fields_message(where, list(read_problems)))
+        problems.append(ProtoParseError(unknown_fields_message(where, list(read_problems))))
     if unknown:
-        parts.append(str(UnsupportedLayerError(unknown, where)))
+        problems.append(UnsupportedLayerError(unknown, where))
     if fields:
-        parts.append(f"{where}: fork fields the layers do not read:\n"
-                     + "\n".join(f"  {line}" for line in fields))
+        problems.append(UnsupportedFieldError(f"{where}: " + f"\n{where}: ".join(fields)))
     if untrusted is not None:
-        parts.append(untrusted)
-    raise UnsupportedNetError(
-        f"{where}: {sum(kinds)} kinds of problems stop this net:\n" + "\n".join(
-            f"({i}) {part}" for i, part in enumerate(parts, 1)), unknown)
+        problems.append(UnsupportedFieldError(untrusted))
+    return problems
 
 
 def _swallowed(g: nx.DiGraph, where: str) -> list[str]:
@@ -443,7 +449,8 @@ def _swallowed(g: nx.DiGraph, where: str) -> list[str]:
     if not out:
         raise InputError(
             f"{where}: the net has no outputs (every blob is read by a layer, and no layer "
-            "leaves a top unread); pass outputs=[...] naming the blobs to return; blobs: "
+            f"leaves a top unread); {spelled('pass outputs=[...]', 'pass --outputs B1,B2')} "
+            "naming the blobs to return; blobs: "
             f"{list(g.graph['blobs'])}")
     return out
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..errors import NetDefinitionError
+from ..errors import together
+from ..frontend.graph import wiring_problems
 from ..proto import caffe_pb2
 
 TopId = tuple[int, int]  # (layer index, top index)
@@ -24,17 +25,15 @@ def split_blob_name(blob: str, layer: str, top_index: int, k: int) -> str:
 
 
 def insert_splits(net: caffe_pb2.NetParameter, where: str = "<net>") -> caffe_pb2.NetParameter:
+    problems = wiring_problems(net, where)
+    if problems:
+        raise together(problems, where)
     last_writer: dict[str, TopId] = {}
     source_of: dict[TopId, TopId] = {}  # (layer, bottom index) -> producing top
     uses: Counter[TopId] = Counter()
     loss_weight: dict[TopId, float] = {}
     for i, layer in enumerate(net.layer):
         for j, blob in enumerate(layer.bottom):
-            if blob not in last_writer:
-                raise NetDefinitionError(
-                    f"{where}: layer '{layer.name}' ({layer.type}): bottom[{j}] = '{blob}' is "
-                    "not produced by any earlier layer (Unknown bottom blob); known blobs: "
-                    f"{', '.join(sorted(last_writer)) or 'none'}")
             source_of[(i, j)] = last_writer[blob]
             uses[last_writer[blob]] += 1
         for j, blob in enumerate(layer.top):

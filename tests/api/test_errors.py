@@ -6,6 +6,7 @@ import pytest
 
 import caffe_fx
 from caffe_fx.errors import (CaffeFxError, IgnoredFieldWarning, InputError, NetDefinitionError,
+                             NetProblemsError,
                              ProtoParseError, ShapeError, UnsupportedFieldError,
                              UnsupportedLayerError, WeightsError)
 
@@ -195,3 +196,105 @@ def test_corrupt_hdf5(tmp_path):
         f.create_dataset("other", data=np.zeros(3))
     with pytest.raises(WeightsError, match=r"without the /data group"):
         caffe_fx.compile(INPUT + CONV, path)
+
+
+# Every problem of a net at once: a user fixes them in one round, not one per compile.
+
+def test_every_dangling_bottom_and_unknown_type_in_one_error():
+    net = INPUT + (
+        'layer { name: "a" type: "ReLU" bottom: "nope" top: "a" }\n'
+        'layer { name: "b" type: "Bogus" bottom: "data" top: "b" }\n'
+        'layer { name: "c" type: "ReLU" bottom: "nope2" top: "c" }\n'
+        'layer { name: "d" type: "ReLU" bottom: "data" top: "a" }\n')
+    with pytest.raises(NetDefinitionError) as e:
+        caffe_fx.compile(net)
+    message = str(e.value)
+    assert "2 kinds of problems" in message
+    assert "layer 'a' (ReLU): bottom[0] = 'nope' is not produced" in message
+    assert "layer 'c' (ReLU): bottom[0] = 'nope2' is not produced" in message
+    assert "layer 'd' (ReLU): top[0] = 'a' is already produced" in message
+    assert "layer 'b' (type: Bogus)" in message
+    # One error, caught by the except of either kind, holding each.
+    assert isinstance(e.value, UnsupportedLayerError)
+    assert isinstance(e.value, NetProblemsError)
+    assert [type(p) for p in e.value.problems] == [NetDefinitionError, UnsupportedLayerError]
+    assert e.value.layers == [("b", "Bogus")]
+
+
+def test_dangling_bottoms_alone_keep_their_class_and_suggest_the_closest_blob():
+    blobs = "".join(f'layer {{ name: "r{i}" type: "ReLU" bottom: "data" top: "relu{i}" }}\n'
+                    for i in range(14))
+    net = INPUT + blobs + ('layer { name: "x" type: "ReLU" bottom: "relu_3" top: "x" }\n'
+                           'layer { name: "y" type: "ReLU" bottom: "relu_3" top: "y" }\n')
+    with pytest.raises(NetDefinitionError) as e:
+        caffe_fx.compile(net)
+    assert type(e.value) is NetDefinitionError
+    lines = str(e.value).splitlines()
+    assert len(lines) == 2 and "layer 'x'" in lines[0] and "layer 'y'" in lines[1]
+    assert "15 blobs are known; the closest: relu3" in lines[0]
+
+
+def test_every_layer_that_cannot_be_set_up_in_one_error():
+    net = INPUT + (
+        'layer { name: "a" type: "Convolution" bottom: "data" top: "a" '
+        'convolution_param { num_output: 2 kernel_size: 3 stride: 0 } }\n'
+        'layer { name: "after_a" type: "ReLU" bottom: "a" top: "after_a" }\n'
+        'layer { name: "p" type: "Pooling" bottom: "data" top: "p" '
+        'pooling_param { pool: MAX kernel_size: 20 } }\n'
+        'layer { name: "e" type: "Eltwise" bottom: "data" bottom: "p" top: "e" }\n'
+        'layer { name: "q" type: "InnerProduct" bottom: "data" top: "q" '
+        'inner_product_param { num_output: 0 } }\n')
+    with pytest.raises(ShapeError) as e:
+        caffe_fx.compile(net)
+    message = str(e.value)
+    assert isinstance(e.value, UnsupportedFieldError)
+    assert "layer 'a' (Convolution): convolution_param stride = 0" in message
+    assert "layer 'q' (InnerProduct): inner_product_param.num_output = 0" in message
+    assert "layer 'p' (Pooling): pooling_param kernel h = 20 is larger" in message
+    # What reads a failed layer's top has no shapes to be checked on: not reported.
+    assert "after_a" not in message and "layer 'e'" not in message
+
+
+def test_every_blob_too_large_in_one_error():
+    net = INPUT + "".join(
+        f'layer {{ name: "ip{i}" type: "InnerProduct" bottom: "data" top: "ip{i}" '
+        f'inner_product_param {{ num_output: {2 ** 30} }} }}\n' for i in range(5))
+    with pytest.raises(ShapeError) as e:
+        caffe_fx.compile(net)
+    assert type(e.value) is ShapeError
+    assert [f"layer 'ip{i}'" in str(e.value) for i in range(5)] == [True] * 5
+
+
+@pytest.mark.parametrize("save", ["save", "save_hdf5"])
+def test_every_layer_whose_weights_do_not_fit_in_one_error(tmp_path, save):
+    from caffe_fx import pycaffe
+    convs = ('layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1" '
+             'convolution_param {{ num_output: 4 kernel_size: {k} }} }}\n'
+             'layer {{ name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2" '
+             'convolution_param {{ num_output: 2 kernel_size: 1 }} }}\n'
+             'layer {{ name: "ip" type: "InnerProduct" bottom: "conv2" top: "ip" '
+             'inner_product_param {{ num_output: {n} }} }}\n')
+    stored = tmp_path / "stored.prototxt"
+    stored.write_text(INPUT + convs.format(k=5, n=3))
+    path = tmp_path / f"w.{'h5' if save == 'save_hdf5' else 'caffemodel'}"
+    getattr(pycaffe.Net(str(stored), pycaffe.TEST), save)(str(path))
+    with pytest.raises(WeightsError) as e:
+        caffe_fx.compile(INPUT + convs.format(k=3, n=4), path)
+    lines = str(e.value).splitlines()
+    assert len(lines) == 2
+    assert "layer 'conv1' (Convolution): blob 0 (weight) has shape [4, 3, 5, 5]" in lines[0]
+    # InnerProduct: both blobs named in its one line (conv2's fit: not reported).
+    assert "layer 'ip' (InnerProduct): blob 0 (weight) has shape [3, 32]" in lines[1]
+    assert "blob 1 (bias) has shape [3]" in lines[1]
+    assert "conv2" not in str(e.value)
+
+
+def test_several_kinds_pickle_as_they_are():
+    import pickle
+    net = INPUT + ('layer { name: "a" type: "ReLU" bottom: "nope" top: "a" }\n'
+                   'layer { name: "b" type: "Bogus" bottom: "data" top: "b" }\n')
+    with pytest.raises(NetProblemsError) as e:
+        caffe_fx.compile(net)
+    again = pickle.loads(pickle.dumps(e.value))
+    assert type(again) is type(e.value) and str(again) == str(e.value)
+    assert [type(p) for p in again.problems] == [NetDefinitionError, UnsupportedLayerError]

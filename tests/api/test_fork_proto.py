@@ -6,7 +6,7 @@ import torch
 
 import caffe_fx
 from caffe_fx.errors import (ProtoError, ProtoParseError, UnsupportedFieldError,
-                             UnsupportedLayerError, UnsupportedNetError)
+                             UnsupportedLayerError, NetProblemsError)
 from caffe_fx.frontend.read import read_net
 from caffe_fx.lowering.registry import LayerSpec, LayerView, field_problems
 from caffe_fx.proto import caffe_pb2
@@ -153,7 +153,7 @@ layer { name: "r" type: "ReLU" bottom: "data" top: "r" bogus: 1 }
 layer { name: "x" type: "MysteryLayer" bottom: "r" top: "x" }
 layer { name: "py" type: "Python" bottom: "x" top: "y" python_param { module: "m" layer: "L" } }
 """
-    with pytest.raises(UnsupportedNetError) as e:
+    with pytest.raises(NetProblemsError) as e:
         caffe_fx.compile(text)
     message = str(e.value)
     assert "3 kinds of problems" in message
@@ -174,7 +174,7 @@ layer { name: "y" type: "OtherLayer" bottom: "x" top: "y" }
 """
     with pytest.raises(UnsupportedLayerError) as e:
         caffe_fx.compile(text)
-    assert not isinstance(e.value, UnsupportedNetError)
+    assert not isinstance(e.value, NetProblemsError)
     assert e.value.layers == [("x", "MysteryLayer"), ("y", "OtherLayer")]
 
 

@@ -38,11 +38,27 @@ def test_net_state_keeps_the_files_and_overrides_phase_and_level():
 
 
 def test_a_failing_pass_is_named_and_chained():
-    net = INPUT + 'layer { name: "r" type: "ReLU" bottom: "nothing" top: "r" }\n'
-    with pytest.raises(NetDefinitionError, match=r"Unknown bottom blob.*\[in pass insert_splits\]$"
+    net = INPUT + ('layer { name: "r" type: "ReLU" bottom: "data" top: "r" '
+                   'include { phase: TEST } exclude { phase: TRAIN } }\n')
+    with pytest.raises(NetDefinitionError, match=r"layer 'r'.*\[in pass filter_phase\]$"
                        ) as e:
         caffe_fx.compile(net)
     assert isinstance(e.value.__cause__, NetDefinitionError)
+    assert "[in pass" not in str(e.value.__cause__)
+
+
+def test_a_miswired_net_is_refused_after_filter_phase_with_its_other_problems():
+    """Dangling bottoms are looked for in the phase's layers only (a TRAIN-only producer
+    does not count for TEST), and come with the layer types caffe_fx lacks."""
+    net = INPUT + ('layer { name: "t" type: "ReLU" bottom: "data" top: "t" '
+                   'include { phase: TRAIN } }\n'
+                   'layer { name: "r" type: "ReLU" bottom: "t" top: "r" }\n'
+                   'layer { name: "u" type: "IPlugin" bottom: "data" top: "u" }\n')
+    with pytest.raises(NetDefinitionError) as e:
+        caffe_fx.compile(net, phase="test")
+    assert isinstance(e.value, UnsupportedLayerError)
+    assert "layer 'r' (ReLU): bottom[0] = 't' is not produced" in str(e.value)
+    assert e.value.layers == [("u", "IPlugin")]
 
 
 def test_a_failing_build_keeps_the_error_class_and_its_fields():
