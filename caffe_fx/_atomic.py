@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from .errors import CaffeFxError, OutputExistsError, WriteError
+from .errors import CaffeFxError, OutputExistsError, WriteError, spelled
 
 
 def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
@@ -27,8 +27,8 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
     p = Path(path)
     if not force and (p.exists() or p.is_symlink()):
         raise OutputExistsError(
-            f"{p}: already exists; refusing to overwrite it (pass force=True, or --force "
-            "on the command line)")
+            f"{p}: already exists; refusing to overwrite it (pass "
+            f"{spelled('force=True, or --force on the command line', '--force')})")
     if p.is_dir():
         raise OutputExistsError(f"{p}: is a folder; a file was to be written there")
     return p

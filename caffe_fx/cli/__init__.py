@@ -2,7 +2,7 @@
 
 One module per subcommand in this package, each with `add_parser(subparsers)` and
 `run(args) -> int`.  Exit codes scripts can rely on: 0 success, 1 a caffe_fx error
-(bad net, bad weights, refused overwrite; one line on stderr, traceback with --debug),
+(bad net, bad weights, refused overwrite; one message on stderr, traceback with --debug),
 2 bad command-line usage, 130 interrupted.
 """
 from __future__ import annotations
@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TextIO
 
-from ..errors import CALLER, CaffeFxError
+from ..errors import CALLER, CaffeFxError, CaffeFxWarning
 
 # Subcommand name -> module in this package.  Modules are imported lazily so that
 # `caffe-fx --help` stays fast.
@@ -49,6 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_printer(command: str, default: Callable[..., None]) -> Callable[..., None]:
+    """caffe_fx's warnings as the errors are: `caffe-fx CMD: warning: ...` on stderr,
+    without Python's file and source line (--debug keeps them); others as Python prints
+    them."""
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
+        if issubclass(category, CaffeFxWarning):
+            print(f"caffe-fx {command}: warning: {message}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     # `caffe-fx MODEL.caffemodel [...]` is short for `caffe-fx convert MODEL.caffemodel`.
@@ -60,7 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_list)
     token = CALLER.set("cli")  # advice in messages names this command line's flags
     try:
-        return int(args.run(args) or 0)
+        with warnings.catch_warnings():
+            if not args.debug:
+                warnings.showwarning = _warning_printer(args.command, warnings.showwarning)
+            return int(args.run(args) or 0)
     except CaffeFxError as e:
         if args.debug:
             raise

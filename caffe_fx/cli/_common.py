@@ -10,16 +10,27 @@ import argparse
 
 
 def input_shape(text: str) -> tuple[str, tuple[int, ...]]:
-    """`data=1,3,224,224` -> ("data", (1, 3, 224, 224)); argparse reports errors (exit 2)."""
+    """`data=1,3,224,224` -> ("data", (1, 3, 224, 224)); argparse reports errors (exit 2),
+    each saying what is wrong with the text."""
     blob, sep, dims = text.partition("=")
-    try:
-        shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
-    except ValueError:
-        shape = ()
-    if not sep or not blob or not shape or any(d < 0 for d in shape):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not BLOB=DIMS; expected e.g. data=1,3,224,224")
-    return blob, shape
+    example = "expected e.g. data=1,3,224,224"
+    if not sep or not blob:
+        raise argparse.ArgumentTypeError(f"{text!r} is not BLOB=DIMS; {example}")
+    parts = [d.strip() for d in dims.replace("x", ",").split(",")]
+    if not any(parts):
+        raise argparse.ArgumentTypeError(f"{text!r} gives no dims for '{blob}'; {example}")
+    shape = []
+    for k, d in enumerate(parts):
+        try:
+            value = int(d)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: dim {k} = {d!r} is not an integer; {example}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: dim {k} = {value} is negative; allowed: 0 or more")
+        shape.append(value)
+    return blob, tuple(shape)
 
 
 def add_net_arguments(p: argparse.ArgumentParser, *, weights: str | None) -> None:

@@ -171,13 +171,20 @@ def load_net(model: str, weights: str | None, *, phase: str, level: int,
     """compile() plus the phase-filtered NetParameter and the data feed."""
     from .. import pipeline
     from ..compiler import compile
+    from ..data.top_shapes import READS_BATCHES
     from ..pycaffe.plan import top_loss_weights
 
     prepared = pipeline.prepare(model, phase=phase, level=level, stages=stage,
                                 caffe_proto=caffe_proto)
     net = prepared.net
-    gm = compile(model, weights, phase=cast(Literal["train", "test"], phase), level=level,
-                 stages=stage, caffe_proto=caffe_proto, fuse=fuse).to(device)
+    # With a feed, the data layers' tops are read, not given: no --input-shape advice.
+    token = READS_BATCHES.set(True) if feed else None
+    try:
+        gm = compile(model, weights, phase=cast(Literal["train", "test"], phase),
+                     level=level, stages=stage, caffe_proto=caffe_proto, fuse=fuse).to(device)
+    finally:
+        if token is not None:
+            READS_BATCHES.reset(token)
     weights_by_top: dict[str, float] = {}
     for layer in net.layer:
         for top, w in zip(layer.top, top_loss_weights(layer)):

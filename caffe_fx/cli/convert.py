@@ -74,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
     from .. import weights_io as wio  # torch: not needed for --help
 
     model = args.model
+    if args.caffe_proto and not args.prototxt:
+        from ..errors import InputError
+
+        raise InputError(f"--caffe-proto {args.caffe_proto}: the schema reads --prototxt, "
+                         "which is not given (a caffemodel's blobs need no schema)")
     wio.input_format(model)  # a missing input is named before anything else
     out = args.output or default_output(model)
     fmt = wio.output_format(out)

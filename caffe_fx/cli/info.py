@@ -27,8 +27,7 @@ def run(args: argparse.Namespace) -> int:
     shapes = input_shapes(args)
     summary = summarize(args.prototxt, phase=args.phase, input_shapes=shapes,
                         caffe_proto=args.caffe_proto)
-    print(format_table(summary))
-    if args.weights is not None:
+    if args.weights is not None:  # checked before the table: an error comes alone
         from ..compiler import compile
         from ..frontend.read import read_stored
 
@@ -36,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
         compile(args.prototxt, args.weights, phase=args.phase, input_shapes=shapes,
                 caffe_proto=args.caffe_proto)
         stored = read_stored(args.weights).layers
+    print(format_table(summary))
+    if args.weights is not None:
         with_blobs = [r.name for r in summary.rows if r.params]
         found = [n for n in with_blobs if n in stored]
         print(f"Weights: {args.weights}: {len(found)} of {len(with_blobs)} layers with "

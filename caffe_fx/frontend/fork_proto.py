@@ -22,7 +22,11 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf import message as _message
 from google.protobuf.descriptor import FieldDescriptor
 
-from ..errors import ProtoError, ProtoParseError
+from ..errors import ProtoError, ProtoParseError, spelled
+
+
+def _named(proto_path: str) -> str:
+    return spelled(f"caffe_proto={proto_path!r}", f"--caffe-proto {proto_path}")
 
 
 @functools.lru_cache(maxsize=8)
@@ -30,7 +34,7 @@ def fork_net_parameter(proto_path: str) -> type:
     """The NetParameter class of the schema in `proto_path` (compiled once per path)."""
     path = Path(proto_path)
     if not path.is_file():
-        raise ProtoError(f"caffe_proto={proto_path!r}: no such .proto file")
+        raise ProtoError(f"{_named(proto_path)}: no such .proto file")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "set.pb"
         args = [f"-I{path.parent}", f"--descriptor_set_out={out}", "--include_imports",
@@ -45,7 +49,7 @@ def fork_net_parameter(proto_path: str) -> type:
     try:
         desc = pool.FindMessageTypeByName(full)
     except KeyError as e:
-        raise ProtoError(f"caffe_proto={proto_path!r}: defines no message {full}; "
+        raise ProtoError(f"{_named(proto_path)}: defines no message {full}; "
                          "is it a caffe.proto?") from e
     return message_factory.GetMessageClass(desc)
 
@@ -58,18 +62,18 @@ def _run_protoc(args: list[str], proto_path: str) -> None:
     if protoc is not None:
         rc = protoc.main(["protoc", *args])
         if rc != 0:
-            raise ProtoError(f"caffe_proto={proto_path!r}: protoc (grpcio-tools) failed "
+            raise ProtoError(f"{_named(proto_path)}: protoc (grpcio-tools) failed "
                              f"with exit code {rc}; see its messages above")
         return
     exe = shutil.which("protoc")
     if exe is None:
         raise ProtoError(
-            f"caffe_proto={proto_path!r}: compiling a fork's caffe.proto needs protoc; "
+            f"{_named(proto_path)}: compiling a fork's caffe.proto needs protoc; "
             "install it with `pip install grpcio-tools` (or put `protoc` on PATH)")
     proc = subprocess.run([exe, *args], capture_output=True, text=True,
                           env={**os.environ})
     if proc.returncode != 0:
-        raise ProtoError(f"caffe_proto={proto_path!r}: protoc failed: {proc.stderr.strip()}")
+        raise ProtoError(f"{_named(proto_path)}: protoc failed: {proc.stderr.strip()}")
 
 
 def carry_by_name(src: _message.Message, dst: _message.Message, where: str,

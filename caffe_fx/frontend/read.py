@@ -19,7 +19,7 @@ import numpy as np
 from google.protobuf import message as _message
 from google.protobuf import text_format
 
-from ..errors import ProtoParseError, UnusedWeightsWarning, WeightsError
+from ..errors import ProtoParseError, UnusedWeightsWarning, WeightsError, spelled
 from ..proto import caffe_pb2
 from .files import check_file, max_text_bytes
 from .hdf5 import is_hdf5, read_hdf5
@@ -67,8 +67,8 @@ def unknown_fields_message(where: str, found: list[str]) -> str:
     return (f"{where}: {len(found)} field(s) that neither Caffe's schema nor the forks "
             "caffe_fx bundles (caffe_fx/proto/dialects.proto) define:\n"
             + "\n".join(f"  {line}" for line in found)
-            + "\nA net written for another fork: pass its caffe.proto as caffe_proto= "
-            "(the CLI's --caffe-proto)")
+            + "\nA net written for another fork: pass its caffe.proto as "
+            + spelled("caffe_proto= (the CLI's --caffe-proto)", "--caffe-proto"))
 
 
 def _located(e: text_format.ParseError, where: str) -> str:
@@ -158,7 +158,7 @@ def _read_text(source: str | os.PathLike, where: str) -> str:
         except UnicodeDecodeError as e:
             raise ProtoParseError(
                 f"{where}: not a text prototxt (binary data; is it a .caffemodel? pass it "
-                "as weights=)") from e
+                f"{spelled('as weights=', 'as WEIGHTS, after the prototxt')})") from e
         except OSError as e:
             raise ProtoParseError(f"{where}: cannot read the prototxt: {e}") from e
     return s

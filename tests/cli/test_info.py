@@ -168,12 +168,20 @@ def test_errors_are_one_line_unless_debug(capsys: pytest.CaptureFixture[str]) ->
             main(argv)
 
 
-@pytest.mark.parametrize("bad", ["data", "data=", "=1,2", "data=1,a", "data=-1,3"])
-def test_bad_input_shape_is_a_usage_error(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("bad, why", [
+    ("data", "'data' is not BLOB=DIMS"),
+    ("=1,2", "'=1,2' is not BLOB=DIMS"),
+    ("data=", "'data=' gives no dims for 'data'"),
+    ("data=1,a", "'data=1,a': dim 1 = 'a' is not an integer"),
+    ("data=1,,3", "'data=1,,3': dim 1 = '' is not an integer"),
+    ("data=1,1,-5,28", "'data=1,1,-5,28': dim 2 = -5 is negative; allowed: 0 or more"),
+])
+def test_bad_input_shape_is_a_usage_error_saying_what_is_wrong(
+        bad: str, why: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         main(["info", str(TINY), "--input-shape", bad])
     assert e.value.code == 2
-    assert "is not BLOB=DIMS" in capsys.readouterr().err
+    assert f"caffe-fx info: error: argument --input-shape: {why}" in capsys.readouterr().err
 
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:
