@@ -163,14 +163,22 @@ def fit_layer(where: str, slots: LayerSlots, blobs: Sequence[StoredBlob | None],
 def fit(stored: StoredWeights, slots: Mapping[str, LayerSlots], where: str
         ) -> dict[str, list[np.ndarray | None]]:
     """Net::CopyTrainedLayersFrom: every stored layer the net has, fitted; the others
-    are skipped, as Caffe skips them ("Ignoring source layer").  The layers that do not
-    fit are reported together."""
+    are skipped, as Caffe skips them ("Ignoring source layer")."""
+    return fit_layers(stored.layers, slots, where, hdf5=stored.hdf5)
+
+
+def fit_layers(layers: Mapping[str, Sequence[StoredBlob | None]],
+               slots: Mapping[str, LayerSlots], where: str, *, hdf5: bool = False,
+               legacy_unknown: bool = False) -> dict[str, list[np.ndarray | None]]:
+    """fit_layer on every layer of `layers` that `slots` has, in the order of `layers`;
+    the layers that do not fit are reported together, in one WeightsError."""
     fitted: dict[str, list[np.ndarray | None]] = {}
     problems: list[CaffeFxError] = []
-    for name, blobs in stored.layers.items():
+    for name, blobs in layers.items():
         if name in slots:
             try:
-                fitted[name] = fit_layer(where, slots[name], blobs, hdf5=stored.hdf5)
+                fitted[name] = fit_layer(where, slots[name], blobs, hdf5=hdf5,
+                                         legacy_unknown=legacy_unknown)
             except WeightsError as e:
                 problems.append(e)
     if problems:

@@ -29,7 +29,7 @@ from torch import fx
 from . import binding, pipeline
 from .data.top_shapes import READS_BATCHES
 from .errors import (CALLER, DeviceError, InputError, NetDefinitionError, ProtoError,
-                     UnusedWeightsWarning)
+                     UnusedWeightsWarning, spelled)
 from .frontend.read import read_net
 from .proto import caffe_pb2
 
@@ -894,10 +894,14 @@ class Solver(_Training):
         if missing and given is None:
             what = "inputs=callable(iteration)" if test_index < 0 else \
                 "test_inputs=callable(test_net_index, test_iteration)"
+            how = spelled(f"give them with Solver({what} -> {{blob: array}})",
+                          "caffe-fx train reads batches from data layers only (Data, "
+                          "HDF5Data, ImageData...): put one in the net, or give the "
+                          f"blobs from Python with caffe_fx.Solver({what} -> "
+                          "{blob: array})")
             raise InputError(
                 f"{runner.where}: the {'train' if test_index < 0 else f'test #{test_index}'} net's "
-                f"input blob(s) {missing} are filled by no data layer; give them with "
-                f"Solver({what} -> {{blob: array}})")
+                f"input blob(s) {missing} are filled by no data layer; {how}")
         if test_index < 0:
             count = [0]
 

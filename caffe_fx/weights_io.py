@@ -142,11 +142,14 @@ def net_layout(prototxt: NetSource, phase: str = "test",
     return NetLayout(prepared.where, layers, keys)
 
 
-def _fit(slots: LayerSlots, blobs: Sequence[StoredBlob], where: str) -> list[np.ndarray]:
-    """The blobs of one layer in the net's shapes, checked as CopyTrainedLayersFrom does;
-    dump files lose the legacy flag, so any 4-D array gets ShapeEquals' leeway."""
-    fitted = binding.fit_layer(where, slots, blobs, legacy_unknown=True)
-    return [a for a in fitted if a is not None]
+def _fit(layout: NetLayout, blobs: Mapping[str, Sequence[StoredBlob]], where: str
+         ) -> dict[str, list[np.ndarray]]:
+    """The layers of `blobs` that the net has, in the net's order and shapes, checked as
+    CopyTrainedLayersFrom does (every layer that does not fit named at once); dump files
+    lose the legacy flag, so any 4-D array gets ShapeEquals' leeway."""
+    ordered = {name: blobs[name] for name in layout.layers if name in blobs}
+    fitted = binding.fit_layers(ordered, layout.layers, where, legacy_unknown=True)
+    return {name: [a for a in arrays if a is not None] for name, arrays in fitted.items()}
 
 
 # --------------------------------------------------------------------------- keys
@@ -192,8 +195,8 @@ def flat_to_blobs(arrays: Mapping[str, np.ndarray], where: str,
         out[layer] = [StoredBlob(_as_float32(by_index[i], f"{where}: layer '{layer}' blob {i}"),
                                  False) for i in range(len(by_index))]
     if layout is not None:  # the net's order, and the net's shapes
-        out = {name: [StoredBlob(a, False) for a in _fit(layout.layers[name], out[name], where)]
-               for name in layout.layers if name in out}
+        out = {name: [StoredBlob(a, False) for a in arrays]
+               for name, arrays in _fit(layout, out, where).items()}
     return out
 
 
@@ -208,10 +211,10 @@ def blobs_to_flat(blobs: Blobs, where: str, layout: NetLayout | None = None
                 for i, b in enumerate(bl)}, []
     flat: dict[str, np.ndarray] = {}
     skipped = [name for name in blobs if name not in layout.layers]
-    for name, slots in layout.layers.items():
-        if name in blobs:
-            for attr, arr in zip(slots.attrs, _fit(slots, blobs[name], where)):
-                flat[f"{slots.module}.{attr}"] = arr
+    for name, arrays in _fit(layout, blobs, where).items():
+        slots = layout.layers[name]
+        for attr, arr in zip(slots.attrs, arrays):
+            flat[f"{slots.module}.{attr}"] = arr
     return flat, skipped
 
 
@@ -251,9 +254,8 @@ def read_blobs(path: str | os.PathLike, layout: NetLayout | None = None) -> Blob
         blobs = {n: b for n, b in read_weights(path).items() if b}
         if layout is not None:
             skipped = {n: b for n, b in blobs.items() if n not in layout.layers}
-            blobs = {n: [StoredBlob(a, False) for a in _fit(layout.layers[n], blobs[n],
-                                                             os.fspath(path))]
-                     for n in layout.layers if n in blobs}
+            blobs = {n: [StoredBlob(a, False) for a in arrays]
+                     for n, arrays in _fit(layout, blobs, os.fspath(path)).items()}
             blobs.update(skipped)  # kept (and reported) by the caller
         return blobs
     return flat_to_blobs(read_flat(path, fmt), os.fspath(path), layout)

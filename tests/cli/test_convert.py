@@ -345,6 +345,21 @@ def test_weights_that_do_not_fit_the_net(tmp_path, capsys):
         one_error_line(capsys)
 
 
+def test_every_layer_that_does_not_fit_is_named_at_once(tmp_path, capsys):
+    proto, _, _ = golden("small")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **{"conv1.0": np.zeros((4, 3, 5, 5), np.float32),
+                     "conv1.1": np.zeros(4, np.float32),
+                     "fc.0": np.zeros((5, 63), np.float32), "fc.1": np.zeros(6, np.float32)})
+    assert convert(bad, "-o", tmp_path / "bad.caffemodel", "--prototxt", proto) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and not (tmp_path / "bad.caffemodel").exists()
+    assert "layer 'conv1' (Convolution): blob 0 (weight) has shape [4, 3, 5, 5]" in err[0]
+    assert "layer 'fc' (InnerProduct): blob 0 (weight) has shape [5, 63] in the weights " \
+           "but [5, 64] in the net" in err[1]
+    assert "blob 1 (bias) has shape [6] in the weights but [5] in the net" in err[1]
+
+
 def test_hdf5_refuses_layer_names_with_a_slash(tmp_path, capsys):
     _, model, _ = golden("named")
     assert convert(model, "-o", tmp_path / "w.caffemodel.h5") == 1

@@ -139,3 +139,14 @@ def test_warnings_are_lines_of_the_command(files, tmp_path, capsys):
                         "net: 1 layer(s) of the net not filled from them (they keep Caffe's "
                         "fillers): conv2")
     assert len(lines) == 3  # each once, with no Python source lines
+
+
+def test_train_on_input_blobs_says_what_the_command_reads(tmp_path, capsys):
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(f'net: "{_ip_net(tmp_path)}"\nbase_lr: 0.01\nmax_iter: 1\n'
+                      'lr_policy: "fixed"\nsolver_mode: CPU\n')
+    code, _, err = run(["train", "--solver", solver], capsys)
+    assert code == 1
+    assert "the train net's input blob(s) ['data'] are filled by no data layer; caffe-fx " \
+           "train reads batches from data layers only" in err
+    assert "from Python with caffe_fx.Solver(inputs=" in err
