@@ -43,6 +43,7 @@ __all__ = [
     "ExportError",
     "BlobNameError",
     "DeviceError",
+    "FileOpenError",
     "PycaffeNotImplementedError",
     "CaffeAliasError",
     "CaffeFxWarning",
@@ -96,8 +97,9 @@ class UnsupportedLayerError(CaffeFxError, NotImplementedError):
 
     def __init__(self, layers: Iterable[tuple[str, str]], source: str = "<net>"):
         self.layers = list(layers)
-        lines = "\n".join(f"  layer '{name}' (type: {kind})" for name, kind in self.layers)
-        kinds = sorted({kind for _, kind in self.layers})
+        lines = "\n".join(f"  layer '{name}' (type: {kind or chr(39) * 2})"
+                           for name, kind in self.layers)
+        kinds = sorted({kind or "'' (no type: given)" for _, kind in self.layers})
         super().__init__(
             f"{source}: Unknown layer type{'s' if len(kinds) > 1 else ''} "
             f"{', '.join(kinds)} in {len(self.layers)} layer(s):\n{lines}\n"
@@ -245,6 +247,11 @@ class BlobNameError(CaffeFxError, KeyError):
 
 class DeviceError(CaffeFxError, RuntimeError):
     """A device that is not there: `set_mode_gpu()` on a machine without CUDA."""
+
+
+class FileOpenError(CaffeFxError, RuntimeError):
+    """pycaffe's `Net()` given a net or weights file it cannot open: a RuntimeError
+    ("Could not open file X"), as pycaffe's CheckFile raises it."""
 
 
 class PycaffeNotImplementedError(CaffeFxError, NotImplementedError):

@@ -11,7 +11,8 @@ nets written here (Input and MemoryData layers only: no LMDB), and stores:
   images/*.png             two small images for Detector.detect_windows
   solvers.json             per solver case: class, blob/param names and shapes, param, lr
   outputs.npz              Classifier/Detector predictions, MemoryData blobs per forward
-  errors.json              pycaffe's exception (class, message) per error case
+  errors.json              pycaffe's exception (class, message) per error case, Net() on
+                           files it cannot open among them
                            (bad_solver.prototxt is not run: Caffe aborts on it, a CHECK)
 
 caffe.io.load_image fails in this chroot (skimage's old `as_grey` keyword, see
@@ -221,6 +222,13 @@ record_error("memory_wrong_dims", lambda: mem.set_input_arrays(
     rng.randn(4, 3, 3, 3).astype(np.float32), labels))
 record_error("memory_float64", lambda: mem.set_input_arrays(data.astype(np.float64), labels))
 record_error("memory_not_memory", lambda: loaded.set_input_arrays(data, labels))
+
+# ---- files Net() cannot open (CheckFile: a RuntimeError, not a CHECK abort) -----------
+record_error("net_missing_prototxt", lambda: caffe.Net("nope.prototxt", caffe.TEST))
+record_error("net_missing_weights", lambda: caffe.Net("classifier.prototxt", caffe.TEST,
+                                                      weights="nope.caffemodel"))
+record_error("net_missing_weights_legacy", lambda: caffe.Net("classifier.prototxt",
+                                                             "nope.caffemodel", caffe.TEST))
 
 np.savez(os.path.join(here, "outputs.npz"), **outs)
 with open(os.path.join(here, "errors.json"), "w") as f:

@@ -33,12 +33,12 @@ def describe(source: NetSource) -> str:
     """How error messages name a net: its path, or a placeholder for text/messages."""
     if isinstance(source, caffe_pb2.NetParameter):
         return "<NetParameter>"
-    if isinstance(source, os.PathLike) or _is_path(os.fspath(source)):
+    if isinstance(source, os.PathLike) or is_path(os.fspath(source)):
         return os.fspath(source)
     return "<prototxt string>"
 
 
-def _is_path(s: str) -> bool:
+def is_path(s: str) -> bool:
     # Prototxt text always has a newline, a brace or a colon-separated field.
     return "\n" not in s and "{" not in s and not re.match(r"^\s*\w+\s*:", s)
 
@@ -147,7 +147,7 @@ def read_net(source: NetSource, caffe_proto: str | os.PathLike | None = None,
 
 def _read_text(source: str | os.PathLike, where: str) -> str:
     s = os.fspath(source)
-    if isinstance(source, os.PathLike) or _is_path(s):
+    if isinstance(source, os.PathLike) or is_path(s):
         if s and not os.path.lexists(s):
             raise ProtoParseError(
                 f"{where}: no such prototxt file (a path, prototxt text, or a NetParameter "

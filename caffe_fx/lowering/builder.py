@@ -183,14 +183,19 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
                          f"inputs: {sources}")
 
     wanted = list(outputs) if outputs is not None else list(g.graph["outputs"])
-    if not wanted:
-        wanted = _swallowed(g, where)
+    unusable: list[CaffeFxError] = []  # outputs that cannot be: said with the rest
+    if not wanted and outputs is None:
+        try:
+            wanted = _swallowed(g, where)
+        except InputError as e:
+            unusable.append(e)
     missing = [b for b in wanted if b not in blobs]
     if missing:
         what = spelled(f"outputs={missing} are",
                        f"--outputs {','.join(missing)} names {missing}, which are")
-        raise InputError(f"{where}: {what} not blobs of the net (in this phase); blobs: "
-                         f"{list(blobs)}")
+        unusable.append(InputError(f"{where}: {what} not blobs of the net (in this phase); "
+                                   f"blobs: {list(blobs)}"))
+        wanted = [b for b in wanted if b in blobs]
     # Without outputs=, every layer is set up (as Caffe does, so every blob gets its
     # shape); nodes nothing reads are dropped from the graph at the end.
     needed = set(g.nodes) if outputs is None else set()
@@ -203,7 +208,7 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
             needed |= {i} | nx.ancestors(g, i)
 
     early = support_problems([g.nodes[i]["layer"] for i in sorted(needed)], where,
-                             read_problems, untrusted)
+                             read_problems, untrusted) + unusable
     if early:
         raise together(early, where)
 

@@ -24,13 +24,14 @@ from ..data.top_shapes import READS_BATCHES
 from ..errors import (
     BlobNameError,
     DeviceError,
+    FileOpenError,
     InputArrayError,
     InputError,
     ShapeError,
     WeightsError,
 )
 from ..frontend.hdf5 import is_hdf5, write_hdf5
-from ..frontend.read import NetSource, read_stored
+from ..frontend.read import NetSource, is_path, read_stored
 from ..lowering.builder import SOURCE_TYPES, Built, Lowering
 from ..layers import layers_overlay
 from ..lowering.expose import alias, expose_values
@@ -155,6 +156,18 @@ class NetLayer:
         return f"<caffe_fx.pycaffe layer type={self.type!r} blobs={len(self.blobs)}>"
 
 
+def _check_file(source: Any) -> None:
+    """pycaffe's CheckFile: a path Net() cannot open is a RuntimeError, "Could not open
+    file X" (prototxt text and NetParameters pass)."""
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and is_path(source)):
+        try:
+            with open(source, "rb"):
+                pass
+        except OSError as e:
+            raise FileOpenError(f"Could not open file {os.fspath(source)} "
+                                f"({e.strerror or e})") from None
+
+
 class Net:
     """`caffe.Net(network_file, phase, level=0, stages=None, weights=None)`, or the
     legacy `caffe.Net(network_file, pretrained_file, phase)`."""
@@ -181,6 +194,7 @@ class Net:
         if phase is None:
             raise InputError("Net(network_file, phase, ...): phase is required; allowed: "
                              "caffe.TRAIN, caffe.TEST")
+        _check_file(network_file)
         self._layers = dict(layers) if layers else None
         with layers_overlay(self._layers, "Net(layers=...)"):
             prepared = pipeline.prepare(network_file, phase=phase, level=level,
@@ -228,6 +242,7 @@ class Net:
                 if w:
                     self.blobs[top].diff[...] = w
         if weights is not None:
+            _check_file(weights)
             self.copy_from(weights)
 
     # -- compiling -------------------------------------------------------------------

@@ -298,3 +298,14 @@ def test_several_kinds_pickle_as_they_are():
     again = pickle.loads(pickle.dumps(e.value))
     assert type(again) is type(e.value) and str(again) == str(e.value)
     assert [type(p) for p in again.problems] == [NetDefinitionError, UnsupportedLayerError]
+
+
+def test_unknown_fields_are_reported_even_when_the_net_has_no_outputs():
+    # A typo leaves a layer without type or tops: its field, its missing type and the
+    # empty outputs all come in one error, the field first.
+    with pytest.raises(ProtoParseError) as e:
+        caffe_fx.compile('layer { name: "x" typo: 3 }\n')
+    message = str(e.value)
+    assert message.index("has no field 'typo'") < message.index("Unknown layer type ''")
+    assert isinstance(e.value, InputError) and isinstance(e.value, UnsupportedLayerError)
+    assert "the net has no outputs" in message
