@@ -17,30 +17,53 @@ from typing import Any
 
 import torch
 
-__all__ = ["average_gradients", "broadcast_parameters", "init_from_env", "is_root", "launch",
-           "rank", "world_size"]
+__all__ = ["average", "average_gradients", "broadcast_parameters", "declare", "init_from_env", "is_root",
+           "launch", "rank", "running", "world_size"]
 
 _BUCKET_BYTES = 25 * 2**20  # as torch DDP's default bucket
 
 
-def _active() -> bool:
+# Caffe::solver_rank and Caffe::solver_count as pycaffe's set_solver_rank/set_solver_count
+# declare them before a process group exists (BVLC's python/train.py builds its solver
+# first, then joins the group through caffe.NCCL).
+_DECLARED = {"rank": 0, "count": 1}
+
+
+def running() -> bool:
+    """Whether torch.distributed runs a group of more than one process."""
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def rank() -> int:
-    """This process's rank (Caffe's solver_rank); 0 without torch.distributed."""
+    """This process's rank (Caffe's solver_rank): torch.distributed's, else the declared
+    one (declare(); 0 by default)."""
     import torch.distributed as dist
 
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return _DECLARED["rank"]
 
 
 def world_size() -> int:
-    """How many processes train together (Caffe's solver_count); 1 without it."""
+    """How many processes train together (Caffe's solver_count): torch.distributed's,
+    else the declared count (declare(); 1 by default)."""
     import torch.distributed as dist
 
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return _DECLARED["count"]
+
+
+def declare(*, rank: int | None = None, count: int | None = None) -> None:
+    """Sets the rank or count this process will have, before a group exists (pycaffe's
+    set_solver_rank / set_solver_count): data feeds take that rank's records, rank 0
+    alone logs, tests and snapshots, and the collectives wait for the group."""
+    if rank is not None:
+        _DECLARED["rank"] = int(rank)
+    if count is not None:
+        _DECLARED["count"] = int(count)
 
 
 def is_root() -> bool:
@@ -88,22 +111,30 @@ def average_gradients(params: Iterable[torch.Tensor], *,
     world size, in place; a param without `.grad` counts as zeros (Caffe's diff is
     zeroed before each iteration).  A no-op unless torch.distributed runs with
     world_size > 1.  Every process must pass the same params in the same order."""
-    if not _active():
+    if not running():
         return
-    import torch.distributed as dist
-
     grads = []
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         grads.append(p.grad)
+    average(grads, bucket_bytes=bucket_bytes)
+
+
+def average(tensors: Sequence[torch.Tensor], *, bucket_bytes: int = _BUCKET_BYTES) -> None:
+    """Every tensor becomes its mean over the processes, in place (NCCL's allreduce SUM,
+    then the scale by 1/solver_count); a no-op without world_size > 1."""
+    if not running():
+        return
+    import torch.distributed as dist
+
     n = dist.get_world_size()
 
     def reduce(t: torch.Tensor) -> None:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         t.div_(n)
 
-    _flat_collective(grads, reduce, bucket_bytes)
+    _flat_collective(list(tensors), reduce, bucket_bytes)
 
 
 @torch.no_grad()
@@ -111,7 +142,7 @@ def broadcast_parameters(tensors: Iterable[torch.Tensor], *, src: int = 0,
                          bucket_bytes: int = _BUCKET_BYTES) -> None:
     """Every process's tensors become rank `src`'s (NCCL::Broadcast before training:
     each solver's fillers ran with its own seed).  A no-op without world_size > 1."""
-    if not _active():
+    if not running():
         return
     import torch.distributed as dist
 

@@ -187,12 +187,11 @@ def resolve_device(device: str | torch.device | None, param: caffe_pb2.SolverPar
 
 
 def _world() -> tuple[int, int]:
-    """(rank, world_size) of torch.distributed when initialized, else (0, 1)."""
-    import torch.distributed as dist
+    """(rank, world_size): Caffe's solver_rank and solver_count, torch.distributed's
+    when a group runs, else what pycaffe declared (0, 1 by default)."""
+    from . import distributed
 
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    return distributed.rank(), distributed.world_size()
 
 
 # ----------------------------------------------------------------------------- runners
@@ -455,6 +454,11 @@ class _Training:
         self._param, self._where = param, where
         check_solver(param, where)
         self._rank, self._world_size = _world()
+        # The loop itself broadcasts and averages when it starts inside a group; a solver
+        # made before its group (pycaffe's caffe.NCCL) leaves that to the NCCL callbacks.
+        from .distributed import running
+
+        self._collective = running()
         train, tests = net_specs(param, where)
         self._train = make_runner(train, -1)
         self._tests = [make_runner(spec, i) for i, spec in enumerate(tests)]
@@ -462,7 +466,7 @@ class _Training:
             for w in spec.split(","):
                 for runner in [self._train, *self._tests]:
                     runner.copy_from(w)
-        if self._world_size > 1:  # NCCL::Broadcast: every solver starts from the root's blobs
+        if self._collective:  # NCCL::Broadcast: every solver starts from the root's blobs
             from .distributed import broadcast_parameters
 
             gm = self._train.graph_module()
@@ -539,7 +543,7 @@ class _Training:
             for _, on_gradients in self._callbacks:
                 if on_gradients is not None:
                     on_gradients()
-            if self._world_size > 1:
+            if self._collective:
                 from .distributed import average_gradients
 
                 average_gradients(self._params)

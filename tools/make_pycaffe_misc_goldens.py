@@ -11,6 +11,8 @@ nets written here (Input and MemoryData layers only: no LMDB), and stores:
   images/*.png             two small images for Detector.detect_windows
   solvers.json             per solver case: class, blob/param names and shapes, param, lr
   outputs.npz              Classifier/Detector predictions, MemoryData blobs per forward
+  hooks.json               the order Net's before/after_forward/backward hooks and the
+                           solver's callbacks run in; Timer, solver_count/solver_rank
   errors.json              pycaffe's exception (class, message) per error case, Net() on
                            files it cannot open among them
                            (bad_solver.prototxt is not run: Caffe aborts on it, a CHECK)
@@ -230,14 +232,51 @@ record_error("net_missing_weights", lambda: caffe.Net("classifier.prototxt", caf
 record_error("net_missing_weights_legacy", lambda: caffe.Net("classifier.prototxt",
                                                              "nope.caffemodel", caffe.TEST))
 
+# ---- Net hooks (before/after_forward/backward) and solver callbacks: who runs when -------
+hooks = {}
+events = []
+hooked = caffe.Net("tiny.prototxt", caffe.TRAIN)
+for kind in ("before_forward", "after_forward", "before_backward", "after_backward"):
+    getattr(hooked, kind)(lambda i, k=kind: events.append([k, i]))
+hooked.blobs["data"].data[...] = rng.randn(*hooked.blobs["data"].data.shape)
+hooked.blobs["label"].data[...] = [0, 1, 2, 1]
+for name, run in [("forward", lambda: hooked.forward()),
+                  ("backward", lambda: hooked.backward()),
+                  ("forward_partial", lambda: hooked.forward(start="relu1", end="ip1")),
+                  ("backward_partial", lambda: hooked.backward(start="ip1", end="relu1"))]:
+    events.clear()
+    run()
+    hooks[name] = list(events)
+hooks["layer_names"] = list(hooked._layer_names)
+stepper = caffe.SGDSolver("sgd_solver.prototxt")
+events.clear()
+stepper.net.before_forward(lambda i: events.append(["before_forward", i]))
+stepper.net.after_backward(lambda i: events.append(["after_backward", i]))
+stepper.add_callback(lambda: events.append(["on_start"]),
+                     lambda: events.append(["on_gradients"]))
+stepper.step(2)
+hooks["solver_step_2"] = list(events)
+timer = caffe.Timer()
+timer.start()
+timer.stop()
+hooks["timer"] = [type(timer.ms).__name__, timer.ms >= 0]
+hooks["solver_count_rank"] = [caffe.solver_count(), caffe.solver_rank()]
+caffe.set_solver_count(3)
+caffe.set_solver_rank(2)
+hooks["solver_count_rank_set"] = [caffe.solver_count(), caffe.solver_rank()]
+caffe.set_solver_count(1)
+caffe.set_solver_rank(0)
+
 np.savez(os.path.join(here, "outputs.npz"), **outs)
+with open(os.path.join(here, "hooks.json"), "w") as f:
+    json.dump(hooks, f, indent=1, sort_keys=True)
 with open(os.path.join(here, "errors.json"), "w") as f:
     json.dump(errs, f, indent=1, sort_keys=True)
 with open(os.path.join(here, "solvers.json"), "w") as f:
     json.dump(solvers, f, indent=1, sort_keys=True)
 '''
 
-OUTPUTS = ("outputs.npz", "errors.json", "solvers.json", "weights.caffemodel",
+OUTPUTS = ("outputs.npz", "errors.json", "hooks.json", "solvers.json", "weights.caffemodel",
            "weights.caffemodel.h5")
 
 

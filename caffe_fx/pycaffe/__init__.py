@@ -25,6 +25,18 @@ from .net import (
     set_random_seed,
 )
 from .net_spec import NetSpec, layers, params, to_proto
+from .parallel import (
+    NCCL,
+    Timer,
+    has_nccl,
+    init_log,
+    log,
+    set_multiprocess,
+    set_solver_count,
+    set_solver_rank,
+    solver_count,
+    solver_rank,
+)
 from .python_layer import Layer
 from .shim import install
 from .solver import (
@@ -51,23 +63,33 @@ __all__ = [
     "Classifier",
     "Detector",
     "Layer",
+    "NCCL",
     "NesterovSolver",
     "Net",
     "NetSpec",
     "RMSPropSolver",
     "SGDSolver",
+    "Timer",
     "draw",
     "get_solver",
+    "has_nccl",
+    "init_log",
     "install",
     "io",
     "layer_type_list",
     "layers",
+    "log",
     "net_spec",
     "params",
     "proto",
     "set_device",
     "set_mode_cpu",
     "set_mode_gpu",
+    "set_multiprocess",
     "set_random_seed",
+    "set_solver_count",
+    "set_solver_rank",
+    "solver_count",
+    "solver_rank",
     "to_proto",
 ]

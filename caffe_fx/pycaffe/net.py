@@ -12,7 +12,7 @@ import functools
 import itertools
 import os
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -236,6 +236,10 @@ class Net:
         self._device = torch.device("cpu")
         self._memory: list[Any] | None = None  # MemoryData: [data, labels, position]
         self._feed, self._fed_at = self._open_feed()
+        # Net::add_before_forward & co.: callables of the layer index, in the order added.
+        self._hooks: dict[str, list[Callable[[int], Any]]] = {
+            "before_forward": [], "after_forward": [], "before_backward": [],
+            "after_backward": []}
         # Layer::SetLossWeights: a loss top's diff holds its loss weight, the seed of backward.
         for layer in net.layer:
             for top, w in zip(layer.top, top_loss_weights(layer)):
@@ -456,11 +460,38 @@ class Net:
             self._feed_data()
         if self._current_key() != self._key_of(self._gm.meta["caffe"]):
             self.reshape()  # Layer::Forward reshapes first, so forward() follows new inputs
-        if start_ind == 0 and end_ind == len(self.layers) - 1:
+        hooked = self._hooks["before_forward"] or self._hooks["after_forward"]
+        if start_ind == 0 and end_ind == len(self.layers) - 1 and not hooked:
             self._forward_all_layers()
         else:
             self._forward_from_to(start_ind, end_ind)
         return {out: self.blobs[out].data for out in outputs}
+
+    # -- hooks (Net::add_before_forward ...; BVLC's python/train.py times layers with them)
+
+    def before_forward(self, callback: Callable[[int], Any]) -> None:
+        """callback(i) before layer i's Forward, for every layer forward() runs."""
+        self._add_hook("before_forward", callback)
+
+    def after_forward(self, callback: Callable[[int], Any]) -> None:
+        """callback(i) after layer i's Forward."""
+        self._add_hook("after_forward", callback)
+
+    def before_backward(self, callback: Callable[[int], Any]) -> None:
+        """callback(i) before layer i's Backward, for every layer backward() passes (also
+        those that need no backward, as Net::BackwardFromTo)."""
+        self._add_hook("before_backward", callback)
+
+    def after_backward(self, callback: Callable[[int], Any]) -> None:
+        """callback(i) after layer i's Backward; a caffe.NCCL reduces layer i's diffs."""
+        self._add_hook("after_backward", callback)
+
+    def _add_hook(self, kind: str, callback: Callable[[int], Any]) -> None:
+        if not callable(callback):
+            raise InputError(f"Net.{kind}({callback!r}): not callable; allowed: a function "
+                             "of the layer index, or a caffe.NCCL")
+        # With hooks, forward and backward run layer by layer (Net::ForwardFromTo).
+        self._hooks[kind].append(callback)
 
     def _leaf(self, blob: str, needs_grad: bool) -> torch.Tensor:
         """A blob's data as a layer's input: the blob's own tensor when nothing will be
@@ -540,32 +571,42 @@ class Net:
                         if plan.layer_need_backward[i]}
             self._chained = False
         for i in range(start, end + 1):
-            layer = self._net.layer[i]
-            if layer.type in SOURCE_TYPES:
-                continue  # data layers: forward() set their tops (the feed, MemoryData)
-            need = plan.bottom_need_backward[i]
-            bottoms = [self._leaf(b, need[j]) for j, b in enumerate(layer.bottom)]
-            node = nodes.get(layer.name)
-            with torch.set_grad_enabled(plan.any):
-                if node is None:  # IDENTITY (Split, TEST Dropout) or a layer without tops
-                    outs = [alias(bottoms[j if j < len(bottoms) else 0])
-                            for j in range(len(layer.top))]
+            for hook in self._hooks["before_forward"]:
+                hook(i)
+            self._forward_layer(i, probe, nodes)
+            for hook in self._hooks["after_forward"]:
+                hook(i)
+
+    def _forward_layer(self, i: int, probe: fx.GraphModule, nodes: Mapping[str, fx.Node]
+                       ) -> None:
+        """Layer i's Forward on the blobs, as its own ops."""
+        plan = self._plan
+        layer = self._net.layer[i]
+        if layer.type in SOURCE_TYPES:
+            return  # data layers: forward() set their tops (the feed, MemoryData)
+        need = plan.bottom_need_backward[i]
+        bottoms = [self._leaf(b, need[j]) for j, b in enumerate(layer.bottom)]
+        node = nodes.get(layer.name)
+        with torch.set_grad_enabled(plan.any):
+            if node is None:  # IDENTITY (Split, TEST Dropout) or a layer without tops
+                outs = [alias(bottoms[j if j < len(bottoms) else 0])
+                        for j in range(len(layer.top))]
+            else:
+                args: tuple = (bottoms,) if node.args and isinstance(node.args[0],
+                                                                     (list, tuple)) \
+                    else tuple(bottoms)
+                if node.op == "call_module":
+                    result = probe.get_submodule(cast(str, node.target))(*args,
+                                                                        **node.kwargs)
                 else:
-                    args: tuple = (bottoms,) if node.args and isinstance(node.args[0],
-                                                                         (list, tuple)) \
-                        else tuple(bottoms)
-                    if node.op == "call_module":
-                        result = probe.get_submodule(cast(str, node.target))(*args,
-                                                                            **node.kwargs)
-                    else:
-                        result = cast(Any, node.target)(*args, **node.kwargs)
-                    outs = list(result) if isinstance(result, (tuple, list)) else [result]
-            if plan.any:
-                self._io[i] = (bottoms, outs)
-            for top, value in zip(layer.top, outs):
-                self.blobs[top].set_data(value)
-            if any(self.blobs[t].shape != tuple(v.shape) for t, v in zip(layer.top, outs)):
-                self._link_shared()
+                    result = cast(Any, node.target)(*args, **node.kwargs)
+                outs = list(result) if isinstance(result, (tuple, list)) else [result]
+        if plan.any:
+            self._io[i] = (bottoms, outs)
+        for top, value in zip(layer.top, outs):
+            self.blobs[top].set_data(value)
+        if any(self.blobs[t].shape != tuple(v.shape) for t, v in zip(layer.top, outs)):
+            self._link_shared()
 
     def _batch(self, blobs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         """pycaffe's Net._batch: batch-size slices, the last one zero-padded."""
@@ -707,12 +748,14 @@ class Net:
         fed = [i for i, lp in enumerate(self._net.layer) if lp.type in _FED_TYPES]
         if not fed:
             return None, -1
+        from .. import distributed
         from ..data import open_feed
 
         sub = caffe_pb2.NetParameter()
         sub.layer.extend(self._net.layer[i] for i in fed)
         feed = open_feed(sub, phase=self._net.state.phase, where=self._where,
-                         seed=_MODE["seed"])
+                         seed=_MODE["seed"], rank=distributed.rank(),
+                         world_size=distributed.world_size())  # DataLayer::Skip
         return feed, fed[0]
 
     def _feed_data(self) -> None:
@@ -770,7 +813,8 @@ class Net:
                     raise ShapeError(
                         f"backward(): diff for '{name}' of shape {list(value.shape)} does not "
                         f"fit the blob of shape {list(target.shape)}: {e}") from e
-        if self._chained and start_ind == len(self.layers) - 1 and end_ind == 0:
+        hooked = self._hooks["before_backward"] or self._hooks["after_backward"]
+        if self._chained and start_ind == len(self.layers) - 1 and end_ind == 0 and not hooked:
             self._backward_all()
         else:
             self._backward_from_to(start_ind, end_ind)
@@ -850,23 +894,32 @@ class Net:
     def _backward_from_to(self, start: int, end: int) -> None:
         """Net::BackwardFromTo: layers start down to end, those that need backward, each
         one vector-Jacobian product of its own ops with its tops' current diffs."""
-        plan = self._plan
         for i in range(start, end - 1, -1):
-            layer = self._net.layer[i]
-            if not plan.layer_need_backward[i] or layer.type in SOURCE_TYPES:
-                continue
-            need = plan.bottom_need_backward[i]
-            bottoms, tops = self._io_of(i)
-            pairs = [(t, self.blobs[name].diff_tensor.reshape(t.shape))
-                     for t, name in zip(tops, layer.top) if t.requires_grad]
-            wanted = [(self.blobs[b], bottoms[j]) for j, b in enumerate(layer.bottom)
-                      if need[j]]
-            params = self._param_grads(i)
-            grads = _vjp([t for t, _ in pairs], [d for _, d in pairs],
-                         [t for _, t in wanted] + [t for _, t in params])
-            for blob, tensor in wanted:  # Silence and the like: zeros
-                blob.set_diff(grads.get(id(tensor)))
-            _accumulate(params, grads, {d.untyped_storage().data_ptr() for _, d in pairs})
+            for hook in self._hooks["before_backward"]:
+                hook(i)
+            if self._plan.layer_need_backward[i] \
+                    and self._net.layer[i].type not in SOURCE_TYPES:
+                self._backward_layer(i)
+            for hook in self._hooks["after_backward"]:
+                hook(i)
+
+    def _backward_layer(self, i: int) -> None:
+        """Layer i's Backward: one vector-Jacobian product of its own ops with its tops'
+        current diffs."""
+        plan = self._plan
+        layer = self._net.layer[i]
+        need = plan.bottom_need_backward[i]
+        bottoms, tops = self._io_of(i)
+        pairs = [(t, self.blobs[name].diff_tensor.reshape(t.shape))
+                 for t, name in zip(tops, layer.top) if t.requires_grad]
+        wanted = [(self.blobs[b], bottoms[j]) for j, b in enumerate(layer.bottom)
+                  if need[j]]
+        params = self._param_grads(i)
+        grads = _vjp([t for t, _ in pairs], [d for _, d in pairs],
+                     [t for _, t in wanted] + [t for _, t in params])
+        for blob, tensor in wanted:  # Silence and the like: zeros
+            blob.set_diff(grads.get(id(tensor)))
+        _accumulate(params, grads, {d.untyped_storage().data_ptr() for _, d in pairs})
 
     def clear_param_diffs(self) -> None:
         """Net::ClearParamDiffs: zero every parameter blob's diff."""

@@ -183,10 +183,19 @@ class Solver(_Training):
         """SGDSolver::ApplyUpdate on the diffs the params hold; iter does not move."""
         self._apply_update()
 
-    def add_callback(self, on_start: Callable[[], Any] | None,
-                     on_gradients: Callable[[], Any] | None) -> None:
+    def add_callback(self, on_start: Any, on_gradients: Callable[[], Any] | None = None
+                     ) -> None:
         """pycaffe's add_callback(on_start, on_gradients): called before each iteration's
-        forward passes and after them, before the update."""
+        forward passes and after them, before the update; or add_callback(nccl), a
+        caffe.NCCL (its on_start and on_gradients_ready)."""
+        from .parallel import NCCL
+
+        if isinstance(on_start, NCCL) and on_gradients is None:
+            on_start, on_gradients = on_start.on_start, on_start.on_gradients_ready
+        for what, fn in (("on_start", on_start), ("on_gradients", on_gradients)):
+            if fn is not None and not callable(fn):
+                raise InputError(f"add_callback(): {what} = {fn!r} is not callable; allowed: "
+                                 "a function of no arguments, or add_callback(nccl)")
         self._add_callback(on_start, on_gradients)
 
     def __repr__(self) -> str:
