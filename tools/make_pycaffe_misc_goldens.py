@@ -248,6 +248,18 @@ for name, run in [("forward", lambda: hooked.forward()),
     run()
     hooks[name] = list(events)
 hooks["layer_names"] = list(hooked._layer_names)
+# _caffe.cpp's members that pycaffe.py builds Net's properties from
+hooks["private"] = {
+    "blob_names": list(hooked._blob_names), "nblobs": len(hooked._blobs),
+    "top_ids": [list(hooked._top_ids(i)) for i in range(len(hooked.layers))],
+    "bottom_ids": [list(hooked._bottom_ids(i)) for i in range(len(hooked.layers))],
+    "inputs": list(hooked._inputs), "outputs": list(hooked._outputs),
+    "blob_loss_weights": list(hooked._blob_loss_weights)}
+loss = hooked._forward(0, len(hooked.layers) - 1)
+hooks["private"]["forward_returns"] = [type(loss).__name__,
+                                       abs(loss - float(hooked.blobs["loss"].data)) < 1e-6]
+hooks["private"]["forward_partial_returns"] = hooked._forward(1, 2)
+hooks["private"]["backward_returns"] = repr(hooked._backward(len(hooked.layers) - 1, 0))
 stepper = caffe.SGDSolver("sgd_solver.prototxt")
 events.clear()
 stepper.net.before_forward(lambda i: events.append(["before_forward", i]))

@@ -343,6 +343,66 @@ class Net:
     def _layer_names(self) -> list[str]:
         return [layer.name for layer in self._net.layer]
 
+    # -- _caffe.cpp's own members, which pycaffe.py builds its properties from ---------
+
+    @property
+    def _blob_names(self) -> list[str]:
+        return list(self.blobs)
+
+    @property
+    def _blobs(self) -> list[Blob]:
+        return list(self.blobs.values())
+
+    def _blob_ids(self, names: Iterable[str]) -> list[int]:
+        order = {b: k for k, b in enumerate(self.blobs)}
+        return [order[b] for b in names]
+
+    def _top_ids(self, i: int) -> list[int]:
+        return self._blob_ids(self._net.layer[self._check_index(i, "_top_ids")].top)
+
+    def _bottom_ids(self, i: int) -> list[int]:
+        return self._blob_ids(self._net.layer[self._check_index(i, "_bottom_ids")].bottom)
+
+    @property
+    def _inputs(self) -> list[int]:
+        return self._blob_ids(self.inputs)
+
+    @property
+    def _outputs(self) -> list[int]:
+        return self._blob_ids(self.outputs)
+
+    @property
+    def _blob_loss_weights(self) -> list[float]:
+        return list(self.blob_loss_weights.values())
+
+    def _check_index(self, i: int, what: str) -> int:
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self.layers):
+            raise InputError(f"Net.{what}({i!r}): not a layer index; allowed: 0 to "
+                             f"{len(self.layers) - 1}")
+        return i
+
+    def _forward(self, start: int, end: int) -> float:
+        """Net::ForwardFromTo(start, end) by layer index: the loss of those layers (each
+        loss top's sum times its weight)."""
+        names = self._layer_names
+        self.forward(start=names[self._check_index(start, "_forward")],
+                     end=names[self._check_index(end, "_forward")])
+        loss = np.float32(0)
+        for layer in self._net.layer[start:end + 1]:
+            for top, w in zip(layer.top, top_loss_weights(layer)):
+                if w:
+                    loss += np.float32(w) * self.blobs[top].data.sum(dtype=np.float32)
+        return float(loss)
+
+    def _backward(self, start: int, end: int) -> None:
+        """Net::BackwardFromTo(start, end) by layer index."""
+        names = self._layer_names
+        self.backward(start=names[self._check_index(start, "_backward")],
+                      end=names[self._check_index(end, "_backward")])
+
+    def _set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
+        self.set_input_arrays(data, labels)
+
     @property
     def layer_dict(self) -> NamedDict:
         return NamedDict(zip(self._layer_names, self.layers), "layer")

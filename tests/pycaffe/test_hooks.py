@@ -94,3 +94,23 @@ def test_bad_hooks_and_callbacks_are_refused(monkeypatch):
     with pytest.raises(InputError, match="add_callback\\(\\): on_gradients = 'x' is not"):
         monkeypatch.chdir(GOLDEN)
         caffe.SGDSolver("sgd_solver.prototxt").add_callback(None, "x")
+
+
+def test_the_private_members_pycaffe_py_builds_on():
+    net, _ = hooked_net()
+    want = HOOKS["private"]
+    got = {"blob_names": net._blob_names, "nblobs": len(net._blobs),
+           "top_ids": [net._top_ids(i) for i in range(len(net.layers))],
+           "bottom_ids": [net._bottom_ids(i) for i in range(len(net.layers))],
+           "inputs": net._inputs, "outputs": net._outputs,
+           "blob_loss_weights": net._blob_loss_weights}
+    assert got == {k: want[k] for k in got}
+    assert net._blobs[net._blob_names.index("ip1")] is net.blobs["ip1"]
+    loss = net._forward(0, len(net.layers) - 1)
+    assert [type(loss).__name__, abs(loss - float(net.blobs["loss"].data)) < 1e-6] == \
+        want["forward_returns"]
+    assert net._forward(1, 2) == want["forward_partial_returns"]
+    assert repr(net._backward(len(net.layers) - 1, 0)) == want["backward_returns"]
+    with pytest.raises(InputError, match=r"Net._forward\(9\): not a layer index; allowed: 0 "
+                                         r"to 4"):
+        net._forward(9, 9)
