@@ -163,6 +163,7 @@ def flat_to_blobs(arrays: Mapping[str, np.ndarray], where: str,
     `conv1.weight`) -> {layer: blobs}.  Every blob of a layer must be present."""
     indexed: dict[str, dict[int, np.ndarray]] = {}
     unknown = []
+    problems: list[str] = []  # every key that cannot be placed, reported at once
     for key, arr in arrays.items():
         if layout is not None and key in layout.keys:
             layer, index = layout.keys[key]
@@ -172,26 +173,31 @@ def flat_to_blobs(arrays: Mapping[str, np.ndarray], where: str,
             unknown.append(key)
             continue
         if index in indexed.setdefault(layer, {}):
-            raise WeightsError(f"{where}: layer '{layer}' blob {index} is given twice "
-                               f"(key '{key}' and another)")
+            problems.append(f"{where}: layer '{layer}' blob {index} is given twice (key "
+                            f"'{key}' and another)")
+            continue
         indexed[layer][index] = np.asarray(arr)
     if unknown:
         shown = ", ".join(repr(k) for k in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
         if layout is None:
-            raise WeightsError(
+            problems.insert(0,
                 f"{where}: {len(unknown)} key(s) are not '<layer>.<blob index>': {shown}; "
                 "keys named after a compiled net's state_dict need that net: pass the "
                 "prototxt (--prototxt NET)")
-        raise WeightsError(
-            f"{where}: {len(unknown)} key(s) name no blob of {layout.source}: {shown}; "
-            f"allowed: state_dict keys ({', '.join(list(layout.keys)[:6])}, ...) or "
-            "'<layer>.<blob index>'")
-    out: Blobs = {}
+        else:
+            problems.insert(0,
+                f"{where}: {len(unknown)} key(s) name no blob of {layout.source}: {shown}; "
+                f"allowed: state_dict keys ({', '.join(list(layout.keys)[:6])}, ...) or "
+                "'<layer>.<blob index>'")
     for layer, by_index in indexed.items():
         if sorted(by_index) != list(range(len(by_index))):
-            raise WeightsError(
+            problems.append(
                 f"{where}: layer '{layer}' has blobs {sorted(by_index)}; blob indices must "
                 f"be 0..{len(by_index) - 1} without gaps")
+    if problems:
+        raise WeightsError("\n".join(problems))
+    out: Blobs = {}
+    for layer, by_index in indexed.items():
         out[layer] = [StoredBlob(_as_float32(by_index[i], f"{where}: layer '{layer}' blob {i}"),
                                  False) for i in range(len(by_index))]
     if layout is not None:  # the net's order, and the net's shapes

@@ -180,3 +180,15 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_every_key_that_cannot_be_placed_is_named_at_once():
+    arrays = {"a.0": np.zeros(2, np.float32), "a.2": np.zeros(2, np.float32),
+              "b.1": np.zeros(1, np.float32), "weird": np.zeros(1, np.float32)}
+    with pytest.raises(WeightsError) as e:
+        flat_to_blobs(arrays, "w.npz")
+    assert str(e.value).splitlines() == [
+        "w.npz: 1 key(s) are not '<layer>.<blob index>': 'weird'; keys named after a "
+        "compiled net's state_dict need that net: pass the prototxt (--prototxt NET)",
+        "w.npz: layer 'a' has blobs [0, 2]; blob indices must be 0..1 without gaps",
+        "w.npz: layer 'b' has blobs [1]; blob indices must be 0..0 without gaps"]
