@@ -13,6 +13,8 @@ nets written here (Input and MemoryData layers only: no LMDB), and stores:
   outputs.npz              Classifier/Detector predictions, MemoryData blobs per forward
   hooks.json               the order Net's before/after_forward/backward hooks and the
                            solver's callbacks run in; Timer, solver_count/solver_rank
+  tiny_saved.prototxt      what Net.save writes for tiny.prototxt in TEST (Net::ToProto),
+                           without its blobs
   errors.json              pycaffe's exception (class, message) per error case, Net() on
                            files it cannot open among them
                            (bad_solver.prototxt is not run: Caffe aborts on it, a CHECK)
@@ -279,6 +281,18 @@ hooks["solver_count_rank_set"] = [caffe.solver_count(), caffe.solver_rank()]
 caffe.set_solver_count(1)
 caffe.set_solver_rank(0)
 
+# ---- Net.save's NetParameter (Net::ToProto), its blobs left out ----------------------
+from caffe.proto import caffe_pb2
+from google.protobuf import text_format
+caffe.Net("tiny.prototxt", caffe.TEST).save("tiny_saved.caffemodel")
+saved = caffe_pb2.NetParameter()
+with open("tiny_saved.caffemodel", "rb") as f:
+    saved.ParseFromString(f.read())
+for layer in saved.layer:
+    del layer.blobs[:]
+with open(os.path.join(here, "tiny_saved.prototxt"), "w") as f:
+    f.write(text_format.MessageToString(saved))
+
 np.savez(os.path.join(here, "outputs.npz"), **outs)
 with open(os.path.join(here, "hooks.json"), "w") as f:
     json.dump(hooks, f, indent=1, sort_keys=True)
@@ -288,8 +302,8 @@ with open(os.path.join(here, "solvers.json"), "w") as f:
     json.dump(solvers, f, indent=1, sort_keys=True)
 '''
 
-OUTPUTS = ("outputs.npz", "errors.json", "hooks.json", "solvers.json", "weights.caffemodel",
-           "weights.caffemodel.h5")
+OUTPUTS = ("outputs.npz", "errors.json", "hooks.json", "solvers.json", "tiny_saved.prototxt",
+           "weights.caffemodel", "weights.caffemodel.h5")
 
 
 def main() -> None:

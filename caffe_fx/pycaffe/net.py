@@ -738,7 +738,23 @@ class Net:
         """Net::ToProto + WriteProtoToBinaryFile: the whole net with its blobs (replaces
         an existing file, as Caffe does)."""
         save_caffemodel(filename, {name: list(t) for name, t in self._tensors.items()},
-                        self._proto, force=True)
+                        self._saved_proto, force=True)
+
+    @functools.cached_property
+    def _saved_proto(self) -> caffe_pb2.NetParameter:
+        """Net::ToProto: the net's name and its layers (implicit Splits too) as set-up left
+        them: each with the net's phase unless it has its own, a loss layer given its
+        default loss_weight 1 (LossLayer::LayerSetUp); no state nor other net field."""
+        out = caffe_pb2.NetParameter(name=self._proto.name)
+        for layer in self._proto.layer:
+            saved = out.layer.add()
+            saved.CopyFrom(layer)
+            if not saved.HasField("phase"):
+                saved.phase = self._proto.state.phase
+            spec = lookup(saved.type)
+            if not saved.loss_weight and spec is not None and spec.is_loss:
+                saved.loss_weight.append(1.0)
+        return out
 
     def save_hdf5(self, filename: str | os.PathLike) -> None:
         """Net::ToHDF5: a group /data/<layer> per layer holding dataset <i> for each blob

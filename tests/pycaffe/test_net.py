@@ -171,3 +171,23 @@ def test_loss_layers_without_tops_get_automatic_blobs(tmp_path):
     saved = caffe_pb2.NetParameter.FromString((tmp_path / "auto.caffemodel").read_bytes())
     assert {layer.name: list(layer.top) for layer in saved.layer
             if layer.name in ("l1", "l2")} == {"l1": [], "l2": []}
+
+
+def test_save_writes_what_net_to_proto_does(tmp_path):
+    """Real pycaffe's Net.save of tiny.prototxt in TEST (tests/golden/pycaffe_misc,
+    tools/make_pycaffe_misc_goldens.py): no state, every layer with its phase, the loss
+    with loss_weight 1, the implicit Splits; blobs aside, the same NetParameter."""
+    from google.protobuf import text_format
+
+    from caffe_fx.proto import caffe_pb2
+
+    golden = Path(__file__).resolve().parent.parent / "golden" / "pycaffe_misc"
+    want = text_format.Parse((golden / "tiny_saved.prototxt").read_text(),
+                             caffe_pb2.NetParameter())
+    path = tmp_path / "tiny.caffemodel"
+    caffe.Net(str(golden / "tiny.prototxt"), caffe.TEST).save(str(path))
+    got = caffe_pb2.NetParameter.FromString(path.read_bytes())
+    assert [len(layer.blobs) for layer in got.layer] == [0, 0, 2, 0, 1, 0, 0, 0]
+    for layer in got.layer:
+        del layer.blobs[:]
+    assert text_format.MessageToString(got) == text_format.MessageToString(want)
