@@ -29,7 +29,7 @@ from torch import fx
 from . import binding, pipeline
 from .data.top_shapes import READS_BATCHES
 from .errors import (CALLER, DeviceError, InputError, NetDefinitionError, ProtoError,
-                     UnusedWeightsWarning, spelled)
+                     UnusedWeightsWarning, spelled, with_message)
 from .frontend.read import read_net
 from .proto import caffe_pb2
 
@@ -788,10 +788,17 @@ class _Training:
         from .optim import read_solverstate
 
         state = read_solverstate(state_file)
+        try:
+            self.optimizer.load_history([np.asarray(h) for h in state.history])
+        except InputError as e:
+            hint = "" if state.history or state.learned_net else (
+                "; it holds no solver state at all: is it a .caffemodel? Resuming takes the "
+                ".solverstate a snapshot wrote beside it; weights alone are " + spelled(
+                    "copied with net.copy_from / Solver(weights=)", "given with -weights"))
+            raise with_message(e, f"{os.fspath(state_file)}: {e}{hint}") from e
         if state.learned_net:
             self._train.copy_from(state.learned_net)
         self._iter = int(state.iter)
-        self.optimizer.load_history([np.asarray(h) for h in state.history])
         self.optimizer.iteration = self._iter
         self.scheduler.restore(
             self._iter, int(state.current_step),

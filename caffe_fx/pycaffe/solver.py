@@ -192,10 +192,6 @@ class Solver(_Training):
 
         if isinstance(on_start, NCCL) and on_gradients is None:
             on_start, on_gradients = on_start.on_start, on_start.on_gradients_ready
-        for what, fn in (("on_start", on_start), ("on_gradients", on_gradients)):
-            if fn is not None and not callable(fn):
-                raise InputError(f"add_callback(): {what} = {fn!r} is not callable; allowed: "
-                                 "a function of no arguments, or add_callback(nccl)")
         self._add_callback(on_start, on_gradients)
 
     def __repr__(self) -> str:

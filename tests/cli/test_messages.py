@@ -150,3 +150,17 @@ def test_train_on_input_blobs_says_what_the_command_reads(tmp_path, capsys):
     assert "the train net's input blob(s) ['data'] are filled by no data layer; caffe-fx " \
            "train reads batches from data layers only" in err
     assert "from Python with caffe_fx.Solver(inputs=" in err
+
+
+def test_resuming_from_a_caffemodel_says_what_snapshot_takes(tmp_path, capsys, monkeypatch):
+    from tests.cli.test_train import workdir
+
+    work = workdir(tmp_path / "w")
+    monkeypatch.chdir(work)
+    code, _, err = run(["train", "-solver", "solver.prototxt", "-snapshot", "init.caffemodel"],
+                       capsys)
+    assert code == 1
+    assert "caffe-fx train: error: init.caffemodel: SGD.load_history: Incorrect length of " \
+           "history blobs: 0 given, 2 expected" in err
+    assert "is it a .caffemodel? Resuming takes the .solverstate a snapshot wrote beside it; " \
+           "weights alone are given with -weights" in err

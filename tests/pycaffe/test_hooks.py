@@ -91,7 +91,8 @@ def test_bad_hooks_and_callbacks_are_refused(monkeypatch):
     net, _ = hooked_net()
     with pytest.raises(InputError, match=r"Net.after_backward\(3\): not callable"):
         net.after_backward(3)
-    with pytest.raises(InputError, match="add_callback\\(\\): on_gradients = 'x' is not"):
+    with pytest.raises(InputError, match="add_callback: on_gradients_ready is a str; it must "
+                                         "be callable"):
         monkeypatch.chdir(GOLDEN)
         caffe.SGDSolver("sgd_solver.prototxt").add_callback(None, "x")
 
