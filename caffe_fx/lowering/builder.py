@@ -203,12 +203,25 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
         producer = values[blobs[b]].producer
         needed |= {producer} | nx.ancestors(g, producer)
     for i in list(g.nodes):  # layers running user code run as in Caffe, read or not
-        spec = lookup(g.nodes[i]["layer"].type)
+        layer = g.nodes[i]["layer"]
+        spec = lookup(layer.type)
         if spec is not None and spec.side_effects:
             needed |= {i} | nx.ancestors(g, i)
+        elif spec is None and not layer.top:  # no output reaches it, yet Caffe sets it up:
+            needed.add(i)  # an unknown type is refused, never dropped unseen
 
     early = support_problems([g.nodes[i]["layer"] for i in sorted(needed)], where,
                              read_problems, untrusted) + unusable
+    for i in sorted(g.nodes):  # every layer's bottom and top counts, needed or not (as
+        layer = g.nodes[i]["layer"]  # Caffe sets every layer up)
+        spec = lookup(layer.type)
+        if spec is not None and not is_source(layer):
+            view = LayerView(layer.name, layer.type, tuple(layer.bottom), tuple(layer.top),
+                             layer, 0, ())
+            try:
+                _check_counts(view, spec, len(g.nodes[i]["tops"]), where)
+            except NetDefinitionError as e:
+                early.append(e)
     if early:
         raise together(early, where)
 
@@ -256,7 +269,6 @@ def build(g: nx.DiGraph, *, input_shapes: Mapping[str, Sequence[int]] | None = N
                 phase=attrs["phase"],
                 input_shapes=tuple(tuple(meta[v].shape) for v in attrs["bottoms"]),
             )
-            _check_counts(view, spec, len(attrs["tops"]), where)
             who = f"{where}: layer '{layer.name}' ({layer.type})"
             try:
                 with torch.device("meta"):

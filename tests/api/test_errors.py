@@ -309,3 +309,22 @@ def test_unknown_fields_are_reported_even_when_the_net_has_no_outputs():
     assert message.index("has no field 'typo'") < message.index("Unknown layer type ''")
     assert isinstance(e.value, InputError) and isinstance(e.value, UnsupportedLayerError)
     assert "the net has no outputs" in message
+
+
+def test_a_layer_no_output_reaches_is_still_checked_as_caffe_sets_it_up():
+    from caffe_fx import pycaffe
+
+    net = INPUT + ('layer { name: "x" type: "Bogus" bottom: "data" }\n'
+                   'layer { name: "r" type: "ReLU" bottom: "data" }\n'
+                   'layer { name: "e" type: "Eltwise" bottom: "data" top: "e" }\n')
+    # pycaffe builds every layer; compile(outputs=...) prunes, yet never past these.
+    for make in (lambda: pycaffe.Net(net, pycaffe.TEST),
+                 lambda: caffe_fx.compile(net, outputs=["data"])):
+        with pytest.raises(NetProblemsError) as e:
+            make()
+        message = str(e.value)
+        assert isinstance(e.value, UnsupportedLayerError) and \
+            isinstance(e.value, NetDefinitionError)
+        assert "layer 'x' (type: Bogus)" in message
+        assert "layer 'r' (ReLU) has 0 tops; allowed: exactly 1" in message
+        assert "layer 'e' (Eltwise) has 1 bottoms; allowed: at least 2" in message
