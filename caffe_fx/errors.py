@@ -105,7 +105,8 @@ class UnsupportedLayerError(CaffeFxError, NotImplementedError):
             f"{', '.join(kinds)} in {len(self.layers)} layer(s):\n{lines}\n"
             "See caffe_fx.supported_layers() for the known types; a type of your own (a "
             "TensorRT plugin, a fork layer caffe_fx lacks) can be given with "
-            "caffe_fx.register_layer(TYPE, impl) or compile(..., layers={TYPE: factory})."
+            "caffe_fx.register_layer(TYPE, impl) or compile(..., layers={TYPE: factory})"
+            + spelled(".", ", from Python: caffe-fx itself loads no layer code.")
         )
 
 

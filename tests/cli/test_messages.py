@@ -164,3 +164,12 @@ def test_resuming_from_a_caffemodel_says_what_snapshot_takes(tmp_path, capsys, m
            "history blobs: 0 given, 2 expected" in err
     assert "is it a .caffemodel? Resuming takes the .solverstate a snapshot wrote beside it; " \
            "weights alone are given with -weights" in err
+
+
+def test_an_unknown_layer_type_says_user_layers_come_from_python(tmp_path, capsys):
+    net = tmp_path / "u.prototxt"
+    net.write_text(NET.replace('type: "Convolution"', 'type: "IPlugin"'))
+    code, _, err = run(["info", net], capsys)
+    assert code == 1 and "layer 'conv' (type: IPlugin)" in err
+    assert "compile(..., layers={TYPE: factory}), from Python: caffe-fx itself loads no " \
+           "layer code." in err
