@@ -603,6 +603,12 @@ def save_caffemodel(
     Returns the path written.  Blobs are written as float32 with their shapes (`shape`,
     or legacy num/channels/height/width for blobs read that way from an old caffemodel).
     """
+    if not isinstance(path, (str, os.PathLike)):
+        swapped = isinstance(path, (torch.nn.Module, Mapping))
+        raise InputError(
+            f"save_caffemodel: path is {type(path).__name__}; allowed: a str or os.PathLike "
+            "naming the file to write" + ("; the file comes first: "
+                                          "save_caffemodel(path, weights_or_module)" if swapped else ""))
     if format not in ("binary", "hdf5"):
         raise InputError(f"save_caffemodel: format = {format!r}; allowed: 'binary', 'hdf5'")
     return _save(Path(path), to_blobs(weights_or_module), prototxt, format, force, None)

@@ -125,6 +125,12 @@ def test_save_refuses_to_overwrite_and_layers_the_net_lacks(tmp_path):
         caffe_fx.save_caffemodel(tmp_path / "z", {"fc": np.zeros(3)})
     with pytest.raises(InputError, match=r"allowed: a GraphModule from caffe_fx.compile"):
         caffe_fx.save_caffemodel(tmp_path / "z", [np.zeros(3)])  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"path is dict; allowed: a str or os.PathLike "
+                                         r"naming the file to write; the file comes first"):
+        caffe_fx.save_caffemodel(weights, tmp_path / "w2")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"path is int; allowed: a str or os.PathLike "
+                                         r"naming the file to write$"):
+        caffe_fx.save_caffemodel(3, weights)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("path, fmt", [
