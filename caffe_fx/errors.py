@@ -37,6 +37,10 @@ __all__ = [
     "DataSourceError",
     "NetSpecError",
     "NetSpecFieldError",
+    "CoordMapError",
+    "CoordMapUndefinedError",
+    "CoordMapAxisError",
+    "CoordMapUnreachableError",
     "OutputExistsError",
     "WriteError",
     "MissingDependencyError",
@@ -237,6 +241,24 @@ class NetSpecError(CaffeFxError, TypeError, ValueError):
 class NetSpecFieldError(CaffeFxError, AttributeError):
     """A net_spec keyword that names no field of the layer's `*_param` message nor of
     LayerParameter (pycaffe raises protobuf's AttributeError)."""
+
+
+class CoordMapError(CaffeFxError, ValueError):
+    """`caffe.coord_map` cannot relate two net_spec tops or crop one to the other: a scale
+    or offset a Crop cannot make, paths that disagree, fields it does not read."""
+
+
+class CoordMapUndefinedError(CoordMapError):
+    """A layer with no coordinate map (pycaffe's coord_map.UndefinedMapException)."""
+
+
+class CoordMapAxisError(CoordMapError):
+    """Maps over different axes composed (pycaffe's coord_map.AxisMismatchException)."""
+
+
+class CoordMapUnreachableError(CoordMapError, RuntimeError):
+    """Two tops with no common ancestor through mapped layers (pycaffe raises
+    RuntimeError)."""
 
 
 class BlobNameError(CaffeFxError, KeyError):

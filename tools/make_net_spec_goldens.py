@@ -33,6 +33,7 @@ import json, os, sys
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, here)
 import caffe
+import caffe.coord_map
 from caffe import net_spec
 import net_spec_scripts
 results = {"param_names": net_spec.param_name_dict(), "scripts": {}}

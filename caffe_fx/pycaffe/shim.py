@@ -28,6 +28,7 @@ ALIASES: dict[str, str] = {
     "caffe.draw": "caffe_fx.pycaffe.draw",
     "caffe.classifier": "caffe_fx.pycaffe.classifier",
     "caffe.detector": "caffe_fx.pycaffe.detector",
+    "caffe.coord_map": "caffe_fx.pycaffe.coord_map",
 }
 
 

@@ -47,8 +47,9 @@ import caffe.net_spec
 from caffe.pycaffe import Net
 import caffe.draw
 from caffe.classifier import Classifier
+from caffe.coord_map import crop
 try:
-    import caffe.coord_map
+    import caffe._caffe
     absent = "imported"
 except ImportError as e:
     absent = [type(e).__name__, isinstance(e, CaffeAliasError), e.name, str(e)]
@@ -58,7 +59,7 @@ print(json.dumps({
     "net_spec": caffe.net_spec.__name__, "L": L is caffe.net_spec.L,
     "pooling_max": P.Pooling.MAX, "Net": Net.__module__, "TEST": caffe.TEST,
     "transformer": caffe.io.Transformer.__module__, "draw": caffe.draw.__name__,
-    "classifier": Classifier.__module__, "absent": absent}))
+    "classifier": Classifier.__module__, "crop": crop.__module__, "absent": absent}))
 """
 
 
@@ -72,11 +73,12 @@ def test_install_makes_caffe_imports_resolve(tmp_path):
         "net_spec": "caffe_fx.pycaffe.net_spec", "L": True, "pooling_max": 0, "Net": "caffe_fx.pycaffe.net", "TEST": 1,
         "transformer": "caffe_fx.pycaffe.io",
         "draw": "caffe_fx.pycaffe.draw", "classifier": "caffe_fx.pycaffe.classifier",
-        "absent": ["CaffeAliasError", True, "caffe.coord_map",
-                   ("No module named 'caffe.coord_map': `caffe` is caffe_fx.pycaffe here "
+        "crop": "caffe_fx.pycaffe.coord_map",
+        "absent": ["CaffeAliasError", True, "caffe._caffe",
+                   ("No module named 'caffe._caffe': `caffe` is caffe_fx.pycaffe here "
                     "(caffe_fx.pycaffe.install()), which provides: caffe, caffe.classifier, "
-                    "caffe.detector, caffe.draw, caffe.io, caffe.net_spec, caffe.proto, "
-                    "caffe.proto.caffe_pb2, caffe.pycaffe")]}
+                    "caffe.coord_map, caffe.detector, caffe.draw, caffe.io, caffe.net_spec, "
+                    "caffe.proto, caffe.proto.caffe_pb2, caffe.pycaffe")]}
 
 
 def test_install_refuses_an_imported_real_caffe(monkeypatch):
