@@ -71,13 +71,16 @@ def summarize(
     stages: Sequence[str] = (),
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     caffe_proto: str | os.PathLike | None = None,
+    trust_python_layers: bool = False,
 ) -> NetSummary:
-    """The table `caffe-fx info` prints, computed without allocating any blob."""
+    """The table `caffe-fx info` prints, computed without allocating any blob (but for
+    Python layers, trusted as compile() trusts them: their setup and reshape run)."""
     prepared = pipeline.prepare(prototxt, phase=phase, level=level, stages=stages,
                                 caffe_proto=caffe_proto)
     where, net, g = prepared.where, prepared.net, prepared.graph
     explicit = {layer.name for layer in prepared.source.layer}
-    built = pipeline.lower(prepared, input_shapes=input_shapes, python_layers=None)
+    built = pipeline.lower(prepared, input_shapes=input_shapes,
+                           python_layers={} if trust_python_layers else None)
     info = built.info
     modules: dict[str, CaffeModule] = {view.name: module for view, module in built.modules}
 

@@ -18,6 +18,10 @@ weights), then runs Caffe's own binary on it and stores
   trained.caffemodel, trained_iter2.caffemodel      the weights Caffe trained
   solver_snap4.prototxt, snap/resume_iter_4.*       a run snapshotting at iteration 4
   caffe_resume.txt, trained_resume.caffemodel       `caffe train -snapshot` from it
+  python/                    a net of Python layers (pydata.py: a data layer and a scaling
+                             layer; Caffe's binary built WITH_PYTHON_LAYER, PYTHONPATH the
+                             folder): net.prototxt, solver.prototxt, init.caffemodel,
+                             caffe_train.txt, trained.caffemodel, caffe_test.txt
 
 Developer tool, run by hand (root, for chroot):  sudo python tools/make_cli_goldens.py
 """
@@ -37,7 +41,7 @@ NAMES = ("hdf5", "train_list.txt", "test_list.txt", "net.prototxt", "time_net.pr
          "init.caffemodel", "solver.prototxt", "solver_iter2.prototxt", "caffe_time.txt",
          "caffe_test.txt", "caffe_train.txt", "caffe_train_iter2.txt", "trained.caffemodel",
          "trained_iter2.caffemodel", "solver_snap4.prototxt", "snap", "caffe_resume.txt",
-         "trained_resume.caffemodel")
+         "trained_resume.caffemodel", "python")
 
 # Runs inside the chroot (Python 3.9).
 INNER = r'''
@@ -111,9 +115,11 @@ caffe.Net("net.prototxt", caffe.TEST).save("init.caffemodel")
 PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] ")
 
 
-def caffe_tool(out, start, *argv):
+def caffe_tool(out, start, *argv, pythonpath=None):
     env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "GLOG_logtostderr": "1",
            "GLOG_minloglevel": "0"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     p = subprocess.run(["/usr/bin/caffe"] + list(argv), env=env, capture_output=True,
                        universal_newlines=True)
     if p.returncode != 0:
@@ -144,6 +150,84 @@ os.rename("snap/resume_iter_8.caffemodel", "trained_resume.caffemodel")
 for name in os.listdir("snap"):
     if not name.startswith("resume_iter_4."):
         os.remove("snap/" + name)
+
+PYDATA = """import caffe
+import numpy as np
+
+
+class Batches(caffe.Layer):
+    \"\"\"data (4, 6) and label (4,): batch k drawn from RandomState(param_str + k).\"\"\"
+
+    def setup(self, bottom, top):
+        if len(bottom) != 0 or len(top) != 2:
+            raise Exception("Batches: no bottoms, two tops")
+        self.seed = int(self.param_str)
+        self.k = 0
+
+    def reshape(self, bottom, top):
+        top[0].reshape(4, 6)
+        top[1].reshape(4)
+
+    def forward(self, bottom, top):
+        r = np.random.RandomState(self.seed + self.k)
+        self.k += 1
+        top[0].data[...] = r.randn(4, 6)
+        top[1].data[...] = r.randint(0, 3, 4)
+
+    def backward(self, top, propagate_down, bottom):
+        pass
+
+
+class Twice(caffe.Layer):
+    def setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = 2 * bottom[0].data
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].diff[...] = 2 * top[0].diff
+"""
+PYNET = """name: "cli_python"
+layer { name: "data" type: "Python" top: "data" top: "label" include { phase: TRAIN }
+        python_param { module: "pydata" layer: "Batches" param_str: "1" } }
+layer { name: "data" type: "Python" top: "data" top: "label" include { phase: TEST }
+        python_param { module: "pydata" layer: "Batches" param_str: "100" } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+        inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.5 }
+                              bias_filler { type: "uniform" min: -0.5 max: 0.5 } } }
+layer { name: "twice" type: "Python" bottom: "ip" top: "twice"
+        python_param { module: "pydata" layer: "Twice" } }
+layer { name: "accuracy" type: "Accuracy" bottom: "twice" bottom: "label" top: "accuracy"
+        include { phase: TEST } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "twice" bottom: "label" top: "loss" }
+"""
+os.makedirs("python/snap")
+os.chdir("python")
+with open("pydata.py", "w") as f:
+    f.write(PYDATA)
+with open("net.prototxt", "w") as f:
+    f.write(PYNET)
+with open("solver.prototxt", "w") as f:
+    f.write(SOLVER.replace("iter_size: %d\n", "") % "snap/py")
+sys.path.insert(0, os.getcwd())
+caffe.set_random_seed(1)
+caffe.Net("net.prototxt", caffe.TEST).save("init.caffemodel")
+here = os.getcwd()
+caffe_tool("caffe_train.txt", "Solving", "train", "-solver", "solver.prototxt", "-weights",
+           "init.caffemodel", pythonpath=here)
+os.rename("snap/py_iter_8.caffemodel", "trained.caffemodel")
+for name in os.listdir("snap"):
+    os.remove("snap/" + name)
+caffe_tool("caffe_test.txt", "Running for", "test", "-model", "net.prototxt", "-weights",
+           "init.caffemodel", "-iterations", "3", pythonpath=here)
+for name in os.listdir("__pycache__"):
+    os.remove("__pycache__/" + name)
+os.rmdir("__pycache__")
 '''
 
 

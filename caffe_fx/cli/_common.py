@@ -1,6 +1,7 @@
 """Arguments the `info`, `export`, `convert` and `draw` subcommands share.
 
-`--input-shape BLOB=N,C,H,W` (repeatable), `--phase`, `--caffe-proto` and `--debug` accepted after the
+`--input-shape BLOB=N,C,H,W` (repeatable), `--phase`, `--caffe-proto` and `--debug`
+(and `--trust-python-layers` for the commands that run a net) accepted after the
 subcommand as well as before it (the pycaffe tools, python/caffe/draw_net.py and
 tools/caffe.cpp, take their options after the command too).
 """
@@ -50,6 +51,13 @@ def add_net_arguments(p: argparse.ArgumentParser, *, weights: str | None) -> Non
                         "overrides the Input layer's, required for data layers")
     add_caffe_proto(p)
     add_debug(p)
+
+
+def add_trust_python_layers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-python-layers", action="store_true", dest="trust_python_layers",
+                   help="run the net's Python layers: import each python_param.module from "
+                        "sys.path (PYTHONPATH), as `caffe` built WITH_PYTHON_LAYER does; "
+                        "without it caffe-fx never runs code from a net")
 
 
 def add_caffe_proto(p: argparse.ArgumentParser) -> None:

@@ -167,7 +167,8 @@ def open_feed(net: Any, *, phase: int, where: str, required: bool,
 
 def load_net(model: str, weights: str | None, *, phase: str, level: int,
              stage: Sequence[str], device: Any, feed: bool, feed_required: bool,
-             caffe_proto: str | None = None, fuse: bool = True) -> LoadedNet:
+             caffe_proto: str | None = None, fuse: bool = True,
+             trust_python_layers: bool = False) -> LoadedNet:
     """compile() plus the phase-filtered NetParameter and the data feed."""
     from .. import pipeline
     from ..compiler import compile
@@ -181,7 +182,8 @@ def load_net(model: str, weights: str | None, *, phase: str, level: int,
     token = READS_BATCHES.set(True) if feed else None
     try:
         gm = compile(model, weights, phase=cast(Literal["train", "test"], phase),
-                     level=level, stages=stage, caffe_proto=caffe_proto, fuse=fuse).to(device)
+                     level=level, stages=stage, caffe_proto=caffe_proto, fuse=fuse,
+                     trust_python_layers=trust_python_layers).to(device)
     finally:
         if token is not None:
             READS_BATCHES.reset(token)

@@ -87,9 +87,18 @@ def run(args: argparse.Namespace) -> int:
         _require_onnx()
     if args.compiled:
         _require_cxx()
-    gm = compile(args.prototxt, args.weights, phase=args.phase,
-                 input_shapes=input_shapes(args), outputs=args.outputs,
-                 caffe_proto=args.caffe_proto)
+    from ..lowering.layers.python import UNTRUSTED_ADVICE
+
+    token = UNTRUSTED_ADVICE.set(
+        "which no exported program can hold (their code is Python and NumPy, outside "
+        "torch); export a prototxt without them (Python layers run even where --outputs "
+        "does not read them, as Caffe sets every layer up)")
+    try:
+        gm = compile(args.prototxt, args.weights, phase=args.phase,
+                     input_shapes=input_shapes(args), outputs=args.outputs,
+                     caffe_proto=args.caffe_proto)
+    finally:
+        UNTRUSTED_ADVICE.reset(token)
     inputs = random_inputs(gm, args.seed)
     with torch.no_grad():
         want = gm(**inputs)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_net_arguments, input_shapes
+from ._common import add_net_arguments, add_trust_python_layers, input_shapes
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,6 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "included): bottoms -> tops, output shapes, parameter counts, FLOPs "
                     "and totals.  With WEIGHTS, also check that they fit the net.")
     add_net_arguments(p, weights="optional")
+    add_trust_python_layers(p)
     p.set_defaults(run=run)
 
 
@@ -25,15 +26,16 @@ def run(args: argparse.Namespace) -> int:
     from ..summary import format_table, summarize  # torch: not needed for --help
 
     shapes = input_shapes(args)
+    trust = args.trust_python_layers
     summary = summarize(args.prototxt, phase=args.phase, input_shapes=shapes,
-                        caffe_proto=args.caffe_proto)
+                        caffe_proto=args.caffe_proto, trust_python_layers=trust)
     if args.weights is not None:  # checked before the table: an error comes alone
         from ..compiler import compile
         from ..frontend.read import read_stored
 
         # compile() copies every matching layer's blobs and raises if one does not fit.
         compile(args.prototxt, args.weights, phase=args.phase, input_shapes=shapes,
-                caffe_proto=args.caffe_proto)
+                caffe_proto=args.caffe_proto, trust_python_layers=trust)
         stored = read_stored(args.weights).layers
     print(format_table(summary))
     if args.weights is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import add_caffe_proto, add_debug
+from ._common import add_caffe_proto, add_debug, add_trust_python_layers
 from ._tool import add_gpu_option, caffe_option, device_for, g, load_net, parse_gpus, stages
 
 
@@ -30,6 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                  help="NetState stages, separated by ','")
     add_gpu_option(p, many=False)
     add_caffe_proto(p)
+    add_trust_python_layers(p)
     add_debug(p)
     p.set_defaults(run=run)
 
@@ -46,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"Use GPU with device ID {gpus[0]}" if gpus else "Use CPU.")
     loaded = load_net(args.model, args.weights, phase="test", level=args.level,
                       stage=stages(args), device=device_for(gpus[:1]), feed=True,
-                      feed_required=True, caffe_proto=args.caffe_proto)
+                      feed_required=True, caffe_proto=args.caffe_proto,
+                      trust_python_layers=args.trust_python_layers)
     print(f"Running for {args.iterations} iterations.")
     names = loaded.outputs
     scores: list[Any] = []  # one float32 sum per output element, Caffe's test_score

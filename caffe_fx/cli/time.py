@@ -16,7 +16,7 @@ import time as _time
 from collections import defaultdict
 from typing import Any
 
-from ._common import add_caffe_proto, add_debug
+from ._common import add_caffe_proto, add_debug, add_trust_python_layers
 from ._tool import (
     add_gpu_option,
     add_phase_option,
@@ -43,6 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_phase_option(p, "train")
     add_gpu_option(p, many=False)
     add_caffe_proto(p)
+    add_trust_python_layers(p)
     add_debug(p)
     p.set_defaults(run=run)
 
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     print("Use GPU with device ID", gpus[0]) if gpus else print("Use CPU.")
     loaded = load_net(args.model, args.weights, phase=args.phase, level=args.level,
                       stage=stages(args), device=device, feed=True, feed_required=False,
-                      caffe_proto=args.caffe_proto,
+                      caffe_proto=args.caffe_proto, trust_python_layers=args.trust_python_layers,
                       fuse=False)  # one node per layer: each layer's own time, as Caffe's
     try:
         _benchmark(loaded, args.iterations, device, torch)

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from ._common import add_debug
+from ._common import add_debug, add_trust_python_layers
 from ._tool import add_gpu_option, caffe_option, parse_gpus
 
 _EFFECTS = ("stop", "snapshot", "none")
@@ -47,6 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                  help="on SIGINT (Ctrl-C): stop (after a snapshot), snapshot, or none")
     caffe_option(p, "sighup_effect", choices=_EFFECTS, default="snapshot",
                  help="on SIGHUP: stop, snapshot (default), or none")
+    add_trust_python_layers(p)
     add_debug(p)
     p.set_defaults(run=run, _parser=p)
 
@@ -205,7 +206,8 @@ def _train(rank: int, world: int, device: Any, args: argparse.Namespace) -> None
         solver = Solver(_solver_param(args), weights=weights,
                         device=device if device is not None or world > 1 else None,
                         on_sigint=args.sigint_effect if root else "none",
-                        on_sighup=args.sighup_effect if root else "none")
+                        on_sighup=args.sighup_effect if root else "none",
+                        trust_python_layers=args.trust_python_layers)
         try:
             if args.snapshot:
                 if rank == 0:

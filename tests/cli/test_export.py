@@ -178,3 +178,28 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
         main(["export", "--help"])
     assert e.value.code == 0
     assert ".pt2" in capsys.readouterr().out
+
+
+def test_python_layers_are_refused_with_what_export_can_do(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Python layer's code cannot go into a .pt2/.onnx/.ts program: export says so
+    (not the --trust-python-layers advice of the commands that run a net), imports
+    nothing and writes nothing."""
+    net = tmp_path / "p.prototxt"
+    net.write_text(
+        'layer { name: "data" type: "Input" top: "data" '
+        'input_param { shape { dim: 1 dim: 3 } } }\n'
+        'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+        'inner_product_param { num_output: 2 } }\n'
+        'layer { name: "dbl" type: "Python" bottom: "ip" top: "dbl" '
+        'python_param { module: "never_imported" layer: "Double" } }\n')
+    weights = tmp_path / "w.caffemodel"
+    caffe_fx.save_caffemodel(weights, {"ip": [np.ones((2, 3), np.float32),
+                                              np.zeros(2, np.float32)]})
+    out = tmp_path / "p.pt2"
+    assert main(["export", str(net), str(weights), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert (f"caffe-fx export: error: {net}: Python layers 'dbl' (python_param.module = "
+            "'never_imported') run user code, which no exported program can hold") in err
+    assert "--trust-python-layers" not in err
+    assert not out.exists() and "never_imported" not in sys.modules

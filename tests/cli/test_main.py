@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -101,10 +102,40 @@ def test_python_layer_refusal_says_how_to_trust_it(capsys, tmp_path):
     net.write_text(PYTHON_NET)
     assert one_line_error(capsys, ["info", str(net)]) == (
         f"caffe-fx info: error: {net}: Python layers 'mine' (python_param.module = "
-        "'mylayers') run user code, which caffe-fx never runs; to trust them, load the net "
-        "in Python: caffe_fx.compile(NET, trust_python_layers=True) or caffe_fx.pycaffe.Net "
-        "(both import python_param.module from sys.path, as pycaffe does) [in build]")
+        "'mylayers') run user code, which caffe-fx runs only when told: pass "
+        "--trust-python-layers (it imports python_param.module from sys.path, i.e. "
+        "PYTHONPATH, as caffe built WITH_PYTHON_LAYER does) [in build]")
     assert "Unknown layer type" not in capsys.readouterr().err
+
+
+MYLAYERS = """import caffe
+
+
+class Double(caffe.Layer):
+    def setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        top[0].reshape(2, *bottom[0].data.shape)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = 2 * bottom[0].data
+"""
+
+
+def test_trusted_python_layers_run_their_reshape_in_info_and_time(
+        capsys, tmp_path, monkeypatch):
+    net = tmp_path / "p.prototxt"
+    net.write_text(PYTHON_NET)
+    (tmp_path / "mylayers.py").write_text(MYLAYERS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mylayers", raising=False)
+    assert main(["info", str(net), "--trust-python-layers"]) == 0
+    table = capsys.readouterr().out
+    assert re.search(r"mine \(Python\)\s+data -> out\s+\(2, 1, 3\)", table), table
+    assert main(["time", "-model", str(net), "-iterations", "2",
+                 "--trust-python-layers"]) == 0
+    assert "mine\tforward: " in capsys.readouterr().out
 
 
 ACCURACY_NET = """

@@ -7,6 +7,7 @@ Every line must be Caffe's, numbers within 1e-5 relative (Caffe prints six digit
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,20 @@ def test_weights_are_required_and_errors_are_one_line(
     assert main(["test", "-model", "net.prototxt", "-weights", "init.caffemodel",
                  "-gpu", "7"]) == 1
     assert "no CUDA device 7" in capsys.readouterr().err
+
+
+def test_python_data_layer_scores_as_caffes_when_trusted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests/golden/cli/python: a Python data layer's batches, scored by `caffe test`
+    built WITH_PYTHON_LAYER."""
+    monkeypatch.chdir(GOLDEN / "python")
+    monkeypatch.syspath_prepend(str(GOLDEN / "python"))
+    monkeypatch.delitem(sys.modules, "pydata", raising=False)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # no __pycache__ in the goldens
+    assert main(["test", "-model", "net.prototxt", "-weights", "init.caffemodel",
+                 "-iterations", "3", "--trust-python-layers"]) == 0
+    got = capsys.readouterr().out.splitlines()
+    assert got[0] == "Use CPU."
+    want = (GOLDEN / "python" / "caffe_test.txt").read_text().splitlines()
+    assert_lines_match(got[1:], want)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,44 @@ def test_solver_mode_gpu_without_cuda_says_how_in_solver_file_terms(
         "caffe-fx train: error: gpu_solver.prototxt: solver_mode = GPU, device_id = 0: CUDA is "
         "not available on this machine (no CUDA device or a CPU-only torch build); set "
         "`solver_mode: CPU` in the solver file\n")
+
+
+def python_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tests/golden/cli/python/ copied, its pydata.py importable (PYTHONPATH, as for
+    Caffe's binary), and sys.modules left as it was."""
+    work = tmp_path / "python"
+    shutil.copytree(GOLDEN / "python", work)
+    (work / "snap").mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.syspath_prepend(str(work))
+    monkeypatch.delitem(sys.modules, "pydata", raising=False)
+    return work
+
+
+def test_python_layers_train_as_in_caffe_when_trusted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A Python data layer and a Python layer with a backward, trained by
+    `caffe train` built WITH_PYTHON_LAYER (tests/golden/cli/python/caffe_train.txt):
+    --trust-python-layers runs them, with Caffe's log and trained weights."""
+    work = python_workdir(tmp_path, monkeypatch)
+    assert main(["train", "-solver", "solver.prototxt", "-weights", "init.caffemodel",
+                 "--trust-python-layers"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["Use CPU.", "Starting Optimization"]
+    assert_log_is_caffes(out[2:], (GOLDEN / "python" / "caffe_train.txt").read_text()
+                         .splitlines())
+    assert_weights(work / "snap" / "py_iter_8.caffemodel",
+                   GOLDEN / "python" / "trained.caffemodel", 1e-4)
+
+
+def test_python_layers_are_refused_unless_trusted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    python_workdir(tmp_path, monkeypatch)
+    assert main(["train", "-solver", "solver.prototxt"]) == 1
+    err = capsys.readouterr().err
+    assert ("Python layers 'data' (python_param.module = 'pydata'), 'twice' "
+            "(python_param.module = 'pydata') run user code, which caffe-fx runs only when "
+            "told: pass --trust-python-layers") in err
+    assert "pydata" not in sys.modules

@@ -108,6 +108,12 @@ def mapped_classes(names: Iterable[str]) -> Iterator[None]:
         _MAPPED.reset(token)
 
 
+# What a CLI command says instead of its --trust-python-layers advice (caffe-fx export,
+# whose programs cannot hold a Python layer's code).
+UNTRUSTED_ADVICE: ContextVar[str | None] = ContextVar("caffe_fx_untrusted_advice",
+                                                      default=None)
+
+
 def refuse_untrusted(net: caffe_pb2.NetParameter, where: str) -> None:
     """Every Python layer of the net at once, when the caller did not trust them (data
     layers that become inputs, and layers compile(layers=...) maps by class, excepted:
@@ -119,10 +125,12 @@ def refuse_untrusted(net: caffe_pb2.NetParameter, where: str) -> None:
     if python:
         names = ", ".join(f"'{layer.name}' (python_param.module = "
                           f"'{layer.python_param.module}')" for layer in python)
-        if CALLER.get() == "cli":
-            how = ("which caffe-fx never runs; to trust them, load the net in Python: "
-                   "caffe_fx.compile(NET, trust_python_layers=True) or caffe_fx.pycaffe.Net "
-                   "(both import python_param.module from sys.path, as pycaffe does)")
+        if UNTRUSTED_ADVICE.get() is not None:
+            how = str(UNTRUSTED_ADVICE.get())
+        elif CALLER.get() == "cli":
+            how = ("which caffe-fx runs only when told: pass --trust-python-layers (it "
+                   "imports python_param.module from sys.path, i.e. PYTHONPATH, as caffe "
+                   "built WITH_PYTHON_LAYER does)")
         else:
             how = ("which compile() never does unless told: pass trust_python_layers=True, "
                    "or use caffe_fx.pycaffe.Net (which imports them, as pycaffe does)")
