@@ -48,8 +48,6 @@ def worker(mode: str, prototxt: Path, weights: Path, inputs: Path, package: Path
     import torch
     import torch._inductor  # noqa: F401  (imports are not the artifact's load time)
 
-    import caffe_fx
-
     with np.load(inputs) as z:
         feed = {k: torch.from_numpy(z[k]) for k in z.files}
     start = time.perf_counter()

@@ -12,7 +12,6 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Union
 
 import numpy as np

@@ -1,5 +1,4 @@
 """Bad input gets one clear caffe_fx.errors exception naming file, layer, field and value."""
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -20,7 +20,6 @@ import torch
 from google.protobuf import text_format
 
 import caffe_fx
-import caffe_fx.pycaffe as caffe
 from caffe_fx import errors
 from caffe_fx.cli import main
 from caffe_fx.proto import caffe_pb2

@@ -12,7 +12,6 @@ tests/fuzz/test_fuzz.py turns into a failure (and which belongs in tests/fuzz/re
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import random
