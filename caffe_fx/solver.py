@@ -867,8 +867,8 @@ class Solver(_Training):
         if isinstance(solver, caffe_pb2.SolverParameter):
             param, where = solver, "<SolverParameter>"
         else:
-            where = os.fspath(solver)
             param = read_solver(solver)
+            where = os.fspath(solver)
         self.device = resolve_device(device, param, where)
         if param.random_seed >= 0:  # Caffe::set_random_seed(random_seed + solver_rank)
             from .pycaffe.net import set_random_seed

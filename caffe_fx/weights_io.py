@@ -32,7 +32,7 @@ from ._atomic import atomic_folder, atomic_path, atomic_write, check_writable
 from .binding import LayerSlots
 from .errors import CaffeFxError, InputError, MissingDependencyError, WeightsError
 from .frontend import mapped
-from .frontend.files import check_file
+from .frontend.files import check_file, path_argument
 from .frontend.hdf5 import write_hdf5
 from .frontend.read import NetSource, StoredBlob, describe, read_net, read_weights
 from .frontend.wire import write_caffemodel
@@ -603,12 +603,10 @@ def save_caffemodel(
     Returns the path written.  Blobs are written as float32 with their shapes (`shape`,
     or legacy num/channels/height/width for blobs read that way from an old caffemodel).
     """
-    if not isinstance(path, (str, os.PathLike)):
-        swapped = isinstance(path, (torch.nn.Module, Mapping))
-        raise InputError(
-            f"save_caffemodel: path is {type(path).__name__}; allowed: a str or os.PathLike "
-            "naming the file to write" + ("; the file comes first: "
-                                          "save_caffemodel(path, weights_or_module)" if swapped else ""))
+    if isinstance(path, (torch.nn.Module, Mapping)):
+        raise InputError(f"save_caffemodel: path is {type(path).__name__}; the file comes "
+                         "first: save_caffemodel(path, weights_or_module)")
+    path_argument(path, "save_caffemodel: path", InputError)
     if format not in ("binary", "hdf5"):
         raise InputError(f"save_caffemodel: format = {format!r}; allowed: 'binary', 'hdf5'")
     return _save(Path(path), to_blobs(weights_or_module), prototxt, format, force, None)

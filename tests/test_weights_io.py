@@ -125,11 +125,11 @@ def test_save_refuses_to_overwrite_and_layers_the_net_lacks(tmp_path):
         caffe_fx.save_caffemodel(tmp_path / "z", {"fc": np.zeros(3)})
     with pytest.raises(InputError, match=r"allowed: a GraphModule from caffe_fx.compile"):
         caffe_fx.save_caffemodel(tmp_path / "z", [np.zeros(3)])  # type: ignore[arg-type]
-    with pytest.raises(InputError, match=r"path is dict; allowed: a str or os.PathLike "
-                                         r"naming the file to write; the file comes first"):
+    with pytest.raises(InputError, match=r"save_caffemodel: path is dict; the file comes "
+                                         r"first: save_caffemodel\(path, weights_or_module\)"):
         caffe_fx.save_caffemodel(weights, tmp_path / "w2")  # type: ignore[arg-type]
-    with pytest.raises(InputError, match=r"path is int; allowed: a str or os.PathLike "
-                                         r"naming the file to write$"):
+    with pytest.raises(InputError, match=r"save_caffemodel: path is given as int; allowed: "
+                                         r"a path \(str or os.PathLike\)$"):
         caffe_fx.save_caffemodel(3, weights)  # type: ignore[arg-type]
 
 

@@ -23,11 +23,20 @@ def max_text_bytes() -> int:
     return int(raw) if raw.isdigit() and int(raw) > 0 else MAX_TEXT_BYTES
 
 
+def path_argument(value: object, what: str, error: type[CaffeFxError]) -> str:
+    """os.fspath(value) for a str or os.PathLike; anything else (None, a module given
+    where its file belongs) is `error` saying what `what` was given as."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise error(f"{what} is given as {type(value).__name__}; allowed: a path (str or "
+                    "os.PathLike)")
+    return os.fspath(value)
+
+
 def check_file(path: str | os.PathLike, what: str, error: type[CaffeFxError], *,
                max_bytes: int | None = None) -> Path:
     """`path` as a Path once it is known to be a readable regular file (of at most
     `max_bytes`), else `error` naming the path, what was expected and what it is."""
-    raw = os.fspath(path)
+    raw = path_argument(path, f"the {what} file", error)
     if raw in ("", b""):
         raise error(f"an empty path was given where a {what} belongs; allowed: the path "
                     f"of a {what} file")

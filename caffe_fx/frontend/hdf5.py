@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_path
-from ..errors import CaffeFxError, WeightsError
+from ..errors import CaffeFxError, WeightsError, WriteError
 from ..lowering.shapes import check_shape
 from . import mapped
+from .files import path_argument
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -166,6 +167,7 @@ def write_hdf5(path: str | os.PathLike,
     owner only).  Atomic; replaces an existing file only with `force`."""
     import h5py
 
+    path_argument(path, "the HDF5 file to write", WriteError)
     layers = list(layers)
     bad = [n for n, _ in layers if "/" in n or n in (".", "")]
     if bad:

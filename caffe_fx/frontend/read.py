@@ -18,7 +18,7 @@ import numpy as np
 from google.protobuf import message as _message
 from google.protobuf import text_format
 
-from ..errors import ProtoParseError, UnusedWeightsWarning, WeightsError, spelled
+from ..errors import InputError, ProtoParseError, UnusedWeightsWarning, WeightsError, spelled
 from ..proto import caffe_pb2
 from .files import check_file, max_text_bytes
 from .hdf5 import is_hdf5, read_hdf5
@@ -29,7 +29,12 @@ NetSource = Union[str, os.PathLike, caffe_pb2.NetParameter]
 
 
 def describe(source: NetSource) -> str:
-    """How error messages name a net: its path, or a placeholder for text/messages."""
+    """How error messages name a net: its path, or a placeholder for text/messages.
+    Anything else is refused here, where every reader of a net starts."""
+    if not isinstance(source, (str, os.PathLike, _message.Message)):
+        raise InputError(f"the net is given as {type(source).__name__}; allowed: a "
+                         "prototxt path (str or os.PathLike), prototxt text or a "
+                         "caffe_pb2.NetParameter")
     if isinstance(source, caffe_pb2.NetParameter):
         return "<NetParameter>"
     if isinstance(source, os.PathLike) or is_path(os.fspath(source)):

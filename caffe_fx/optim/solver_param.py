@@ -16,6 +16,7 @@ import torch
 from torch import fx
 
 from ..errors import InputError, ProtoError, ProtoUpgradeError
+from ..frontend.files import path_argument
 from ..frontend.read import parse_text
 from ..proto import caffe_pb2
 from .lr import CaffeLR
@@ -42,7 +43,7 @@ def read_solver(filename: str | os.PathLike) -> caffe_pb2.SolverParameter:
     """ReadSolverParamsFromTextFileOrDie: parse, turn the legacy `solver_type` enum into
     `type`, and default `snapshot_prefix` to the solver file's path without extension
     (a folder given as snapshot_prefix gets the file's stem inside it)."""
-    where = os.fspath(filename)
+    where = path_argument(filename, "the solver file", InputError)
     try:
         text = Path(filename).read_text()
     except OSError as e:

@@ -30,6 +30,7 @@ from ..errors import (
     ShapeError,
     WeightsError,
 )
+from ..frontend.files import path_argument
 from ..frontend.hdf5 import is_hdf5, write_hdf5
 from ..frontend.read import NetSource, is_path, read_stored
 from ..lowering.builder import SOURCE_TYPES, Built, Lowering
@@ -192,8 +193,11 @@ class Net:
         stages = given.get("stages", stages)
         weights = given.get("weights", weights)
         if phase is None:
+            legacy = (f" ({weights!r} was taken as the weights file of the legacy "
+                      "Net(network_file, pretrained_file, phase))"
+                      if args and isinstance(args[0], (str, os.PathLike)) else "")
             raise InputError("Net(network_file, phase, ...): phase is required; allowed: "
-                             "caffe.TRAIN, caffe.TEST")
+                             f"caffe.TRAIN, caffe.TEST{legacy}")
         _check_file(network_file)
         self._layers = dict(layers) if layers else None
         with layers_overlay(self._layers, "Net(layers=...)"):
@@ -703,8 +707,9 @@ class Net:
     def copy_from(self, filename: str | os.PathLike) -> None:
         """Net::CopyTrainedLayersFrom (binary or HDF5): layers matched by name; layers the
         net lacks are skipped; the blobs are overwritten in place."""
+        path_argument(filename, "copy_from: the caffemodel file", WeightsError)
         stored = binding.read(filename)
-        assert stored is not None
+        assert stored is not None  # a path always reads to weights or raises
         binding.copy_into(binding.fit(stored, self._slots, os.fspath(filename)), self._tensors)
 
     def share_with(self, other: Net) -> None:
@@ -737,6 +742,7 @@ class Net:
     def save(self, filename: str | os.PathLike) -> None:
         """Net::ToProto + WriteProtoToBinaryFile: the whole net with its blobs (replaces
         an existing file, as Caffe does)."""
+        path_argument(filename, "save: the caffemodel file", InputError)
         save_caffemodel(filename, {name: list(t) for name, t in self._tensors.items()},
                         self._saved_proto, force=True)
 
@@ -760,6 +766,7 @@ class Net:
         """Net::ToHDF5: a group /data/<layer> per layer holding dataset <i> for each blob
         the layer owns (a param shared from another layer is written by its owner only);
         replaces an existing file, as Caffe does."""
+        path_argument(filename, "save_hdf5: the HDF5 file", InputError)
         seen: set[int] = set()
         layers = []
         for layer in self._net.layer:
@@ -773,6 +780,7 @@ class Net:
     def load_hdf5(self, filename: str | os.PathLike) -> None:
         """Net::CopyTrainedLayersFromHDF5: layers matched by name, shapes must match
         exactly; a dataset may be missing only for a param shared from another layer."""
+        path_argument(filename, "load_hdf5: the HDF5 file", WeightsError)
         if not os.path.isfile(filename) or not is_hdf5(filename):
             raise WeightsError(f"{filename}: cannot open the HDF5 weights file (no such file, "
                                "or not HDF5)")

@@ -139,8 +139,8 @@ class Solver(_Training):
     _type = ""  # the update rule of this class (SGDSolver...: pycaffe's class decides)
 
     def __init__(self, filename: str | os.PathLike) -> None:
-        where = os.fspath(filename)
         param = read_solver(filename)
+        where = os.fspath(filename)
         if self._type:
             param.type = self._type
         if param.random_seed >= 0:
