@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
 import torch
 
+from . import _memory
 from .errors import CaffeFxError, ShapeError, UnusedWeightsWarning, WeightsError, together
 from .frontend.read import StoredBlob, StoredWeights, read_stored
 from .lowering.builder import Built
@@ -196,6 +197,9 @@ def bind(built: Built, net: caffe_pb2.NetParameter, stored: StoredWeights | None
     fitted = fit(stored, slots_of(built, net), where) if stored is not None else {}
     if stored is not None:
         report_unused(built, net, stored, fitted, where, strict=strict)
+    _memory.check_fits(_to_allocate(built, fitted), where,
+                       "the parameters not read from weights (Caffe's fillers fill them)",
+                       "the layers' num_output and kernel sizes decide them")
     for view, module in built.modules:
         arrays = fitted.get(view.name)
         if type(module).to_empty is not torch.nn.Module.to_empty:
@@ -215,6 +219,17 @@ def bind(built: Built, net: caffe_pb2.NetParameter, stored: StoredWeights | None
     freeze_params(built.modules, net)
     for _, module in built.modules:
         module.blobs_settled()
+
+
+def _to_allocate(built: Built, fitted: Mapping[str, object]) -> Iterator[tuple[str, int]]:
+    """(name, bytes) of every tensor bind() will allocate: those still on the meta
+    device, less the blobs adopted from the weights."""
+    for view, module in built.modules:
+        adopted = set(module.caffe_blobs) if view.name in fitted else set()
+        for sub in module.modules():
+            for name, t in [*sub._parameters.items(), *sub._buffers.items()]:
+                if t is not None and t.is_meta and not (sub is module and name in adopted):
+                    yield f"{view.name}.{name}", t.numel() * t.element_size()
 
 
 def report_unused(built: Built, net: caffe_pb2.NetParameter, stored: StoredWeights,

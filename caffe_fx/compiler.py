@@ -98,7 +98,7 @@ def compile(  # noqa: A001  (the public name the design asks for)
         built = pipeline.lower(prepared, input_shapes=input_shapes, outputs=outputs,
                                python_layers={} if trust_python_layers else None)
     stored = stored_weights()
-    where = _describe_weights(weights)
+    where = _describe_weights(weights) if weights is not None else prepared.where
     pipeline.in_step("bind", binding.bind, built, prepared.net, stored, where, strict=strict)
     gm = built.gm
     if fuse:

@@ -41,6 +41,7 @@ __all__ = [
     "CoordMapUndefinedError",
     "CoordMapAxisError",
     "CoordMapUnreachableError",
+    "MemoryLimitError",
     "OutputExistsError",
     "WriteError",
     "MissingDependencyError",
@@ -213,6 +214,11 @@ class DataSourceError(InputError, OSError):
     """A data layer's source (a database, a list file, an image, an HDF5 file) that cannot
     be read for its tops' shapes; names the layer, the field and the path, and says that
     `input_shapes=` can give the shapes instead."""
+
+
+class MemoryLimitError(CaffeFxError, MemoryError):
+    """A net whose parameters or blobs would take more memory than the machine has
+    available, refused before any of it is allocated (caffe_fx/_memory.py)."""
 
 
 class OutputExistsError(CaffeFxError, FileExistsError):

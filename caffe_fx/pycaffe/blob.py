@@ -16,7 +16,9 @@ import sys
 import numpy as np
 import torch
 
+from .. import _memory
 from ..errors import PycaffeNotImplementedError, ShapeError
+from ..lowering.shapes import check_shape
 
 _HOST, _DEVICE = "host", "device"
 
@@ -274,7 +276,13 @@ class Blob:
             raise PycaffeNotImplementedError(
                 f"blob.reshape{tuple(dims)} of a parameter blob of shape {list(self.shape)} is "
                 "not implemented yet in caffe_fx.pycaffe")
-        count = math.prod(shape)
+        who = f"blob.reshape{tuple(dims)}"
+        count = math.prod(check_shape(shape, who))
+        if count > self._data_t.numel():  # growing: data, and diff when it has one
+            copies = 1 if self._diff_t is None else 2
+            _memory.check_fits([("blob", copies * count * self._data_t.element_size())],
+                               who, "its data and diff" if copies == 2 else "its data",
+                               "give it a smaller shape")
         self._data_t = _kept(self._data_t, self._sync_data, shape, count)
         if self._diff_t is not None:
             self._diff_t = _kept(self._diff_t, self._sync_diff, shape, count)

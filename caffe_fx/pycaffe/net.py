@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch import fx
 
-from .. import binding, pipeline
+from .. import _memory, binding, pipeline
 from ..data.top_shapes import READS_BATCHES
 from ..errors import (
     BlobNameError,
@@ -230,6 +231,7 @@ class Net:
         self._gms[self._key_of(info)] = gm
         self._gm = gm
         self._probes: dict[int, fx.GraphModule] = {}
+        self._check_blob_memory(info)
         self.blobs = NamedDict(((b, Blob(torch.zeros(info.blob_shapes[b])))
                                 for b in self._graph.graph["blobs"]), "blob")
         self._link_shared()
@@ -310,11 +312,22 @@ class Net:
             _carry_layer_state(self._gm, self._gms[key])
         self._gm = self._gms[key]
         info: Lowering = self._gm.meta["caffe"]
+        self._check_blob_memory(info)
         for name, blob in self.blobs.items():
             if name not in self._sources and blob.shape != info.blob_shapes[name]:
                 blob.reshape(*info.blob_shapes[name])
         self._link_shared()
         self._values, self._io, self._chained = {}, {}, False
+
+    def _check_blob_memory(self, info: Lowering) -> None:
+        """The blobs' data at these shapes fit in the memory left (caffe_fx/_memory.py);
+        Split, Flatten and Reshape tops share their bottom's (counted once)."""
+        shared = {top for layer in self._net.layer if layer.type in _SHARING_TYPES
+                  for top in layer.top if top not in layer.bottom}
+        _memory.check_fits(((b, 4 * math.prod(info.blob_shapes[b]))
+                            for b in self._graph.graph["blobs"] if b not in shared),
+                           self._where, "the blobs",
+                           "give the inputs smaller shapes (a smaller batch)")
 
     def _link_shared(self) -> None:
         """Split, Flatten and Reshape tops share their bottom's data in Caffe
