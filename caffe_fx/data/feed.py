@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import math
 import os
 import queue
 import threading
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _memory
 from ..errors import CaffeFxError, DataSourceError, InputArrayError, InputError, ShapeError
 from ..proto import caffe_pb2
 from . import _images
@@ -79,6 +81,12 @@ def open_feed(net_param: caffe_pb2.NetParameter, *, phase: int, where: str,
                     "MemoryData": _MemoryLoader, "WindowData": _WindowLoader,
                     "DenseImageData": _DenseImageLoader}[lp.type]
             loaders.append(kind(ctx, caffe_rng, glibc))
+        # Caffe's PREFETCH_COUNT batches in the queue, one being read, one in use.
+        _memory.check_fits(
+            ((top, (prefetch + 2) * 4 * math.prod(shape)) for ld in loaders
+             for top, shape in zip(ld.tops, ld.ctx.shapes)),
+            where, f"the data layers' batches ({prefetch} read ahead, one being read, one "
+            "in use)", "give the data layers a smaller batch_size")
     except BaseException:
         for loader in loaders:
             loader.close()

@@ -4,6 +4,8 @@ blobs at set-up and reshape, Blob.reshape.  The machine's availability is faked 
 nothing large is allocated."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import caffe_fx
@@ -12,6 +14,7 @@ from caffe_fx import _memory
 from caffe_fx.errors import MemoryLimitError
 
 MB = 1 << 20
+GOLDEN_CLI = Path(__file__).resolve().parents[1] / "golden" / "cli"
 
 # 1 x 40M floats in, through two TanH: 160 MB per blob, 480 MB of blobs.
 BLOBS = """
@@ -93,3 +96,29 @@ def test_switch_and_machine_reading(monkeypatch):
     monkeypatch.setenv("CAFFE_FX_MEMORY_CHECK", "0")
     assert _memory.available() is None
     _memory.check_fits([("x", 1 << 50)], "w", "the blobs", "r")  # off: no error
+
+
+def test_a_data_feed_checks_its_read_ahead_batches(tmp_path, only, monkeypatch):
+    """HDF5Data at batch 4M of 6 floats: 5 batches (3 prefetched, one being read, one in
+    use) of data and label, 534 MB, refused before the reader thread starts."""
+    import shutil
+
+    from caffe_fx import pipeline
+    from caffe_fx.data import open_feed
+    from caffe_fx.proto import caffe_pb2
+
+    golden = tmp_path / "cli"
+    shutil.copytree(GOLDEN_CLI / "hdf5", golden / "hdf5")
+    shutil.copy(GOLDEN_CLI / "train_list.txt", golden)
+    net = golden / "net.prototxt"
+    net.write_text((GOLDEN_CLI / "net.prototxt").read_text().replace("batch_size: 4",
+                                                                     "batch_size: 4000000"))
+    monkeypatch.chdir(golden)
+    prepared = pipeline.prepare(str(net), phase="train")
+    only(400 * MB)
+    with pytest.raises(MemoryLimitError, match=(
+            rf"^{net}: the data layers' batches \(3 read ahead, one being read, one in use\) "
+            r"take 534.06 MB \(the largest: data 457.76 MB, label 76.29 MB\), more than the "
+            r"400.00 MB this machine has available; give the data layers a smaller "
+            r"batch_size")):
+        open_feed(prepared.net, phase=caffe_pb2.TRAIN, where=str(net))
