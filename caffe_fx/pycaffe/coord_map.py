@@ -150,10 +150,14 @@ def _bottoms(top: Top) -> tuple[Top, ...]:
 
 
 def _same(m1: Map, m2: Map) -> bool:
-    return (m1[0] == m2[0] or None in (m1[0], m2[0])) and all(
-        np.array_equal(np.broadcast_to(x, np.broadcast_shapes(np.shape(x), np.shape(y))),
-                       np.broadcast_to(y, np.broadcast_shapes(np.shape(x), np.shape(y))))
-        for x, y in zip(m1[1:], m2[1:]))
+    """The same map (scales and shifts equal per axis, a scalar standing for every axis)."""
+    if m1[0] is not None and m2[0] is not None and m1[0] != m2[0]:
+        return False
+    try:
+        return all(bool(np.all(np.asarray(x) == np.asarray(y)))
+                   for x, y in zip(m1[1:], m2[1:]))
+    except ValueError:  # arrays over different numbers of axes
+        return False
 
 
 def _walk(start: Top,
