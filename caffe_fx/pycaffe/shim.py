@@ -1,8 +1,8 @@
 """`import caffe` for unchanged pycaffe code: module aliases onto caffe_fx.pycaffe.
 
 pycaffe facade.  Mirrors the module layout of BVLC python/caffe/ (caffe, caffe.io,
-caffe.net_spec, caffe.proto.caffe_pb2, caffe.pycaffe) by registering `sys.modules`
-entries.  `python -m caffe_fx.pycaffe.run SCRIPT` (run.py) installs them and then runs a
+caffe.net_spec, caffe.coord_map, caffe.proto.caffe_pb2, caffe.pycaffe, ...: ALIASES) by
+registering `sys.modules` entries.  `python -m caffe_fx.pycaffe.run SCRIPT` (run.py) installs them and then runs a
 script as `python SCRIPT` would; with CAFFE_FX_AS_CAFFE=1 (../_caffe_env.py) every
 interpreter installs them at its first `import caffe`.
 """
