@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 ENABLED = os.environ.get("CAFFE_FX_WINOGRAD", "1") != "0"
+_ONEDNN = torch.backends.mkldnn.is_available()
 
 # Points 0, 1, -1, 2, -1/2 and infinity: the Toom-Cook matrices (A^T: powers of the
 # points; G: those over the product of each point's differences to the others; B^T the
@@ -70,15 +71,16 @@ def applies(x: Tensor, weight: Tensor, stride: List[int], pad: List[int],
 
 
 def pack(weight: Tensor) -> Tensor:
-    """U = G g G^T for each (out, in) filter pair, as (36, in, out) in weight's dtype,
-    computed in float64 from `weight`, (out, in, 3, 3), 32 output channels at a time (the
-    float64 temporaries of a whole 512x512 layer took VGG16's peak memory 0.4 GB up)."""
+    """U = G g G^T for each (out, in) filter pair, as (36, out, in) in weight's dtype (for
+    each tile position a weight as oneDNN's inner product stores it), computed in float64
+    from `weight`, (out, in, 3, 3), 32 output channels at a time (the float64 temporaries
+    of a whole 512x512 layer took VGG16's peak memory 0.4 GB up)."""
     k, c = weight.shape[0], weight.shape[1]
-    u = torch.empty(36, c, k, dtype=weight.dtype)
+    u = torch.empty(36, k, c, dtype=weight.dtype)
     for k0 in range(0, k, 32):
         g = weight[k0:k0 + 32].detach().double()
         part = torch.einsum("ij,kcjl,ml->imkc", _G, g, _G)  # (6, 6, 32, C)
-        u[:, :, k0:k0 + 32] = part.reshape(36, g.shape[0], c).transpose(1, 2)
+        u[:, k0:k0 + 32] = part.reshape(36, g.shape[0], c)
     return u
 
 
@@ -93,7 +95,7 @@ def conv2d(x: Tensor, u: Tensor, bias: Optional[Tensor], pad: List[int], relu: b
     """The convolution of `x` (N, C, H, W; channels-last memory) with the packed filters
     `u`, + bias, + `add` (the output's shape), then ReLU; channels-last like oneDNN's."""
     n, c, h, w = x.shape
-    k = u.shape[2]
+    k = u.shape[1]
     oh, ow = h + 2 * pad[0] - 2, w + 2 * pad[1] - 2
     th, tw = (oh + 3) // 4, (ow + 3) // 4
     out = torch.empty(n, oh, ow, k, dtype=x.dtype)
@@ -107,11 +109,23 @@ def conv2d(x: Tensor, u: Tensor, bias: Optional[Tensor], pad: List[int], relu: b
     return out.permute(0, 3, 1, 2)
 
 
+def _products(v: Tensor, u: Tensor) -> Tensor:
+    """The 36 products v[p] @ u[p]^T, (tiles, C) by (K, C), each by oneDNN's inner product
+    (its AVX-512 kernels; MKL's batched sgemm takes none on AMD CPUs and ran them 1.4-1.9x
+    slower on a 2-core EPYC, benchmarks/README.md); torch.bmm where oneDNN is absent."""
+    if not _ONEDNN:
+        return torch.bmm(v, u.transpose(1, 2))
+    m = torch.empty(v.shape[0], v.shape[1], u.shape[1], dtype=v.dtype)
+    for p in range(v.shape[0]):
+        m[p] = torch.ops.mkldnn._linear_pointwise(v[p], u[p], None, "none", [], "")
+    return m
+
+
 def _tiles(x: Tensor, u: Tensor, pad: List[int], th: int, tw: int, out: Tensor,
            bias: Optional[Tensor]) -> None:
     """Writes the convolution of the images `x` (+ bias) into `out` (their NHWC output)."""
     n, c, h, w = x.shape
-    k = u.shape[2]
+    k = u.shape[1]
     nhwc = x.permute(0, 2, 3, 1)
     # Pad to whole tiles: 4 t + 2 rows and columns, the convolution's own pad first.
     xp = torch.nn.functional.pad(nhwc, (0, 0, pad[1], 4 * tw + 2 - w - pad[1],
@@ -120,7 +134,7 @@ def _tiles(x: Tensor, u: Tensor, pad: List[int], th: int, tw: int, out: Tensor,
     tiles = xp.as_strided((n, th, tw, 6, 6, c), (s[0], 4 * s[1], 4 * s[2], s[1], s[2], s[3]))
     d = tiles.permute(3, 4, 0, 1, 2, 5).reshape(36, -1)  # (36, tiles * C)
     v = torch.mm(_IN, d).view(36, -1, c)  # (36, tiles, C)
-    m = torch.bmm(v, u)  # (36, tiles, K)
+    m = _products(v, u)  # (36, tiles, K)
     y = torch.mm(_OUT, m.view(36, -1)).view(4, 4, n, th, tw, k)
     y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, 4 * th, 4 * tw, k)[:, :out.shape[1], :out.shape[2]]
     if bias is not None:

@@ -92,7 +92,7 @@ def test_the_prepacked_convolution_takes_it():
     with torch.no_grad():
         got = onednn.conv2d(x, weight, None, [1, 1], [1, 1], [1, 1], 1, True, fold=fold)
         packed = onednn._CACHE.get(weight)[1]
-        assert packed.shape == (36, 128, 256) and packed.dtype == torch.float32
+        assert packed.shape == (36, 256, 128) and packed.dtype == torch.float32
         assert torch.equal(onednn.conv2d(x, weight, None, [1, 1], [1, 1], [1, 1], 1, True,
                                          fold=fold), got)
         assert onednn._CACHE.get(weight)[1] is packed  # packed once
@@ -135,3 +135,14 @@ def test_a_batch_runs_a_few_images_at_a_time(monkeypatch):
                                                  1, 1))
     assert _relative(parts, want) <= 1e-5 and _relative(whole, want) <= 1e-5
     torch.testing.assert_close(parts, whole, rtol=0, atol=1e-6)
+
+
+def test_the_products_equal_torch_bmm():
+    """The 36 per-position products by oneDNN's inner product equal torch.bmm's within
+    float32 rounding of the sum (both sum C products per output)."""
+    torch.manual_seed(3)
+    v, u = torch.randn(36, 49, 128), torch.randn(36, 256, 128)
+    got = winograd._products(v, u)
+    want = torch.bmm(v.double(), u.double().transpose(1, 2))
+    assert got.shape == (36, 49, 256)
+    assert _relative(got, want) <= 1e-6
