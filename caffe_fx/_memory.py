@@ -66,6 +66,6 @@ def check_fits(items: Iterable[tuple[str, int]], where: str, what: str, remedy: 
     names = ", ".join(f"{name} {_size(n)}" for name, n in largest)
     parts = f" (the largest: {names})" if len(items) > 1 else ""
     raise MemoryLimitError(
-        f"{where}: {what} take {_size(total)}{parts}, more than the "
+        f"{where}: {what}: {_size(total)}{parts}, more than the "
         f"{_size(free)} this machine has available; {remedy}, or set "
         "CAFFE_FX_MEMORY_CHECK=0 to allocate anyway")

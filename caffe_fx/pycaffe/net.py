@@ -320,13 +320,25 @@ class Net:
         self._values, self._io, self._chained = {}, {}, False
 
     def _check_blob_memory(self, info: Lowering) -> None:
-        """The blobs' data at these shapes fit in the memory left (caffe_fx/_memory.py);
-        Split, Flatten and Reshape tops share their bottom's (counted once)."""
+        """What the blobs at these shapes take beyond the memory they hold already (all of
+        it at set-up; a blob keeps its memory when it shrinks) fits in the memory left
+        (caffe_fx/_memory.py).  Split, Flatten and Reshape tops share their bottom's."""
         shared = {top for layer in self._net.layer if layer.type in _SHARING_TYPES
                   for top in layer.top if top not in layer.bottom}
-        _memory.check_fits(((b, 4 * math.prod(info.blob_shapes[b]))
-                            for b in self._graph.graph["blobs"] if b not in shared),
-                           self._where, "the blobs",
+        blobs: NamedDict | None = getattr(self, "blobs", None)  # None at set-up
+
+        def growth(name: str) -> int:
+            want = 4 * math.prod(info.blob_shapes[name])
+            if blobs is None:
+                return want
+            blob = blobs[name]
+            grow = max(0, want - blob._data_t.untyped_storage().nbytes())
+            if blob._diff_t is not None:
+                grow += max(0, want - blob._diff_t.untyped_storage().nbytes())
+            return grow
+
+        _memory.check_fits(((b, growth(b)) for b in self._graph.graph["blobs"]
+                            if b not in shared), self._where, "the blobs' new memory",
                            "give the inputs smaller shapes (a smaller batch)")
 
     def _link_shared(self) -> None:

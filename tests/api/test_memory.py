@@ -43,7 +43,7 @@ def test_pycaffe_net_refuses_blobs_beyond_the_memory_left(tmp_path, only):
     net.write_text(BLOBS)
     only(300 * MB)
     with pytest.raises(MemoryLimitError, match=(
-            rf"^{net}: the blobs take 457.76 MB \(the largest: data 152.59 MB, t1 152.59 MB, "
+            rf"^{net}: the blobs' new memory: 457.76 MB \(the largest: data 152.59 MB, t1 152.59 MB, "
             r"t2 152.59 MB\), more than the 300.00 MB this machine has available; give the "
             r"inputs smaller shapes \(a smaller batch\), or set CAFFE_FX_MEMORY_CHECK=0")):
         caffe.Net(str(net), caffe.TEST)
@@ -55,8 +55,8 @@ def test_compile_refuses_filled_parameters_beyond_the_memory_left(tmp_path, only
     net.write_text(PARAMS)
     only(200 * MB)
     with pytest.raises(MemoryLimitError, match=(
-            rf"^{net}: the parameters not read from weights \(Caffe's fillers fill them\) "
-            r"take 244.17 MB \(the largest: fc.weight 244.14 MB, fc.bias 31.25 KB\), more "
+            rf"^{net}: the parameters not read from weights \(Caffe's fillers fill them\)"
+            r": 244.17 MB \(the largest: fc.weight 244.14 MB, fc.bias 31.25 KB\), more "
             r"than the 200.00 MB")):
         caffe_fx.compile(str(net))
     only(300 * MB)
@@ -69,14 +69,19 @@ def test_reshape_checks_the_new_shapes(tmp_path, only):
     net.write_text(BLOBS.replace("dim: 40000000", "dim: 4"))
     n = caffe.Net(str(net), caffe.TEST)
     only(100 * MB)
-    with pytest.raises(MemoryLimitError, match=r"^blob.reshape\(1, 40000000\): its data take "
+    with pytest.raises(MemoryLimitError, match=r"^blob.reshape\(1, 40000000\): its data: "
                                                r"152.59 MB, more than the 100.00 MB"):
         n.blobs["data"].reshape(1, 40000000)
     assert n.blobs["data"].shape == (1, 4)
-    only(400 * MB)  # the input blob fits, the three blobs do not
+    only(250 * MB)  # the input blob fits, the two after it do not
     n.blobs["data"].reshape(1, 40000000)
-    with pytest.raises(MemoryLimitError, match=r"the blobs take 457.76 MB"):
-        n.reshape()
+    with pytest.raises(MemoryLimitError, match=r"the blobs' new memory: 305.18 MB "
+                                               r"\(the largest: t1 152.59 MB, t2 152.59 MB"):
+        n.reshape()  # data already holds its 152.59 MB
+    assert n.blobs["t1"].shape == (1, 4)
+    only(1 * MB)  # shrinking takes nothing new, however little is left
+    n.blobs["data"].reshape(1, 4)
+    n.reshape()
     assert n.blobs["t1"].shape == (1, 4)
 
 
@@ -117,8 +122,8 @@ def test_a_data_feed_checks_its_read_ahead_batches(tmp_path, only, monkeypatch):
     prepared = pipeline.prepare(str(net), phase="train")
     only(400 * MB)
     with pytest.raises(MemoryLimitError, match=(
-            rf"^{net}: the data layers' batches \(3 read ahead, one being read, one in use\) "
-            r"take 534.06 MB \(the largest: data 457.76 MB, label 76.29 MB\), more than the "
+            rf"^{net}: the data layers' batches \(3 read ahead, one being read, one in use\)"
+            r": 534.06 MB \(the largest: data 457.76 MB, label 76.29 MB\), more than the "
             r"400.00 MB this machine has available; give the data layers a smaller "
             r"batch_size")):
         open_feed(prepared.net, phase=caffe_pb2.TRAIN, where=str(net))
