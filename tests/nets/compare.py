@@ -64,6 +64,25 @@ def assert_blobs_match(ours: Mapping[str, np.ndarray], caffe: Mapping[str, np.nd
     assert not bad, f"{what}: " + "; ".join(bad)
 
 
+def assert_mostly_match(ours: Mapping[str, np.ndarray], caffe: Mapping[str, np.ndarray],
+                        what: str, tol: float = TOLERANCE, fraction: float = 1e-3) -> None:
+    """Every Caffe blob is in `ours`, of the same shape, and at most `fraction` of its
+    elements differ by more than `tol` relative to its largest magnitude: for outputs a
+    moved pooling mask reaches (their layers are matched one by one, at `tol`, too)."""
+    bad = []
+    for blob, expected in caffe.items():
+        got = ours[blob]
+        if got.shape != expected.shape:
+            bad.append(f"blob '{blob}': shape {got.shape}, Caffe's {expected.shape}")
+            continue
+        scale = float(np.abs(expected).max()) or 1.0
+        off = float(np.mean(np.abs(got - expected) > tol * scale))
+        if not off <= fraction:
+            bad.append(f"blob '{blob}': {off:.3%} of its elements differ from Caffe's by "
+                       f"more than {tol} (relative)")
+    assert not bad, f"{what}: " + "; ".join(bad)
+
+
 def backward_text(text: str) -> str:
     """The net as the backward checks run it: with `force_backward: true` (diffs reach the
     inputs and every layer) unless it has a loss to start from; nets with a loss often
