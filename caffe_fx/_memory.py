@@ -1,7 +1,8 @@
 """What a net is about to allocate, checked against the memory the machine has left.
 
 Used where caffe_fx takes memory a prototxt decides: binding.bind (parameters the
-fillers fill) and the pycaffe Net (its blobs, at set-up and on reshape).  Caffe allocates
+fillers fill), the pycaffe Net (its blobs, at set-up and on reshape), Blob.reshape and
+the data feed's read-ahead batches.  Caffe allocates
 each blob at its first use and dies in its allocator or to the kernel's OOM killer when
 the machine has too little; with Linux's overcommit an allocation even succeeds and the
 process is killed later, while the fillers write.  Here the whole request is compared

@@ -25,7 +25,6 @@ import caffe_fx
 from tests.nets.catalog import FORK_RANDOMIZED, RANDOMIZED, PublishedNet, params
 from tests.nets.compare import (
     assert_blobs_match,
-    assert_mostly_match,
     assert_facade_matches,
     assert_graph_matches,
     assert_layers_match,
@@ -104,11 +103,9 @@ def test_fork_net_every_blob_and_diff_matches_the_fork(net: PublishedNet, oracle
     # pooling masks move where a window's two largest values round 1e-7 apart: the
     # CPU's kernels decide which, and what Upsample then places differs there alone;
     # a Zen 5 EPYC moved 0.013% of segnet_basic's prob values, by up to 5.2e-4).
-    outputs = {b: caffe[b] for b in plan.outputs if b in caffe}
-    if net.fork == "segnet":
-        assert_mostly_match(run(gm, inputs), outputs, f"{net.name} (compile, outputs)")
-    else:
-        assert_blobs_match(run(gm, inputs), outputs, f"{net.name} (compile, outputs)")
+    assert_blobs_match(run(gm, inputs), {b: caffe[b] for b in plan.outputs if b in caffe},
+                       f"{net.name} (compile, outputs)",
+                       fraction=1e-3 if net.fork == "segnet" else 0.0)
     assert_layers_match(gm, inputs, caffe, f"{net.name} (compile, layer by layer)")
     del gm
     if backward:
