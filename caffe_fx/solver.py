@@ -27,10 +27,12 @@ import torch
 from torch import fx
 
 from . import binding, pipeline
+from .data import set_random_seed
 from .data.top_shapes import READS_BATCHES
 from .errors import (CALLER, DeviceError, InputError, NetDefinitionError, ProtoError,
                      UnusedWeightsWarning, spelled, with_message)
 from .frontend.read import read_net
+from .lowering.registry import top_loss_weights
 from .proto import caffe_pb2
 
 __all__ = ["Solver"]
@@ -286,8 +288,6 @@ def average_precision(true_pos: list[tuple[float, int]], num_pos: int, version: 
 
 def loss_weights(net: caffe_pb2.NetParameter) -> dict[str, float]:
     """Layer::SetLossWeights over the net: every top with a nonzero loss weight."""
-    from .pycaffe.plan import top_loss_weights
-
     out: dict[str, float] = {}
     for layer in net.layer:
         for top, w in zip(layer.top, top_loss_weights(layer)):
@@ -871,8 +871,6 @@ class Solver(_Training):
             where = os.fspath(solver)
         self.device = resolve_device(device, param, where)
         if param.random_seed >= 0:  # Caffe::set_random_seed(random_seed + solver_rank)
-            from .pycaffe.net import set_random_seed
-
             set_random_seed(param.random_seed + _world()[0])
         self._inputs = inputs
         self._test_inputs = test_inputs

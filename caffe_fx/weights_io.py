@@ -36,7 +36,7 @@ from .frontend.files import check_file, path_argument
 from .frontend.hdf5 import write_hdf5
 from .frontend.read import NetSource, StoredBlob, describe, read_net, read_weights
 from .frontend.wire import write_caffemodel
-from .lowering.shapes import check_shape, max_blob_elements
+from ._limits import check_shape, max_blob_elements
 from .proto import caffe_pb2
 
 __all__ = [

@@ -173,7 +173,7 @@ def load_net(model: str, weights: str | None, *, phase: str, level: int,
     from .. import pipeline
     from ..compiler import compile
     from ..data.top_shapes import READS_BATCHES
-    from ..pycaffe.plan import top_loss_weights
+    from ..lowering.registry import top_loss_weights
 
     prepared = pipeline.prepare(model, phase=phase, level=level, stages=stage,
                                 caffe_proto=caffe_proto)

@@ -1,6 +1,8 @@
 """The random streams Caffe's data layers draw from, reproduced draw for draw.
 
-Used by the data feed (feed.py).  Mirrors include/caffe/util/rng.hpp and
+Used by the data feed (feed.py), which also takes its default seed from here: Caffe's
+process-wide one (set_random_seed, called by pycaffe's caffe.set_random_seed and by the
+solvers' random_seed).  Mirrors include/caffe/util/rng.hpp and
 src/caffe/common.cpp (Caffe::RNG is boost::mt19937; caffe_rng_rand() one raw 32-bit
 draw), boost's uniform_int (boost/random/uniform_int_distribution.hpp,
 generate_uniform_int), and, for HDF5Data, glibc's rand() (random_r.c, TYPE_3, never
@@ -13,8 +15,25 @@ from collections.abc import MutableSequence
 from typing import Any
 
 import numpy as np
+import torch
 
 _U32 = 0xFFFFFFFF
+
+# Caffe::set_random_seed's seed, process-wide as Caffe's singleton; None until set, when
+# each data layer seeds from /dev/urandom.
+_SEED: list[int | None] = [None]
+
+
+def set_random_seed(seed: int) -> None:
+    """Caffe::set_random_seed: seeds the generator the fillers (and Dropout) draw from,
+    and the random streams (crop, mirror, shuffle) of the data layers of nets made after."""
+    torch.manual_seed(seed)
+    _SEED[0] = int(seed)
+
+
+def random_seed() -> int | None:
+    """The seed set_random_seed() last set (None: never)."""
+    return _SEED[0]
 
 
 class MT19937:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .._atomic import atomic_path
 from ..errors import CaffeFxError, WeightsError, WriteError
-from ..lowering.shapes import check_shape
+from .._limits import check_shape
 from . import mapped
 from .files import path_argument
 

@@ -35,7 +35,7 @@ from .naming import Namer
 from .layers.python import is_python_source
 from .registry import (IDENTITY, Call, CaffeModule, LayerSpec, LayerView, field_problems,
                        ignored_fields, lookup)
-from .shapes import check_net_total, check_shape
+from .._limits import check_net_total, check_shape
 
 # Layers whose tops become the GraphModule's inputs.  Input declares shapes; the data
 # layers read files (LMDB, images, HDF5) that a PyTorch pipeline replaces, so their tops

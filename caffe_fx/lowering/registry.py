@@ -181,6 +181,16 @@ def lookup(caffe_type: str) -> LayerSpec | None:
     return _USER.get(caffe_type) or _REGISTRY.get(caffe_type)
 
 
+def top_loss_weights(layer: caffe_pb2.LayerParameter) -> list[float]:
+    """Layer::SetLossWeights: explicit loss_weight per top, else 1 on top 0 of loss layers."""
+    if layer.loss_weight:
+        return [float(layer.loss_weight[j]) if j < len(layer.loss_weight) else 0.0
+                for j in range(len(layer.top))]
+    spec = lookup(layer.type)
+    return [1.0 if spec is not None and spec.is_loss and j == 0 else 0.0
+            for j in range(len(layer.top))]
+
+
 # User layers (caffe_fx/layers.py): registered for the process, and per call.  Kept apart
 # from _REGISTRY so that a built-in type a user overrides comes back when unregistered.
 _USER: dict[str, LayerSpec] = {}

@@ -9,6 +9,7 @@ Mirrors python/caffe/__init__.py; the Net and Blob live in net.py and blob.py.
 from __future__ import annotations
 
 from .. import proto
+from ..data import set_random_seed
 from ..proto import caffe_pb2  # noqa: F401  (makes caffe.proto.caffe_pb2 resolve)
 from . import draw, io, net_spec
 from .blob import Blob
@@ -22,7 +23,6 @@ from .net import (
     set_device,
     set_mode_cpu,
     set_mode_gpu,
-    set_random_seed,
 )
 from .net_spec import NetSpec, layers, params, to_proto
 from .parallel import (

@@ -18,7 +18,7 @@ import torch
 
 from .. import _memory
 from ..errors import PycaffeNotImplementedError, ShapeError
-from ..lowering.shapes import check_shape
+from .._limits import check_shape
 
 _HOST, _DEVICE = "host", "device"
 

@@ -21,6 +21,7 @@ import torch
 from torch import fx
 
 from .. import _memory, binding, pipeline
+from ..data import random_seed
 from ..data.top_shapes import READS_BATCHES
 from ..errors import (
     BlobNameError,
@@ -38,20 +39,22 @@ from ..lowering.builder import SOURCE_TYPES, Built, Lowering
 from ..layers import layers_overlay
 from ..lowering.expose import alias, expose_values
 from ..lowering.layers.python import python_sources
-from ..lowering.registry import CaffeModule, LayerView, lookup, supported_layers
+from ..lowering.registry import CaffeModule, LayerView, lookup, supported_layers, top_loss_weights
 from ..ops import onednn
 from ..passes.name_automatic_tops import automatic_blobs
 from ..proto import caffe_pb2
 from ..weights_io import save_caffemodel
 from . import python_layer
 from .blob import Blob
-from .plan import plan_backward, top_loss_weights
+from .plan import plan_backward
 
 TRAIN: int = caffe_pb2.TRAIN
 TEST: int = caffe_pb2.TEST
 
 # Caffe::mode() and Caffe::SetDevice: process-wide, as in Caffe.
-_MODE: dict[str, Any] = {"gpu": False, "device": 0, "seed": None}
+# Caffe::set_random_seed's seed lives with the data feed that draws from it
+# (caffe_fx.data.set_random_seed), where caffe_fx.Solver sets it too.
+_MODE: dict[str, Any] = {"gpu": False, "device": 0}
 
 # Data layers whose Forward the facade runs through caffe_fx.data's feed (MemoryData is
 # fed by set_input_arrays).
@@ -77,13 +80,6 @@ def set_device(device_id: int) -> None:
         raise DeviceError(f"set_device({device_id}): allowed: 0 to "
                           f"{torch.cuda.device_count() - 1} (torch.cuda.device_count())")
     _MODE["device"] = int(device_id)
-
-
-def set_random_seed(seed: int) -> None:
-    """Caffe::set_random_seed: seeds the generator the fillers (and Dropout) draw from,
-    and the random streams (crop, mirror, shuffle) of the data layers of Nets made after."""
-    torch.manual_seed(seed)
-    _MODE["seed"] = int(seed)
 
 
 def layer_type_list() -> list[str]:
@@ -863,7 +859,7 @@ class Net:
         sub = caffe_pb2.NetParameter()
         sub.layer.extend(self._net.layer[i] for i in fed)
         feed = open_feed(sub, phase=self._net.state.phase, where=self._where,
-                         seed=_MODE["seed"], rank=distributed.rank(),
+                         seed=random_seed(), rank=distributed.rank(),
                          world_size=distributed.world_size())  # DataLayer::Skip
         return feed, fed[0]
 

@@ -2,15 +2,15 @@
 Caffe differentiates.
 
 pycaffe facade.  Mirrors src/caffe/net.cpp (Init's "need backward" sweeps, force_backward,
-propagate_down) and Layer::SetLossWeights (include/caffe/layer.hpp).  The gradients
-themselves are the ops' (caffe_fx/ops): Net.backward only chooses what to ask autograd for.
+propagate_down).  The gradients themselves are the ops' (caffe_fx/ops): Net.backward only
+chooses what to ask autograd for.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..lowering.registry import lookup
+from ..lowering.registry import lookup, top_loss_weights
 from ..proto import caffe_pb2
 
 
@@ -25,16 +25,6 @@ class Plan:
     @property
     def any(self) -> bool:
         return any(self.layer_need_backward)
-
-
-def top_loss_weights(layer: caffe_pb2.LayerParameter) -> list[float]:
-    """Layer::SetLossWeights: explicit loss_weight per top, else 1 on top 0 of loss layers."""
-    if layer.loss_weight:
-        return [float(layer.loss_weight[j]) if j < len(layer.loss_weight) else 0.0
-                for j in range(len(layer.top))]
-    spec = lookup(layer.type)
-    return [1.0 if spec is not None and spec.is_loss and j == 0 else 0.0
-            for j in range(len(layer.top))]
 
 
 def _allow_force_backward(layer: caffe_pb2.LayerParameter, bottom: int) -> bool:

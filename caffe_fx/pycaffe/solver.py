@@ -16,10 +16,11 @@ from typing import Any, cast
 import numpy as np
 from torch import fx
 
+from ..data import set_random_seed
 from ..errors import InputError, ProtoError
 from ..proto import caffe_pb2
 from ..solver import NetSpec, _Training
-from .net import Net, set_random_seed
+from .net import Net
 
 
 def read_solver(filename: str | os.PathLike) -> caffe_pb2.SolverParameter:

@@ -16,7 +16,7 @@ from ...errors import NetDefinitionError, ShapeError
 from ...ops import onednn
 from ..geometry import Geometry, conv_geometry
 from ..registry import CaffeModule, LayerView, register
-from ..shapes import check_shape
+from ..._limits import check_shape
 
 
 class CaffeConv(CaffeModule):

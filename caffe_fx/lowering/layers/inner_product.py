@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ...errors import ShapeError
 from ...ops import onednn
 from ..registry import CaffeModule, LayerView, register
-from ..shapes import check_shape
+from ..._limits import check_shape
 
 
 class InnerProduct(CaffeModule):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ...ops import lrn as L
 from ...proto import caffe_pb2
 from ..registry import Call, LayerView, register
-from ..shapes import check_shape
+from ..._limits import check_shape
 
 _L = caffe_pb2.LRNParameter
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ...errors import ShapeError
 from ...ops import misc as CM
 from ..registry import IDENTITY, Call, CaffeModule, LayerView, Lowered, register
-from ..shapes import check_shape
+from ..._limits import check_shape
 
 
 @register("Silence", bottoms=(1, None), tops=0)

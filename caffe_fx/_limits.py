@@ -1,7 +1,8 @@
 """Size limits on blob shapes, checked from the shapes before any tensor exists.
 
-Lowering stage helper, used by the builder (every input, every layer's tops and blobs,
-the whole net) and by the weight readers (declared sizes of stored arrays).  Mirrors
+Beneath every stage: used by the builder (every input, every layer's tops and blobs, the
+whole net), the readers (declared sizes of stored arrays: HDF5, caffemodel, weight files)
+and the pycaffe Blob.  Mirrors
 Blob::Reshape in src/caffe/blob.cpp: every dim must be >= 0 and a blob's count may not
 exceed INT_MAX ("blob size exceeds INT_MAX"), which is also our default per-blob limit.
 A second, per-net limit bounds the elements of all blobs and parameters together, so
@@ -14,7 +15,7 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 
-from ..errors import ShapeError
+from .errors import ShapeError
 
 # Caffe's own limit: Blob::Reshape CHECKs count <= INT_MAX.
 MAX_BLOB_ELEMENTS = 2**31 - 1
