@@ -84,14 +84,10 @@ def _write_error(p: Path, e: OSError) -> WriteError:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, *, force: bool = False,
-                 text: bool = False) -> Iterator[IO]:
-    """`with atomic_write(path) as f: f.write(...)` writes `path` all at once or not at all.
-
-    The temporary file lives in the target's folder (so os.replace never crosses file
-    systems) and is removed if the body raises.  The existence check runs both before
-    and just before the rename.
-    """
+def _temporary(path: str | os.PathLike, force: bool) -> Iterator[tuple[Path, int, str]]:
+    """(target, descriptor, name) of a new temporary file in the target's folder,
+    renamed over the target when the body succeeds and removed when it raises.  The
+    existence check runs both before and just before the rename."""
     p = check_writable(path, force)
     prefix = _prepare(p)
     try:
@@ -99,10 +95,7 @@ def atomic_write(path: str | os.PathLike, *, force: bool = False,
     except OSError as e:
         raise _write_error(p, e) from e
     try:
-        with os.fdopen(fd, "w" if text else "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield p, fd, tmp
         check_writable(p, force)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, p)
@@ -116,30 +109,30 @@ def atomic_write(path: str | os.PathLike, *, force: bool = False,
 
 
 @contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, *, force: bool = False,
+                 text: bool = False) -> Iterator[IO]:
+    """`with atomic_write(path) as f: f.write(...)` writes `path` all at once or not at all.
+
+    The temporary file lives in the target's folder (so os.replace never crosses file
+    systems) and is removed if the body raises.  The existence check runs both before
+    and just before the rename.
+    """
+    with _temporary(path, force) as (_, fd, _tmp):
+        with os.fdopen(fd, "w" if text else "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, force: bool = False) -> Iterator[Path]:
     """Like atomic_write, for writers that want a file name (h5py, torch.save, numpy):
     yields a temporary path in the target's folder, renamed over `path` on success."""
-    p = check_writable(path, force)
-    prefix = _prepare(p)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=p.parent)
-    except OSError as e:
-        raise _write_error(p, e) from e
-    os.close(fd)
-    try:
+    with _temporary(path, force) as (_, fd, tmp):
+        os.close(fd)
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        check_writable(p, force)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, p)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and not isinstance(e, CaffeFxError):
-            raise _write_error(p, e) from e
-        raise
-    _fsync_dir(p.parent)
 
 
 @contextlib.contextmanager
