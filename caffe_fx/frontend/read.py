@@ -60,11 +60,45 @@ def parse_text(text: str, where: str, message: _message.Message | None = None,
         _LenientParser(found, where).merge(text, msg)
     except text_format.ParseError as e:
         raise ProtoParseError(_located(e, where)) from e
+    if found:
+        other = _other_kind(text, msg)
+        if other is not None:
+            raise ProtoParseError(f"{where}: {other}")
     if found and unknown is None:
         raise ProtoParseError(unknown_fields_message(where, found))
     if unknown is not None:
         unknown.extend(found)
     return msg
+
+
+def _other_kind(text: str, msg: _message.Message) -> str | None:
+    """What to say when a file read as a net is a solver, or one read as a solver is a net:
+    every field it has is the other message's (checked by parsing it as that one)."""
+    if isinstance(msg, caffe_pb2.NetParameter):
+        other: _message.Message = caffe_pb2.SolverParameter()
+    elif isinstance(msg, caffe_pb2.SolverParameter):
+        other = caffe_pb2.NetParameter()
+    else:
+        return None
+    found: list[str] = []
+    try:
+        _LenientParser(found, "").merge(text, other)
+    except text_format.ParseError:
+        return None
+    if found:
+        return None
+    if isinstance(other, caffe_pb2.SolverParameter):
+        nets = [f"{f} = {getattr(other, f)!r}" for f in ("net", "train_net")
+                if other.HasField(f)]
+        nets += [f"test_net = {v!r}" for v in other.test_net]
+        named = f" (it names {', '.join(nets)})" if nets else ""
+        return ("this is a solver prototxt (every field in it is SolverParameter's), not a "
+                f"net{named}; give the net's prototxt here, or train with the solver: "
+                + spelled("caffe_fx.Solver(solver) or caffe.get_solver(solver)",
+                          "caffe-fx train --solver SOLVER"))
+    return ("this is a net prototxt (every field in it is NetParameter's), not a solver; "
+            "a solver file names it in its `net:` field (with base_lr, lr_policy, max_iter, "
+            "...)")
 
 
 def unknown_fields_message(where: str, found: list[str]) -> str:

@@ -327,3 +327,40 @@ def test_a_layer_no_output_reaches_is_still_checked_as_caffe_sets_it_up():
         assert "layer 'x' (type: Bogus)" in message
         assert "layer 'r' (ReLU) has 0 tops; allowed: exactly 1" in message
         assert "layer 'e' (Eltwise) has 1 bottoms; allowed: at least 2" in message
+
+
+def test_a_solver_given_as_the_net_is_named_as_one_with_the_nets_it_names(shared_models):
+    # BVLC's LeNet solvers, read as nets: not fourteen unknown fields but what the file is.
+    import caffe_fx.pycaffe as caffe
+
+    mnist = shared_models / "BVLC+caffe" / "examples" / "mnist"
+    for load in (caffe_fx.compile, lambda f: caffe.Net(f, caffe.TEST)):
+        with pytest.raises(ProtoParseError, match=(
+                r"lenet_solver.prototxt: this is a solver prototxt \(every field in it is "
+                r"SolverParameter's\), not a net \(it names net = "
+                r"'examples/mnist/lenet_train_test.prototxt'\); give the net's prototxt "
+                r"here, or train with the solver: caffe_fx.Solver")):
+            load(str(mnist / "lenet_solver.prototxt"))
+    with pytest.raises(ProtoParseError, match=(
+            r"it names train_net = 'mnist/lenet_auto_train.prototxt', test_net = "
+            r"'mnist/lenet_auto_test.prototxt'\)")):
+        caffe_fx.compile(str(mnist / "lenet_auto_solver.prototxt"))
+
+
+def test_a_net_given_as_the_solver_is_named_as_one(shared_models):
+    from caffe_fx.optim import read_solver
+
+    net = shared_models / "BVLC+caffe" / "examples" / "mnist" / "lenet_train_test.prototxt"
+    with pytest.raises(ProtoParseError, match=(
+            r"lenet_train_test.prototxt: this is a net prototxt \(every field in it is "
+            r"NetParameter's\), not a solver; a solver file names it in its `net:` field")):
+        read_solver(net)
+
+
+def test_a_net_with_one_solver_field_is_still_a_net_with_an_unknown_field():
+    # Only a file every field of which is the other message's is called the other kind.
+    with pytest.raises(ProtoParseError) as e:
+        caffe_fx.compile('base_lr: 0.1\nlayer { name: "d" type: "Input" top: "d" '
+                         'input_param { shape { dim: 1 } } }\n')
+    assert "1 field(s) that neither Caffe's schema" in str(e.value)
+    assert "has no field 'base_lr'" in str(e.value) and "solver" not in str(e.value)

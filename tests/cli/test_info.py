@@ -190,3 +190,16 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: caffe-fx info") and "--input-shape" in out
+
+
+def test_a_solver_file_is_named_as_one_with_the_cli_command_that_trains_it(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    solver = MODELS / "BVLC+caffe" / "examples" / "mnist" / "lenet_solver.prototxt"
+    if not solver.exists():
+        pytest.skip(f"needs ../shared/models ({solver} is absent)")
+    assert main(["info", str(solver)]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"caffe-fx info: error: {solver}: this is a solver prototxt (every field "
+                   "in it is SolverParameter's), not a net (it names net = "
+                   "'examples/mnist/lenet_train_test.prototxt'); give the net's prototxt "
+                   "here, or train with the solver: caffe-fx train --solver SOLVER\n")
