@@ -24,7 +24,7 @@ from typing import IO, Protocol
 import numpy as np
 from google.protobuf import message as _message
 
-from ..errors import WeightsError
+from ..errors import WeightsError, spelled
 from ..proto import caffe_pb2
 from . import mapped
 from .upgrade import upgrade_net
@@ -98,9 +98,11 @@ def read_caffemodel(path: str | os.PathLike, *, mmap: bool | None = None) -> lis
         skeleton, fragments = reader.walk()
     except _Corrupt as e:
         where = f" in layer '{reader.layer_name}'" if reader.layer_name else ""
+        what = _looks_like(buf)
         raise WeightsError(
             f"{p}: not a valid caffemodel (truncated or corrupt) at byte offset "
-            f"{e.offset}{where}: {e.what}; the file has {len(buf)} bytes") from None
+            f"{e.offset}{where}: {e.what}; the file has {len(buf)} bytes"
+            if not what else f"{p}: not a caffemodel: {what}") from None
     net = caffe_pb2.NetParameter()
     try:
         net.ParseFromString(skeleton)
@@ -115,7 +117,10 @@ def read_caffemodel(path: str | os.PathLike, *, mmap: bool | None = None) -> lis
             f"{p}: {bad[0]} = {bad[1]!r} is not valid UTF-8 text; caffe_fx names layers and "
             "blobs by text (Python str), so rename it in Caffe (UTF-8) and save the model again")
     if not net.layer and not net.layers:
-        raise WeightsError(f"{p}: parses as a NetParameter but holds no layers "
+        what = _looks_like(buf)
+        raise WeightsError(f"{p}: the file is empty; allowed: a caffemodel" if not len(buf)
+                           else f"{p}: not a caffemodel: {what}" if what else
+                           f"{p}: parses as a NetParameter but holds no layers "
                            f"({len(buf)} bytes); is it a caffemodel?")
     reader.align_views()
     net = upgrade_net(net, str(p))
@@ -124,6 +129,76 @@ def read_caffemodel(path: str | os.PathLike, *, mmap: bool | None = None) -> lis
         blobs = tuple(reader.blobs[_placeholder_index(b, p, layer.name)] for b in layer.blobs)
         layers.append(WireLayer(layer.name, layer.type, blobs))
     return layers
+
+
+_SNIFF_LIMIT = 256 << 20  # files parsed whole to say what they are (mean files, snapshots)
+_CONVERT = (": caffe_fx reads weights from caffemodels (binary or HDF5): `caffe-fx convert "
+            "FILE --prototxt NET` writes one from caffe_fx's other formats")
+
+
+def _looks_like(buf: np.ndarray) -> str:
+    """What a file that is not a caffemodel is instead, as 'it is ...' (or ''): the
+    files Caffe users mix up with weights, told by their signatures or by parsing them as
+    the messages Caffe writes.  Only on the error path."""
+    head = bytes(buf[:16])
+    if not head:
+        return ""
+    if head.startswith(b"\x93NUMPY"):
+        return ("it is a NumPy .npy file; caffe_fx reads weights from caffemodels (binary "
+                "or HDF5), and its own npy format is a folder of them, one per blob (`caffe-fx "
+                "convert FOLDER --prototxt NET` writes a caffemodel from it)")
+    if head.startswith(b"PK\x03\x04"):
+        return "it is a zip archive (an .npz, or torch.save's .pt)" + _CONVERT
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "it is a Python pickle (torch.save's legacy format)" + _CONVERT
+    if len(head) >= 9 and head[8:9] == b"{" and \
+            int.from_bytes(head[:8], "little") < len(buf):
+        return "it is a .safetensors file" + _CONVERT
+    if len(buf) > _SNIFF_LIMIT:
+        return ""
+    data = bytes(buf)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and "\0" not in text:
+        return _text_kind(text)
+    blob = caffe_pb2.BlobProto()
+    state = caffe_pb2.SolverState()
+    try:
+        blob.ParseFromString(data)
+        state.ParseFromString(data)
+    except _message.DecodeError:
+        return ""
+    legacy = any(blob.HasField(f) for f in ("num", "channels", "height", "width"))
+    shape = [blob.num, blob.channels, blob.height, blob.width] if legacy \
+        else list(blob.shape.dim)
+    if shape and len(blob.data) == int(np.prod(shape)) > 0:
+        return (f"it is a BlobProto of shape {shape} (a mean file, as compute_image_mean "
+                "writes: transform_param's mean_file, or caffe.io.blobproto_to_array)")
+    if state.learned_net.endswith((".caffemodel", ".h5")):
+        return (f"it is a solver snapshot (.solverstate, of iteration {state.iter}): its "
+                f"weights are in {state.learned_net!r}; a solver resumes from it "
+                + spelled("(solver.restore)", "(--snapshot)"))
+    return ""
+
+
+def _text_kind(text: str) -> str:
+    if text.lstrip().startswith(("{", "[")):
+        return "it is text (JSON?)" + _CONVERT
+    from google.protobuf import text_format
+
+    for message, kind in ((caffe_pb2.NetParameter(), "a net prototxt"),
+                          (caffe_pb2.SolverParameter(), "a solver prototxt")):
+        try:
+            text_format.Parse(text, message)
+        except text_format.ParseError:
+            continue
+        if message.ListFields():
+            return (f"it is {kind} (text)" + spelled(
+                ": the weights come second, compile(prototxt, weights) or "
+                "caffe.Net(prototxt, weights, phase)", ": the weights come after the net"))
+    return "it is text, not a binary caffemodel"
 
 
 def _load(p: Path, choice: bool | None) -> np.ndarray:

@@ -152,3 +152,57 @@ def test_compile_with_hdf5_weights() -> None:
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(gm.ip1.weight.detach().numpy(), f["data/ip1/0"][()])
         np.testing.assert_array_equal(gm.conv3.bias.detach().numpy(), f["data/conv3/1"][()])
+
+
+def _not_weights(path: Path) -> str:
+    with pytest.raises(WeightsError) as e:
+        caffe_fx.compile(SMALL_NET, path)
+    return str(e.value)
+
+
+def test_files_mixed_up_with_weights_are_named(tmp_path: Path) -> None:
+    # Files Caffe's tools wrote: compute_image_mean's mean, a solver's snapshot (both from
+    # the oracle), and the net's own prototxt given in the weights' place.
+    root = GOLDEN.parent
+    assert _not_weights(root / "data_feed" / "mean.binaryproto") == (
+        f"{root / 'data_feed' / 'mean.binaryproto'}: not a caffemodel: it is a BlobProto of "
+        "shape [1, 3, 12, 10] (a mean file, as compute_image_mean writes: transform_param's "
+        "mean_file, or caffe.io.blobproto_to_array)")
+    state = root / "training" / "snap_binary" / "tiny_iter_5.solverstate"
+    assert _not_weights(state) == (
+        f"{state}: not a caffemodel: it is a solver snapshot (.solverstate, of iteration 5): "
+        "its weights are in 'snap_binary/tiny_iter_5.caffemodel'; a solver resumes from it "
+        "(solver.restore)")
+    assert _not_weights(SMALL_NET) == (
+        f"{SMALL_NET}: not a caffemodel: it is a net prototxt (text): the weights come "
+        "second, compile(prototxt, weights) or caffe.Net(prototxt, weights, phase)")
+    empty = tmp_path / "empty.caffemodel"
+    empty.write_bytes(b"")
+    assert _not_weights(empty) == f"{empty}: the file is empty; allowed: a caffemodel"
+
+
+@pytest.mark.parametrize(("suffix", "kind"), [
+    (".pt", "a zip archive (an .npz, or torch.save's .pt)"),
+    (".npz", "a zip archive (an .npz, or torch.save's .pt)"),
+    (".safetensors", "a .safetensors file"),
+    (".json", "text (JSON?)"),
+])
+def test_caffe_fx_dumps_given_as_caffemodels_say_how_to_convert_them(
+        tmp_path: Path, suffix: str, kind: str) -> None:
+    from caffe_fx.weights_io import output_format, read_blobs, write_blobs
+
+    dump = tmp_path / f"small{suffix}"
+    write_blobs(dump, read_blobs(SMALL), output_format(dump))
+    renamed = dump.rename(tmp_path / "small.caffemodel")  # the suffix no longer says
+    assert _not_weights(renamed) == (
+        f"{renamed}: not a caffemodel: it is {kind}: caffe_fx reads weights from caffemodels "
+        "(binary or HDF5): `caffe-fx convert FILE --prototxt NET` writes one from caffe_fx's "
+        "other formats")
+
+
+def test_a_truncated_caffemodel_is_not_taken_for_another_kind(tmp_path: Path) -> None:
+    data = SMALL.read_bytes()
+    for cut in (10, len(data) // 2, len(data) - 3):
+        path = tmp_path / f"cut{cut}.caffemodel"
+        path.write_bytes(data[:cut])
+        assert "not a valid caffemodel (truncated or corrupt)" in _not_weights(path)
