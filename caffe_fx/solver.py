@@ -29,8 +29,9 @@ from torch import fx
 from . import binding, pipeline
 from .data import set_random_seed
 from .data.top_shapes import READS_BATCHES
-from .errors import (CALLER, DeviceError, InputError, NetDefinitionError, ProtoError,
-                     UnusedWeightsWarning, spelled, with_message)
+from .errors import (CALLER, CaffeFxError, DeviceError, InputError, NetDefinitionError,
+                     ProtoError, ProtoParseError, UnusedWeightsWarning, spelled, together,
+                     with_message)
 from .frontend.read import read_net
 from .lowering.registry import top_loss_weights
 from .proto import caffe_pb2
@@ -40,7 +41,6 @@ __all__ = ["Solver"]
 log = logging.getLogger("caffe_fx.solver")
 
 _TRAIN_NET_FIELDS = ("train_net", "train_net_param", "net", "net_param")
-_SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
 Effect = Literal["stop", "snapshot", "none"]
 _EFFECTS = ("stop", "snapshot", "none")
 NetSource = str | caffe_pb2.NetParameter
@@ -77,67 +77,101 @@ def _net_spec(source: NetSource, phase: int, extra: caffe_pb2.NetState | None) -
     return NetSpec(source, state.phase, state.level, stages)
 
 
-def net_specs(param: caffe_pb2.SolverParameter, where: str) -> tuple[NetSpec, list[NetSpec]]:
-    """Solver::InitTrainNet and InitTestNets: the train net and the test nets, checked as
-    Caffe checks them (exactly one train net; one test_iter per test net)."""
-    given = [f for f in _TRAIN_NET_FIELDS if param.HasField(f)]
-    if len(given) != 1:
-        raise NetDefinitionError(
-            f"{where}: SolverParameter must specify exactly one train net using one of these "
-            f"fields: train_net, train_net_param, net, net_param; given: {given or 'none'}")
-    train = _net_spec(getattr(param, given[0]), caffe_pb2.TRAIN,
-                      param.train_state if param.HasField("train_state") else None)
+def _test_sources(param: caffe_pb2.SolverParameter) -> list[NetSource]:
+    """InitTestNets: the test_net_params, the test_nets, then the generic net once per
+    test_iter left over."""
     generic = param.net_param if param.HasField("net_param") else (
         param.net if param.HasField("net") else None)
     sources: list[NetSource] = [*param.test_net_param, *param.test_net]
     if generic is not None:
-        if len(param.test_iter) < len(sources):
-            raise NetDefinitionError(
-                f"{where}: test_iter must be specified for each test network: {len(sources)} "
-                f"test nets, {len(param.test_iter)} test_iter values")
-        sources += [generic] * (len(param.test_iter) - len(sources))
-    elif len(param.test_iter) != len(sources):
-        raise NetDefinitionError(
+        sources += [generic] * max(0, len(param.test_iter) - len(sources))
+    return sources
+
+
+def _net_problems(param: caffe_pb2.SolverParameter, where: str) -> list[CaffeFxError]:
+    """Solver::InitTrainNet's and InitTestNets' CHECKs (exactly one train net, one test_iter
+    per test net, test_state once per test net), and every net file that is not there."""
+    problems: list[CaffeFxError] = []
+    given = [f for f in _TRAIN_NET_FIELDS if param.HasField(f)]
+    if len(given) != 1:
+        problems.append(NetDefinitionError(
+            f"{where}: SolverParameter must specify exactly one train net using one of these "
+            f"fields: train_net, train_net_param, net, net_param; given: {given or 'none'}"))
+    sources = _test_sources(param)
+    generic = param.HasField("net_param") or param.HasField("net")
+    if len(param.test_iter) < len(sources) or (not generic and
+                                               len(param.test_iter) != len(sources)):
+        problems.append(NetDefinitionError(
             f"{where}: test_iter must be specified for each test network: {len(sources)} test "
-            f"nets, {len(param.test_iter)} test_iter values")
+            f"nets, {len(param.test_iter)} test_iter values"))
     if sources and param.test_interval <= 0:
-        raise NetDefinitionError(
+        problems.append(NetDefinitionError(
             f"{where}: test_interval = {param.test_interval}; it must be > 0 when the solver "
-            "has test nets")
+            "has test nets"))
     if param.test_state and len(param.test_state) != len(sources):
-        raise NetDefinitionError(
+        problems.append(NetDefinitionError(
             f"{where}: test_state must be unspecified or specified once per test net "
-            f"({len(sources)} test nets, {len(param.test_state)} test_state entries)")
+            f"({len(sources)} test nets, {len(param.test_state)} test_state entries)"))
+    files = [(f, getattr(param, f)) for f in ("net", "train_net") if param.HasField(f)]
+    files += [(f"test_net[{i}]", n) for i, n in enumerate(param.test_net)]
+    for field, name in files:
+        if not os.path.lexists(name):
+            problems.append(ProtoParseError(
+                f"{where}: {field} = {name!r}: no such prototxt file; relative paths are read "
+                f"from the current folder, {os.getcwd()}, as Caffe reads them"))
+    return problems
+
+
+def net_specs(param: caffe_pb2.SolverParameter, where: str) -> tuple[NetSpec, list[NetSpec]]:
+    """Solver::InitTrainNet and InitTestNets: the train net and the test nets, checked as
+    Caffe checks them (_net_problems)."""
+    problems = _net_problems(param, where)
+    if problems:
+        raise together(problems, where)
+    field = next(f for f in _TRAIN_NET_FIELDS if param.HasField(f))
+    train = _net_spec(getattr(param, field), caffe_pb2.TRAIN,
+                      param.train_state if param.HasField("train_state") else None)
     tests = [_net_spec(src, caffe_pb2.TEST, param.test_state[i] if param.test_state else None)
-             for i, src in enumerate(sources)]
+             for i, src in enumerate(_test_sources(param))]
     return train, tests
 
 
 def check_solver(param: caffe_pb2.SolverParameter, where: str) -> None:
-    """The fields Caffe checks (or would divide by) before the first iteration, and the
-    snapshot folder (CheckSnapshotWritePermissions)."""
-    if param.type not in _SOLVER_TYPES:
-        raise ProtoError(f"{where}: type = {param.type!r}: Unknown solver type (known types: "
-                         f"{', '.join(_SOLVER_TYPES)})")
-    for name, low in (("average_loss", 1), ("iter_size", 1), ("display", 0), ("max_iter", 0),
-                      ("snapshot", 0), ("test_interval", 0)):
+    """Every problem of the solver file, in one error, before any net is built: the
+    fields Caffe checks (or would divide by) before the first iteration, the update's
+    (optim.update_problems), the nets' (_net_problems) and the snapshot folder
+    (CheckSnapshotWritePermissions)."""
+    from .optim.solver_param import update_problems
+
+    problems: list[CaffeFxError] = [*update_problems(param, where)]
+    for name, low in (("average_loss", 1), ("display", 0), ("max_iter", 0), ("snapshot", 0),
+                      ("test_interval", 0)):
         value = getattr(param, name)
         if value < low:
-            raise ProtoError(f"{where}: {name} = {value}; it must be >= {low}")
+            problems.append(ProtoError(f"{where}: {name} = {value}; it must be >= {low}"))
     for i, n in enumerate(param.test_iter):
         if n < 0:
-            raise ProtoError(f"{where}: test_iter[{i}] = {n}; it must be >= 0")
+            problems.append(ProtoError(f"{where}: test_iter[{i}] = {n}; it must be >= 0"))
     if param.eval_type not in ("classification", "detection"):
-        raise ProtoError(f"{where}: eval_type = {param.eval_type!r}: Unknown evaluation type "
-                         "(the SSD fork's: 'classification' or 'detection')")
+        problems.append(ProtoError(
+            f"{where}: eval_type = {param.eval_type!r}: Unknown evaluation type (the SSD "
+            "fork's: 'classification' or 'detection')"))
     if param.ap_version not in AP_VERSIONS:
-        raise ProtoError(f"{where}: ap_version = {param.ap_version!r}: Unknown ap_version "
-                         f"(the SSD fork's: {', '.join(AP_VERSIONS)})")
+        problems.append(ProtoError(
+            f"{where}: ap_version = {param.ap_version!r}: Unknown ap_version (the SSD fork's: "
+            f"{', '.join(AP_VERSIONS)})"))
     if param.snapshot_diff:
-        raise ProtoError(f"{where}: snapshot_diff = true is not supported by caffe_fx (the "
-                         "snapshots hold the weights only); remove it")
+        problems.append(ProtoError(
+            f"{where}: snapshot_diff = true is not supported by caffe_fx (the snapshots hold "
+            "the weights only); remove it"))
     if param.snapshot:
-        check_snapshot_folder(param, where)
+        try:
+            check_snapshot_folder(param, where)
+        except ProtoError as e:
+            problems.append(e)
+    problems += _net_problems(param, where)
+    if problems:
+        raise together(problems, where)
 
 
 def check_snapshot_folder(param: caffe_pb2.SolverParameter, where: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ProtoError
+from ..errors import ProtoError, together
 
 __all__ = ["FLT_MAX", "POLICIES", "CaffeLR", "plateau_update"]
 
@@ -28,29 +28,40 @@ def _f32(value: float) -> float:
     return float(np.float32(value))
 
 
-def _check_policy(policy: str, *, gamma: float, stepsize: int, where: str,
-                  plateau_winsize: Sequence[int] = ()) -> None:
+def policy_problems(policy: str, *, gamma: float, stepsize: int, where: str,
+                    plateau_winsize: Sequence[int] = ()) -> list[ProtoError]:
     """The CHECKs GetLearningRate makes, made up front, and the plateau windows the SSD
     fork takes without a check but cannot mean: none at all (the rate would never move)
     or one <= 0 (the rate would drop at every iteration)."""
     if policy not in POLICIES:
-        raise ProtoError(f"{where}: lr_policy = {policy!r}: Unknown learning rate policy; "
-                         f"allowed: {', '.join(POLICIES)}")
+        return [ProtoError(f"{where}: lr_policy = {policy!r}: Unknown learning rate policy; "
+                           f"allowed: {', '.join(POLICIES)}")]
+    problems = []
     if policy in ("step", "sigmoid") and stepsize <= 0:
-        raise ProtoError(f"{where}: lr_policy {policy!r} needs stepsize > 0; "
-                         f"stepsize = {stepsize}")
+        problems.append(ProtoError(f"{where}: lr_policy {policy!r} needs stepsize > 0; "
+                                   f"stepsize = {stepsize}"))
     if policy != "fixed" and policy != "poly" and _f32(gamma) < 0:
-        raise ProtoError(f"{where}: lr_policy {policy!r} needs gamma >= 0; gamma = {np.float32(gamma)}")
+        problems.append(ProtoError(f"{where}: lr_policy {policy!r} needs gamma >= 0; "
+                                   f"gamma = {np.float32(gamma)}"))
     if policy == "plateau":
         if not plateau_winsize:
-            raise ProtoError(f"{where}: lr_policy 'plateau' needs at least one plateau_winsize "
-                             "(the iterations without a new minimum loss before each drop); "
-                             "none given")
+            problems.append(ProtoError(
+                f"{where}: lr_policy 'plateau' needs at least one plateau_winsize (the "
+                "iterations without a new minimum loss before each drop); none given"))
         bad = [(i, w) for i, w in enumerate(plateau_winsize) if w <= 0]
         if bad:
             i, w = bad[0]
-            raise ProtoError(f"{where}: lr_policy 'plateau' needs every plateau_winsize > 0; "
-                             f"plateau_winsize[{i}] = {w}")
+            problems.append(ProtoError(f"{where}: lr_policy 'plateau' needs every "
+                                       f"plateau_winsize > 0; plateau_winsize[{i}] = {w}"))
+    return problems
+
+
+def _check_policy(policy: str, *, gamma: float, stepsize: int, where: str,
+                  plateau_winsize: Sequence[int] = ()) -> None:
+    problems = policy_problems(policy, gamma=gamma, stepsize=stepsize, where=where,
+                               plateau_winsize=plateau_winsize)
+    if problems:
+        raise together(problems, where)
 
 
 def learning_rate(policy: str, it: int, current_step: int, *, base_lr: float,

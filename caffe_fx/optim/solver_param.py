@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch import fx
 
-from ..errors import InputError, ProtoError, ProtoUpgradeError
+from ..errors import InputError, ProtoError, ProtoUpgradeError, together
 from ..frontend.files import path_argument
 from ..frontend.read import parse_text
 from ..proto import caffe_pb2
-from .lr import CaffeLR
+from .lr import CaffeLR, policy_problems
 from .solvers import SGD, AdaDelta, AdaGrad, Adam, CaffeOptimizer, Nesterov, RMSProp
 
 __all__ = ["SOLVER_TYPES", "from_solver", "read_solver"]
@@ -91,22 +91,35 @@ def _show(value: float) -> str:
     return str(np.float32(value))
 
 
-def _check(param: caffe_pb2.SolverParameter, where: str) -> None:
-    """The CHECKs of Solver::Init and the solver constructors that concern the update."""
+def update_problems(param: caffe_pb2.SolverParameter, where: str) -> list[ProtoError]:
+    """The CHECKs of Solver::Init, the solver constructors and GetLearningRate that
+    concern the update, all of them."""
+    problems = []
     if param.type not in SOLVER_TYPES:
-        raise ProtoError(f"{where}: type = {param.type!r}: Unknown solver type; allowed: "
-                         f"{', '.join(SOLVER_TYPES)}")
+        problems.append(ProtoError(f"{where}: type = {param.type!r}: Unknown solver type; "
+                                   f"allowed: {', '.join(SOLVER_TYPES)}"))
     if param.regularization_type not in ("L2", "L1"):
-        raise ProtoError(f"{where}: regularization_type = {param.regularization_type!r}: "
-                         "Unknown regularization type; allowed: 'L2', 'L1'")
+        problems.append(ProtoError(
+            f"{where}: regularization_type = {param.regularization_type!r}: Unknown "
+            "regularization type; allowed: 'L2', 'L1'"))
     if param.type in ("AdaGrad", "RMSProp") and param.momentum != 0:
-        raise ProtoError(f"{where}: momentum = {_show(param.momentum)}: Momentum cannot be used with "
-                         f"{param.type} (type = {param.type!r}); it must be 0")
+        problems.append(ProtoError(
+            f"{where}: momentum = {_show(param.momentum)}: Momentum cannot be used with "
+            f"{param.type} (type = {param.type!r}); it must be 0"))
     if param.type == "RMSProp" and not 0 <= param.rms_decay < 1:
-        raise ProtoError(f"{where}: rms_decay = {_show(param.rms_decay)}; RMSProp needs "
-                         "0 <= rms_decay < 1")
+        problems.append(ProtoError(f"{where}: rms_decay = {_show(param.rms_decay)}; RMSProp "
+                                   "needs 0 <= rms_decay < 1"))
     if param.iter_size < 1:
-        raise ProtoError(f"{where}: iter_size = {param.iter_size}; it must be >= 1")
+        problems.append(ProtoError(f"{where}: iter_size = {param.iter_size}; it must be >= 1"))
+    return problems + policy_problems(param.lr_policy, gamma=param.gamma,
+                                      stepsize=param.stepsize, where=where,
+                                      plateau_winsize=list(param.plateau_winsize))
+
+
+def _check(param: caffe_pb2.SolverParameter, where: str) -> None:
+    problems = update_problems(param, where)
+    if problems:
+        raise together(problems, where)
 
 
 def from_solver(solver: str | os.PathLike | caffe_pb2.SolverParameter,

@@ -23,7 +23,7 @@ BASE = 'base_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 5\n'
 NET = 'net: "tiny.prototxt"\n'
 CASES = {
     "unknown_type": (NET + 'type: "Momentum"\n', ProtoError,
-                     r"type = 'Momentum': Unknown solver type \(known types: SGD, Nest"),
+                     r"type = 'Momentum': Unknown solver type; allowed: SGD, Nest"),
     "no_net": ("", NetDefinitionError, r"exactly one train net .*given: none"),
     "two_train_nets": (NET + 'train_net: "tiny.prototxt"\n', NetDefinitionError,
                        r"exactly one train net .*given: \['train_net', 'net'\]"),
@@ -38,6 +38,9 @@ CASES = {
     "average_loss": (NET + 'average_loss: 0\n', ProtoError, r"average_loss = 0; it must be >= 1"),
     "iter_size": (NET + 'iter_size: 0\n', ProtoError, r"iter_size = 0; it must be >= 1"),
     "display": (NET + 'display: -1\n', ProtoError, r"display = -1; it must be >= 0"),
+    "missing_net": ('net: "nets/lenet.prototxt"\n', ProtoError,
+                    r"net = 'nets/lenet.prototxt': no such prototxt file; relative paths are "
+                    r"read from the current folder, .*, as Caffe reads them"),
     "data_source": ('net: "hdf5.prototxt"\n', DataSourceError,
                     r"layer 'data' \(HDF5Data\).*missing_list\.txt"),
     "data_shape": ('net: "crop.prototxt"\n', ShapeError,
@@ -79,6 +82,32 @@ def test_bad_solver_is_refused(case: str, api: str, work: Path) -> None:
         assert str(path) in str(got.value)
     # The solvers read their batches: no advice to give shapes instead, which they don't take.
     assert "input_shapes" not in str(got.value) and "--input-shape" not in str(got.value)
+
+
+@pytest.mark.parametrize("api", ["solver", "pycaffe"])
+def test_every_problem_of_a_solver_file_comes_at_once(api: str, work: Path) -> None:
+    (work / "s.prototxt").write_text(
+        'type: "Momentum"\nlr_policy: "cosine"\ndisplay: -1\nmax_iter: 5\n'
+        'train_net: "missing_train.prototxt"\ntest_net: "tiny.prototxt"\n'
+        'test_net: "missing_test.prototxt"\ntest_iter: 1\ntest_interval: 0\n'
+        'snapshot: 2\nsnapshot_prefix: "nowhere/tiny"\n')
+    with pytest.raises(ProtoError) as got:
+        if api == "solver":
+            caffe_fx.Solver("s.prototxt", inputs=lambda it: {})
+        else:
+            caffe.get_solver("s.prototxt")
+    assert isinstance(got.value, NetDefinitionError)  # both kinds, in one error
+    message = str(got.value)
+    for said in ("type = 'Momentum': Unknown solver type",
+                 "lr_policy = 'cosine': Unknown learning rate policy",
+                 "display = -1; it must be >= 0",
+                 "snapshot_prefix = 'nowhere/tiny': the folder 'nowhere' does not exist",
+                 "test_iter must be specified for each test network: 2 test nets, 1 test_iter",
+                 "test_interval = 0; it must be > 0 when the solver has test nets",
+                 "train_net = 'missing_train.prototxt': no such prototxt file",
+                 "test_net[1] = 'missing_test.prototxt': no such prototxt file"):
+        assert said in message, said
+    assert "tiny.prototxt'" not in message  # the file that is there
 
 
 def test_only_compile_suggests_input_shapes_for_a_missing_source(work: Path) -> None:

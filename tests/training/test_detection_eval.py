@@ -93,5 +93,7 @@ def test_published_ssd_solvers_read(rel: str, shared_models: Path) -> None:
 
     param = read_solver(shared_models / rel)
     assert (param.eval_type, param.ap_version) == ("detection", "11point")
+    # Those fields with what the solver needs besides (a net, a policy): no error.
     check_solver(param.__class__(type=param.type, eval_type=param.eval_type,
-                                 ap_version=param.ap_version), rel)
+                                 ap_version=param.ap_version, lr_policy="fixed",
+                                 net_param=param.__class__().net_param), rel)
