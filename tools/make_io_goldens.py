@@ -119,6 +119,27 @@ for name, (shape, dims, dtype) in resize_cases.items():
 ins["resize_constant_rgb"] = np.full((3, 4, 3), 0.25, np.float32)
 ins["resize_constant_rgb_dims"] = np.array((5, 2))
 outs["resize_constant_rgb"] = cio.resize_image(ins["resize_constant_rgb"], (5, 2))
+# Nearest and bicubic (skimage's Cython warp; interp_order 2, 4 and 5 go to scipy's
+# splines, which caffe_fx refuses), from their own generator so the draws above stay.
+orders = np.random.RandomState(20261203)
+order_cases = {
+    "up_rgb": ((4, 5, 3), (7, 9), np.float32),
+    "down_rgb": ((9, 11, 3), (4, 5), np.float32),
+    "mixed_gray": ((6, 4, 1), (3, 7), np.float32),
+    "up_rgb_f64": ((3, 4, 3), (5, 8), np.float64),
+    "large_range_rgb": ((5, 5, 3), (8, 3), np.float32),
+    "to_1x1_rgb": ((4, 6, 3), (1, 1), np.float32),
+    "big_up_rgb": ((20, 30, 3), (57, 41), np.float32),
+}
+for name, (shape, dims, dtype) in order_cases.items():
+    for order in (0, 3):
+        im = orders.rand(*shape).astype(dtype)
+        if name == "large_range_rgb":
+            im = (im * 255 - 40).astype(dtype)
+        key = f"resize_order{order}_{name}"
+        ins[key] = im
+        ins[key + "_dims"] = np.array(dims)
+        outs[key] = cio.resize_image(im, dims, interp_order=order)
 
 # ---- oversample -----------------------------------------------------------------------
 ims = [rng.rand(7, 8, 3).astype(np.float32) for _ in range(2)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -392,16 +392,19 @@ def _skimage_resize(image: np.ndarray, new_dims: tuple[int, int], order: int) ->
         cn = (np.sign(c) * np.floor(np.abs(c.astype(np.float64)) + 0.5)).astype(np.int64)
         return take(rn, cn).astype(dtype)
 
-    r64, c64 = r.astype(np.float64), c.astype(np.float64)
-    r0, c0 = np.floor(r64).astype(np.int64), np.floor(c64).astype(np.int64)
-    r1, c1 = np.ceil(r64).astype(np.int64), np.ceil(c64).astype(np.int64)
-    dr = (r64 - r0)[:, None]
-    dc = (c64 - c0)[None, :]
-    if image.ndim == 3:
-        dr, dc = dr[..., None], dc[..., None]
-    top = ((1 - dc) * take(r0, c0) + dc * take(r0, c1))
-    bottom = ((1 - dc) * take(r1, c0) + dc * take(r1, c1))
-    out = ((1 - dr) * top + dr * bottom).astype(dtype)
+    if order == 3:
+        out = _bicubic(r, c, lambda ri, ci: take(ri, ci).astype(dtype), image.ndim == 3)
+    else:
+        r64, c64 = r.astype(np.float64), c.astype(np.float64)
+        r0, c0 = np.floor(r64).astype(np.int64), np.floor(c64).astype(np.int64)
+        r1, c1 = np.ceil(r64).astype(np.int64), np.ceil(c64).astype(np.int64)
+        dr = (r64 - r0)[:, None]
+        dc = (c64 - c0)[None, :]
+        if image.ndim == 3:
+            dr, dc = dr[..., None], dc[..., None]
+        top = ((1 - dc) * take(r0, c0) + dc * take(r0, c1))
+        bottom = ((1 - dc) * take(r1, c0) + dc * take(r1, c1))
+        out = ((1 - dr) * top + dr * bottom).astype(dtype)
 
     # skimage clips to the range of the (filtered) input; if that range excludes cval,
     # output pixels equal to cval keep it.
@@ -411,6 +414,29 @@ def _skimage_resize(image: np.ndarray, new_dims: tuple[int, int], order: int) ->
     if keep is not None:
         out[keep] = 0
     return out
+
+
+def _bicubic(r: np.ndarray, c: np.ndarray,
+             take: Callable[[np.ndarray, np.ndarray], np.ndarray], channels: bool
+             ) -> np.ndarray:
+    """skimage 0.18's bicubic_interpolation (_shared/interpolation.pxd, Keys' Catmull-Rom
+    convolution on the 4 x 4 pixels around each point, rows first), in the coordinates'
+    float dtype and in its order of operations, as the Cython computes it."""
+    f = r.dtype.type
+    r0, c0 = np.floor(r).astype(np.int64), np.floor(c).astype(np.int64)
+    xr, xc = (r - r0.astype(r.dtype))[:, None], (c - c0.astype(c.dtype))[None, :]
+    if channels:
+        xr, xc = xr[..., None], xc[..., None]
+
+    def cubic(x: np.ndarray, f0: np.ndarray, f1: np.ndarray, f2: np.ndarray,
+              f3: np.ndarray) -> np.ndarray:
+        inner = f(3.0) * (f1 - f2) + f3 - f0
+        return f1 + f(0.5) * x * (f2 - f0 + x * (
+            f(2.0) * f0 - f(5.0) * f1 + f(4.0) * f2 - f3 + x * inner))
+
+    rows = [cubic(xc, *(take(r0 - 1 + pr, c0 - 1 + pc) for pc in range(4)))
+            for pr in range(4)]
+    return cubic(xr, *rows)
 
 
 def _ndimage_zoom(image: np.ndarray, new_dims: tuple[int, int], order: int) -> np.ndarray:
@@ -444,19 +470,23 @@ def resize_image(im: np.ndarray, new_dims: Sequence[int], interp_order: int = 1)
     """An H x W x K image resized to new_dims = (height, width), as float32.
 
     1- and 3-channel images: min-max normalised, skimage-style anti-aliased resize
-    (`mode='constant'`), de-normalised; constant images come back filled. Other channel
-    counts: scipy-style `ndimage.zoom`. `interp_order` 0 (nearest) and 1 (linear) only.
+    (`mode='constant'`), de-normalised; constant images come back filled; `interp_order`
+    0 (nearest), 1 (linear) or 3 (skimage's bicubic). Other channel counts: scipy-style
+    `ndimage.zoom`, order 0 or 1.  The orders pycaffe hands to scipy's splines (2, 4, 5,
+    and 3 beyond 1 and 3 channels) are refused.
     """
-    if interp_order not in (0, 1):
-        raise UnsupportedFieldError(
-            f"resize_image: interp_order = {interp_order} is not supported; supported: "
-            "0 (nearest), 1 (linear)"
-        )
     im = np.asarray(im)
-    dims = (int(new_dims[0]), int(new_dims[1]))
     if im.ndim != 3:
         raise ShapeError(f"resize_image: image of shape {im.shape} is not H x W x K")
-    if im.shape[-1] in (1, 3):
+    skimage = im.shape[-1] in (1, 3)
+    if interp_order not in ((0, 1, 3) if skimage else (0, 1)):
+        raise UnsupportedFieldError(
+            f"resize_image: interp_order = {interp_order!r} for an image of "
+            f"{im.shape[-1]} channel(s) is not supported (pycaffe computes it with scipy's "
+            "spline interpolation, which caffe_fx does not reproduce); supported: 0 "
+            "(nearest), 1 (linear), and 3 (bicubic) for 1- and 3-channel images")
+    dims = (int(new_dims[0]), int(new_dims[1]))
+    if skimage:
         im_min, im_max = im.min(), im.max()
         if not im_max > im_min:
             return np.full(dims + (im.shape[-1],), im_min, dtype=np.float32)

@@ -110,20 +110,27 @@ RESIZE_CASES = sorted(
 
 @pytest.mark.parametrize("case", RESIZE_CASES)
 def test_resize_image(case: str) -> None:
+    # resize_order<N>_<case>: interp_order N; the others pycaffe's default, 1.
+    order = int(case[len("order")]) if case.startswith("order") else 1
     im = INS["resize_" + case]
     dims = tuple(int(d) for d in INS["resize_" + case + "_dims"])
-    _assert_close(cio.resize_image(im, dims), OUTS["resize_" + case])
+    ours = cio.resize_image(im, dims, interp_order=order)
+    assert ours.dtype == np.float32
+    _assert_close(ours, OUTS["resize_" + case])
 
 
-def test_resize_image_order_0_is_nearest() -> None:
-    im = np.arange(2 * 2 * 3, dtype=np.float32).reshape(2, 2, 3)
-    ours = cio.resize_image(im, (4, 4), interp_order=0)
-    np.testing.assert_array_equal(ours, im.repeat(2, axis=0).repeat(2, axis=1))
+def test_resize_image_orders_cover_nearest_and_cubic() -> None:
+    assert {c.split("_")[0] for c in RESIZE_CASES if c.startswith("order")} == {"order0",
+                                                                                 "order3"}
 
 
-def test_resize_image_rejects_cubic() -> None:
-    with pytest.raises(UnsupportedFieldError, match="interp_order = 3 is not supported"):
-        cio.resize_image(np.zeros((2, 2, 3)), (3, 3), interp_order=3)
+@pytest.mark.parametrize(("channels", "order"), [(3, 2), (1, 4), (3, 5), (2, 3), (4, 3)])
+def test_resize_image_refuses_the_orders_pycaffe_hands_to_scipys_splines(
+        channels: int, order: int) -> None:
+    with pytest.raises(UnsupportedFieldError, match=(
+            rf"interp_order = {order} for an image of {channels} channel\(s\) is not "
+            r"supported \(pycaffe computes it with scipy's spline interpolation")):
+        cio.resize_image(np.zeros((2, 2, channels)), (3, 3), interp_order=order)
 
 
 @pytest.mark.parametrize(
