@@ -133,10 +133,10 @@ class NetProblemsError(CaffeFxError):
         return _rebuilt, (self.args[0] if self.args else "", self.problems)
 
 
-def together(problems: Sequence[CaffeFxError], where: str) -> CaffeFxError:
-    """One error for all of `problems` of the net `where` names: a problem alone is
-    itself; several of one class are that class, their messages one under another;
-    several kinds a NetProblemsError deriving from every kind."""
+def together(problems: Sequence[CaffeFxError], where: str, what: str = "net") -> CaffeFxError:
+    """One error for all of `problems` of the net (or the solver: `what`) `where` names:
+    a problem alone is itself; several of one class are that class, their messages one
+    under another; several kinds a NetProblemsError deriving from every kind."""
     if not problems:
         raise ValueError("together() of no problems")
     kinds: dict[type, list[CaffeFxError]] = {}
@@ -145,7 +145,7 @@ def together(problems: Sequence[CaffeFxError], where: str) -> CaffeFxError:
     merged = [_merged(ps) for ps in kinds.values()]
     if len(merged) == 1:
         return merged[0]
-    message = f"{where}: {len(merged)} kinds of problems stop this net:\n" + "\n".join(
+    message = f"{where}: {len(merged)} kinds of problems stop this {what}:\n" + "\n".join(
         f"({i}) " + str(e).replace("\n", "\n    ") for i, e in enumerate(merged, 1))
     return _rebuilt(message, merged)
 

@@ -127,7 +127,7 @@ def net_specs(param: caffe_pb2.SolverParameter, where: str) -> tuple[NetSpec, li
     Caffe checks them (_net_problems)."""
     problems = _net_problems(param, where)
     if problems:
-        raise together(problems, where)
+        raise together(problems, where, "solver")
     field = next(f for f in _TRAIN_NET_FIELDS if param.HasField(f))
     train = _net_spec(getattr(param, field), caffe_pb2.TRAIN,
                       param.train_state if param.HasField("train_state") else None)
@@ -171,7 +171,7 @@ def check_solver(param: caffe_pb2.SolverParameter, where: str) -> None:
             problems.append(e)
     problems += _net_problems(param, where)
     if problems:
-        raise together(problems, where)
+        raise together(problems, where, "solver")
 
 
 def check_snapshot_folder(param: caffe_pb2.SolverParameter, where: str) -> None:

@@ -61,7 +61,7 @@ def _check_policy(policy: str, *, gamma: float, stepsize: int, where: str,
     problems = policy_problems(policy, gamma=gamma, stepsize=stepsize, where=where,
                                plateau_winsize=plateau_winsize)
     if problems:
-        raise together(problems, where)
+        raise together(problems, where, "solver")
 
 
 def learning_rate(policy: str, it: int, current_step: int, *, base_lr: float,

@@ -119,7 +119,7 @@ def update_problems(param: caffe_pb2.SolverParameter, where: str) -> list[ProtoE
 def _check(param: caffe_pb2.SolverParameter, where: str) -> None:
     problems = update_problems(param, where)
     if problems:
-        raise together(problems, where)
+        raise together(problems, where, "solver")
 
 
 def from_solver(solver: str | os.PathLike | caffe_pb2.SolverParameter,

@@ -98,6 +98,7 @@ def test_every_problem_of_a_solver_file_comes_at_once(api: str, work: Path) -> N
             caffe.get_solver("s.prototxt")
     assert isinstance(got.value, NetDefinitionError)  # both kinds, in one error
     message = str(got.value)
+    assert message.startswith("s.prototxt: 3 kinds of problems stop this solver:\n")
     for said in ("type = 'Momentum': Unknown solver type",
                  "lr_policy = 'cosine': Unknown learning rate policy",
                  "display = -1; it must be >= 0",
