@@ -43,10 +43,24 @@ def blobproto_to_array(blob: caffe_pb2.BlobProto, return_diff: bool = False) -> 
 
     Blobs that set any of the legacy num/channels/height/width fields are read as 4-D.
     """
+    if isinstance(blob, (bytes, bytearray, memoryview)):
+        raise InputError("blobproto_to_array: given bytes (a file's contents?), not a "
+                         "BlobProto; parse them first: blob = caffe.proto.caffe_pb2.BlobProto(); "
+                         "blob.ParseFromString(data)")
+    descriptor = getattr(blob, "DESCRIPTOR", None)
+    if getattr(descriptor, "full_name", None) != "caffe.BlobProto":
+        raise InputError(f"blobproto_to_array: given {type(blob).__name__}; allowed: a "
+                         "caffe_pb2.BlobProto")
     data = np.array(blob.diff if return_diff else blob.data, dtype=np.float64)
     if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
-        return data.reshape(blob.num, blob.channels, blob.height, blob.width)
-    return data.reshape(tuple(blob.shape.dim))
+        shape = (blob.num, blob.channels, blob.height, blob.width)
+    else:
+        shape = tuple(blob.shape.dim)
+    if data.size != math.prod(shape):
+        raise ShapeError(f"blobproto_to_array: the blob's {'diff' if return_diff else 'data'} "
+                         f"holds {data.size} values; its shape {list(shape)} needs "
+                         f"{math.prod(shape)}")
+    return data.reshape(shape)
 
 
 def array_to_blobproto(arr: np.ndarray, diff: np.ndarray | None = None) -> caffe_pb2.BlobProto:
@@ -466,6 +480,20 @@ def _ndimage_zoom(image: np.ndarray, new_dims: tuple[int, int], order: int) -> n
     return out.astype(image.dtype if image.dtype.kind == "f" else np.float64)
 
 
+def _new_dims(new_dims: Any) -> tuple[int, int]:
+    """(height, width) as ints: whole numbers, floats included (pycaffe's skimage takes
+    256.0), each at least 1."""
+    try:
+        dims = [int(d) if float(d).is_integer() and not isinstance(d, bool) else -1
+                for d in new_dims]
+    except (TypeError, ValueError):
+        dims = []
+    if len(dims) != 2 or min(dims) < 1:
+        raise ShapeError(f"resize_image: new_dims = {new_dims!r}; allowed: (height, width), "
+                         "two positive whole numbers")
+    return dims[0], dims[1]
+
+
 def resize_image(im: np.ndarray, new_dims: Sequence[int], interp_order: int = 1) -> np.ndarray:
     """An H x W x K image resized to new_dims = (height, width), as float32.
 
@@ -485,7 +513,7 @@ def resize_image(im: np.ndarray, new_dims: Sequence[int], interp_order: int = 1)
             f"{im.shape[-1]} channel(s) is not supported (pycaffe computes it with scipy's "
             "spline interpolation, which caffe_fx does not reproduce); supported: 0 "
             "(nearest), 1 (linear), and 3 (bicubic) for 1- and 3-channel images")
-    dims = (int(new_dims[0]), int(new_dims[1]))
+    dims = _new_dims(new_dims)
     if skimage:
         im_min, im_max = im.min(), im.max()
         if not im_max > im_min:

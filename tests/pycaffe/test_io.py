@@ -305,3 +305,31 @@ def test_load_image_without_pillow_names_the_package(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(__import__("sys").modules, "PIL", None)
     with pytest.raises(ImportError, match="pip install pillow"):
         cio.load_image(GOLDEN / "images" / "rgb.png")
+
+
+# ---- arguments pycaffe fails on deep inside (numpy or protobuf errors there) --------------
+
+@pytest.mark.parametrize("dims", [(0, 3), (-2, 3), (2.5, 3), 5, (4,), (1, 2, 3), ("a", 3)])
+def test_resize_image_refuses_dims_that_are_not_two_positive_whole_numbers(dims) -> None:
+    with pytest.raises(ShapeError, match=r"resize_image: new_dims = .*; allowed: \(height, "
+                                         r"width\), two positive whole numbers"):
+        cio.resize_image(np.zeros((4, 4, 3), np.float32), dims)
+
+
+def test_resize_image_takes_whole_floats_and_numpy_ints_as_pycaffe_does() -> None:
+    im = INS["resize_up_rgb"]
+    dims = tuple(int(d) for d in INS["resize_up_rgb_dims"])
+    spelled = (float(dims[0]), np.int64(dims[1]))
+    _assert_close(cio.resize_image(im, spelled), OUTS["resize_up_rgb"])
+
+
+def test_blobproto_to_array_names_what_it_was_given() -> None:
+    with pytest.raises(InputError, match=r"given bytes \(a file's contents\?\), not a "
+                                         r"BlobProto; parse them first"):
+        cio.blobproto_to_array(b"\x08\x01")
+    with pytest.raises(InputError, match=r"given Datum; allowed: a caffe_pb2.BlobProto"):
+        cio.blobproto_to_array(caffe_pb2.Datum())
+    with pytest.raises(ShapeError, match=r"the blob's diff holds 0 values; its shape "
+                                         r"\[1, 2, 2, 2\] needs 8"):
+        cio.blobproto_to_array(caffe_pb2.BlobProto(num=1, channels=2, height=2, width=2,
+                                                   data=[0.0] * 8), return_diff=True)
