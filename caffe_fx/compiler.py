@@ -7,6 +7,7 @@ caffemodel is read in a thread meanwhile.
 """
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -156,7 +157,9 @@ def _read_weights_meanwhile(weights: WeightsSource) -> Callable[[], StoredWeight
         except BaseException as e:  # noqa: BLE001  (re-raised in the caller's thread)
             box["error"] = e
 
-    thread = threading.Thread(target=work, name="caffe_fx-read-weights", daemon=True)
+    # In the caller's context: its errors are spelled for the caller (errors.CALLER).
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(work,),
+                              name="caffe_fx-read-weights", daemon=True)
     thread.start()
 
     def result() -> StoredWeights | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import contextvars
 import logging
 import math
 import os
@@ -718,8 +719,10 @@ class DataFeed:
         if self._threaded:
             # the worker holds the loaders and the queue, not the feed: a feed nobody
             # holds is collected, and its __del__ stops the worker
+            # ... and runs in the opener's context (errors.CALLER spells its errors)
             self._thread = threading.Thread(
-                target=_work, args=(self._threaded, self._queue, self._stop),
+                target=contextvars.copy_context().run,
+                args=(_work, self._threaded, self._queue, self._stop),
                 name="caffe_fx-data-feed", daemon=True)
             _running.add(self)
             # atexit runs its hooks last registered first: moved to the top here, after

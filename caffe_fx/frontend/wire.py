@@ -197,7 +197,9 @@ def _text_kind(text: str) -> str:
         if message.ListFields():
             return (f"it is {kind} (text)" + spelled(
                 ": the weights come second, compile(prototxt, weights) or "
-                "caffe.Net(prototxt, weights, phase)", ": the weights come after the net"))
+                "caffe.Net(prototxt, weights, phase)",
+                ", not weights: give it where the net is asked for (the first argument; "
+                "caffe-fx convert's --prototxt) and a caffemodel here"))
     return "it is text, not a binary caffemodel"
 
 

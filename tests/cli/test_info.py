@@ -203,3 +203,17 @@ def test_a_solver_file_is_named_as_one_with_the_cli_command_that_trains_it(
                    "in it is SolverParameter's), not a net (it names net = "
                    "'examples/mnist/lenet_train_test.prototxt'); give the net's prototxt "
                    "here, or train with the solver: caffe-fx train --solver SOLVER\n")
+
+
+def test_a_net_given_as_the_weights_is_said_in_the_clis_words(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # The weights are read in a thread while the net builds: its errors are still the
+    # CLI's (errors.CALLER), not compile()'s Python spelling.
+    net = LENET / "lenet.prototxt"
+    if not net.exists():
+        pytest.skip(f"needs ../shared/models ({net} is absent)")
+    assert main(["info", str(net), str(net)]) == 1
+    assert capsys.readouterr().err == (
+        f"caffe-fx info: error: {net}: not a caffemodel: it is a net prototxt (text), not "
+        "weights: give it where the net is asked for (the first argument; caffe-fx "
+        "convert's --prototxt) and a caffemodel here\n")
