@@ -188,6 +188,23 @@ def check_snapshot_folder(param: caffe_pb2.SolverParameter, where: str) -> None:
                          f"to the folder '{folder}'")
 
 
+def iterations(iters: Any) -> int:
+    """step()'s argument: a whole number >= 0."""
+    if isinstance(iters, bool) or not hasattr(iters, "__index__"):
+        raise InputError(f"step({iters!r}): allowed: a whole number of iterations >= 0")
+    if iters < 0:
+        raise InputError(f"step({iters}): the number of iterations must be >= 0")
+    return int(iters.__index__())
+
+
+def _batch(given: Any, name: str, call: str) -> Mapping[str, Any]:
+    """What Solver(inputs=) / (test_inputs=) returned, checked to be a mapping."""
+    if not isinstance(given, Mapping):
+        raise InputError(f"Solver({name}=...) returned {type(given).__name__} for {call}; "
+                         "allowed: a mapping {blob name: array}")
+    return given
+
+
 def resolve_device(device: str | torch.device | None, param: caffe_pb2.SolverParameter,
                    where: str) -> torch.device:
     """`device=` wins; else solver_mode GPU (written in the file) means cuda:<device_id>;
@@ -898,6 +915,12 @@ class Solver(_Training):
             if effect not in _EFFECTS:
                 raise InputError(f"Solver({name}={effect!r}): allowed: "
                                  f"{', '.join(map(repr, _EFFECTS))}")
+        for name, given, signature in (("inputs", inputs, "iteration"),
+                                       ("test_inputs", test_inputs,
+                                        "test_net_index, test_iteration")):
+            if given is not None and not callable(given):
+                raise InputError(f"Solver({name}={given!r}): allowed: None or a "
+                                 f"callable({signature}) -> {{blob: array}}")
         if isinstance(solver, caffe_pb2.SolverParameter):
             param, where = solver, "<SolverParameter>"
         else:
@@ -951,7 +974,8 @@ class Solver(_Training):
             def train_source() -> dict[str, Any]:
                 batch: dict[str, Any] = dict(feed.next()) if feed is not None else {}
                 if self._inputs is not None:
-                    batch.update(self._inputs(self._iter))
+                    batch.update(_batch(self._inputs(self._iter), "inputs",
+                                        f"iteration {self._iter}"))
                 return batch
 
             runner.source = train_source
@@ -961,7 +985,9 @@ class Solver(_Training):
             def test_source() -> dict[str, Any]:
                 batch: dict[str, Any] = dict(feed.next()) if feed is not None else {}
                 if self._test_inputs is not None:
-                    batch.update(self._test_inputs(test_index, count[0]))
+                    batch.update(_batch(self._test_inputs(test_index, count[0]),
+                                        "test_inputs",
+                                        f"test net {test_index}, test iteration {count[0]}"))
                 count[0] += 1
                 return batch
 
@@ -1030,9 +1056,7 @@ class Solver(_Training):
 
     def step(self, iters: int) -> None:
         """Solver::Step: `iters` iterations (tests, display, update, snapshots)."""
-        if iters < 0:
-            raise InputError(f"step({iters}): the number of iterations must be >= 0")
-        self._step(int(iters))
+        self._step(iterations(iters))
 
     def solve(self, resume: str | os.PathLike | None = None) -> None:
         """Solver::Solve: restores `resume` if given, steps to max_iter, snapshots (unless

@@ -17,9 +17,8 @@ import numpy as np
 from torch import fx
 
 from ..data import set_random_seed
-from ..errors import InputError
 from ..proto import caffe_pb2
-from ..solver import NetSpec, _Training
+from ..solver import NetSpec, _Training, iterations
 from .net import Net
 
 
@@ -164,9 +163,7 @@ class Solver(_Training):
     def step(self, iters: int) -> None:
         """Solver::Step: `iters` iterations; the inputs are what the net's blobs hold (or
         what its data layers read)."""
-        if iters < 0:
-            raise InputError(f"step({iters}): the number of iterations must be >= 0")
-        self._step(int(iters))
+        self._step(iterations(iters))
 
     def solve(self, resume_file: str | None = None) -> None:
         """Solver::Solve (max_iter iterations, snapshot, last display and test)."""

@@ -160,3 +160,28 @@ def test_weights_of_which_nothing_fits_are_said(work: Path) -> None:
                       r"layer: elsewhere\)"):
         caffe_fx.Solver("s.prototxt", weights="other.caffemodel",
                         inputs=lambda it: batches()[it % 3])
+
+
+def test_inputs_that_are_not_callables_or_return_no_mapping(work: Path) -> None:
+    (work / "s.prototxt").write_text(BASE + NET)
+    with pytest.raises(InputError, match=r"Solver\(inputs=5\): allowed: None or a "
+                       r"callable\(iteration\) -> \{blob: array\}"):
+        caffe_fx.Solver("s.prototxt", inputs=5)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"Solver\(test_inputs=\[\]\): allowed: None or a "
+                       r"callable\(test_net_index, test_iteration\)"):
+        caffe_fx.Solver("s.prototxt", inputs=lambda it: {}, test_inputs=[])  # type: ignore
+    solver = caffe_fx.Solver("s.prototxt", inputs=lambda it: batches()[0]["data"])
+    with pytest.raises(InputError, match=r"Solver\(inputs=...\) returned ndarray for "
+                       r"iteration 0; allowed: a mapping \{blob name: array\}"):
+        solver.step(1)
+
+
+@pytest.mark.parametrize("iters", ["2", 1.5, True, None])
+def test_step_takes_whole_numbers_only(iters, work: Path) -> None:
+    (work / "s.prototxt").write_text(BASE + NET)
+    feed = batches()
+    for solver in (caffe_fx.Solver("s.prototxt", inputs=lambda it: feed[0]),
+                   caffe.get_solver("s.prototxt")):
+        with pytest.raises(InputError, match=r"step\(.*\): allowed: a whole number of "
+                                             r"iterations >= 0"):
+            solver.step(iters)
