@@ -72,7 +72,8 @@ def _phase(phase: str | int) -> int:
             return names[phase.lower()]
     elif phase in (caffe_pb2.TRAIN, caffe_pb2.TEST):
         return int(phase)
-    raise InputError(f"phase = {phase!r} is not a phase; allowed: 'train', 'test'")
+    raise InputError(f"phase = {phase!r} is not a phase; allowed: 'train', 'test' (or "
+                     "Caffe's numbers, caffe.TRAIN = 0, caffe.TEST = 1)")
 
 
 def names_problems(value: Any, what: str) -> list[str]:

@@ -129,18 +129,29 @@ def _accumulate(params: Iterable[tuple[Blob, torch.Tensor]],
                 taken.add(memory)
 
 
+def _names(names: Any, method: str, arg: str) -> list[str]:
+    """A list of blob names as forward(blobs=) / backward(diffs=) take it (a lone string
+    would be read as its letters)."""
+    if names is None:
+        return []
+    if isinstance(names, str):
+        raise InputError(f"{method}({arg}={names!r}): allowed: a list of blob names, e.g. "
+                         f"{arg}=[{names!r}]")
+    return list(names)
+
+
 class NamedDict(OrderedDict):
     """pycaffe's OrderedDicts; a missing name raises KeyError naming what exists."""
 
-    def __init__(self, items: Any, what: str) -> None:
+    def __init__(self, items: Any, what: str, plural: str | None = None) -> None:
         super().__init__(items)
-        self._what = what
+        self._what, self._plural = what, plural or what + "s"
 
     def __missing__(self, key: object) -> Any:
-        raise BlobNameError(f"no {self._what} {key!r} in the net; {self._what}s: {list(self)}")
+        raise BlobNameError(f"no {self._what} {key!r} in the net; {self._plural}: {list(self)}")
 
     def __reduce__(self) -> Any:
-        return (type(self), (list(self.items()), self._what))
+        return (type(self), (list(self.items()), self._what, self._plural))
 
 
 class NetLayer:
@@ -362,7 +373,8 @@ class Net:
                        for layer in self._net.layer]
         self.params = NamedDict(((name, lr.blobs) for name, lr in zip(self._layer_names,
                                                                        self.layers)
-                                 if lr.blobs), "layer with parameters")
+                                 if lr.blobs), "layer with parameters",
+                                "layers with parameters")
 
     @property
     def _layer_names(self) -> list[str]:
@@ -510,7 +522,7 @@ class Net:
         """pycaffe's Net.forward: sets the input blobs from kwargs (all of them or none),
         runs layers start..end (names, inclusive) and returns {blob: data} for the
         outputs (or the tops of `end`) plus `blobs`."""
-        blobs = list(blobs or [])
+        blobs = _names(blobs, "forward", "blobs")
         for b in blobs:
             self.blobs[b]
         start_ind = self._layer_index(start, "start") if start is not None else 0
@@ -711,7 +723,8 @@ class Net:
     def forward_all(self, blobs: Sequence[str] | None = None,
                     **kwargs: np.ndarray) -> dict[str, np.ndarray]:
         """pycaffe's Net.forward_all: forward in batches, outputs concatenated, padding cut."""
-        all_outs: dict[str, Any] = {out: [] for out in set(self.outputs + list(blobs or []))}
+        all_outs: dict[str, Any] = {out: [] for out in set(
+            self.outputs + _names(blobs, "forward_all", "blobs"))}
         for batch in self._batch(kwargs):
             outs = self.forward(blobs=blobs, **batch)  # type: ignore[arg-type]
             for out, out_blob in outs.items():
@@ -888,7 +901,7 @@ class Net:
         start..end (names, inclusive) top-down, and returns {blob: diff} for the inputs (or
         the bottoms of `end`) plus `diffs`.  Bottom diffs are overwritten, param diffs
         accumulate until clear_param_diffs(), diffs of layers that need no backward stay."""
-        diffs = list(diffs or [])
+        diffs = _names(diffs, "backward", "diffs")
         for b in diffs:
             self.blobs[b]
         start_ind = self._layer_index(start, "start") if start is not None \
@@ -1037,7 +1050,8 @@ class Net:
                              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """pycaffe's Net.forward_backward_all: forward and backward in batches; kwargs hold
         inputs (for forward) and output diffs (for backward); padding cut from both."""
-        blobs, diffs = list(blobs or []), list(diffs or [])
+        blobs = _names(blobs, "forward_backward_all", "blobs")
+        diffs = _names(diffs, "forward_backward_all", "diffs")
         all_outs: dict[str, Any] = {out: [] for out in set(self.outputs + blobs)}
         all_diffs: dict[str, Any] = {d: [] for d in set(self.inputs + diffs)}
         forward_batches = self._batch({n: kwargs[n] for n in self.inputs if n in kwargs}) \

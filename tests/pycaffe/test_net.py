@@ -141,8 +141,20 @@ def test_unknown_names_raise_key_error(small_net):
         small_net.forward(blobs=["nope"])
     with pytest.raises(ValueError, match="end='nope' is not a layer of the net"):
         small_net.forward(end="nope")
-    with pytest.raises(KeyError, match="no layer with parameters 'relu1'"):
+    with pytest.raises(KeyError, match=r"no layer with parameters 'relu1' in the net; "
+                                        r"layers with parameters: \["):
         small_net.params["relu1"]
+
+
+def test_a_lone_blob_name_is_refused_not_read_as_its_letters(small_net):
+    # Real pycaffe fails on `self.outputs + blobs` (list + str: TypeError).
+    out = small_net.outputs[0]
+    for call, arg in ((small_net.forward, "blobs"), (small_net.backward, "diffs"),
+                      (small_net.forward_all, "blobs")):
+        with pytest.raises(errors.InputError, match=(
+                rf"{call.__name__}\({arg}='{out}'\): allowed: a list of blob names, "
+                rf"e.g. {arg}=\['{out}'\]")):
+            call(**{arg: out})
 
 
 def test_phase_is_required(tmp_path):
