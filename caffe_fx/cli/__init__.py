@@ -8,7 +8,9 @@ One module per subcommand in this package, each with `add_parser(subparsers)` an
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -68,10 +70,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     # `caffe-fx MODEL.caffemodel [...]` is short for `caffe-fx convert MODEL.caffemodel`.
     first = next((a for a in args_list if not a.startswith("-")), None)
+    parser = build_parser()
     if first is not None and first not in COMMANDS and "-h" not in args_list \
             and "--help" not in args_list:
+        if not os.path.exists(first) and not {".", "/", os.sep} & set(first):
+            # A bare word that names no file is a mistyped command, not a model.
+            close = difflib.get_close_matches(first, list(COMMANDS), n=1)
+            parser.error(f"'{first}' is not a command"
+                         + (f" (did you mean '{close[0]}'?)" if close else "")
+                         + f"; commands: {', '.join(COMMANDS)}; a weights file converts "
+                         "with caffe-fx MODEL.caffemodel")
         args_list.insert(args_list.index(first), "convert")
-    parser = build_parser()
     args = parser.parse_args(args_list)
     token = CALLER.set("cli")  # advice in messages names this command line's flags
     try:

@@ -209,3 +209,18 @@ def test_writing_into_a_missing_folder_is_one_line(capsys, tmp_path):
     assert err == (f"caffe-fx convert: error: {target}: cannot write it: the folder "
                    f"{target.parent} does not exist; make it first or write somewhere else\n")
     assert not target.parent.exists()
+
+
+def test_a_mistyped_command_is_named_not_taken_for_a_weights_file(capsys, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["trian", "--solver", "s.prototxt"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "caffe-fx: error: 'trian' is not a command (did you mean 'train'?); commands: "
+        f"{', '.join(COMMANDS)}; a weights file converts with caffe-fx MODEL.caffemodel")
+    # A file of that name is still a model to convert (the shorthand).
+    (tmp_path / "trian").write_bytes(b"")
+    assert main(["trian"]) == 1
+    assert "caffe-fx convert: error: trian: " in capsys.readouterr().err
