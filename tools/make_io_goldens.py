@@ -109,13 +109,21 @@ resize_cases = {
     "to_1_col_gray": ((4, 6, 1), (3, 1), np.float32),
     "zoom_2ch_to_1_row": ((4, 6, 2), (1, 5), np.float32),
 }
-for name, (shape, dims, dtype) in resize_cases.items():
-    im = rng.rand(*shape).astype(dtype)
+
+
+def record_resize(key, gen, name, shape, dims, dtype, **order):
+    """One resize case: an image drawn from `gen` (the large-range case scaled to
+    [-40, 215)), its dims and what pycaffe's resize_image makes of it."""
+    im = gen.rand(*shape).astype(dtype)
     if name == "large_range_rgb":
         im = (im * 255 - 40).astype(dtype)
-    ins["resize_" + name] = im
-    ins["resize_" + name + "_dims"] = np.array(dims)
-    outs["resize_" + name] = cio.resize_image(im, dims)
+    ins[key] = im
+    ins[key + "_dims"] = np.array(dims)
+    outs[key] = cio.resize_image(im, dims, **order)
+
+
+for name, (shape, dims, dtype) in resize_cases.items():
+    record_resize("resize_" + name, rng, name, shape, dims, dtype)
 ins["resize_constant_rgb"] = np.full((3, 4, 3), 0.25, np.float32)
 ins["resize_constant_rgb_dims"] = np.array((5, 2))
 outs["resize_constant_rgb"] = cio.resize_image(ins["resize_constant_rgb"], (5, 2))
@@ -133,13 +141,8 @@ order_cases = {
 }
 for name, (shape, dims, dtype) in order_cases.items():
     for order in (0, 3):
-        im = orders.rand(*shape).astype(dtype)
-        if name == "large_range_rgb":
-            im = (im * 255 - 40).astype(dtype)
-        key = f"resize_order{order}_{name}"
-        ins[key] = im
-        ins[key + "_dims"] = np.array(dims)
-        outs[key] = cio.resize_image(im, dims, interp_order=order)
+        record_resize(f"resize_order{order}_{name}", orders, name, shape, dims, dtype,
+                      interp_order=order)
 
 # ---- oversample -----------------------------------------------------------------------
 ims = [rng.rand(7, 8, 3).astype(np.float32) for _ in range(2)]
