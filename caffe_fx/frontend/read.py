@@ -23,7 +23,7 @@ from ..proto import caffe_pb2
 from .files import check_file, max_text_bytes
 from .hdf5 import is_hdf5, read_hdf5
 from .upgrade import upgrade_net
-from .wire import read_caffemodel
+from .wire import read_caffemodel, text_message
 
 NetSource = Union[str, os.PathLike, caffe_pb2.NetParameter]
 
@@ -74,18 +74,10 @@ def parse_text(text: str, where: str, message: _message.Message | None = None,
 def _other_kind(text: str, msg: _message.Message) -> str | None:
     """What to say when a file read as a net is a solver, or one read as a solver is a net:
     every field it has is the other message's (checked by parsing it as that one)."""
-    if isinstance(msg, caffe_pb2.NetParameter):
-        other: _message.Message = caffe_pb2.SolverParameter()
-    elif isinstance(msg, caffe_pb2.SolverParameter):
-        other = caffe_pb2.NetParameter()
-    else:
+    if not isinstance(msg, (caffe_pb2.NetParameter, caffe_pb2.SolverParameter)):
         return None
-    found: list[str] = []
-    try:
-        _LenientParser(found, "").merge(text, other)
-    except text_format.ParseError:
-        return None
-    if found:
+    other = text_message(text)
+    if other is None or isinstance(other, type(msg)):
         return None
     if isinstance(other, caffe_pb2.SolverParameter):
         nets = [f"{f} = {getattr(other, f)!r}" for f in ("net", "train_net")

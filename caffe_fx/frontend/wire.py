@@ -183,23 +183,33 @@ def _looks_like(buf: np.ndarray) -> str:
     return ""
 
 
-def _text_kind(text: str) -> str:
-    if text.lstrip().startswith(("{", "[")):
-        return "it is text (JSON?)" + _CONVERT
+def text_message(text: str) -> _message.Message | None:
+    """`text` as the NetParameter or else the SolverParameter it is: the first of the two
+    whose schema knows every field in it (protobuf's text parser, merging repeats as
+    read.py's parser does), with at least one field set; None when neither."""
     from google.protobuf import text_format
 
-    for message, kind in ((caffe_pb2.NetParameter(), "a net prototxt"),
-                          (caffe_pb2.SolverParameter(), "a solver prototxt")):
+    for message in (caffe_pb2.NetParameter(), caffe_pb2.SolverParameter()):
         try:
-            text_format.Parse(text, message)
+            text_format.Merge(text, message)
         except text_format.ParseError:
             continue
         if message.ListFields():
-            return (f"it is {kind} (text)" + spelled(
-                ": the weights come second, compile(prototxt, weights) or "
-                "caffe.Net(prototxt, weights, phase)",
-                ", not weights: give it where the net is asked for (the first argument; "
-                "caffe-fx convert's --prototxt) and a caffemodel here"))
+            return message
+    return None
+
+
+def _text_kind(text: str) -> str:
+    if text.lstrip().startswith(("{", "[")):
+        return "it is text (JSON?)" + _CONVERT
+    message = text_message(text)
+    if message is not None:
+        kind = "a net" if isinstance(message, caffe_pb2.NetParameter) else "a solver"
+        return (f"it is {kind} prototxt (text)" + spelled(
+            ": the weights come second, compile(prototxt, weights) or "
+            "caffe.Net(prototxt, weights, phase)",
+            ", not weights: give it where the net is asked for (the first argument; "
+            "caffe-fx convert's --prototxt) and a caffemodel here"))
     return "it is text, not a binary caffemodel"
 
 
