@@ -13,6 +13,8 @@ and snapshots, as Caffe's root solver.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 import secrets
@@ -131,6 +133,11 @@ class Timer:
 
 # ------------------------------------------------------------------------------ NCCL
 
+def _remove_rendezvous(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)
+
+
 class NCCL:
     """caffe.NCCL(solver, uid): the solver joins the group of solver_count() processes
     that `uid` (NCCL.new_uid(), drawn once by the parent) names, as rank solver_rank()."""
@@ -169,7 +176,12 @@ class NCCL:
         """A fresh rendezvous for one group (Caffe: ncclGetUniqueId): pass it to every
         process's NCCL(solver, uid)."""
         name = f"caffe_fx_nccl_{os.getpid()}_{secrets.token_hex(8)}"
-        return "file://" + os.path.join(tempfile.gettempdir(), name)
+        path = os.path.join(tempfile.gettempdir(), name)
+        # The ranks' FileStore is that file, and they keep it for their whole run: it goes
+        # when the process that drew it exits (python/train.py's parent, after joining its
+        # children; multiprocessing's children leave through os._exit, running no atexit).
+        atexit.register(_remove_rendezvous, path)
+        return "file://" + path
 
     def _runner(self) -> Any:
         return self._solver._train

@@ -19,11 +19,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def train(work: Path, *extra: str) -> subprocess.CompletedProcess:
+    tmp = work / "tmp"  # where caffe.NCCL.new_uid() puts the ranks' rendezvous file
+    tmp.mkdir()
     proc = subprocess.run(
         [sys.executable, "-m", "tests.distributed.pycaffe_train", "solver.prototxt",
-         "init.caffemodel", "2", *extra], cwd=work, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+         "init.caffemodel", "2", *extra], cwd=work,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), TMPDIR=str(tmp)),
         capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list(tmp.glob("caffe_fx_nccl_*")) == []  # the rendezvous went with the parent
     return proc
 
 
